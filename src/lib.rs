@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! otpgate
+pub mod otp;
+pub mod store;

@@ -1,0 +1,192 @@
+//! The behaviour every [`Store`] backend must show, written once.
+//!
+//! A backend's tests call [`run_all`] with a factory of fresh, empty stores:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! otpgate::store::conformance::run_all(|| otpgate::store::MemoryStore::new(10_000)).await;
+//! # }
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Store;
+use crate::otp::{
+    CodeFormat, CodeHasher, IdentityState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision, Write,
+    decide_issue, decide_verify,
+};
+
+/// Runs every check against fresh stores made by `make`. Panics on the first failure.
+pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
+    missing_records_read_as_none(make()).await;
+    put_keep_and_delete(make()).await;
+    records_expire_with_their_ttl(make()).await;
+    concurrent_updates_are_serialized(Arc::new(make())).await;
+    exactly_one_of_many_concurrent_verifies_wins(Arc::new(make())).await;
+    counters_count_within_a_window(make()).await;
+    concurrent_hits_are_all_counted(Arc::new(make())).await;
+}
+
+fn state_with_sends(sends: u32) -> IdentityState {
+    IdentityState {
+        sends_in_window: sends,
+        ..IdentityState::default()
+    }
+}
+
+/// An absent key reads as `None`, for peeks and updates alike.
+pub async fn missing_records_read_as_none<S: Store>(store: S) {
+    assert_eq!(store.peek_identity("absent").await.unwrap(), None);
+    let mut seen = Some(IdentityState::default());
+    store
+        .update_identity("absent", &mut |current| {
+            seen = current;
+            Write::Keep
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, None);
+    assert_eq!(store.peek_identity("absent").await.unwrap(), None);
+}
+
+/// `Put` stores, `Keep` leaves, `Delete` removes.
+pub async fn put_keep_and_delete<S: Store>(store: S) {
+    let ttl = Duration::from_secs(60);
+    store
+        .update_identity("k", &mut |_| Write::Put { state: state_with_sends(3), ttl })
+        .await
+        .unwrap();
+    assert_eq!(store.peek_identity("k").await.unwrap(), Some(state_with_sends(3)));
+    store.update_identity("k", &mut |_| Write::Keep).await.unwrap();
+    assert_eq!(store.peek_identity("k").await.unwrap(), Some(state_with_sends(3)));
+    assert_eq!(store.peek_identity("other").await.unwrap(), None, "keys are independent");
+    let mut seen = None;
+    store
+        .update_identity("k", &mut |current| {
+            seen = current;
+            Write::Delete
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(state_with_sends(3)), "update sees the stored record");
+    assert_eq!(store.peek_identity("k").await.unwrap(), None);
+}
+
+/// A record is gone once its TTL has passed.
+pub async fn records_expire_with_their_ttl<S: Store>(store: S) {
+    let ttl = Duration::from_millis(300);
+    store
+        .update_identity("short", &mut |_| Write::Put { state: state_with_sends(1), ttl })
+        .await
+        .unwrap();
+    store
+        .update_identity("long", &mut |_| Write::Put {
+            state: state_with_sends(1),
+            ttl: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(store.peek_identity("short").await.unwrap(), None);
+    assert!(store.peek_identity("long").await.unwrap().is_some());
+}
+
+/// 1000 concurrent read-modify-writes of one key lose no update.
+pub async fn concurrent_updates_are_serialized<S: Store>(store: Arc<S>) {
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .update_identity("counter", &mut |current| {
+                        let mut state = current.unwrap_or_default();
+                        state.sends_in_window += 1;
+                        Write::Put { state, ttl: Duration::from_secs(60) }
+                    })
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let state = store.peek_identity("counter").await.unwrap().unwrap();
+    assert_eq!(state.sends_in_window, 1000);
+}
+
+/// The security rule itself: of 1000 concurrent verifies of one right code, exactly one
+/// is accepted.
+pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(store: Arc<S>) {
+    let policy = Arc::new(OtpPolicy::default());
+    let hasher = CodeHasher::new(&ServerSecret::random());
+    let code = CodeFormat::default().generate();
+    let hash = hasher.hash("race", &code);
+    let now = Timestamp(1_700_000_000_000);
+    store
+        .update_identity("race", &mut |current| decide_issue(current, hash, now, &policy).0)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let policy = Arc::clone(&policy);
+            tokio::spawn(async move {
+                let mut decision = VerifyDecision::Rejected;
+                store
+                    .update_identity("race", &mut |current| {
+                        let (write, d) = decide_verify(current, hash, now, &policy);
+                        decision = d;
+                        write
+                    })
+                    .await
+                    .unwrap();
+                decision
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        if task.await.unwrap() == VerifyDecision::Accepted {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one concurrent verify may win");
+}
+
+/// Hits count up within a window and start again at one after it.
+pub async fn counters_count_within_a_window<S: Store>(store: S) {
+    let window = Duration::from_secs(60);
+    let start = Timestamp(1_700_000_000_000);
+    let first = store.hit("c", window, start).await.unwrap();
+    assert_eq!(first.count, 1);
+    assert_eq!(first.resets_at, start.plus(window));
+    let second = store.hit("c", window, start.plus(Duration::from_secs(59))).await.unwrap();
+    assert_eq!(second.count, 2);
+    assert_eq!(second.resets_at, first.resets_at, "the window does not slide");
+    assert_eq!(store.hit("d", window, start).await.unwrap().count, 1, "keys are independent");
+    let later = start.plus(window);
+    let third = store.hit("c", window, later).await.unwrap();
+    assert_eq!(third.count, 1);
+    assert_eq!(third.resets_at, later.plus(window));
+}
+
+/// 1000 concurrent hits on one key see each count from 1 to 1000 exactly once.
+pub async fn concurrent_hits_are_all_counted<S: Store>(store: Arc<S>) {
+    let now = Timestamp(1_700_000_000_000);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store.hit("busy", Duration::from_secs(60), now).await.unwrap().count
+            })
+        })
+        .collect();
+    let mut counts = BTreeSet::new();
+    for task in tasks {
+        counts.insert(task.await.unwrap());
+    }
+    assert_eq!(counts, (1..=1000).collect::<BTreeSet<u64>>());
+}

@@ -1,0 +1,170 @@
+//! The in-process store on a moka cache: bounded in size, entries expire with their TTL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+
+use super::{IdentityUpdate, Store, StoreError, WindowCount};
+use crate::otp::{IdentityState, Timestamp, Write};
+
+#[derive(Clone, Debug)]
+enum Value {
+    Identity(Arc<IdentityState>),
+    Counter(WindowCount),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Value,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl Expiry<String, Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The default store: one process, no dependencies. Holds at most `max_entries` records;
+/// past that the least useful are evicted, which can only forget limits early, never
+/// accept a wrong code.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Entry>,
+}
+
+impl MemoryStore {
+    /// Default bound on the number of records.
+    pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
+    /// A store holding at most `max_entries` records and counters.
+    pub fn new(max_entries: u64) -> MemoryStore {
+        MemoryStore {
+            cache: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(EntryTtl)
+                .build(),
+        }
+    }
+
+    /// How many entries are held (approximate; for diagnostics).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(Self::DEFAULT_MAX_ENTRIES)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn update_identity(
+        &self,
+        key: &str,
+        update: &mut IdentityUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        // moka runs compute closures for one key one at a time: this is the atomic step.
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                let current = existing.and_then(|entry| match entry.into_value().value {
+                    Value::Identity(state) => Some(Arc::unwrap_or_clone(state)),
+                    Value::Counter(_) => None,
+                });
+                let op = match update(current) {
+                    Write::Keep => Op::Nop,
+                    Write::Put { state, ttl } => Op::Put(Entry {
+                        value: Value::Identity(Arc::new(state)),
+                        ttl,
+                    }),
+                    Write::Delete => Op::Remove,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<WindowCount, StoreError> {
+        let mut result = WindowCount {
+            count: 1,
+            resets_at: now.plus(window),
+        };
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                if let Some(Value::Counter(current)) = existing.map(|e| e.into_value().value) {
+                    if current.resets_at > now {
+                        result = WindowCount {
+                            count: current.count + 1,
+                            resets_at: current.resets_at,
+                        };
+                    }
+                }
+                std::future::ready(Op::Put(Entry {
+                    value: Value::Counter(result),
+                    ttl: now.until(result.resets_at),
+                }))
+            })
+            .await;
+        Ok(result)
+    }
+
+    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
+        Ok(match self.cache.get(key).await.map(|e| e.value) {
+            Some(Value::Identity(state)) => Some(Arc::unwrap_or_clone(state)),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_passes_the_conformance_suite() {
+        super::super::conformance::run_all(|| MemoryStore::new(10_000)).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_stays_within_its_bound() {
+        let store = MemoryStore::new(100);
+        let now = Timestamp(1_000);
+        for i in 0..1_000 {
+            store.hit(&format!("k{i}"), Duration::from_secs(60), now).await.unwrap();
+        }
+        store.cache.run_pending_tasks().await;
+        assert!(store.entry_count() <= 100, "{} entries", store.entry_count());
+    }
+}

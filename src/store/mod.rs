@@ -1,0 +1,67 @@
+//! Where identity records and rate counters live.
+//!
+//! A [`Store`] offers two atomic operations and nothing else:
+//! [`Store::update_identity`], a read-modify-write of one identity's record, and
+//! [`Store::hit`], a fixed-window counter increment. The decisions themselves are made by
+//! the pure functions in [`crate::otp`]; a backend only has to make the read, the
+//! decision and the write one indivisible step. [`conformance`] checks that it does.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::otp::{IdentityState, Timestamp, Write};
+
+pub mod conformance;
+mod memory;
+
+pub use memory::MemoryStore;
+
+/// A store failure: the backend could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable or failed.
+    #[error("store backend unavailable: {0}")]
+    Unavailable(String),
+    /// A record could not be decoded.
+    #[error("store record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The state of a fixed-window counter after a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowCount {
+    /// Hits in the current window, this one included.
+    pub count: u64,
+    /// When the current window ends.
+    pub resets_at: Timestamp,
+}
+
+/// The read-modify-write function handed to [`Store::update_identity`]. It may be called
+/// more than once by a backend that retries on contention; the last call's write is the
+/// one that lands.
+pub type IdentityUpdate<'a> = dyn FnMut(Option<IdentityState>) -> Write + Send + 'a;
+
+/// Identity records and counters, shared by every request of the gate.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads the record under `key`, calls `update` with it and applies the [`Write`] it
+    /// returns, as one atomic step with respect to every other call for the same key.
+    async fn update_identity(
+        &self,
+        key: &str,
+        update: &mut IdentityUpdate<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds one hit to the fixed window counter under `key`. A window opens at the first
+    /// hit after the previous one ended and lasts `window`.
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<WindowCount, StoreError>;
+
+    /// Reads the record under `key` without changing it (diagnostics and tests).
+    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError>;
+}
