@@ -3,3 +3,5 @@
 //! otpgate
 pub mod otp;
 pub mod store;
+pub mod token;
+mod util;

@@ -1,0 +1,421 @@
+//! JWTs: minting after a verified code, verifying on every later request, and the JWKS
+//! that lets any app check them itself.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::otp::Timestamp;
+
+mod keys;
+
+pub use keys::{KeyError, SigningAlgorithm, SigningKey};
+
+/// The claims of an otpgate token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the account the code was verified for.
+    pub sub: String,
+    /// Audience: the app the token is for.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// Authentication methods: `["otp"]`.
+    pub amr: Vec<String>,
+    /// When the code was verified.
+    pub auth_time: u64,
+    /// The verified email, when the code went by email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The verified phone (E.164), when the code went by SMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The tenant the account belongs to.
+    pub tenant: String,
+}
+
+/// Who a token is minted for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    /// The account id (`sub`).
+    pub id: String,
+    /// The verified email, if any.
+    pub email: Option<String>,
+    /// The verified phone, if any.
+    pub phone: Option<String>,
+    /// The tenant.
+    pub tenant: String,
+}
+
+/// Token settings.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// `iss` of minted tokens, required on verified ones.
+    pub issuer: String,
+    /// `aud` of minted tokens, required on verified ones.
+    pub audience: String,
+    /// Lifetime of minted tokens.
+    pub ttl: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Upper bound on the verified-token cache.
+    pub cache_entries: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            issuer: "otpgate".into(),
+            audience: "app".into(),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(5),
+            cache_entries: 100_000,
+        }
+    }
+}
+
+/// Why a token was refused. Callers answer all of these the same way; the variants are
+/// for tests and metrics.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT, too long, or unparseable.
+    #[error("malformed token")]
+    Malformed,
+    /// Signed with another algorithm than the pinned one (including `none`).
+    #[error("token algorithm not accepted")]
+    WrongAlgorithm,
+    /// Names a key this gate does not hold.
+    #[error("token key not recognised")]
+    UnknownKey,
+    /// Signature, issuer, audience or required claims wrong.
+    #[error("token rejected: {0}")]
+    Invalid(String),
+    /// Past `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Signing failed (a broken key).
+    #[error("token signing failed: {0}")]
+    Signing(String),
+}
+
+/// A freshly minted token.
+#[derive(Clone, Debug)]
+pub struct MintedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Its claims.
+    pub claims: Arc<Claims>,
+}
+
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Mints and verifies the gate's tokens with one pinned key and algorithm.
+pub struct Tokens {
+    key: SigningKey,
+    settings: TokenSettings,
+    validation: Validation,
+    // Keyed by SHA-256 of the token, so the cache never holds a usable token.
+    verified: moka::sync::Cache<[u8; 32], Arc<Claims>>,
+    jwks: Bytes,
+}
+
+impl Tokens {
+    /// Tokens signed by `key` under `settings`.
+    pub fn new(key: SigningKey, settings: TokenSettings) -> Tokens {
+        // Pinned: only the configured algorithm, never a choice made by the token header.
+        let mut validation = Validation::new(key.algorithm().jwt_algorithm());
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // exp and nbf are checked against the gate's Clock below, not the system time.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_entries)
+            .time_to_live(settings.ttl + settings.leeway)
+            .build();
+        let keys: Vec<_> = key.public_jwk().into_iter().collect();
+        let jwks = Bytes::from(serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default());
+        Tokens {
+            key,
+            settings,
+            validation,
+            verified,
+            jwks,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The JWKS document (`{"keys": [...]}`) with the public key; empty for HS256.
+    pub fn jwks(&self) -> &Bytes {
+        &self.jwks
+    }
+
+    /// Mints a token for `subject`, valid from `now` for the configured TTL.
+    pub fn mint(&self, subject: &Subject, now: Timestamp) -> Result<MintedToken, TokenError> {
+        let iat = now.as_secs();
+        let ttl = self.settings.ttl.as_secs();
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            sub: subject.id.clone(),
+            aud: self.settings.audience.clone(),
+            exp: iat + ttl,
+            iat,
+            nbf: iat,
+            jti: crate::util::random_id(),
+            amr: vec!["otp".into()],
+            auth_time: iat,
+            email: subject.email.clone(),
+            phone: subject.phone.clone(),
+            tenant: subject.tenant.clone(),
+        };
+        let mut header = Header::new(self.key.algorithm().jwt_algorithm());
+        header.kid = Some(self.key.kid().to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, self.key.encoding())
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(MintedToken {
+            token,
+            expires_in: ttl,
+            claims: Arc::new(claims),
+        })
+    }
+
+    /// Verifies `token` at `now`: pinned algorithm and key, signature, iss, aud, exp, nbf.
+    /// A token verified before is answered from a cache without a signature check, but
+    /// never past its `exp`.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Claims>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let fingerprint = crate::util::sha256(token.as_bytes());
+        if let Some(claims) = self.verified.get(&fingerprint) {
+            self.check_times(&claims, now)?;
+            return Ok(claims);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // `alg: none` and unknown algorithms fail to parse as a header at all.
+            jsonwebtoken::errors::ErrorKind::Json(_) => TokenError::WrongAlgorithm,
+            _ => TokenError::Malformed,
+        })?;
+        if header.alg != self.key.algorithm().jwt_algorithm() {
+            // Algorithm confusion (an RS256 public key used as an HS256 secret, etc.)
+            // is impossible: the header's choice is never followed.
+            return Err(TokenError::WrongAlgorithm);
+        }
+        if header.kid.as_deref().is_some_and(|kid| kid != self.key.kid()) {
+            return Err(TokenError::UnknownKey);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                jsonwebtoken::errors::ErrorKind::InvalidToken
+                | jsonwebtoken::errors::ErrorKind::Base64(_)
+                | jsonwebtoken::errors::ErrorKind::Utf8(_) => TokenError::Malformed,
+                _ => TokenError::Invalid(e.to_string()),
+            })?;
+        let claims = Arc::new(data.claims);
+        self.check_times(&claims, now)?;
+        self.verified.insert(fingerprint, Arc::clone(&claims));
+        Ok(claims)
+    }
+
+    fn check_times(&self, claims: &Claims, now: Timestamp) -> Result<(), TokenError> {
+        let now = now.as_secs();
+        let leeway = self.settings.leeway.as_secs();
+        if claims.exp.saturating_add(leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// Audiences accepted (for diagnostics).
+    pub fn audiences(&self) -> HashSet<String> {
+        self.validation.aud.clone().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("key", &self.key)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::base64url;
+
+    fn subject() -> Subject {
+        Subject {
+            id: "alice@example.com".into(),
+            email: Some("alice@example.com".into()),
+            phone: None,
+            tenant: "default".into(),
+        }
+    }
+
+    fn tokens(algorithm: SigningAlgorithm) -> Tokens {
+        Tokens::new(SigningKey::generate(algorithm).unwrap().0, TokenSettings::default())
+    }
+
+    const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[test]
+    fn minted_tokens_verify_for_every_algorithm() {
+        for algorithm in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::HS256,
+        ] {
+            let tokens = tokens(algorithm);
+            let minted = tokens.mint(&subject(), NOW).unwrap();
+            let claims = tokens.verify(&minted.token, NOW).unwrap();
+            assert_eq!(claims.sub, "alice@example.com");
+            assert_eq!(claims.amr, vec!["otp".to_string()]);
+            assert_eq!(claims.exp, NOW.as_secs() + 3600);
+            assert_eq!(claims.tenant, "default");
+            let header = jsonwebtoken::decode_header(&minted.token).unwrap();
+            assert_eq!(header.kid.as_deref(), Some(tokens.key().kid()));
+        }
+    }
+
+    #[test]
+    fn expired_and_future_tokens_are_refused_even_from_the_cache() {
+        let tokens = tokens(SigningAlgorithm::EdDSA);
+        let minted = tokens.mint(&subject(), NOW).unwrap();
+        tokens.verify(&minted.token, NOW).unwrap();
+        let later = NOW.plus(Duration::from_secs(3600 + 5));
+        assert_eq!(tokens.verify(&minted.token, later), Err(TokenError::Expired));
+        let fresh = tokens.mint(&subject(), NOW.plus(Duration::from_secs(600))).unwrap();
+        assert_eq!(tokens.verify(&fresh.token, NOW), Err(TokenError::NotYetValid));
+        // Within the leeway both pass.
+        assert!(tokens.verify(&fresh.token, NOW.plus(Duration::from_secs(596))).is_ok());
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let tokens = tokens(SigningAlgorithm::EdDSA);
+        let minted = tokens.mint(&subject(), NOW).unwrap();
+        let payload = minted.token.split('.').nth(1).unwrap();
+        for alg in ["none", "None", "NONE"] {
+            let header = base64url(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+            for forged in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+                assert!(tokens.verify(&forged, NOW).is_err(), "{alg}: {forged}");
+            }
+        }
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        // The classic confusion: an HS256 token whose secret is the published public key.
+        let tokens = tokens(SigningAlgorithm::RS256);
+        let jwks = String::from_utf8(tokens.jwks().to_vec()).unwrap();
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(tokens.key().kid().to_owned());
+        let claims = tokens.mint(&subject(), NOW).unwrap().claims;
+        let forged = jsonwebtoken::encode(
+            &header,
+            &*claims,
+            &jsonwebtoken::EncodingKey::from_secret(jwks.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(tokens.verify(&forged, NOW), Err(TokenError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn another_algorithm_or_key_is_refused() {
+        let ed = tokens(SigningAlgorithm::EdDSA);
+        let es = tokens(SigningAlgorithm::ES256);
+        let other_ed = tokens(SigningAlgorithm::EdDSA);
+        let from_es = es.mint(&subject(), NOW).unwrap();
+        assert_eq!(ed.verify(&from_es.token, NOW), Err(TokenError::WrongAlgorithm));
+        let from_other = other_ed.mint(&subject(), NOW).unwrap();
+        assert_eq!(ed.verify(&from_other.token, NOW), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn wrong_audience_or_issuer_is_refused() {
+        let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+        let ours = Tokens::new(key.clone(), TokenSettings::default());
+        let other_aud = Tokens::new(
+            key.clone(),
+            TokenSettings {
+                audience: "other-app".into(),
+                ..TokenSettings::default()
+            },
+        );
+        let other_iss = Tokens::new(
+            key,
+            TokenSettings {
+                issuer: "someone-else".into(),
+                ..TokenSettings::default()
+            },
+        );
+        let t = other_aud.mint(&subject(), NOW).unwrap();
+        assert!(matches!(ours.verify(&t.token, NOW), Err(TokenError::Invalid(_))));
+        let t = other_iss.mint(&subject(), NOW).unwrap();
+        assert!(matches!(ours.verify(&t.token, NOW), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn tampered_and_garbage_tokens_are_refused() {
+        let tokens = tokens(SigningAlgorithm::EdDSA);
+        let minted = tokens.mint(&subject(), NOW).unwrap();
+        let mut parts: Vec<String> = minted.token.split('.').map(str::to_owned).collect();
+        let mut claims = (*minted.claims).clone();
+        claims.sub = "mallory@example.com".into();
+        parts[1] = base64url(&serde_json::to_vec(&claims).unwrap());
+        assert!(tokens.verify(&parts.join("."), NOW).is_err());
+        for garbage in ["", "a.b.c", "....", "x", &"a".repeat(10_000)] {
+            assert!(tokens.verify(garbage, NOW).is_err(), "{garbage:.20}");
+        }
+    }
+
+    #[test]
+    fn jwks_publishes_the_public_key_only() {
+        let tokens = tokens(SigningAlgorithm::EdDSA);
+        let jwks: serde_json::Value = serde_json::from_slice(tokens.jwks()).unwrap();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kty"], "OKP");
+        assert_eq!(key["crv"], "Ed25519");
+        assert_eq!(key["kid"], tokens.key().kid());
+        assert_eq!(key["use"], "sig");
+        assert!(key.get("d").is_none(), "no private part");
+        let hs = super::tests::tokens(SigningAlgorithm::HS256);
+        assert_eq!(&hs.jwks()[..], br#"{"keys":[]}"#);
+    }
+}
