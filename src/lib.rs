@@ -1,7 +1,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 //! otpgate
+pub mod delivery;
+pub mod directory;
+mod error;
+mod gate;
+pub mod http;
+pub mod identifier;
 pub mod otp;
 pub mod store;
 pub mod token;
 mod util;
+
+pub use error::GateError;
+pub use gate::{BuildError, Gate, GateBuilder, Identity, IpLimits, SendOutcome, SendRequest, Tenant, VerifyRequest};

@@ -1,0 +1,22 @@
+use async_trait::async_trait;
+
+use super::{DeliveryError, Message, Sender};
+
+/// Prints codes to standard output. For development only: it shows the full destination
+/// and the code, which a production gate must never do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsoleSender;
+
+#[async_trait]
+impl Sender for ConsoleSender {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        println!(
+            "[otpgate console delivery, DEVELOPMENT ONLY] {} to {} (tenant {}): code {}",
+            message.channel(),
+            message.to.as_str(),
+            message.tenant,
+            message.code.expose()
+        );
+        Ok(())
+    }
+}

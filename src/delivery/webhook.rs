@@ -1,0 +1,116 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lc_rs::hmac;
+
+use super::{DeliveryError, Message, Sender, WebhookPayload};
+
+/// POSTs each message as JSON to a URL, with a timeout and retries.
+///
+/// The body is `{"channel", "to", "code", "tenant", "message", "expires_in"}`. With a
+/// signing secret, `X-Otpgate-Signature: sha256=<hex HMAC of the body>` lets the
+/// receiver check that the gate sent it.
+#[derive(Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    retries: u32,
+    retry_delay: Duration,
+    signing_key: Option<hmac::Key>,
+}
+
+impl WebhookSender {
+    /// A sender to `url` with a 5 s timeout and 3 retries.
+    pub fn new(url: reqwest::Url) -> WebhookSender {
+        WebhookSender {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            url,
+            retries: 3,
+            retry_delay: Duration::from_millis(200),
+            signing_key: None,
+        }
+    }
+
+    /// Per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        self
+    }
+
+    /// Retries after the first attempt; the delay doubles each time.
+    pub fn retries(mut self, retries: u32, first_delay: Duration) -> Self {
+        self.retries = retries;
+        self.retry_delay = first_delay;
+        self
+    }
+
+    /// Signs each body with HMAC-SHA256 under `secret`.
+    pub fn signing_secret(mut self, secret: &[u8]) -> Self {
+        self.signing_key = Some(hmac::Key::new(hmac::HMAC_SHA256, secret));
+        self
+    }
+
+    async fn attempt(&self, body: &[u8]) -> Result<(), (bool, String)> {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(key) = &self.signing_key {
+            let tag = hmac::sign(key, body);
+            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            request = request.header("X-Otpgate-Signature", format!("sha256={hex}"));
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => {
+                let status = response.status();
+                // 5xx, 408 and 429 are worth another try; other 4xx will not change.
+                let retryable = status.is_server_error()
+                    || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+                Err((retryable, format!("webhook answered {status}")))
+            }
+            Err(error) => Err((true, format!("webhook unreachable: {}", error.without_url()))),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSender")
+            .field("url", &self.url.as_str())
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Sender for WebhookSender {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&WebhookPayload::from(message))
+                .map_err(|e| DeliveryError::Rejected(e.to_string()))?,
+        );
+        let mut delay = self.retry_delay;
+        let mut tries_left = self.retries;
+        loop {
+            match self.attempt(&body).await {
+                Ok(()) => return Ok(()),
+                Err((false, reason)) => return Err(DeliveryError::Rejected(reason)),
+                Err((true, reason)) if tries_left == 0 => return Err(DeliveryError::Failed(reason)),
+                Err((true, _)) => {
+                    tries_left -= 1;
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Every refusal the gate can answer, each with its HTTP status and stable error code.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::identifier::{Channel, InvalidIdentifier};
+
+/// A refused request. [`GateError::code`] is the stable machine-readable code that API
+/// answers carry; the `Display` text is the human message.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Body or query malformed or missing a field.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Email or phone not valid.
+    #[error("{0}")]
+    InvalidIdentifier(#[from] InvalidIdentifier),
+    /// The tenant does not exist.
+    #[error("unknown tenant")]
+    UnknownTenant,
+    /// The tenant does not offer this channel.
+    #[error("{} OTP is not enabled for this tenant", match .0 { Channel::Email => "Email", Channel::Sms => "Phone" })]
+    ChannelDisabled(Channel),
+    /// Unknown identifier, auto-create off, and the tenant reveals accounts.
+    #[error("No account found. Please sign up first.")]
+    AccountNotFound,
+    /// Too many sends (per identifier or per IP).
+    #[error("too many requests; try again later")]
+    RateLimited {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Too many failed verifications; the identity must wait.
+    #[error("too many failed attempts; try again later")]
+    TooManyAttempts {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Wrong, expired, used or unknown code: deliberately one answer for all four.
+    #[error("the code is invalid or has expired")]
+    InvalidCode,
+    /// No valid token on a protected path.
+    #[error("authentication required")]
+    Unauthorized,
+    /// Body larger than the limit.
+    #[error("request body too large (limit {limit} bytes)")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Not JSON.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// Wrong method on a gate endpoint.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// No such gate endpoint.
+    #[error("not found")]
+    NotFound,
+    /// The store failed.
+    #[error("temporarily unavailable")]
+    StoreUnavailable(#[source] crate::store::StoreError),
+    /// The directory failed.
+    #[error("temporarily unavailable")]
+    DirectoryUnavailable(#[source] crate::directory::DirectoryError),
+    /// The outbox is full.
+    #[error("temporarily unavailable")]
+    DeliveryUnavailable,
+    /// Something inside the gate failed (a broken key).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl GateError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GateError::InvalidRequest(_)
+            | GateError::InvalidIdentifier(_)
+            | GateError::UnknownTenant
+            | GateError::ChannelDisabled(_)
+            | GateError::AccountNotFound => StatusCode::BAD_REQUEST,
+            GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GateError::InvalidCode | GateError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GateError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GateError::NotFound => StatusCode::NOT_FOUND,
+            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GateError::InvalidRequest(_) => "invalid_request",
+            GateError::InvalidIdentifier(InvalidIdentifier::Email) => "invalid_email",
+            GateError::InvalidIdentifier(InvalidIdentifier::Phone) => "invalid_phone",
+            GateError::UnknownTenant => "unknown_tenant",
+            GateError::ChannelDisabled(_) => "channel_disabled",
+            GateError::AccountNotFound => "account_not_found",
+            GateError::RateLimited { .. } => "rate_limited",
+            GateError::TooManyAttempts { .. } => "too_many_attempts",
+            GateError::InvalidCode => "invalid_code",
+            GateError::Unauthorized => "unauthorized",
+            GateError::PayloadTooLarge { .. } => "payload_too_large",
+            GateError::UnsupportedMediaType => "unsupported_media_type",
+            GateError::MethodNotAllowed => "method_not_allowed",
+            GateError::NotFound => "not_found",
+            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => {
+                "temporarily_unavailable"
+            }
+            GateError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, where one applies (rounded up, at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            GateError::RateLimited { retry_after } | GateError::TooManyAttempts { retry_after } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+            }
+            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => Some(1),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The engine: send, verify and authenticate, tying the core, the store, the directory,
+//! delivery and tokens together. Framework-neutral; adapters call it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::delivery::{ConsoleSender, Message, Outbox, Senders};
+use crate::directory::{Directory, NoDirectory};
+use crate::error::GateError;
+use crate::http::HttpSettings;
+use crate::identifier::{Channel, Identifier};
+use crate::otp::{
+    Clock, CodeHasher, IssueDecision, OtpPolicy, Rate, ServerSecret, SystemClock, VerifyDecision, decide_issue,
+    decide_verify,
+};
+use crate::store::{MemoryStore, Store};
+use crate::token::{Claims, MintedToken, SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
+
+/// A tenant: one set of users with its own channels and account rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Its id, as clients name it.
+    pub id: String,
+    /// The channels its users may receive codes by.
+    pub channels: Vec<Channel>,
+    /// Whether an unknown identifier becomes an account on its first verified code.
+    pub auto_create: bool,
+    /// Whether send answers say if the account existed. Off by default: on, it lets
+    /// anyone enumerate accounts.
+    pub reveal_account: bool,
+}
+
+impl Tenant {
+    /// The default tenant: email and SMS, auto-create on, accounts not revealed.
+    pub fn new(id: &str) -> Tenant {
+        Tenant {
+            id: id.to_owned(),
+            channels: vec![Channel::Email, Channel::Sms],
+            auto_create: true,
+            reveal_account: false,
+        }
+    }
+}
+
+/// Per-IP limits (per-identifier limits are in [`OtpPolicy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpLimits {
+    /// Sends from one client IP.
+    pub sends: Rate,
+    /// Verifies from one client IP.
+    pub verifies: Rate,
+}
+
+impl Default for IpLimits {
+    fn default() -> Self {
+        IpLimits {
+            sends: Rate::new(30, Duration::from_secs(5 * 60)),
+            verifies: Rate::new(60, Duration::from_secs(5 * 60)),
+        }
+    }
+}
+
+/// A verified identity: what the app behind the gate learns about the caller. It is
+/// also put in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The token's claims.
+    pub claims: Arc<Claims>,
+    /// The token itself (forwarded so the app can verify it independently).
+    pub token: Arc<str>,
+}
+
+impl Identity {
+    /// The account id.
+    pub fn subject(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// The verified email, if any.
+    pub fn email(&self) -> Option<&str> {
+        self.claims.email.as_deref()
+    }
+
+    /// The verified phone, if any.
+    pub fn phone(&self) -> Option<&str> {
+        self.claims.phone.as_deref()
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.claims.tenant
+    }
+}
+
+/// A send request.
+#[derive(Debug)]
+pub struct SendRequest<'a> {
+    /// The tenant named by the client; the default tenant when `None`.
+    pub tenant: Option<&'a str>,
+    /// Where the code goes.
+    pub identifier: Identifier,
+    /// The client's address, for per-IP limits.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// What a successful send may tell the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Whether the account existed; `None` unless the tenant reveals accounts.
+    pub account_exists: Option<bool>,
+}
+
+/// A verify request.
+#[derive(Debug)]
+pub struct VerifyRequest<'a> {
+    /// The tenant; the default one when `None`.
+    pub tenant: Option<&'a str>,
+    /// Whose code it is.
+    pub identifier: Identifier,
+    /// The code as typed.
+    pub code: &'a str,
+    /// The client's address, for per-IP limits.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// Codes longer than this are refused as malformed without touching the store.
+const MAX_TYPED_CODE: usize = 64;
+
+struct Inner {
+    policy: OtpPolicy,
+    hasher: CodeHasher,
+    store: Arc<dyn Store>,
+    tokens: Tokens,
+    outbox: Outbox,
+    directory: Arc<dyn Directory>,
+    tenants: HashMap<String, Tenant>,
+    default_tenant: String,
+    ip_limits: IpLimits,
+    clock: Arc<dyn Clock>,
+    http: HttpSettings,
+}
+
+/// The gate. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy", &self.inner.policy)
+            .field("tokens", &self.inner.tokens)
+            .field("tenants", &self.inner.tenants)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gate that cannot be built from its parts.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A tenant offers a channel that has no sender.
+    #[error("tenant `{tenant}` offers {channel} but no {channel} delivery is configured")]
+    MissingSender {
+        /// The tenant.
+        tenant: String,
+        /// The channel.
+        channel: Channel,
+    },
+    /// Two tenants share an id.
+    #[error("tenant `{0}` is defined twice")]
+    DuplicateTenant(String),
+    /// The default tenant is not among the tenants.
+    #[error("default tenant `{0}` is not defined")]
+    MissingDefaultTenant(String),
+    /// A policy value is out of range.
+    #[error("{0}")]
+    InvalidPolicy(String),
+    /// The signing key could not be made.
+    #[error(transparent)]
+    Key(#[from] crate::token::KeyError),
+}
+
+/// Builds a [`Gate`]. Every part has a development-friendly default: the memory store,
+/// console delivery, a fresh EdDSA key, one tenant `default`.
+pub struct GateBuilder {
+    policy: OtpPolicy,
+    secret: Option<ServerSecret>,
+    store: Option<Arc<dyn Store>>,
+    key: Option<SigningKey>,
+    token_settings: TokenSettings,
+    senders: Option<Senders>,
+    directory: Arc<dyn Directory>,
+    tenants: Vec<Tenant>,
+    default_tenant: String,
+    ip_limits: IpLimits,
+    clock: Arc<dyn Clock>,
+    http: HttpSettings,
+    outbox_capacity: usize,
+}
+
+impl Default for GateBuilder {
+    fn default() -> Self {
+        GateBuilder {
+            policy: OtpPolicy::default(),
+            secret: None,
+            store: None,
+            key: None,
+            token_settings: TokenSettings::default(),
+            senders: None,
+            directory: Arc::new(NoDirectory),
+            tenants: Vec::new(),
+            default_tenant: "default".into(),
+            ip_limits: IpLimits::default(),
+            clock: Arc::new(SystemClock),
+            http: HttpSettings::default(),
+            outbox_capacity: 10_000,
+        }
+    }
+}
+
+impl GateBuilder {
+    /// The OTP policy.
+    pub fn policy(mut self, policy: OtpPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The secret that keys code hashes; shared by every instance using one store.
+    /// Defaults to a random one.
+    pub fn secret(mut self, secret: ServerSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// The store; defaults to a [`MemoryStore`].
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The token signing key; defaults to a fresh EdDSA key (tokens die with the process).
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Token issuer, audience and lifetime.
+    pub fn token_settings(mut self, settings: TokenSettings) -> Self {
+        self.token_settings = settings;
+        self
+    }
+
+    /// The senders; defaults to console delivery for both channels.
+    pub fn senders(mut self, senders: Senders) -> Self {
+        self.senders = Some(senders);
+        self
+    }
+
+    /// The account directory; defaults to [`NoDirectory`].
+    pub fn directory(mut self, directory: Arc<dyn Directory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Adds a tenant. Without any, one tenant `default` is made.
+    pub fn tenant(mut self, tenant: Tenant) -> Self {
+        self.tenants.push(tenant);
+        self
+    }
+
+    /// Which tenant requests that name none belong to.
+    pub fn default_tenant(mut self, id: &str) -> Self {
+        self.default_tenant = id.to_owned();
+        self
+    }
+
+    /// Per-IP limits.
+    pub fn ip_limits(mut self, limits: IpLimits) -> Self {
+        self.ip_limits = limits;
+        self
+    }
+
+    /// The clock; defaults to the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// HTTP settings: endpoints, protected paths, identity headers, limits.
+    pub fn http(mut self, http: HttpSettings) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Largest number of codes waiting for delivery.
+    pub fn outbox_capacity(mut self, capacity: usize) -> Self {
+        self.outbox_capacity = capacity;
+        self
+    }
+
+    /// Builds the gate, checking that the parts fit together.
+    pub fn build(self) -> Result<Gate, BuildError> {
+        let policy = self.policy;
+        if policy.max_attempts == 0 || policy.failure_budget == 0 {
+            return Err(BuildError::InvalidPolicy(
+                "otp.max_attempts and otp.failure_budget must be at least 1".into(),
+            ));
+        }
+        if policy.failure_budget > 100 {
+            // NIST SP 800-63B 5.2.2 caps consecutive failed attempts at 100.
+            return Err(BuildError::InvalidPolicy("otp.failure_budget must be at most 100".into()));
+        }
+        if policy.ttl.is_zero() {
+            return Err(BuildError::InvalidPolicy("otp.ttl must be longer than zero".into()));
+        }
+        let mut tenants = HashMap::new();
+        let defined = if self.tenants.is_empty() {
+            vec![Tenant::new(&self.default_tenant)]
+        } else {
+            self.tenants
+        };
+        let senders = self.senders.unwrap_or_else(|| Senders {
+            email: Some(Arc::new(ConsoleSender)),
+            sms: Some(Arc::new(ConsoleSender)),
+        });
+        for tenant in defined {
+            for &channel in &tenant.channels {
+                if senders.for_channel(channel).is_none() {
+                    return Err(BuildError::MissingSender {
+                        tenant: tenant.id.clone(),
+                        channel,
+                    });
+                }
+            }
+            if tenants.contains_key(&tenant.id) {
+                return Err(BuildError::DuplicateTenant(tenant.id));
+            }
+            tenants.insert(tenant.id.clone(), tenant);
+        }
+        if !tenants.contains_key(&self.default_tenant) {
+            return Err(BuildError::MissingDefaultTenant(self.default_tenant));
+        }
+        let key = match self.key {
+            Some(key) => key,
+            None => {
+                tracing::warn!("no token key configured: using a fresh EdDSA key; tokens will not survive a restart");
+                SigningKey::generate(SigningAlgorithm::EdDSA)?.0
+            }
+        };
+        let secret = self.secret.unwrap_or_else(ServerSecret::random);
+        Ok(Gate {
+            inner: Arc::new(Inner {
+                hasher: CodeHasher::new(&secret),
+                policy,
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                tokens: Tokens::new(key, self.token_settings),
+                outbox: Outbox::new(senders, self.outbox_capacity, 64),
+                directory: self.directory,
+                tenants,
+                default_tenant: self.default_tenant,
+                ip_limits: self.ip_limits,
+                clock: self.clock,
+                http: self.http,
+            }),
+        })
+    }
+}
+
+impl Gate {
+    /// A builder with development defaults.
+    pub fn builder() -> GateBuilder {
+        GateBuilder::default()
+    }
+
+    /// The token minter and verifier.
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    /// The OTP policy.
+    pub fn policy(&self) -> &OtpPolicy {
+        &self.inner.policy
+    }
+
+    /// The HTTP settings.
+    pub fn http_settings(&self) -> &HttpSettings {
+        &self.inner.http
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The store key of an identity's record. Public so that tests and tools can look
+    /// at what the store holds.
+    pub fn identity_key(tenant: &str, identifier: &Identifier) -> String {
+        format!("otp:{tenant}:{}:{}", identifier.channel(), identifier.as_str())
+    }
+
+    fn tenant(&self, id: Option<&str>, channel: Channel) -> Result<&Tenant, GateError> {
+        let tenant = self
+            .inner
+            .tenants
+            .get(id.unwrap_or(&self.inner.default_tenant))
+            .ok_or(GateError::UnknownTenant)?;
+        if !tenant.channels.contains(&channel) {
+            return Err(GateError::ChannelDisabled(channel));
+        }
+        Ok(tenant)
+    }
+
+    async fn limit_ip(&self, action: &str, ip: Option<IpAddr>, rate: Rate) -> Result<(), GateError> {
+        let Some(ip) = ip else { return Ok(()) };
+        let now = self.inner.clock.now();
+        let hit = self
+            .inner
+            .store
+            .hit(&format!("ip:{action}:{ip}"), rate.per, now)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        if hit.count > u64::from(rate.count) {
+            return Err(GateError::RateLimited {
+                retry_after: now.until(hit.resets_at),
+            });
+        }
+        Ok(())
+    }
+
+    /// Issues a code and queues its delivery. The answer never depends on whether the
+    /// account exists (unless the tenant reveals accounts) nor on the delivery.
+    pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
+        let tenant = self.tenant(request.tenant, request.identifier.channel())?;
+        self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends).await?;
+        let account = self
+            .inner
+            .directory
+            .find(&tenant.id, &request.identifier)
+            .await
+            .map_err(GateError::DirectoryUnavailable)?;
+        let exists = account.is_some();
+        let deliver = exists || tenant.auto_create;
+        if !deliver && tenant.reveal_account {
+            return Err(GateError::AccountNotFound);
+        }
+
+        // An unknown identity gets a code too, stored and limited the same way but never
+        // delivered: from outside, both paths look and time alike.
+        let code = self.inner.policy.format.generate();
+        let key = Gate::identity_key(&tenant.id, &request.identifier);
+        let hash = self.inner.hasher.hash(&key, &code);
+        let now = self.inner.clock.now();
+        let mut decision = IssueDecision::Issued;
+        self.inner
+            .store
+            .update_identity(&key, &mut |current| {
+                let (write, d) = decide_issue(current, hash, now, &self.inner.policy);
+                decision = d;
+                write
+            })
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        match decision {
+            IssueDecision::Issued => {}
+            IssueDecision::RateLimited { retry_after } => return Err(GateError::RateLimited { retry_after }),
+            IssueDecision::Locked { retry_after } => return Err(GateError::TooManyAttempts { retry_after }),
+        }
+        if deliver {
+            self.inner
+                .outbox
+                .enqueue(Message {
+                    to: request.identifier,
+                    code,
+                    tenant: tenant.id.clone(),
+                    expires_in: self.inner.policy.ttl,
+                })
+                .map_err(|_| GateError::DeliveryUnavailable)?;
+        }
+        Ok(SendOutcome {
+            account_exists: tenant.reveal_account.then_some(exists),
+        })
+    }
+
+    /// Checks a code and, when it is right, consumes it and mints a token.
+    pub async fn verify(&self, request: VerifyRequest<'_>) -> Result<MintedToken, GateError> {
+        let tenant = self.tenant(request.tenant, request.identifier.channel())?;
+        let code = self.inner.policy.format.normalize(request.code);
+        if code.expose().is_empty() || code.expose().len() > MAX_TYPED_CODE {
+            return Err(GateError::InvalidRequest("code must be a non-empty string of at most 64 characters".into()));
+        }
+        self.limit_ip("verify", request.client_ip, self.inner.ip_limits.verifies).await?;
+        let key = Gate::identity_key(&tenant.id, &request.identifier);
+        let presented = self.inner.hasher.hash(&key, &code);
+        let now = self.inner.clock.now();
+        let mut decision = VerifyDecision::Rejected;
+        self.inner
+            .store
+            .update_identity(&key, &mut |current| {
+                let (write, d) = decide_verify(current, presented, now, &self.inner.policy);
+                decision = d;
+                write
+            })
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        match decision {
+            VerifyDecision::Accepted => {}
+            VerifyDecision::Rejected => return Err(GateError::InvalidCode),
+            VerifyDecision::Throttled { retry_after } => return Err(GateError::TooManyAttempts { retry_after }),
+        }
+        let account = self
+            .inner
+            .directory
+            .find(&tenant.id, &request.identifier)
+            .await
+            .map_err(GateError::DirectoryUnavailable)?;
+        let subject_id = match account {
+            Some(account) => account.subject,
+            None if tenant.auto_create => request.identifier.as_str().to_owned(),
+            // Codes for unknown identities are never delivered; a match is a lucky guess.
+            None => return Err(GateError::InvalidCode),
+        };
+        let (email, phone) = match &request.identifier {
+            Identifier::Email(e) => (Some(e.clone()), None),
+            Identifier::Phone(p) => (None, Some(p.clone())),
+        };
+        let subject = Subject {
+            id: subject_id,
+            email,
+            phone,
+            tenant: tenant.id.clone(),
+        };
+        self.inner
+            .tokens
+            .mint(&subject, now)
+            .map_err(|e| GateError::Internal(e.to_string()))
+    }
+
+    /// Checks a token and returns the identity it carries.
+    pub fn authenticate(&self, token: &str) -> Result<Identity, GateError> {
+        let claims = self
+            .inner
+            .tokens
+            .verify(token, self.inner.clock.now())
+            .map_err(|_| GateError::Unauthorized)?;
+        Ok(Identity {
+            claims,
+            token: Arc::from(token),
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The generic dialect: JSON send and verify, as in DESIGN.md.
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::Dialect;
+use crate::error::GateError;
+use crate::gate::{Gate, SendRequest, VerifyRequest};
+use crate::http::{GateResponse, RequestView};
+use crate::identifier::Identifier;
+
+#[derive(Deserialize)]
+struct Destination {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    #[serde(flatten)]
+    destination: Destination,
+    code: Option<String>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() { "unexpected field type" } else { "malformed JSON" };
+        GateError::InvalidRequest(format!("{what} at line {} column {}", e.line(), e.column()))
+    })
+}
+
+fn identifier(destination: &Destination) -> Result<Identifier, GateError> {
+    match (&destination.email, &destination.phone) {
+        (Some(email), None) => Ok(Identifier::email(email)?),
+        (None, Some(phone)) => Ok(Identifier::phone(phone)?),
+        (Some(_), Some(_)) => Err(GateError::InvalidRequest("send either email or phone, not both".into())),
+        (None, None) => Err(GateError::InvalidRequest("email or phone is required".into())),
+    }
+}
+
+/// `POST {prefix}/otp/send`.
+pub async fn send(gate: &Gate, dialect: Dialect, request: &RequestView<'_>, body: &[u8]) -> GateResponse {
+    let result = async {
+        let destination: Destination = parse(body)?;
+        let identifier = identifier(&destination)?;
+        gate.send(SendRequest {
+            tenant: destination.tenant.as_deref(),
+            identifier,
+            client_ip: request.client_ip,
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(outcome) => {
+            let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
+            if let Some(exists) = outcome.account_exists {
+                answer["accountExists"] = exists.into();
+            }
+            GateResponse::json(StatusCode::OK, &answer)
+        }
+        Err(error) => dialect.error(&error),
+    }
+}
+
+/// `POST {prefix}/otp/verify`.
+pub async fn verify(gate: &Gate, dialect: Dialect, request: &RequestView<'_>, body: &[u8]) -> GateResponse {
+    let result = async {
+        let parsed: VerifyBody = parse(body)?;
+        let identifier = identifier(&parsed.destination)?;
+        let code = parsed
+            .code
+            .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+        gate.verify(VerifyRequest {
+            tenant: parsed.destination.tenant.as_deref(),
+            identifier,
+            code: &code,
+            client_ip: request.client_ip,
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(minted) => {
+            let mut response = GateResponse::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "access_token": minted.token,
+                    "token_type": "Bearer",
+                    "expires_in": minted.expires_in,
+                }),
+            );
+            if let Some(cookie) = gate.session_cookie(&minted.token, minted.expires_in) {
+                response.headers.append(http::header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(error) => dialect.error(&error),
+    }
+}

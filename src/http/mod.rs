@@ -1,0 +1,467 @@
+//! The framework-neutral HTTP layer: routing, the gate's own endpoints, identity header
+//! stripping and injection. The tower and pingora adapters only translate to and from
+//! these types.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use ipnet::IpNet;
+
+use crate::error::GateError;
+use crate::gate::{Gate, Identity};
+
+pub mod dialect;
+
+pub use dialect::Dialect;
+
+/// Where a dialect's endpoints are mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointMount {
+    /// The API shape.
+    pub dialect: Dialect,
+    /// The path prefix, e.g. `/auth`.
+    pub prefix: String,
+}
+
+/// The headers through which the app learns who is calling.
+#[derive(Clone, Debug)]
+pub struct IdentityHeaders {
+    /// Carries the token itself.
+    pub jwt: HeaderName,
+    /// Carries the subject.
+    pub subject: HeaderName,
+    /// Carries the verified email.
+    pub email: HeaderName,
+    /// Carries the verified phone.
+    pub phone: HeaderName,
+    /// Carries the tenant.
+    pub tenant: HeaderName,
+    /// Header names (exact, or a prefix ending in `*`) always removed from client
+    /// requests. The five headers above are always removed too.
+    pub strip: Vec<String>,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            jwt: HeaderName::from_static("x-otpgate-jwt"),
+            subject: HeaderName::from_static("x-auth-subject"),
+            email: HeaderName::from_static("x-auth-email"),
+            phone: HeaderName::from_static("x-auth-phone"),
+            tenant: HeaderName::from_static("x-auth-tenant"),
+            strip: vec!["X-Auth-*".into(), "X-Otpgate-*".into()],
+        }
+    }
+}
+
+/// The session cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieSettings {
+    /// Its name.
+    pub name: String,
+    /// Sent with `Secure` (only over HTTPS; browsers treat localhost as secure).
+    pub secure: bool,
+}
+
+/// HTTP-side settings of a gate.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Mounted endpoint sets.
+    pub endpoints: Vec<EndpointMount>,
+    /// Path prefixes that require a valid token.
+    pub protect: Vec<String>,
+    /// Identity headers.
+    pub identity: IdentityHeaders,
+    /// Session cookie; `None` to use bearer tokens only.
+    pub cookie: Option<CookieSettings>,
+    /// Largest request body the gate reads, in bytes.
+    pub body_limit: usize,
+    /// Peers allowed to say who the client is via `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where the JWKS is served.
+    pub jwks_path: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            endpoints: vec![EndpointMount {
+                dialect: Dialect::Generic,
+                prefix: "/auth".into(),
+            }],
+            protect: Vec::new(),
+            identity: IdentityHeaders::default(),
+            cookie: Some(CookieSettings {
+                name: "otpgate_session".into(),
+                secure: true,
+            }),
+            body_limit: 16 * 1024,
+            trusted_proxies: Vec::new(),
+            jwks_path: "/.well-known/jwks.json".into(),
+        }
+    }
+}
+
+/// What a gate endpoint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Issue and deliver a code.
+    Send,
+    /// Check a code and mint a token.
+    Verify,
+    /// Clear the session cookie.
+    Logout,
+    /// Publish the public keys.
+    Jwks,
+}
+
+/// A request the gate answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointRoute {
+    /// The API shape it speaks.
+    pub dialect: Dialect,
+    /// What it does.
+    pub action: Action,
+}
+
+impl EndpointRoute {
+    /// Whether the adapter must read the request body before calling [`Gate::handle`].
+    pub fn needs_body(&self) -> bool {
+        matches!(self.action, Action::Send | Action::Verify)
+    }
+
+    fn method(&self) -> Method {
+        match self.action {
+            Action::Jwks => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    fn allowed_method(&self) -> &'static str {
+        match self.action {
+            Action::Jwks => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To a gate endpoint.
+    Endpoint(EndpointRoute),
+    /// To the app; `protected` when a valid token is required.
+    Upstream {
+        /// A valid token is required.
+        protected: bool,
+    },
+}
+
+/// What the gate knows of a request it answers itself.
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The client's address, after trusted proxies are peeled off.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// An answer written by the gate itself.
+#[derive(Debug, Clone)]
+pub struct GateResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl GateResponse {
+    /// A JSON answer.
+    pub fn json(status: StatusCode, body: &serde_json::Value) -> GateResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Answers about codes and tokens are never cached by anyone.
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        GateResponse {
+            status,
+            headers,
+            body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        }
+    }
+
+    /// Converts into an `http::Response` with the given body type.
+    pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
+        let mut response = http::Response::new(B::from(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+fn path_matches(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')) || prefix.is_empty()
+}
+
+impl Gate {
+    /// Decides where a request goes, from its path alone.
+    pub fn route(&self, path: &str) -> Route {
+        let http = self.http_settings();
+        if path == http.jwks_path {
+            return Route::Endpoint(EndpointRoute {
+                dialect: Dialect::Generic,
+                action: Action::Jwks,
+            });
+        }
+        for mount in &http.endpoints {
+            if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
+                return Route::Endpoint(EndpointRoute {
+                    dialect: mount.dialect,
+                    action,
+                });
+            }
+        }
+        Route::Upstream {
+            protected: http.protect.iter().any(|prefix| path_matches(path, prefix)),
+        }
+    }
+
+    /// Answers a request to a gate endpoint. `body` is the request body, read by the
+    /// adapter up to [`HttpSettings::body_limit`] when the route needs it.
+    pub async fn handle(&self, route: EndpointRoute, request: &RequestView<'_>, body: Bytes) -> GateResponse {
+        if *request.method != route.method() {
+            let mut response = route.dialect.error(&GateError::MethodNotAllowed);
+            response
+                .headers
+                .insert(http::header::ALLOW, HeaderValue::from_static(route.allowed_method()));
+            return response;
+        }
+        match route.action {
+            Action::Jwks => {
+                let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
+                response.body = self.tokens().jwks().clone();
+                // Public keys may be cached briefly by verifiers.
+                response
+                    .headers
+                    .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                response
+            }
+            Action::Logout => {
+                let mut response = GateResponse::json(StatusCode::OK, &serde_json::json!({"message": "Signed out"}));
+                if let Some(cookie) = self.session_cookie("", 0) {
+                    response.headers.append(http::header::SET_COOKIE, cookie);
+                }
+                response
+            }
+            Action::Send | Action::Verify => {
+                if !is_json(request.headers) {
+                    return route.dialect.error(&GateError::UnsupportedMediaType);
+                }
+                match route.action {
+                    Action::Send => dialect::generic::send(self, route.dialect, request, &body).await,
+                    _ => dialect::generic::verify(self, route.dialect, request, &body).await,
+                }
+            }
+        }
+    }
+
+    /// The answer for a body over the limit, in the route's dialect.
+    pub fn payload_too_large(&self, route: EndpointRoute) -> GateResponse {
+        route.dialect.error(&GateError::PayloadTooLarge {
+            limit: self.http_settings().body_limit,
+        })
+    }
+
+    /// The answer for a body that could not be read, in the route's dialect.
+    pub fn unreadable_body(&self, route: EndpointRoute) -> GateResponse {
+        route
+            .dialect
+            .error(&GateError::InvalidRequest("the request body could not be read".into()))
+    }
+
+    /// Prepares a request bound for the app: removes every identity header the client
+    /// sent, then, when the request carries a valid token, injects the identity. On a
+    /// protected path without a valid token, returns the 401 to answer instead.
+    pub fn prepare_upstream(&self, headers: &mut HeaderMap, protected: bool) -> Result<Option<Identity>, GateResponse> {
+        let settings = &self.http_settings().identity;
+        // Clients must never be able to claim an identity by sending the headers
+        // themselves: strip first, always, whatever happens next.
+        strip_identity_headers(headers, settings);
+        let identity = self.token_in(headers).and_then(|token| self.authenticate(&token).ok());
+        match identity {
+            Some(identity) => {
+                inject_identity(headers, settings, &identity);
+                Ok(Some(identity))
+            }
+            None if protected => Err(Dialect::Generic.error(&GateError::Unauthorized)),
+            None => Ok(None),
+        }
+    }
+
+    /// The token a request carries: `Authorization: Bearer`, else the session cookie.
+    pub fn token_in(&self, headers: &HeaderMap) -> Option<String> {
+        for value in headers.get_all(http::header::AUTHORIZATION) {
+            if let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                    return Some(token.trim().to_owned());
+                }
+            }
+        }
+        let cookie = self.http_settings().cookie.as_ref()?;
+        for value in headers.get_all(http::header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=') {
+                    if name == cookie.name && !token.is_empty() {
+                        return Some(token.to_owned());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy, in which case
+    /// the right-most untrusted address of `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let trusted = &self.http_settings().trusted_proxies;
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+        let peer = peer?;
+        if !is_trusted(&peer) {
+            // Only a trusted proxy may speak for the client; anyone else could forge it.
+            return Some(peer);
+        }
+        let mut client = peer;
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse().ok())
+            .collect();
+        for ip in forwarded.into_iter().rev() {
+            client = ip;
+            if !is_trusted(&ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// The `Set-Cookie` value for a session token, when cookies are on.
+    pub(crate) fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
+        let cookie = self.http_settings().cookie.as_ref()?;
+        let secure = if cookie.secure { "; Secure" } else { "" };
+        // HttpOnly keeps the token from page scripts; SameSite=Lax blocks cross-site posts.
+        let value = format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            cookie.name, token, max_age, secure
+        );
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.len() > 5 && mime[..mime.len() - 5].to_ascii_lowercase().starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+        })
+}
+
+fn strip_identity_headers(headers: &mut HeaderMap, settings: &IdentityHeaders) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            [&settings.jwt, &settings.subject, &settings.email, &settings.phone, &settings.tenant]
+                .iter()
+                .any(|h| h.as_str() == name)
+                || settings.strip.iter().any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
+                    None => name.eq_ignore_ascii_case(pattern),
+                })
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+fn inject_identity(headers: &mut HeaderMap, settings: &IdentityHeaders, identity: &Identity) {
+    let mut set = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
+        Ok(value) => {
+            headers.insert(name.clone(), value);
+        }
+        Err(_) => tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded"),
+    };
+    set(&settings.jwt, &identity.token);
+    set(&settings.subject, identity.subject());
+    set(&settings.tenant, identity.tenant());
+    if let Some(email) = identity.email() {
+        set(&settings.email, email);
+    }
+    if let Some(phone) = identity.phone() {
+        set(&settings.phone, phone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(path_matches("/api/x", "/api/"));
+        assert!(path_matches("/api", "/api/"));
+        assert!(path_matches("/api/x", "/api"));
+        assert!(!path_matches("/apiary", "/api"));
+        assert!(path_matches("/anything", "/"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_json(&headers));
+        for (value, expected) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("application/vnd.api+json", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+            ("+json", false),
+        ] {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn stripping_removes_patterns_and_configured_names() {
+        let settings = IdentityHeaders {
+            strip: vec!["X-Auth-*".into(), "X-Custom".into()],
+            ..IdentityHeaders::default()
+        };
+        let mut headers = HeaderMap::new();
+        for name in ["x-auth-subject", "X-AUTH-Anything", "x-otpgate-jwt", "x-custom", "x-keep", "authorization"] {
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+        }
+        strip_identity_headers(&mut headers, &settings);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-keep", "authorization"]);
+    }
+}
