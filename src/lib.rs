@@ -10,6 +10,7 @@ pub mod identifier;
 pub mod otp;
 pub mod store;
 pub mod token;
+pub mod tower;
 mod util;
 
 pub use error::GateError;

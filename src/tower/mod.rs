@@ -1,0 +1,322 @@
+//! The drop-in tower middleware: [`OtpLayer`] wraps any tower service (an axum
+//! `Router`, a hyper service) with OTP sign-in.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use otpgate::{Gate, Identity, tower::OtpLayer};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut http = otpgate::http::HttpSettings::default();
+//! http.protect.push("/api/".into());
+//! let gate = Gate::builder().http(http).build()?;
+//!
+//! let app = Router::new()
+//!     .route("/api/me", get(|identity: Identity| async move { identity.subject().to_owned() }))
+//!     .layer(OtpLayer::new(gate));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // ConnectInfo gives the layer the client address for per-IP limits.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Requests to the gate's endpoints (`/auth/otp/send`, `/auth/otp/verify`, the JWKS)
+//! are answered by the layer. Every other request has its identity headers stripped;
+//! one carrying a valid token gets the identity injected (headers, and an [`Identity`]
+//! request extension); one to a protected prefix without a valid token is answered 401.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::gate::{Gate, Identity};
+use crate::http::{EndpointRoute, GateResponse, RequestView, Route};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds OTP sign-in in front of a service. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct OtpLayer {
+    gate: Gate,
+}
+
+impl OtpLayer {
+    /// A layer driven by `gate`.
+    pub fn new(gate: Gate) -> OtpLayer {
+        OtpLayer { gate }
+    }
+}
+
+impl<S> Layer<S> for OtpLayer {
+    type Service = OtpService<S>;
+
+    fn layer(&self, inner: S) -> OtpService<S> {
+        OtpService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service made by [`OtpLayer`].
+#[derive(Clone, Debug)]
+pub struct OtpService<S> {
+    inner: S,
+    gate: Gate,
+}
+
+impl<S> OtpService<S> {
+    /// Wraps `inner` directly, without a layer.
+    pub fn new(inner: S, gate: Gate) -> Self {
+        OtpService { inner, gate }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The client address a server put in the request's extensions: axum's
+/// `ConnectInfo<SocketAddr>`, or a plain `SocketAddr`.
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OtpService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<OtpBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.gate.route(request.uri().path()) {
+            Route::Endpoint(route) => {
+                let gate = self.gate.clone();
+                ResponseFuture {
+                    kind: Kind::Gate {
+                        future: Box::pin(answer_endpoint(gate, route, request)),
+                    },
+                }
+            }
+            Route::Upstream { protected } => {
+                let (mut parts, body) = request.into_parts();
+                // An identity only ever comes from a token this gate verified.
+                parts.extensions.remove::<Identity>();
+                match self.gate.prepare_upstream(&mut parts.headers, protected) {
+                    Ok(identity) => {
+                        if let Some(identity) = identity {
+                            parts.extensions.insert(identity);
+                        }
+                        ResponseFuture {
+                            kind: Kind::Inner {
+                                future: self.inner.call(Request::from_parts(parts, body)),
+                            },
+                        }
+                    }
+                    Err(refusal) => ResponseFuture {
+                        kind: Kind::Ready { response: Some(refusal) },
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn answer_endpoint<B>(gate: Gate, route: EndpointRoute, request: Request<B>) -> GateResponse
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let limit = gate.http_settings().body_limit;
+    let body = if route.needs_body() {
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return gate.payload_too_large(route);
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return gate.payload_too_large(route),
+            Err(_) => return gate.unreadable_body(route),
+        }
+    } else {
+        Bytes::new()
+    };
+    let view = RequestView {
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        client_ip: gate.client_ip(peer_ip(&parts.extensions), &parts.headers),
+    };
+    gate.handle(route, &view, body).await
+}
+
+pin_project! {
+    /// The future of [`OtpService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Gate { future: Pin<Box<dyn Future<Output = GateResponse> + Send>> },
+        Ready { response: Option<GateResponse> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<OtpBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(OtpBody::inner))),
+            KindProj::Gate { future } => future.as_mut().poll(cx).map(|response| Ok(gate_response(response))),
+            KindProj::Ready { response } => {
+                let response = response.take().unwrap_or_else(|| GateResponse::json(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"error": "internal_error", "message": "response polled after completion"}),
+                ));
+                Poll::Ready(Ok(gate_response(response)))
+            }
+        }
+    }
+}
+
+fn gate_response<B>(response: GateResponse) -> Response<OtpBody<B>> {
+    let mut out = Response::new(OtpBody::gate(response.body));
+    *out.status_mut() = response.status;
+    *out.headers_mut() = response.headers;
+    out
+}
+
+pin_project! {
+    /// The response body of [`OtpService`]: the app's body, or one written by the gate.
+    pub struct OtpBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    enum BodyKind<B> {
+        Inner { #[pin] body: B },
+        Gate { data: Option<Bytes> },
+    }
+}
+
+impl<B> OtpBody<B> {
+    fn inner(body: B) -> Self {
+        OtpBody {
+            kind: BodyKind::Inner { body },
+        }
+    }
+
+    fn gate(data: Bytes) -> Self {
+        OtpBody {
+            kind: BodyKind::Gate { data: Some(data) },
+        }
+    }
+}
+
+impl<B> Body for OtpBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyKindProj::Inner { body } => body.poll_frame(cx),
+            BodyKindProj::Gate { data } => Poll::Ready(data.take().filter(Buf::has_remaining).map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Gate { data } => data.as_ref().is_none_or(|d| d.is_empty()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Gate { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+mod extract {
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+
+    use super::Infallible;
+    use crate::error::GateError;
+    use crate::gate::Identity;
+    use crate::http::Dialect;
+
+    /// The caller's verified identity, put in place by [`super::OtpLayer`]. Without one
+    /// the handler is not called and the client gets 401.
+    impl<S: Send + Sync> FromRequestParts<S> for Identity {
+        type Rejection = axum::response::Response;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+            parts
+                .extensions
+                .get::<Identity>()
+                .cloned()
+                .ok_or_else(|| Dialect::Generic.error(&GateError::Unauthorized).into_response())
+        }
+    }
+
+    /// `Option<Identity>`: the identity when the request carried a valid token.
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Identity {
+        type Rejection = Infallible;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<Identity>().cloned())
+        }
+    }
+}
