@@ -1,0 +1,360 @@
+//! The tower layer over real TCP: an axum app on a free port, a real HTTP client, a
+//! webhook receiver that the codes are delivered to.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{WebhookReceiver, start_app};
+use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::directory::StaticDirectory;
+use otpgate::http::HttpSettings;
+use otpgate::identifier::Identifier;
+use otpgate::{Gate, Tenant};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn settings() -> HttpSettings {
+    let mut http = HttpSettings::default();
+    http.protect.push("/api/".into());
+    http
+}
+
+fn webhook_senders(hook: &WebhookReceiver) -> Senders {
+    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
+    Senders {
+        email: Some(sender.clone()),
+        sms: Some(sender),
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_header() {
+    let hook = WebhookReceiver::start().await;
+    let gate = Gate::builder().senders(webhook_senders(&hook)).http(settings()).build().unwrap();
+    let (base, calls) = start_app(gate).await;
+    let client = reqwest::Client::new();
+
+    let sent = post(&client, format!("{base}/auth/otp/send"), json!({"email": "Alice@Example.com"})).await;
+    assert_eq!(sent.status(), StatusCode::OK);
+    assert_eq!(sent.json::<Value>().await.unwrap(), json!({"message": "OTP sent successfully"}));
+
+    let payload = hook.next().await;
+    assert_eq!(payload["channel"], "email");
+    assert_eq!(payload["to"], "alice@example.com");
+    assert_eq!(payload["tenant"], "default");
+    assert_eq!(payload["expires_in"], 300);
+    let code = payload["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 6);
+    assert!(payload["message"].as_str().unwrap().contains(&code));
+
+    let verified = post(&client, format!("{base}/auth/otp/verify"), json!({"email": "alice@example.com", "code": code})).await;
+    assert_eq!(verified.status(), StatusCode::OK);
+    let cookie = verified.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("otpgate_session=ey") && cookie.contains("HttpOnly") && cookie.contains("Secure"));
+    let body: Value = verified.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    // Without a token the protected route is refused and the app never called.
+    let refused = client
+        .get(format!("{base}/api/me"))
+        .header("X-Auth-Subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "unauthorized");
+    assert_eq!(calls.count(), 0);
+
+    // With it, the app sees the identity, and the client's forgeries are gone.
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&token)
+        .header("X-Auth-Subject", "admin")
+        .header("x-auth-email", "admin@example.com")
+        .header("X-Auth-Role", "superuser")
+        .header("X-Otpgate-Jwt", "forged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "alice@example.com");
+    assert_eq!(
+        me["headers"],
+        json!({
+            "x-auth-subject": "alice@example.com",
+            "x-auth-email": "alice@example.com",
+            "x-auth-tenant": "default",
+            "x-otpgate-jwt": token,
+        })
+    );
+
+    // The cookie works as well as the bearer header.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let by_cookie = client.get(format!("{base}/api/me")).header("cookie", session).send().await.unwrap();
+    assert_eq!(by_cookie.status(), StatusCode::OK);
+
+    // On a public path, forged headers are stripped even without any token.
+    let public: Value = client
+        .get(format!("{base}/public"))
+        .header("X-Auth-Subject", "admin")
+        .header("X-Otpgate-Jwt", "forged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public, json!({"subject": null, "headers": {}}));
+
+    // The code was single use.
+    let again = post(&client, format!("{base}/auth/otp/verify"), json!({"email": "alice@example.com", "code": code})).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
+    let hook = WebhookReceiver::start().await;
+    let gate = Gate::builder().senders(webhook_senders(&hook)).http(settings()).build().unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+
+    let sent = post(&client, format!("{base}/auth/otp/send"), json!({"phone": "+14155552671"})).await;
+    assert_eq!(sent.status(), StatusCode::OK);
+    let payload = hook.next().await;
+    assert_eq!(payload["channel"], "sms");
+    assert_eq!(payload["to"], "+14155552671");
+    let verified: Value = post(
+        &client,
+        format!("{base}/auth/otp/verify"),
+        json!({"phone": "+14155552671", "code": payload["code"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = verified["access_token"].as_str().unwrap();
+
+    // The app's side: fetch the JWKS and verify the token with nothing but it.
+    let jwks: jsonwebtoken::jwk::JwkSet = client
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["app"]);
+    validation.set_issuer(&["otpgate"]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims;
+    assert_eq!(claims["sub"], "+14155552671");
+    assert_eq!(claims["phone"], "+14155552671");
+    assert_eq!(claims["amr"], json!(["otp"]));
+    assert!(claims.get("email").is_none());
+    for claim in ["iat", "nbf", "exp", "jti", "auth_time", "tenant"] {
+        assert!(claims.get(claim).is_some(), "{claim}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
+    let gate = Gate::builder().http(settings()).build().unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+    let send = format!("{base}/auth/otp/send");
+
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (client.post(&send).body("{\"email\":\"a@example.com\"}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (client.post(&send).header("content-type", "text/plain").body("x"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (client.post(&send).header("content-type", "application/json").body("{\"email\":"), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(&send).header("content-type", "application/json").body("[1,2]"), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(&send).json(&json!({"email": 42})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(&send).json(&json!({})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(&send).json(&json!({"email": "a@example.com", "phone": "+14155552671"})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(&send).json(&json!({"email": "not-an-email"})), StatusCode::BAD_REQUEST, "invalid_email"),
+        (client.post(&send).json(&json!({"phone": "4155552671"})), StatusCode::BAD_REQUEST, "invalid_phone"),
+        (client.post(&send).json(&json!({"email": "a@example.com", "tenant": "nope"})), StatusCode::BAD_REQUEST, "unknown_tenant"),
+        (client.post(&send).json(&json!({"email": "x".repeat(20_000)})), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (client.get(&send), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (client.post(format!("{base}/auth/otp/verify")).json(&json!({"email": "a@example.com"})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (client.post(format!("{base}/auth/otp/verify")).json(&json!({"email": "a@example.com", "code": ""})), StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (i, (request, status, code)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "case {i}");
+        assert_eq!(response.headers()["content-type"], "application/json", "case {i}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "case {i}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "case {i}");
+    }
+
+    // A streamed body with no Content-Length is cut off at the limit as well.
+    let chunks = futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let streamed = client
+        .post(&send)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn resend_cooldown_answers_429_with_retry_after() {
+    let gate = Gate::builder().http(settings()).build().unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+    let body = json!({"email": "bob@example.com"});
+    assert_eq!(post(&client, format!("{base}/auth/otp/send"), body.clone()).await.status(), StatusCode::OK);
+    let limited = post(&client, format!("{base}/auth/otp/send"), body).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(limited.json::<Value>().await.unwrap()["error"], "rate_limited");
+}
+
+#[tokio::test]
+async fn per_ip_send_limit_holds_across_identifiers() {
+    let gate = Gate::builder()
+        .http(settings())
+        .ip_limits(otpgate::IpLimits {
+            sends: "3/5m".parse().unwrap(),
+            ..otpgate::IpLimits::default()
+        })
+        .build()
+        .unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = post(&client, format!("{base}/auth/otp/send"), json!({"email": format!("u{i}@example.com")})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = post(&client, format!("{base}/auth/otp/send"), json!({"email": "u9@example.com"})).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn known_and_unknown_identities_get_byte_identical_send_answers() {
+    let hook = WebhookReceiver::start().await;
+    let known = Identifier::email("known@example.com").unwrap();
+    let gate = Gate::builder()
+        .senders(webhook_senders(&hook))
+        .directory(Arc::new(StaticDirectory::new().with_account("default", known, "user-1")))
+        .tenant(Tenant {
+            auto_create: false,
+            ..Tenant::new("default")
+        })
+        .http(settings())
+        .build()
+        .unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+
+    let answer = |email: &'static str| {
+        let client = client.clone();
+        let url = format!("{base}/auth/otp/send");
+        async move {
+            let r = post(&client, url, json!({"email": email})).await;
+            let status = r.status();
+            let mut headers: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != "date")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            headers.sort();
+            (status, headers, r.bytes().await.unwrap())
+        }
+    };
+    let for_known = answer("known@example.com").await;
+    let for_unknown = answer("stranger@example.com").await;
+    assert_eq!(for_known.0, StatusCode::OK);
+    assert_eq!(for_known, for_unknown);
+
+    // Only the known account got a code; the unknown one's code is never delivered...
+    let delivered = hook.next().await;
+    assert_eq!(delivered["to"], "known@example.com");
+    assert!(hook.nothing_within(Duration::from_millis(300)).await);
+    // ...and its limits behave exactly the same.
+    assert_eq!(answer("known@example.com").await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer("stranger@example.com").await.0, StatusCode::TOO_MANY_REQUESTS);
+
+    // The known account signs in with the directory's subject.
+    let verified: Value = post(
+        &client,
+        format!("{base}/auth/otp/verify"),
+        json!({"email": "known@example.com", "code": delivered["code"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .bearer_auth(verified["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "user-1");
+}
+
+#[tokio::test]
+async fn wrong_expired_used_and_unknown_codes_get_the_same_answer() {
+    let hook = WebhookReceiver::start().await;
+    let clock = otpgate::otp::ManualClock::starting_now();
+    let gate = Gate::builder()
+        .senders(webhook_senders(&hook))
+        .clock(Arc::new(clock.clone()))
+        .http(settings())
+        .build()
+        .unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+    let verify = |email: &'static str, code: String| {
+        let client = client.clone();
+        let url = format!("{base}/auth/otp/verify");
+        async move {
+            let r = post(&client, url, json!({"email": email, "code": code})).await;
+            (r.status(), r.bytes().await.unwrap())
+        }
+    };
+
+    post(&client, format!("{base}/auth/otp/send"), json!({"email": "carol@example.com"})).await;
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let wrong_code = if code == "000000" { "111111" } else { "000000" }.to_owned();
+
+    let wrong = verify("carol@example.com", wrong_code).await;
+    let unknown = verify("nobody@example.com", code.clone()).await;
+    assert!(verify("carol@example.com", code.clone()).await.0.is_success());
+    let used = verify("carol@example.com", code).await;
+
+    post(&client, format!("{base}/auth/otp/send"), json!({"email": "dave@example.com"})).await;
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    clock.advance(Duration::from_secs(301));
+    let expired = verify("dave@example.com", code).await;
+
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    for other in [&unknown, &used, &expired] {
+        assert_eq!(other, &wrong);
+    }
+    let body: Value = serde_json::from_slice(&wrong.1).unwrap();
+    assert_eq!(body["error"], "invalid_code");
+}
