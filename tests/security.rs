@@ -1,0 +1,190 @@
+//! The security rules of the engine, end to end through `Gate` with a real store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{capture, next_message};
+use otpgate::delivery::Senders;
+use otpgate::identifier::Identifier;
+use otpgate::otp::{ManualClock, OtpPolicy};
+use otpgate::{Gate, GateError, SendRequest, VerifyRequest};
+
+fn alice() -> Identifier {
+    Identifier::email("alice@example.com").unwrap()
+}
+
+struct Setup {
+    gate: Gate,
+    clock: ManualClock,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<otpgate::delivery::Message>,
+}
+
+fn setup(policy: OtpPolicy) -> Setup {
+    let (sender, inbox) = capture();
+    let clock = ManualClock::starting_now();
+    let gate = Gate::builder()
+        .policy(policy)
+        .clock(Arc::new(clock.clone()))
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+        })
+        .build()
+        .unwrap();
+    Setup { gate, clock, inbox }
+}
+
+impl Setup {
+    async fn send(&mut self) -> Result<String, GateError> {
+        self.gate
+            .send(SendRequest {
+                tenant: None,
+                identifier: alice(),
+                client_ip: None,
+            })
+            .await?;
+        Ok(next_message(&mut self.inbox).await.code.expose().to_owned())
+    }
+
+    async fn verify(&self, code: &str) -> Result<(), GateError> {
+        self.gate
+            .verify(VerifyRequest {
+                tenant: None,
+                identifier: alice(),
+                code,
+                client_ip: None,
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn wrong(code: &str) -> String {
+    if code == "000000" { "000001".into() } else { "000000".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_of_1000_concurrent_verifies_of_one_code_wins() {
+    let mut s = setup(OtpPolicy::default());
+    let code = s.send().await.unwrap();
+    let gate = s.gate.clone();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let gate = gate.clone();
+            let code = code.clone();
+            tokio::spawn(async move {
+                gate.verify(VerifyRequest {
+                    tenant: None,
+                    identifier: alice(),
+                    code: &code,
+                    client_ip: None,
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            // The losers count as failures, so back-off soon refuses the rest outright.
+            Err(GateError::InvalidCode | GateError::TooManyAttempts { .. }) => refused += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(refused, 999);
+}
+
+#[tokio::test]
+async fn the_attempt_cap_holds_even_for_the_right_code() {
+    let mut s = setup(OtpPolicy::default());
+    let code = s.send().await.unwrap();
+    for _ in 0..5 {
+        assert!(matches!(s.verify(&wrong(&code)).await, Err(GateError::InvalidCode)));
+        // Step past the growing back-off so each guess is judged on the code alone.
+        s.clock.advance(Duration::from_secs(2));
+    }
+    assert!(matches!(s.verify(&code).await, Err(GateError::InvalidCode)));
+    // A resend does not reset the cap: it is refused outright while the code lives.
+    assert!(matches!(s.send().await, Err(GateError::TooManyAttempts { .. })));
+}
+
+#[tokio::test]
+async fn the_failure_budget_holds_across_resends() {
+    let policy = OtpPolicy {
+        failure_budget: 10,
+        max_attempts: 3,
+        ..OtpPolicy::default()
+    };
+    let mut s = setup(policy);
+    let mut failures = 0;
+    let mut last_code = String::new();
+    while failures < 10 {
+        // Each round a fresh code, after the previous one has expired.
+        s.clock.advance(Duration::from_secs(16 * 60));
+        last_code = s.send().await.unwrap();
+        for _ in 0..3 {
+            if failures == 10 {
+                break;
+            }
+            s.clock.advance(Duration::from_secs(60));
+            assert!(matches!(s.verify(&wrong(&last_code)).await, Err(GateError::InvalidCode)));
+            failures += 1;
+        }
+    }
+    // Budget spent: the right code is refused, and no new code is issued.
+    s.clock.advance(Duration::from_secs(60));
+    assert!(matches!(s.verify(&last_code).await, Err(GateError::TooManyAttempts { .. })));
+    assert!(matches!(s.send().await, Err(GateError::TooManyAttempts { .. })));
+    // A day later the identity is free again.
+    s.clock.advance(Duration::from_secs(24 * 3600));
+    let code = s.send().await.unwrap();
+    assert!(s.verify(&code).await.is_ok());
+}
+
+#[tokio::test]
+async fn backoff_grows_between_failures() {
+    let mut s = setup(OtpPolicy::default());
+    let code = s.send().await.unwrap();
+    for _ in 0..5 {
+        assert!(matches!(s.verify(&wrong(&code)).await, Err(GateError::InvalidCode)));
+    }
+    // Five failures in a row: the sixth try must wait.
+    match s.verify(&code).await {
+        Err(GateError::TooManyAttempts { retry_after }) => assert_eq!(retry_after, Duration::from_secs(1)),
+        other => panic!("expected back-off, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_store_never_holds_a_plaintext_code() {
+    let mut s = setup(OtpPolicy::default());
+    let code = s.send().await.unwrap();
+    let key = Gate::identity_key("default", &alice());
+    let state = s.gate.store().peek_identity(&key).await.unwrap().expect("record stored");
+    let serialized = serde_json::to_string(&state).unwrap();
+    let debugged = format!("{state:?}");
+    assert!(state.challenge.is_some());
+    for form in [serialized, debugged] {
+        assert!(!form.contains(&code), "plaintext code in store record: {form}");
+    }
+    // The stored hash is keyed: it is not the SHA-256 of the code either.
+    let plain_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code.as_bytes());
+    assert_ne!(state.challenge.unwrap().code_hash.0, plain_digest.as_ref());
+}
+
+#[tokio::test]
+async fn a_resend_invalidates_the_previous_code() {
+    let mut s = setup(OtpPolicy::default());
+    let first = s.send().await.unwrap();
+    s.clock.advance(Duration::from_secs(30));
+    let second = s.send().await.unwrap();
+    if first != second {
+        assert!(matches!(s.verify(&first).await, Err(GateError::InvalidCode)));
+    }
+    assert!(s.verify(&second).await.is_ok());
+}
