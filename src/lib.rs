@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 //! otpgate
+pub mod config;
 pub mod delivery;
 pub mod directory;
 mod error;

@@ -1,0 +1,461 @@
+//! Config-file driven deployment: one TOML file describes endpoints, tenants, delivery,
+//! keys, limits and protected paths. The file is parsed into [`schema`] types, checked,
+//! and turned into a [`GateBuilder`]; every error names the key and, where it has one,
+//! the line.
+//!
+//! ```no_run
+//! let config = otpgate::config::Config::from_file("config/otpgate.toml".as_ref())?;
+//! let gate = config.build_gate()?;
+//! # Ok::<(), otpgate::config::ConfigError>(())
+//! ```
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::delivery::{ConsoleSender, Sender, Senders, WebhookSender};
+use crate::gate::{GateBuilder, IpLimits, Tenant};
+use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
+use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
+use crate::store::MemoryStore;
+use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
+use crate::Gate;
+
+mod schema;
+
+use schema::{FileConfig, SenderKind, SenderSection, StoreBackend};
+
+/// The documented default configuration, embedded in the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/otpgate.toml");
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong form. The message names
+    /// the key and shows the line.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// toml's message, with line, column and the offending line.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("{file}{}: `{key}`: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The line, when known.
+        line: Option<usize>,
+        /// The key, dotted.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed, checked configuration.
+pub struct Config {
+    /// Where the proxy listens.
+    pub listen: String,
+    /// The app behind the gate.
+    pub upstream: String,
+    builder: GateBuilder,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+    dir: &'a Path,
+}
+
+impl Source<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn invalid(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.name.to_owned(),
+            line: span.map(|s| self.line(&s)),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`. Relative paths in it (the private key) are
+    /// taken from the working directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string(), Path::new("."))
+    }
+
+    /// The embedded default configuration, with key paths taken from `dir`.
+    pub fn embedded_default(dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, "<embedded default config>", dir)
+    }
+
+    /// Parses and checks `text`, named `name` in errors.
+    pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Config, ConfigError> {
+        let source = Source { name, text, dir };
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        Config::from_schema(file, &source)
+    }
+
+    fn from_schema(file: FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
+        let mut builder = Gate::builder().default_tenant(&file.server.default_tenant);
+
+        // [store]
+        match file.store.backend.as_ref().map(|b| (*b.get_ref(), b.span())) {
+            None | Some((StoreBackend::Memory, _)) => {
+                let max = file.store.max_entries.unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES);
+                builder = builder.store(Arc::new(MemoryStore::new(max)));
+            }
+            Some((StoreBackend::Redis, span)) => {
+                return Err(source.invalid(
+                    "store.backend",
+                    Some(span),
+                    "the redis backend is not available in this build; use \"memory\"",
+                ));
+            }
+        }
+
+        // [otp]
+        let otp = &file.otp;
+        let defaults = OtpPolicy::default();
+        let format = match &otp.length {
+            Some(length) => CodeFormat::new(*length.get_ref(), otp.alphabet.unwrap_or_default())
+                .map_err(|e| source.invalid("otp.length", Some(length.span()), e.to_string()))?,
+            None => CodeFormat::new(defaults.format.length(), otp.alphabet.unwrap_or_default())
+                .map_err(|e| source.invalid("otp.length", None, e.to_string()))?,
+        };
+        let failure_budget = match &otp.failure_budget {
+            Some(budget) if !(1..=100).contains(budget.get_ref()) => {
+                return Err(source.invalid(
+                    "otp.failure_budget",
+                    Some(budget.span()),
+                    "must be between 1 and 100 (NIST SP 800-63B caps consecutive failures at 100)",
+                ));
+            }
+            Some(budget) => *budget.get_ref(),
+            None => defaults.failure_budget,
+        };
+        let max_attempts = otp.max_attempts.unwrap_or(defaults.max_attempts);
+        if max_attempts == 0 {
+            return Err(source.invalid("otp.max_attempts", None, "must be at least 1"));
+        }
+        let policy = OtpPolicy {
+            format,
+            ttl: otp.ttl.map_or(defaults.ttl, |d| d.0),
+            max_attempts,
+            resend_cooldown: otp.resend_cooldown.map_or(defaults.resend_cooldown, |d| d.0),
+            sends_per_identifier: otp.sends_per_identifier.map_or(defaults.sends_per_identifier, |r| r.0),
+            failure_budget,
+            backoff: crate::otp::Backoff {
+                free_failures: max_attempts,
+                ..defaults.backoff
+            },
+            failure_memory: otp.failure_memory.map_or(defaults.failure_memory, |d| d.0),
+        };
+        builder = builder.policy(policy);
+        let ip_defaults = IpLimits::default();
+        builder = builder.ip_limits(IpLimits {
+            sends: otp.sends_per_ip.map_or(ip_defaults.sends, |r| r.0),
+            verifies: otp.verifies_per_ip.map_or(ip_defaults.verifies, |r| r.0),
+        });
+        if let Some(secret) = &otp.secret {
+            let bytes = secret.get_ref().0.as_bytes().to_vec();
+            let secret_value = ServerSecret::new(bytes)
+                .map_err(|e| source.invalid("otp.secret", Some(secret.span()), e.to_string()))?;
+            builder = builder.secret(secret_value);
+        }
+
+        // [token]
+        let token = &file.token;
+        let algorithm = match &token.algorithm {
+            Some(name) => name
+                .get_ref()
+                .parse::<SigningAlgorithm>()
+                .map_err(|e| source.invalid("token.algorithm", Some(name.span()), e.to_string()))?,
+            None => SigningAlgorithm::EdDSA,
+        };
+        let key = match (algorithm, &token.private_key, &token.secret) {
+            (SigningAlgorithm::HS256, _, Some(secret)) => Some(
+                SigningKey::from_hmac_secret(secret.get_ref().0.as_bytes())
+                    .map_err(|e| source.invalid("token.secret", Some(secret.span()), e.to_string()))?,
+            ),
+            (SigningAlgorithm::HS256, _, None) => {
+                return Err(source.invalid("token.secret", None, "HS256 needs token.secret (at least 32 bytes)"));
+            }
+            (_, Some(path), _) => {
+                let full = source.dir.join(path.get_ref());
+                let pem = std::fs::read(&full).map_err(|e| {
+                    source.invalid(
+                        "token.private_key",
+                        Some(path.span()),
+                        format!(
+                            "cannot read {}: {e} (make one with `otpgate keygen --algorithm {algorithm:?} --out {}`)",
+                            full.display(),
+                            path.get_ref()
+                        ),
+                    )
+                })?;
+                Some(
+                    SigningKey::from_pem(algorithm, &pem)
+                        .map_err(|e| source.invalid("token.private_key", Some(path.span()), e.to_string()))?,
+                )
+            }
+            (_, None, _) => None,
+        };
+        if let Some(key) = key {
+            builder = builder.signing_key(key);
+        } else if algorithm != SigningAlgorithm::EdDSA {
+            return Err(source.invalid("token.private_key", None, format!("{algorithm:?} needs token.private_key")));
+        }
+        let token_defaults = TokenSettings::default();
+        builder = builder.token_settings(TokenSettings {
+            issuer: token.issuer.clone().unwrap_or(token_defaults.issuer),
+            audience: token.audience.clone().unwrap_or(token_defaults.audience),
+            ttl: token.ttl.map_or(token_defaults.ttl, |d| d.0),
+            leeway: token.leeway.map_or(token_defaults.leeway, |d| d.0),
+            cache_entries: token_defaults.cache_entries,
+        });
+
+        // [identity], [[protect]], [[endpoints]], [server]
+        let header = |key: &str, value: &Option<toml::Spanned<String>>, default: HeaderName| match value {
+            Some(name) => HeaderName::from_bytes(name.get_ref().as_bytes())
+                .map_err(|_| source.invalid(key, Some(name.span()), format!("`{}` is not a valid header name", name.get_ref()))),
+            None => Ok(default),
+        };
+        let identity_defaults = IdentityHeaders::default();
+        let identity = IdentityHeaders {
+            jwt: header("identity.jwt_header", &file.identity.jwt_header, identity_defaults.jwt)?,
+            subject: header("identity.subject_header", &file.identity.subject_header, identity_defaults.subject)?,
+            email: header("identity.email_header", &file.identity.email_header, identity_defaults.email)?,
+            phone: header("identity.phone_header", &file.identity.phone_header, identity_defaults.phone)?,
+            tenant: header("identity.tenant_header", &file.identity.tenant_header, identity_defaults.tenant)?,
+            strip: file.identity.strip.clone().unwrap_or(identity_defaults.strip),
+        };
+        let endpoints = match &file.endpoints {
+            Some(list) => list
+                .iter()
+                .map(|e| {
+                    let dialect = e
+                        .dialect
+                        .get_ref()
+                        .parse()
+                        .map_err(|m: String| source.invalid("endpoints.dialect", Some(e.dialect.span()), m))?;
+                    Ok(EndpointMount {
+                        dialect,
+                        prefix: e.prefix.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?,
+            None => HttpSettings::default().endpoints,
+        };
+        let http = HttpSettings {
+            endpoints,
+            protect: file.protect.iter().map(|p| p.prefix.clone()).collect(),
+            identity,
+            cookie: match &token.cookie {
+                Some(name) if name.is_empty() => None,
+                name => Some(CookieSettings {
+                    name: name.clone().unwrap_or_else(|| "otpgate_session".into()),
+                    secure: token.cookie_secure.unwrap_or(true),
+                }),
+            },
+            body_limit: file.server.body_limit,
+            trusted_proxies: file.server.trusted_proxies.clone(),
+            jwks_path: HttpSettings::default().jwks_path,
+        };
+        builder = builder.http(http);
+
+        // [delivery]
+        // With no [delivery] at all the builder's development default (console) applies.
+        if file.delivery.email.is_some() || file.delivery.sms.is_some() {
+            let email = sender(source, "delivery.email", file.delivery.email.as_ref())?;
+            let sms = sender(source, "delivery.sms", file.delivery.sms.as_ref())?;
+            builder = builder.senders(Senders { email, sms });
+        }
+        if let Some(capacity) = file.delivery.outbox_capacity {
+            builder = builder.outbox_capacity(capacity);
+        }
+
+        // [[tenants]]
+        for tenant in &file.tenants {
+            let t = tenant.get_ref();
+            if t.channels.is_empty() {
+                return Err(source.invalid("tenants.channels", Some(tenant.span()), "a tenant needs at least one channel"));
+            }
+            builder = builder.tenant(Tenant {
+                id: t.id.clone(),
+                channels: t.channels.clone(),
+                auto_create: t.auto_create,
+                reveal_account: t.reveal_account,
+            });
+        }
+
+        Ok(Config {
+            listen: file.server.listen,
+            upstream: file.server.upstream,
+            builder,
+        })
+    }
+
+    /// Builds the gate the file describes.
+    pub fn build_gate(self) -> Result<Gate, ConfigError> {
+        self.builder.build().map_err(|e| ConfigError::Invalid {
+            file: "config".into(),
+            line: None,
+            key: match &e {
+                crate::gate::BuildError::MissingSender { .. } => "delivery".into(),
+                crate::gate::BuildError::Key(_) => "token".into(),
+                crate::gate::BuildError::InvalidPolicy(_) => "otp".into(),
+                _ => "tenants".into(),
+            },
+            message: e.to_string(),
+        })
+    }
+
+    /// The gate builder, for further changes in code before building.
+    pub fn into_builder(self) -> GateBuilder {
+        self.builder
+    }
+}
+
+fn sender(
+    source: &Source<'_>,
+    key: &str,
+    section: Option<&toml::Spanned<SenderSection>>,
+) -> Result<Option<Arc<dyn Sender>>, ConfigError> {
+    let Some(spanned) = section else { return Ok(None) };
+    let section = spanned.get_ref();
+    match section.kind {
+        SenderKind::Console => Ok(Some(Arc::new(ConsoleSender))),
+        SenderKind::Webhook => {
+            let url = section
+                .url
+                .as_ref()
+                .ok_or_else(|| source.invalid(&format!("{key}.url"), Some(spanned.span()), "a webhook sender needs url"))?;
+            let url: reqwest::Url = url
+                .0
+                .parse()
+                .map_err(|e| source.invalid(&format!("{key}.url"), Some(spanned.span()), format!("invalid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(source.invalid(&format!("{key}.url"), Some(spanned.span()), "the URL must be http or https"));
+            }
+            let mut webhook = WebhookSender::new(url);
+            if let Some(timeout) = section.timeout {
+                webhook = webhook.timeout(timeout.0);
+            }
+            if let Some(retries) = section.retries {
+                webhook = webhook.retries(retries, std::time::Duration::from_millis(200));
+            }
+            if let Some(secret) = &section.secret {
+                webhook = webhook.signing_secret(secret.0.as_bytes());
+            }
+            Ok(Some(Arc::new(webhook)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("."))
+    }
+
+    #[test]
+    fn the_embedded_default_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, pem) = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap();
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys/otpgate.pem"), pem.as_bytes()).unwrap();
+        let config = Config::embedded_default(dir.path()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        config.build_gate().unwrap();
+    }
+
+    #[test]
+    fn an_empty_file_is_a_development_gate() {
+        let gate = parse("").unwrap().build_gate().unwrap();
+        assert_eq!(gate.policy().max_attempts, 5);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let error = parse("[otp]\nlength = 6\nmax_atempts = 3\n").unwrap_err().to_string();
+        assert!(error.contains("max_atempts"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let error = parse("[otp]\n\nlength = 12\n").unwrap_err().to_string();
+        assert!(error.contains("test.toml:3: `otp.length`"), "{error}");
+        let error = parse("[otp]\nttl = \"five minutes\"\n").unwrap_err().to_string();
+        assert!(error.contains("line 2") && error.contains("invalid duration"), "{error}");
+        let error = parse("[otp]\nsends_per_ip = \"30 per 5m\"\n").unwrap_err().to_string();
+        assert!(error.contains("line 2") && error.contains("invalid rate"), "{error}");
+        let error = parse("[otp]\nfailure_budget = 1000\n").unwrap_err().to_string();
+        assert!(error.contains(":2: `otp.failure_budget`"), "{error}");
+        let error = parse("[token]\nalgorithm = \"none\"\n").unwrap_err().to_string();
+        assert!(error.contains(":2: `token.algorithm`"), "{error}");
+        let error = parse("[token]\nprivate_key = \"missing.pem\"\n").unwrap_err().to_string();
+        assert!(error.contains(":2: `token.private_key`") && error.contains("otpgate keygen"), "{error}");
+        let error = parse("[delivery.email]\nkind = \"webhook\"\n").unwrap_err().to_string();
+        assert!(error.contains("delivery.email.url"), "{error}");
+        let error = parse("[identity]\nsubject_header = \"bad header\"\n").unwrap_err().to_string();
+        assert!(error.contains(":2: `identity.subject_header`"), "{error}");
+        let error = parse("[[endpoints]]\ndialect = \"soap\"\nprefix = \"/x\"\n").unwrap_err().to_string();
+        assert!(error.contains(":2: `endpoints.dialect`"), "{error}");
+    }
+
+    #[test]
+    fn tenants_need_a_sender_for_each_channel() {
+        let text = "[delivery.email]\nkind = \"console\"\n[[tenants]]\nid = \"default\"\nchannels = [\"sms\"]\n";
+        let error = parse(text).unwrap().build_gate().unwrap_err().to_string();
+        assert!(error.contains("sms"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        assert_eq!(
+            schema::expand_env("a${X}b${Y}", |n| Some(n.to_lowercase())).unwrap(),
+            "axby"
+        );
+        assert!(schema::expand_env("${MISSING}", |_| None).unwrap_err().contains("MISSING"));
+        assert!(schema::expand_env("${oops", |_| None).is_err());
+        let error = parse("[otp]\nsecret = \"${OTPGATE_TEST_SURELY_UNSET}\"\n").unwrap_err().to_string();
+        assert!(error.contains("OTPGATE_TEST_SURELY_UNSET") && error.contains("line 2"), "{error}");
+    }
+}

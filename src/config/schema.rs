@@ -1,0 +1,256 @@
+//! The TOML file, as written. Every table refuses unknown keys, so a typo is an error
+//! that names the key and its line instead of a silently ignored setting.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::identifier::Channel;
+use crate::otp::{Alphabet, Rate};
+
+/// A duration written like `"30s"`, `"5m"`, `"1h"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(ConfigDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}` ({e}): write it like \"30s\", \"5m\" or \"1h\"")))
+    }
+}
+
+/// A rate written like `"5/10m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigRate(pub Rate);
+
+impl<'de> Deserialize<'de> for ConfigRate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(ConfigRate).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string in which `${NAME}` is replaced by the environment variable `NAME`, so
+/// secrets need not be written in the file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvString(pub String);
+
+impl std::fmt::Debug for EnvString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvString(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        expand_env(&text, |name| std::env::var(name).ok())
+            .map(EnvString)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub(crate) fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("invalid environment variable name `{name}`"));
+        }
+        let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub otp: OtpSection,
+    #[serde(default)]
+    pub token: TokenSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub protect: Vec<ProtectSection>,
+    #[serde(default)]
+    pub endpoints: Option<Vec<EndpointSection>>,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    #[serde(default)]
+    pub tenants: Vec<Spanned<TenantSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_upstream")]
+    pub upstream: String,
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+    #[serde(default = "default_tenant")]
+    pub default_tenant: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_upstream() -> String {
+    "http://127.0.0.1:3000".into()
+}
+fn default_body_limit() -> usize {
+    16 * 1024
+}
+fn default_tenant() -> String {
+    "default".into()
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            upstream: default_upstream(),
+            trusted_proxies: Vec::new(),
+            body_limit: default_body_limit(),
+            default_tenant: default_tenant(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub backend: Option<Spanned<StoreBackend>>,
+    #[allow(dead_code)] // read by the redis backend; accepted so one file serves every build
+    pub redis_url: Option<EnvString>,
+    pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtpSection {
+    pub length: Option<Spanned<usize>>,
+    pub alphabet: Option<Alphabet>,
+    pub ttl: Option<ConfigDuration>,
+    pub max_attempts: Option<u32>,
+    pub resend_cooldown: Option<ConfigDuration>,
+    pub sends_per_identifier: Option<ConfigRate>,
+    pub sends_per_ip: Option<ConfigRate>,
+    pub verifies_per_ip: Option<ConfigRate>,
+    pub failure_budget: Option<Spanned<u32>>,
+    pub failure_memory: Option<ConfigDuration>,
+    /// Keys code hashes; required when several instances share a store.
+    pub secret: Option<Spanned<EnvString>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
+    pub private_key: Option<Spanned<String>>,
+    pub secret: Option<Spanned<EnvString>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub ttl: Option<ConfigDuration>,
+    pub leeway: Option<ConfigDuration>,
+    pub cookie: Option<String>,
+    pub cookie_secure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    pub jwt_header: Option<Spanned<String>>,
+    pub subject_header: Option<Spanned<String>>,
+    pub email_header: Option<Spanned<String>>,
+    pub phone_header: Option<Spanned<String>>,
+    pub tenant_header: Option<Spanned<String>>,
+    pub strip: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectSection {
+    pub prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    pub dialect: Spanned<String>,
+    pub prefix: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    pub email: Option<Spanned<SenderSection>>,
+    pub sms: Option<Spanned<SenderSection>>,
+    pub outbox_capacity: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    Console,
+    Webhook,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderSection {
+    pub kind: SenderKind,
+    pub url: Option<EnvString>,
+    pub secret: Option<EnvString>,
+    pub timeout: Option<ConfigDuration>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub id: String,
+    #[serde(default = "all_channels")]
+    pub channels: Vec<Channel>,
+    #[serde(default = "yes")]
+    pub auto_create: bool,
+    #[serde(default)]
+    pub reveal_account: bool,
+}
+
+fn all_channels() -> Vec<Channel> {
+    vec![Channel::Email, Channel::Sms]
+}
+fn yes() -> bool {
+    true
+}
