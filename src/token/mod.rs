@@ -70,7 +70,7 @@ pub struct TokenSettings {
     pub ttl: Duration,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
-    /// Upper bound on the verified-token cache.
+    /// Upper bound on the verified-token cache; 0 turns the cache off.
     pub cache_entries: u64,
 }
 
@@ -133,7 +133,7 @@ pub struct Tokens {
     settings: TokenSettings,
     validation: Validation,
     // Keyed by SHA-256 of the token, so the cache never holds a usable token.
-    verified: moka::sync::Cache<[u8; 32], Arc<Claims>>,
+    verified: Option<moka::sync::Cache<[u8; 32], Arc<Claims>>>,
     jwks: Bytes,
 }
 
@@ -148,10 +148,12 @@ impl Tokens {
         // exp and nbf are checked against the gate's Clock below, not the system time.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(settings.cache_entries)
-            .time_to_live(settings.ttl + settings.leeway)
-            .build();
+        let verified = (settings.cache_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.cache_entries)
+                .time_to_live(settings.ttl + settings.leeway)
+                .build()
+        });
         let keys: Vec<_> = key.public_jwk().into_iter().collect();
         let jwks = Bytes::from(serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default());
         Tokens {
@@ -215,7 +217,7 @@ impl Tokens {
             return Err(TokenError::Malformed);
         }
         let fingerprint = crate::util::sha256(token.as_bytes());
-        if let Some(claims) = self.verified.get(&fingerprint) {
+        if let Some(claims) = self.verified.as_ref().and_then(|cache| cache.get(&fingerprint)) {
             self.check_times(&claims, now)?;
             return Ok(claims);
         }
@@ -242,7 +244,9 @@ impl Tokens {
             })?;
         let claims = Arc::new(data.claims);
         self.check_times(&claims, now)?;
-        self.verified.insert(fingerprint, Arc::clone(&claims));
+        if let Some(cache) = &self.verified {
+            cache.insert(fingerprint, Arc::clone(&claims));
+        }
         Ok(claims)
     }
 

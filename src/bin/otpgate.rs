@@ -1,0 +1,196 @@
+//! The `otpgate` command: check a config, make keys, mint and inspect tokens.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use otpgate::config::Config;
+use otpgate::identifier::Identifier;
+use otpgate::otp::{Clock, SystemClock};
+use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
+
+#[derive(Parser)]
+#[command(name = "otpgate", version, about = "One-time-passcode sign-in in front of existing web apps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config file and print what it sets up.
+    Check {
+        /// The config file.
+        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Make a token signing key (PKCS#8 PEM; for HS256 a base64url secret).
+    Keygen {
+        /// EdDSA, ES256, RS256 or HS256.
+        #[arg(short, long, default_value = "EdDSA")]
+        algorithm: String,
+        /// Where to write it; standard output when absent.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mint or verify tokens with the configured key (for testing an app's integration).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Mint a token for an email or phone, as a verified code would.
+    Mint {
+        /// The config file.
+        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        config: PathBuf,
+        /// Email address or E.164 phone number.
+        identifier: String,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Verify a token and print its claims.
+    Verify {
+        /// The config file.
+        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        config: PathBuf,
+        /// The token.
+        token: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("otpgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<otpgate::Gate, String> {
+    Config::from_file(path)
+        .and_then(Config::build_gate)
+        .map_err(|e| e.to_string())
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Check { config } => {
+            let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
+            let (listen, upstream) = (parsed.listen.clone(), parsed.upstream.clone());
+            let gate = parsed.build_gate().map_err(|e| e.to_string())?;
+            println!("{}: ok", config.display());
+            println!("  listen     {listen}");
+            println!("  upstream   {upstream}");
+            println!(
+                "  token      {:?}, kid {}",
+                gate.tokens().key().algorithm(),
+                gate.tokens().key().kid()
+            );
+            for mount in &gate.http_settings().endpoints {
+                println!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
+            }
+            for prefix in &gate.http_settings().protect {
+                println!("  protect    {prefix}");
+            }
+            Ok(())
+        }
+        Command::Keygen { algorithm, out, force } => {
+            let algorithm: SigningAlgorithm = algorithm.parse().map_err(|e: otpgate::token::KeyError| e.to_string())?;
+            let (key, material) = SigningKey::generate(algorithm).map_err(|e| e.to_string())?;
+            match out {
+                None => {
+                    print!("{}", material.as_str());
+                    if !material.ends_with('\n') {
+                        println!();
+                    }
+                }
+                Some(path) => {
+                    write_secret_file(&path, material.as_bytes(), force)?;
+                    eprintln!("wrote {:?} key {} to {}", algorithm, key.kid(), path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Token { action } => match action {
+            TokenAction::Mint {
+                config,
+                identifier,
+                tenant,
+            } => {
+                let gate = load(&config)?;
+                let identifier = if identifier.starts_with('+') {
+                    Identifier::phone(&identifier)
+                } else {
+                    Identifier::email(&identifier)
+                }
+                .map_err(|e| e.to_string())?;
+                let (email, phone) = match &identifier {
+                    Identifier::Email(e) => (Some(e.clone()), None),
+                    Identifier::Phone(p) => (None, Some(p.clone())),
+                };
+                let minted = gate
+                    .tokens()
+                    .mint(
+                        &Subject {
+                            id: identifier.as_str().to_owned(),
+                            email,
+                            phone,
+                            tenant,
+                        },
+                        SystemClock.now(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                println!("{}", minted.token);
+                Ok(())
+            }
+            TokenAction::Verify { config, token } => {
+                let gate = load(&config)?;
+                let claims = gate
+                    .tokens()
+                    .verify(token.trim(), SystemClock.now())
+                    .map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string_pretty(&*claims).unwrap_or_default());
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Writes key material readable by its owner only.
+fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // Never overwrite a key by accident: tokens signed by it would all die.
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!("{} exists; pass --force to replace it", path.display()),
+        _ => format!("cannot write {}: {e}", path.display()),
+    })?;
+    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
