@@ -29,7 +29,11 @@ impl Sender for Loopback {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let sender = Arc::new(Loopback(tx));
@@ -89,7 +93,9 @@ fn bench(c: &mut Criterion) {
 
     let hasher = CodeHasher::new(&ServerSecret::random());
     let code = CodeFormat::default().generate();
-    group.bench_function("baseline/hmac_code", |b| b.iter(|| hasher.hash(black_box("otp:default:email:a@example.com"), &code)));
+    group.bench_function("baseline/hmac_code", |b| {
+        b.iter(|| hasher.hash(black_box("otp:default:email:a@example.com"), &code))
+    });
     group.finish();
 }
 

@@ -20,7 +20,12 @@ fn subject() -> Subject {
 fn bench(c: &mut Criterion) {
     let now = SystemClock.now();
     let mut group = c.benchmark_group("token");
-    for algorithm in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256, SigningAlgorithm::RS256, SigningAlgorithm::HS256] {
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+        SigningAlgorithm::HS256,
+    ] {
         let key = SigningKey::generate(algorithm).unwrap().0;
         let cold = Tokens::new(
             key.clone(),
@@ -33,12 +38,23 @@ fn bench(c: &mut Criterion) {
         let token = cached.mint(&subject(), now).unwrap().token;
         cached.verify(&token, now).unwrap();
 
-        group.bench_function(format!("{algorithm:?}/mint"), |b| b.iter(|| cold.mint(black_box(&subject()), now).unwrap()));
-        group.bench_function(format!("{algorithm:?}/verify_cold"), |b| b.iter(|| cold.verify(black_box(&token), now).unwrap()));
-        group.bench_function(format!("{algorithm:?}/verify_cached"), |b| b.iter(|| cached.verify(black_box(&token), now).unwrap()));
+        group.bench_function(format!("{algorithm:?}/mint"), |b| {
+            b.iter(|| cold.mint(black_box(&subject()), now).unwrap())
+        });
+        group.bench_function(format!("{algorithm:?}/verify_cold"), |b| {
+            b.iter(|| cold.verify(black_box(&token), now).unwrap())
+        });
+        group.bench_function(format!("{algorithm:?}/verify_cached"), |b| {
+            b.iter(|| cached.verify(black_box(&token), now).unwrap())
+        });
         if algorithm == SigningAlgorithm::EdDSA {
             group.bench_function("baseline/sha256_of_token", |b| {
-                b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(token.as_bytes())))
+                b.iter(|| {
+                    aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        black_box(token.as_bytes()),
+                    )
+                })
             });
         }
     }

@@ -31,7 +31,12 @@ use serde_json::{Value, json};
 /// A protected handler: it sees who the caller is, both as an extractor and as the
 /// headers the gate injected.
 async fn me(identity: Identity, headers: HeaderMap) -> Json<Value> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     Json(json!({
         "subject": identity.subject(),
         "email": identity.email(),
@@ -57,7 +62,9 @@ async fn home(identity: Option<Identity>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let listen: SocketAddr = std::env::var("OTPGATE_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
@@ -77,7 +84,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(OtpLayer::new(gate));
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("otpgate demo on http://{listen}: POST /auth/otp/send, POST /auth/otp/verify, GET /api/me");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    println!(
+        "otpgate demo on http://{listen}: POST /auth/otp/send, POST /auth/otp/verify, GET /api/me"
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

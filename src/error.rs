@@ -81,15 +81,17 @@ impl GateError {
             | GateError::UnknownTenant
             | GateError::ChannelDisabled(_)
             | GateError::AccountNotFound => StatusCode::BAD_REQUEST,
-            GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GateError::InvalidCode | GateError::Unauthorized => StatusCode::UNAUTHORIZED,
             GateError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GateError::NotFound => StatusCode::NOT_FOUND,
-            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GateError::StoreUnavailable(_)
+            | GateError::DirectoryUnavailable(_)
+            | GateError::DeliveryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,9 +113,9 @@ impl GateError {
             GateError::UnsupportedMediaType => "unsupported_media_type",
             GateError::MethodNotAllowed => "method_not_allowed",
             GateError::NotFound => "not_found",
-            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => {
-                "temporarily_unavailable"
-            }
+            GateError::StoreUnavailable(_)
+            | GateError::DirectoryUnavailable(_)
+            | GateError::DeliveryUnavailable => "temporarily_unavailable",
             GateError::Internal(_) => "internal_error",
         }
     }
@@ -124,7 +126,9 @@ impl GateError {
             GateError::RateLimited { retry_after } | GateError::TooManyAttempts { retry_after } => {
                 Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
-            GateError::StoreUnavailable(_) | GateError::DirectoryUnavailable(_) | GateError::DeliveryUnavailable => Some(1),
+            GateError::StoreUnavailable(_)
+            | GateError::DirectoryUnavailable(_)
+            | GateError::DeliveryUnavailable => Some(1),
             _ => None,
         }
     }

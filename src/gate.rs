@@ -12,11 +12,13 @@ use crate::error::GateError;
 use crate::http::HttpSettings;
 use crate::identifier::{Channel, Identifier};
 use crate::otp::{
-    Clock, CodeHasher, IssueDecision, OtpPolicy, Rate, ServerSecret, SystemClock, VerifyDecision, decide_issue,
-    decide_verify,
+    Clock, CodeHasher, IssueDecision, OtpPolicy, Rate, ServerSecret, SystemClock, VerifyDecision,
+    decide_issue, decide_verify,
 };
 use crate::store::{MemoryStore, Store};
-use crate::token::{Claims, MintedToken, SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
+use crate::token::{
+    Claims, MintedToken, SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens,
+};
 
 /// A tenant: one set of users with its own channels and account rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,10 +313,14 @@ impl GateBuilder {
         }
         if policy.failure_budget > 100 {
             // NIST SP 800-63B 5.2.2 caps consecutive failed attempts at 100.
-            return Err(BuildError::InvalidPolicy("otp.failure_budget must be at most 100".into()));
+            return Err(BuildError::InvalidPolicy(
+                "otp.failure_budget must be at most 100".into(),
+            ));
         }
         if policy.ttl.is_zero() {
-            return Err(BuildError::InvalidPolicy("otp.ttl must be longer than zero".into()));
+            return Err(BuildError::InvalidPolicy(
+                "otp.ttl must be longer than zero".into(),
+            ));
         }
         let mut tenants = HashMap::new();
         let defined = if self.tenants.is_empty() {
@@ -346,7 +352,9 @@ impl GateBuilder {
         let key = match self.key {
             Some(key) => key,
             None => {
-                tracing::warn!("no token key configured: using a fresh EdDSA key; tokens will not survive a restart");
+                tracing::warn!(
+                    "no token key configured: using a fresh EdDSA key; tokens will not survive a restart"
+                );
                 SigningKey::generate(SigningAlgorithm::EdDSA)?.0
             }
         };
@@ -355,7 +363,9 @@ impl GateBuilder {
             inner: Arc::new(Inner {
                 hasher: CodeHasher::new(&secret),
                 policy,
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                store: self
+                    .store
+                    .unwrap_or_else(|| Arc::new(MemoryStore::default())),
                 tokens: Tokens::new(key, self.token_settings),
                 outbox: Outbox::new(senders, self.outbox_capacity, 64),
                 directory: self.directory,
@@ -398,7 +408,11 @@ impl Gate {
     /// The store key of an identity's record. Public so that tests and tools can look
     /// at what the store holds.
     pub fn identity_key(tenant: &str, identifier: &Identifier) -> String {
-        format!("otp:{tenant}:{}:{}", identifier.channel(), identifier.as_str())
+        format!(
+            "otp:{tenant}:{}:{}",
+            identifier.channel(),
+            identifier.as_str()
+        )
     }
 
     fn tenant(&self, id: Option<&str>, channel: Channel) -> Result<&Tenant, GateError> {
@@ -413,7 +427,12 @@ impl Gate {
         Ok(tenant)
     }
 
-    async fn limit_ip(&self, action: &str, ip: Option<IpAddr>, rate: Rate) -> Result<(), GateError> {
+    async fn limit_ip(
+        &self,
+        action: &str,
+        ip: Option<IpAddr>,
+        rate: Rate,
+    ) -> Result<(), GateError> {
         let Some(ip) = ip else { return Ok(()) };
         let now = self.inner.clock.now();
         let hit = self
@@ -434,7 +453,8 @@ impl Gate {
     /// account exists (unless the tenant reveals accounts) nor on the delivery.
     pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
-        self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends).await?;
+        self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
+            .await?;
         let account = self
             .inner
             .directory
@@ -465,8 +485,12 @@ impl Gate {
             .map_err(GateError::StoreUnavailable)?;
         match decision {
             IssueDecision::Issued => {}
-            IssueDecision::RateLimited { retry_after } => return Err(GateError::RateLimited { retry_after }),
-            IssueDecision::Locked { retry_after } => return Err(GateError::TooManyAttempts { retry_after }),
+            IssueDecision::RateLimited { retry_after } => {
+                return Err(GateError::RateLimited { retry_after });
+            }
+            IssueDecision::Locked { retry_after } => {
+                return Err(GateError::TooManyAttempts { retry_after });
+            }
         }
         if deliver {
             self.inner
@@ -489,9 +513,12 @@ impl Gate {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         let code = self.inner.policy.format.normalize(request.code);
         if code.expose().is_empty() || code.expose().len() > MAX_TYPED_CODE {
-            return Err(GateError::InvalidRequest("code must be a non-empty string of at most 64 characters".into()));
+            return Err(GateError::InvalidRequest(
+                "code must be a non-empty string of at most 64 characters".into(),
+            ));
         }
-        self.limit_ip("verify", request.client_ip, self.inner.ip_limits.verifies).await?;
+        self.limit_ip("verify", request.client_ip, self.inner.ip_limits.verifies)
+            .await?;
         let key = Gate::identity_key(&tenant.id, &request.identifier);
         let presented = self.inner.hasher.hash(&key, &code);
         let now = self.inner.clock.now();
@@ -508,7 +535,9 @@ impl Gate {
         match decision {
             VerifyDecision::Accepted => {}
             VerifyDecision::Rejected => return Err(GateError::InvalidCode),
-            VerifyDecision::Throttled { retry_after } => return Err(GateError::TooManyAttempts { retry_after }),
+            VerifyDecision::Throttled { retry_after } => {
+                return Err(GateError::TooManyAttempts { retry_after });
+            }
         }
         let account = self
             .inner

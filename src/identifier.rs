@@ -61,9 +61,13 @@ impl Identifier {
         if text.len() > MAX_EMAIL_LENGTH {
             return Err(InvalidIdentifier::Email);
         }
-        let address = email_address::EmailAddress::from_str(text).map_err(|_| InvalidIdentifier::Email)?;
+        let address =
+            email_address::EmailAddress::from_str(text).map_err(|_| InvalidIdentifier::Email)?;
         // Display names ("Alice <a@x>") and domain literals are not destinations users type.
-        if address.as_str() != address.email() || address.domain().starts_with('[') || !address.domain().contains('.') {
+        if address.as_str() != address.email()
+            || address.domain().starts_with('[')
+            || !address.domain().contains('.')
+        {
             return Err(InvalidIdentifier::Email);
         }
         // One account per mailbox, whatever the capitalisation it was typed in.
@@ -75,14 +79,20 @@ impl Identifier {
         let text = text.trim();
         let digits = text.strip_prefix('+').ok_or(InvalidIdentifier::Phone)?;
         // E.164: at most 15 digits, no leading zero, nothing but digits.
-        if digits.is_empty() || digits.len() > 15 || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty()
+            || digits.len() > 15
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(InvalidIdentifier::Phone);
         }
         let number = phonenumber::parse(None, text).map_err(|_| InvalidIdentifier::Phone)?;
         if !phonenumber::is_valid(&number) {
             return Err(InvalidIdentifier::Phone);
         }
-        Ok(Identifier::Phone(number.format().mode(phonenumber::Mode::E164).to_string()))
+        Ok(Identifier::Phone(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 
     /// The channel a code for this identifier goes by.
@@ -139,20 +149,55 @@ mod tests {
     #[test]
     fn emails_are_validated_and_lowercased() {
         assert_eq!(
-            Identifier::email(" Alice.Smith@Example.COM ").unwrap().as_str(),
+            Identifier::email(" Alice.Smith@Example.COM ")
+                .unwrap()
+                .as_str(),
             "alice.smith@example.com"
         );
-        for bad in ["", "alice", "alice@", "@example.com", "a b@example.com", "Alice <a@example.com>", "a@[127.0.0.1]", "a@localhost", &format!("{}@example.com", "a".repeat(250))] {
-            assert_eq!(Identifier::email(bad), Err(InvalidIdentifier::Email), "{bad}");
+        for bad in [
+            "",
+            "alice",
+            "alice@",
+            "@example.com",
+            "a b@example.com",
+            "Alice <a@example.com>",
+            "a@[127.0.0.1]",
+            "a@localhost",
+            &format!("{}@example.com", "a".repeat(250)),
+        ] {
+            assert_eq!(
+                Identifier::email(bad),
+                Err(InvalidIdentifier::Email),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn phones_must_be_valid_e164() {
-        assert_eq!(Identifier::phone("+14155552671").unwrap().as_str(), "+14155552671");
-        assert_eq!(Identifier::phone("+919876543210").unwrap().as_str(), "+919876543210");
-        for bad in ["", "14155552671", "+0123456789", "+1 415 555 2671", "+1415555267a", "+1234", "+99999999999999999", "+10000000000"] {
-            assert_eq!(Identifier::phone(bad), Err(InvalidIdentifier::Phone), "{bad}");
+        assert_eq!(
+            Identifier::phone("+14155552671").unwrap().as_str(),
+            "+14155552671"
+        );
+        assert_eq!(
+            Identifier::phone("+919876543210").unwrap().as_str(),
+            "+919876543210"
+        );
+        for bad in [
+            "",
+            "14155552671",
+            "+0123456789",
+            "+1 415 555 2671",
+            "+1415555267a",
+            "+1234",
+            "+99999999999999999",
+            "+10000000000",
+        ] {
+            assert_eq!(
+                Identifier::phone(bad),
+                Err(InvalidIdentifier::Phone),
+                "{bad}"
+            );
         }
     }
 

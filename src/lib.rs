@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! otpgate
+#![doc = include_str!("../README.md")]
+
 pub mod config;
 pub mod delivery;
 pub mod directory;
@@ -15,4 +16,7 @@ pub mod tower;
 mod util;
 
 pub use error::GateError;
-pub use gate::{BuildError, Gate, GateBuilder, Identity, IpLimits, SendOutcome, SendRequest, Tenant, VerifyRequest};
+pub use gate::{
+    BuildError, Gate, GateBuilder, Identity, IpLimits, SendOutcome, SendRequest, Tenant,
+    VerifyRequest,
+};

@@ -62,7 +62,11 @@ impl Setup {
 }
 
 fn wrong(code: &str) -> String {
-    if code == "000000" { "000001".into() } else { "000000".into() }
+    if code == "000000" {
+        "000001".into()
+    } else {
+        "000000".into()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,13 +108,19 @@ async fn the_attempt_cap_holds_even_for_the_right_code() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
-        assert!(matches!(s.verify(&wrong(&code)).await, Err(GateError::InvalidCode)));
+        assert!(matches!(
+            s.verify(&wrong(&code)).await,
+            Err(GateError::InvalidCode)
+        ));
         // Step past the growing back-off so each guess is judged on the code alone.
         s.clock.advance(Duration::from_secs(2));
     }
     assert!(matches!(s.verify(&code).await, Err(GateError::InvalidCode)));
     // A resend does not reset the cap: it is refused outright while the code lives.
-    assert!(matches!(s.send().await, Err(GateError::TooManyAttempts { .. })));
+    assert!(matches!(
+        s.send().await,
+        Err(GateError::TooManyAttempts { .. })
+    ));
 }
 
 #[tokio::test]
@@ -132,14 +142,23 @@ async fn the_failure_budget_holds_across_resends() {
                 break;
             }
             s.clock.advance(Duration::from_secs(60));
-            assert!(matches!(s.verify(&wrong(&last_code)).await, Err(GateError::InvalidCode)));
+            assert!(matches!(
+                s.verify(&wrong(&last_code)).await,
+                Err(GateError::InvalidCode)
+            ));
             failures += 1;
         }
     }
     // Budget spent: the right code is refused, and no new code is issued.
     s.clock.advance(Duration::from_secs(60));
-    assert!(matches!(s.verify(&last_code).await, Err(GateError::TooManyAttempts { .. })));
-    assert!(matches!(s.send().await, Err(GateError::TooManyAttempts { .. })));
+    assert!(matches!(
+        s.verify(&last_code).await,
+        Err(GateError::TooManyAttempts { .. })
+    ));
+    assert!(matches!(
+        s.send().await,
+        Err(GateError::TooManyAttempts { .. })
+    ));
     // A day later the identity is free again.
     s.clock.advance(Duration::from_secs(24 * 3600));
     let code = s.send().await.unwrap();
@@ -151,11 +170,16 @@ async fn backoff_grows_between_failures() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
-        assert!(matches!(s.verify(&wrong(&code)).await, Err(GateError::InvalidCode)));
+        assert!(matches!(
+            s.verify(&wrong(&code)).await,
+            Err(GateError::InvalidCode)
+        ));
     }
     // Five failures in a row: the sixth try must wait.
     match s.verify(&code).await {
-        Err(GateError::TooManyAttempts { retry_after }) => assert_eq!(retry_after, Duration::from_secs(1)),
+        Err(GateError::TooManyAttempts { retry_after }) => {
+            assert_eq!(retry_after, Duration::from_secs(1))
+        }
         other => panic!("expected back-off, got {other:?}"),
     }
 }
@@ -165,12 +189,21 @@ async fn the_store_never_holds_a_plaintext_code() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
     let key = Gate::identity_key("default", &alice());
-    let state = s.gate.store().peek_identity(&key).await.unwrap().expect("record stored");
+    let state = s
+        .gate
+        .store()
+        .peek_identity(&key)
+        .await
+        .unwrap()
+        .expect("record stored");
     let serialized = serde_json::to_string(&state).unwrap();
     let debugged = format!("{state:?}");
     assert!(state.challenge.is_some());
     for form in [serialized, debugged] {
-        assert!(!form.contains(&code), "plaintext code in store record: {form}");
+        assert!(
+            !form.contains(&code),
+            "plaintext code in store record: {form}"
+        );
     }
     // The stored hash is keyed: it is not the SHA-256 of the code either.
     let plain_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code.as_bytes());
@@ -184,7 +217,10 @@ async fn a_resend_invalidates_the_previous_code() {
     s.clock.advance(Duration::from_secs(30));
     let second = s.send().await.unwrap();
     if first != second {
-        assert!(matches!(s.verify(&first).await, Err(GateError::InvalidCode)));
+        assert!(matches!(
+            s.verify(&first).await,
+            Err(GateError::InvalidCode)
+        ));
     }
     assert!(s.verify(&second).await.is_ok());
 }

@@ -36,13 +36,25 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Re
 #[tokio::test]
 async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_header() {
     let hook = WebhookReceiver::start().await;
-    let gate = Gate::builder().senders(webhook_senders(&hook)).http(settings()).build().unwrap();
+    let gate = Gate::builder()
+        .senders(webhook_senders(&hook))
+        .http(settings())
+        .build()
+        .unwrap();
     let (base, calls) = start_app(gate).await;
     let client = reqwest::Client::new();
 
-    let sent = post(&client, format!("{base}/auth/otp/send"), json!({"email": "Alice@Example.com"})).await;
+    let sent = post(
+        &client,
+        format!("{base}/auth/otp/send"),
+        json!({"email": "Alice@Example.com"}),
+    )
+    .await;
     assert_eq!(sent.status(), StatusCode::OK);
-    assert_eq!(sent.json::<Value>().await.unwrap(), json!({"message": "OTP sent successfully"}));
+    assert_eq!(
+        sent.json::<Value>().await.unwrap(),
+        json!({"message": "OTP sent successfully"})
+    );
 
     let payload = hook.next().await;
     assert_eq!(payload["channel"], "email");
@@ -53,10 +65,22 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     assert_eq!(code.len(), 6);
     assert!(payload["message"].as_str().unwrap().contains(&code));
 
-    let verified = post(&client, format!("{base}/auth/otp/verify"), json!({"email": "alice@example.com", "code": code})).await;
+    let verified = post(
+        &client,
+        format!("{base}/auth/otp/verify"),
+        json!({"email": "alice@example.com", "code": code}),
+    )
+    .await;
     assert_eq!(verified.status(), StatusCode::OK);
-    let cookie = verified.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with("otpgate_session=ey") && cookie.contains("HttpOnly") && cookie.contains("Secure"));
+    let cookie = verified.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("otpgate_session=ey")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+    );
     let body: Value = verified.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
@@ -70,7 +94,10 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "unauthorized");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "unauthorized"
+    );
     assert_eq!(calls.count(), 0);
 
     // With it, the app sees the identity, and the client's forgeries are gone.
@@ -100,7 +127,12 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
 
     // The cookie works as well as the bearer header.
     let session = cookie.split(';').next().unwrap().to_owned();
-    let by_cookie = client.get(format!("{base}/api/me")).header("cookie", session).send().await.unwrap();
+    let by_cookie = client
+        .get(format!("{base}/api/me"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(by_cookie.status(), StatusCode::OK);
 
     // On a public path, forged headers are stripped even without any token.
@@ -117,18 +149,32 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     assert_eq!(public, json!({"subject": null, "headers": {}}));
 
     // The code was single use.
-    let again = post(&client, format!("{base}/auth/otp/verify"), json!({"email": "alice@example.com", "code": code})).await;
+    let again = post(
+        &client,
+        format!("{base}/auth/otp/verify"),
+        json!({"email": "alice@example.com", "code": code}),
+    )
+    .await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
     let hook = WebhookReceiver::start().await;
-    let gate = Gate::builder().senders(webhook_senders(&hook)).http(settings()).build().unwrap();
+    let gate = Gate::builder()
+        .senders(webhook_senders(&hook))
+        .http(settings())
+        .build()
+        .unwrap();
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
 
-    let sent = post(&client, format!("{base}/auth/otp/send"), json!({"phone": "+14155552671"})).await;
+    let sent = post(
+        &client,
+        format!("{base}/auth/otp/send"),
+        json!({"phone": "+14155552671"}),
+    )
+    .await;
     assert_eq!(sent.status(), StatusCode::OK);
     let payload = hook.next().await;
     assert_eq!(payload["channel"], "sms");
@@ -154,12 +200,16 @@ async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid published");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_audience(&["app"]);
     validation.set_issuer(&["otpgate"]);
-    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims;
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
     assert_eq!(claims["sub"], "+14155552671");
     assert_eq!(claims["phone"], "+14155552671");
     assert_eq!(claims["amr"], json!(["otp"]));
@@ -177,32 +227,112 @@ async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
     let send = format!("{base}/auth/otp/send");
 
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
-        (client.post(&send).body("{\"email\":\"a@example.com\"}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (client.post(&send).header("content-type", "text/plain").body("x"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (client.post(&send).header("content-type", "application/json").body("{\"email\":"), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(&send).header("content-type", "application/json").body("[1,2]"), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(&send).json(&json!({"email": 42})), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(&send).json(&json!({})), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(&send).json(&json!({"email": "a@example.com", "phone": "+14155552671"})), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(&send).json(&json!({"email": "not-an-email"})), StatusCode::BAD_REQUEST, "invalid_email"),
-        (client.post(&send).json(&json!({"phone": "4155552671"})), StatusCode::BAD_REQUEST, "invalid_phone"),
-        (client.post(&send).json(&json!({"email": "a@example.com", "tenant": "nope"})), StatusCode::BAD_REQUEST, "unknown_tenant"),
-        (client.post(&send).json(&json!({"email": "x".repeat(20_000)})), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        (client.get(&send), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        (client.post(format!("{base}/auth/otp/verify")).json(&json!({"email": "a@example.com"})), StatusCode::BAD_REQUEST, "invalid_request"),
-        (client.post(format!("{base}/auth/otp/verify")).json(&json!({"email": "a@example.com", "code": ""})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            client.post(&send).body("{\"email\":\"a@example.com\"}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(&send)
+                .header("content-type", "text/plain")
+                .body("x"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(&send)
+                .header("content-type", "application/json")
+                .body("{\"email\":"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client
+                .post(&send)
+                .header("content-type", "application/json")
+                .body("[1,2]"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client.post(&send).json(&json!({"email": 42})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client.post(&send).json(&json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client
+                .post(&send)
+                .json(&json!({"email": "a@example.com", "phone": "+14155552671"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client.post(&send).json(&json!({"email": "not-an-email"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_email",
+        ),
+        (
+            client.post(&send).json(&json!({"phone": "4155552671"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_phone",
+        ),
+        (
+            client
+                .post(&send)
+                .json(&json!({"email": "a@example.com", "tenant": "nope"})),
+            StatusCode::BAD_REQUEST,
+            "unknown_tenant",
+        ),
+        (
+            client
+                .post(&send)
+                .json(&json!({"email": "x".repeat(20_000)})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client.get(&send),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            client
+                .post(format!("{base}/auth/otp/verify"))
+                .json(&json!({"email": "a@example.com"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client
+                .post(format!("{base}/auth/otp/verify"))
+                .json(&json!({"email": "a@example.com", "code": ""})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ];
     for (i, (request, status, code)) in cases.into_iter().enumerate() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), status, "case {i}");
-        assert_eq!(response.headers()["content-type"], "application/json", "case {i}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "case {i}"
+        );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], code, "case {i}: {body}");
         assert!(!body["message"].as_str().unwrap().is_empty(), "case {i}");
     }
 
     // A streamed body with no Content-Length is cut off at the limit as well.
-    let chunks = futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let chunks =
+        futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
     let streamed = client
         .post(&send)
         .header("content-type", "application/json")
@@ -219,12 +349,24 @@ async fn resend_cooldown_answers_429_with_retry_after() {
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     let body = json!({"email": "bob@example.com"});
-    assert_eq!(post(&client, format!("{base}/auth/otp/send"), body.clone()).await.status(), StatusCode::OK);
+    assert_eq!(
+        post(&client, format!("{base}/auth/otp/send"), body.clone())
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let limited = post(&client, format!("{base}/auth/otp/send"), body).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
-    assert_eq!(limited.json::<Value>().await.unwrap()["error"], "rate_limited");
+    assert_eq!(
+        limited.json::<Value>().await.unwrap()["error"],
+        "rate_limited"
+    );
 }
 
 #[tokio::test]
@@ -240,10 +382,20 @@ async fn per_ip_send_limit_holds_across_identifiers() {
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     for i in 0..3 {
-        let r = post(&client, format!("{base}/auth/otp/send"), json!({"email": format!("u{i}@example.com")})).await;
+        let r = post(
+            &client,
+            format!("{base}/auth/otp/send"),
+            json!({"email": format!("u{i}@example.com")}),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let r = post(&client, format!("{base}/auth/otp/send"), json!({"email": "u9@example.com"})).await;
+    let r = post(
+        &client,
+        format!("{base}/auth/otp/send"),
+        json!({"email": "u9@example.com"}),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
 }
@@ -254,7 +406,9 @@ async fn known_and_unknown_identities_get_byte_identical_send_answers() {
     let known = Identifier::email("known@example.com").unwrap();
     let gate = Gate::builder()
         .senders(webhook_senders(&hook))
-        .directory(Arc::new(StaticDirectory::new().with_account("default", known, "user-1")))
+        .directory(Arc::new(
+            StaticDirectory::new().with_account("default", known, "user-1"),
+        ))
         .tenant(Tenant {
             auto_create: false,
             ..Tenant::new("default")
@@ -291,8 +445,14 @@ async fn known_and_unknown_identities_get_byte_identical_send_answers() {
     assert_eq!(delivered["to"], "known@example.com");
     assert!(hook.nothing_within(Duration::from_millis(300)).await);
     // ...and its limits behave exactly the same.
-    assert_eq!(answer("known@example.com").await.0, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(answer("stranger@example.com").await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        answer("known@example.com").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        answer("stranger@example.com").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 
     // The known account signs in with the directory's subject.
     let verified: Value = post(
@@ -337,16 +497,31 @@ async fn wrong_expired_used_and_unknown_codes_get_the_same_answer() {
         }
     };
 
-    post(&client, format!("{base}/auth/otp/send"), json!({"email": "carol@example.com"})).await;
+    post(
+        &client,
+        format!("{base}/auth/otp/send"),
+        json!({"email": "carol@example.com"}),
+    )
+    .await;
     let code = hook.next().await["code"].as_str().unwrap().to_owned();
     let wrong_code = if code == "000000" { "111111" } else { "000000" }.to_owned();
 
     let wrong = verify("carol@example.com", wrong_code).await;
     let unknown = verify("nobody@example.com", code.clone()).await;
-    assert!(verify("carol@example.com", code.clone()).await.0.is_success());
+    assert!(
+        verify("carol@example.com", code.clone())
+            .await
+            .0
+            .is_success()
+    );
     let used = verify("carol@example.com", code).await;
 
-    post(&client, format!("{base}/auth/otp/send"), json!({"email": "dave@example.com"})).await;
+    post(
+        &client,
+        format!("{base}/auth/otp/send"),
+        json!({"email": "dave@example.com"}),
+    )
+    .await;
     let code = hook.next().await["code"].as_str().unwrap().to_owned();
     clock.advance(Duration::from_secs(301));
     let expired = verify("dave@example.com", code).await;

@@ -13,7 +13,11 @@ use otpgate::otp::{Clock, SystemClock};
 use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
 
 #[derive(Parser)]
-#[command(name = "otpgate", version, about = "One-time-passcode sign-in in front of existing web apps")]
+#[command(
+    name = "otpgate",
+    version,
+    about = "One-time-passcode sign-in in front of existing web apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +28,12 @@ enum Command {
     /// Check a config file and print what it sets up.
     Check {
         /// The config file.
-        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        #[arg(
+            short,
+            long,
+            default_value = "config/otpgate.toml",
+            env = "OTPGATE_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Make a token signing key (PKCS#8 PEM; for HS256 a base64url secret).
@@ -51,7 +60,12 @@ enum TokenAction {
     /// Mint a token for an email or phone, as a verified code would.
     Mint {
         /// The config file.
-        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        #[arg(
+            short,
+            long,
+            default_value = "config/otpgate.toml",
+            env = "OTPGATE_CONFIG"
+        )]
         config: PathBuf,
         /// Email address or E.164 phone number.
         identifier: String,
@@ -62,7 +76,12 @@ enum TokenAction {
     /// Verify a token and print its claims.
     Verify {
         /// The config file.
-        #[arg(short, long, default_value = "config/otpgate.toml", env = "OTPGATE_CONFIG")]
+        #[arg(
+            short,
+            long,
+            default_value = "config/otpgate.toml",
+            env = "OTPGATE_CONFIG"
+        )]
         config: PathBuf,
         /// The token.
         token: String,
@@ -108,8 +127,14 @@ fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Keygen { algorithm, out, force } => {
-            let algorithm: SigningAlgorithm = algorithm.parse().map_err(|e: otpgate::token::KeyError| e.to_string())?;
+        Command::Keygen {
+            algorithm,
+            out,
+            force,
+        } => {
+            let algorithm: SigningAlgorithm = algorithm
+                .parse()
+                .map_err(|e: otpgate::token::KeyError| e.to_string())?;
             let (key, material) = SigningKey::generate(algorithm).map_err(|e| e.to_string())?;
             match out {
                 None => {
@@ -120,7 +145,12 @@ fn run(command: Command) -> Result<(), String> {
                 }
                 Some(path) => {
                     write_secret_file(&path, material.as_bytes(), force)?;
-                    eprintln!("wrote {:?} key {} to {}", algorithm, key.kid(), path.display());
+                    eprintln!(
+                        "wrote {:?} key {} to {}",
+                        algorithm,
+                        key.kid(),
+                        path.display()
+                    );
                 }
             }
             Ok(())
@@ -163,7 +193,10 @@ fn run(command: Command) -> Result<(), String> {
                     .tokens()
                     .verify(token.trim(), SystemClock.now())
                     .map_err(|e| e.to_string())?;
-                println!("{}", serde_json::to_string_pretty(&*claims).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&*claims).unwrap_or_default()
+                );
                 Ok(())
             }
         },
@@ -173,7 +206,8 @@ fn run(command: Command) -> Result<(), String> {
 /// Writes key material readable by its owner only.
 fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
@@ -189,8 +223,11 @@ fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), Strin
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => format!("{} exists; pass --force to replace it", path.display()),
+        std::io::ErrorKind::AlreadyExists => {
+            format!("{} exists; pass --force to replace it", path.display())
+        }
         _ => format!("cannot write {}: {e}", path.display()),
     })?;
-    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

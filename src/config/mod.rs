@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use crate::Gate;
 use crate::delivery::{ConsoleSender, Sender, Senders, WebhookSender};
 use crate::gate::{GateBuilder, IpLimits, Tenant};
 use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
 use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
 use crate::store::MemoryStore;
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
-use crate::Gate;
 
 mod schema;
 
@@ -90,10 +90,18 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn line(&self, span: &Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
-    fn invalid(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             file: self.name.to_owned(),
             line: span.map(|s| self.line(&s)),
@@ -133,9 +141,17 @@ impl Config {
         let mut builder = Gate::builder().default_tenant(&file.server.default_tenant);
 
         // [store]
-        match file.store.backend.as_ref().map(|b| (*b.get_ref(), b.span())) {
+        match file
+            .store
+            .backend
+            .as_ref()
+            .map(|b| (*b.get_ref(), b.span()))
+        {
             None | Some((StoreBackend::Memory, _)) => {
-                let max = file.store.max_entries.unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES);
+                let max = file
+                    .store
+                    .max_entries
+                    .unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES);
                 builder = builder.store(Arc::new(MemoryStore::new(max)));
             }
             Some((StoreBackend::Redis, span)) => {
@@ -175,8 +191,12 @@ impl Config {
             format,
             ttl: otp.ttl.map_or(defaults.ttl, |d| d.0),
             max_attempts,
-            resend_cooldown: otp.resend_cooldown.map_or(defaults.resend_cooldown, |d| d.0),
-            sends_per_identifier: otp.sends_per_identifier.map_or(defaults.sends_per_identifier, |r| r.0),
+            resend_cooldown: otp
+                .resend_cooldown
+                .map_or(defaults.resend_cooldown, |d| d.0),
+            sends_per_identifier: otp
+                .sends_per_identifier
+                .map_or(defaults.sends_per_identifier, |r| r.0),
             failure_budget,
             backoff: crate::otp::Backoff {
                 free_failures: max_attempts,
@@ -208,11 +228,16 @@ impl Config {
         };
         let key = match (algorithm, &token.private_key, &token.secret) {
             (SigningAlgorithm::HS256, _, Some(secret)) => Some(
-                SigningKey::from_hmac_secret(secret.get_ref().0.as_bytes())
-                    .map_err(|e| source.invalid("token.secret", Some(secret.span()), e.to_string()))?,
+                SigningKey::from_hmac_secret(secret.get_ref().0.as_bytes()).map_err(|e| {
+                    source.invalid("token.secret", Some(secret.span()), e.to_string())
+                })?,
             ),
             (SigningAlgorithm::HS256, _, None) => {
-                return Err(source.invalid("token.secret", None, "HS256 needs token.secret (at least 32 bytes)"));
+                return Err(source.invalid(
+                    "token.secret",
+                    None,
+                    "HS256 needs token.secret (at least 32 bytes)",
+                ));
             }
             (_, Some(path), _) => {
                 let full = source.dir.join(path.get_ref());
@@ -227,17 +252,20 @@ impl Config {
                         ),
                     )
                 })?;
-                Some(
-                    SigningKey::from_pem(algorithm, &pem)
-                        .map_err(|e| source.invalid("token.private_key", Some(path.span()), e.to_string()))?,
-                )
+                Some(SigningKey::from_pem(algorithm, &pem).map_err(|e| {
+                    source.invalid("token.private_key", Some(path.span()), e.to_string())
+                })?)
             }
             (_, None, _) => None,
         };
         if let Some(key) = key {
             builder = builder.signing_key(key);
         } else if algorithm != SigningAlgorithm::EdDSA {
-            return Err(source.invalid("token.private_key", None, format!("{algorithm:?} needs token.private_key")));
+            return Err(source.invalid(
+                "token.private_key",
+                None,
+                format!("{algorithm:?} needs token.private_key"),
+            ));
         }
         let token_defaults = TokenSettings::default();
         builder = builder.token_settings(TokenSettings {
@@ -249,29 +277,57 @@ impl Config {
         });
 
         // [identity], [[protect]], [[endpoints]], [server]
-        let header = |key: &str, value: &Option<toml::Spanned<String>>, default: HeaderName| match value {
-            Some(name) => HeaderName::from_bytes(name.get_ref().as_bytes())
-                .map_err(|_| source.invalid(key, Some(name.span()), format!("`{}` is not a valid header name", name.get_ref()))),
-            None => Ok(default),
-        };
+        let header =
+            |key: &str, value: &Option<toml::Spanned<String>>, default: HeaderName| match value {
+                Some(name) => HeaderName::from_bytes(name.get_ref().as_bytes()).map_err(|_| {
+                    source.invalid(
+                        key,
+                        Some(name.span()),
+                        format!("`{}` is not a valid header name", name.get_ref()),
+                    )
+                }),
+                None => Ok(default),
+            };
         let identity_defaults = IdentityHeaders::default();
         let identity = IdentityHeaders {
-            jwt: header("identity.jwt_header", &file.identity.jwt_header, identity_defaults.jwt)?,
-            subject: header("identity.subject_header", &file.identity.subject_header, identity_defaults.subject)?,
-            email: header("identity.email_header", &file.identity.email_header, identity_defaults.email)?,
-            phone: header("identity.phone_header", &file.identity.phone_header, identity_defaults.phone)?,
-            tenant: header("identity.tenant_header", &file.identity.tenant_header, identity_defaults.tenant)?,
-            strip: file.identity.strip.clone().unwrap_or(identity_defaults.strip),
+            jwt: header(
+                "identity.jwt_header",
+                &file.identity.jwt_header,
+                identity_defaults.jwt,
+            )?,
+            subject: header(
+                "identity.subject_header",
+                &file.identity.subject_header,
+                identity_defaults.subject,
+            )?,
+            email: header(
+                "identity.email_header",
+                &file.identity.email_header,
+                identity_defaults.email,
+            )?,
+            phone: header(
+                "identity.phone_header",
+                &file.identity.phone_header,
+                identity_defaults.phone,
+            )?,
+            tenant: header(
+                "identity.tenant_header",
+                &file.identity.tenant_header,
+                identity_defaults.tenant,
+            )?,
+            strip: file
+                .identity
+                .strip
+                .clone()
+                .unwrap_or(identity_defaults.strip),
         };
         let endpoints = match &file.endpoints {
             Some(list) => list
                 .iter()
                 .map(|e| {
-                    let dialect = e
-                        .dialect
-                        .get_ref()
-                        .parse()
-                        .map_err(|m: String| source.invalid("endpoints.dialect", Some(e.dialect.span()), m))?;
+                    let dialect = e.dialect.get_ref().parse().map_err(|m: String| {
+                        source.invalid("endpoints.dialect", Some(e.dialect.span()), m)
+                    })?;
                     Ok(EndpointMount {
                         dialect,
                         prefix: e.prefix.clone(),
@@ -312,7 +368,11 @@ impl Config {
         for tenant in &file.tenants {
             let t = tenant.get_ref();
             if t.channels.is_empty() {
-                return Err(source.invalid("tenants.channels", Some(tenant.span()), "a tenant needs at least one channel"));
+                return Err(source.invalid(
+                    "tenants.channels",
+                    Some(tenant.span()),
+                    "a tenant needs at least one channel",
+                ));
             }
             builder = builder.tenant(Tenant {
                 id: t.id.clone(),
@@ -355,21 +415,33 @@ fn sender(
     key: &str,
     section: Option<&toml::Spanned<SenderSection>>,
 ) -> Result<Option<Arc<dyn Sender>>, ConfigError> {
-    let Some(spanned) = section else { return Ok(None) };
+    let Some(spanned) = section else {
+        return Ok(None);
+    };
     let section = spanned.get_ref();
     match section.kind {
         SenderKind::Console => Ok(Some(Arc::new(ConsoleSender))),
         SenderKind::Webhook => {
-            let url = section
-                .url
-                .as_ref()
-                .ok_or_else(|| source.invalid(&format!("{key}.url"), Some(spanned.span()), "a webhook sender needs url"))?;
-            let url: reqwest::Url = url
-                .0
-                .parse()
-                .map_err(|e| source.invalid(&format!("{key}.url"), Some(spanned.span()), format!("invalid URL: {e}")))?;
+            let url = section.url.as_ref().ok_or_else(|| {
+                source.invalid(
+                    &format!("{key}.url"),
+                    Some(spanned.span()),
+                    "a webhook sender needs url",
+                )
+            })?;
+            let url: reqwest::Url = url.0.parse().map_err(|e| {
+                source.invalid(
+                    &format!("{key}.url"),
+                    Some(spanned.span()),
+                    format!("invalid URL: {e}"),
+                )
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(source.invalid(&format!("{key}.url"), Some(spanned.span()), "the URL must be http or https"));
+                return Err(source.invalid(
+                    &format!("{key}.url"),
+                    Some(spanned.span()),
+                    "the URL must be http or https",
+                ));
             }
             let mut webhook = WebhookSender::new(url);
             if let Some(timeout) = section.timeout {
@@ -413,7 +485,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_the_key_and_line() {
-        let error = parse("[otp]\nlength = 6\nmax_atempts = 3\n").unwrap_err().to_string();
+        let error = parse("[otp]\nlength = 6\nmax_atempts = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("max_atempts"), "{error}");
         assert!(error.contains("line 3"), "{error}");
     }
@@ -422,21 +496,46 @@ mod tests {
     fn bad_values_name_the_key_and_line() {
         let error = parse("[otp]\n\nlength = 12\n").unwrap_err().to_string();
         assert!(error.contains("test.toml:3: `otp.length`"), "{error}");
-        let error = parse("[otp]\nttl = \"five minutes\"\n").unwrap_err().to_string();
-        assert!(error.contains("line 2") && error.contains("invalid duration"), "{error}");
-        let error = parse("[otp]\nsends_per_ip = \"30 per 5m\"\n").unwrap_err().to_string();
-        assert!(error.contains("line 2") && error.contains("invalid rate"), "{error}");
-        let error = parse("[otp]\nfailure_budget = 1000\n").unwrap_err().to_string();
+        let error = parse("[otp]\nttl = \"five minutes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2") && error.contains("invalid duration"),
+            "{error}"
+        );
+        let error = parse("[otp]\nsends_per_ip = \"30 per 5m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2") && error.contains("invalid rate"),
+            "{error}"
+        );
+        let error = parse("[otp]\nfailure_budget = 1000\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(":2: `otp.failure_budget`"), "{error}");
-        let error = parse("[token]\nalgorithm = \"none\"\n").unwrap_err().to_string();
+        let error = parse("[token]\nalgorithm = \"none\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(":2: `token.algorithm`"), "{error}");
-        let error = parse("[token]\nprivate_key = \"missing.pem\"\n").unwrap_err().to_string();
-        assert!(error.contains(":2: `token.private_key`") && error.contains("otpgate keygen"), "{error}");
-        let error = parse("[delivery.email]\nkind = \"webhook\"\n").unwrap_err().to_string();
+        let error = parse("[token]\nprivate_key = \"missing.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(":2: `token.private_key`") && error.contains("otpgate keygen"),
+            "{error}"
+        );
+        let error = parse("[delivery.email]\nkind = \"webhook\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("delivery.email.url"), "{error}");
-        let error = parse("[identity]\nsubject_header = \"bad header\"\n").unwrap_err().to_string();
+        let error = parse("[identity]\nsubject_header = \"bad header\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(":2: `identity.subject_header`"), "{error}");
-        let error = parse("[[endpoints]]\ndialect = \"soap\"\nprefix = \"/x\"\n").unwrap_err().to_string();
+        let error = parse("[[endpoints]]\ndialect = \"soap\"\nprefix = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(":2: `endpoints.dialect`"), "{error}");
     }
 
@@ -453,9 +552,18 @@ mod tests {
             schema::expand_env("a${X}b${Y}", |n| Some(n.to_lowercase())).unwrap(),
             "axby"
         );
-        assert!(schema::expand_env("${MISSING}", |_| None).unwrap_err().contains("MISSING"));
+        assert!(
+            schema::expand_env("${MISSING}", |_| None)
+                .unwrap_err()
+                .contains("MISSING")
+        );
         assert!(schema::expand_env("${oops", |_| None).is_err());
-        let error = parse("[otp]\nsecret = \"${OTPGATE_TEST_SURELY_UNSET}\"\n").unwrap_err().to_string();
-        assert!(error.contains("OTPGATE_TEST_SURELY_UNSET") && error.contains("line 2"), "{error}");
+        let error = parse("[otp]\nsecret = \"${OTPGATE_TEST_SURELY_UNSET}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("OTPGATE_TEST_SURELY_UNSET") && error.contains("line 2"),
+            "{error}"
+        );
     }
 }

@@ -18,7 +18,11 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text)
             .map(ConfigDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}` ({e}): write it like \"30s\", \"5m\" or \"1h\"")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{text}` ({e}): write it like \"30s\", \"5m\" or \"1h\""
+                ))
+            })
     }
 }
 
@@ -29,7 +33,9 @@ pub struct ConfigRate(pub Rate);
 impl<'de> Deserialize<'de> for ConfigRate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map(ConfigRate).map_err(serde::de::Error::custom)
+        text.parse()
+            .map(ConfigRate)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -53,7 +59,10 @@ impl<'de> Deserialize<'de> for EnvString {
     }
 }
 
-pub(crate) fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -66,7 +75,8 @@ pub(crate) fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) ->
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("invalid environment variable name `{name}`"));
         }
-        let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }

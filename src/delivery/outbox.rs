@@ -70,8 +70,12 @@ async fn drain(mut rx: mpsc::Receiver<Message>, senders: Senders, concurrency: u
         };
         tokio::spawn(async move {
             match sender.send(&message).await {
-                Ok(()) => tracing::info!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, "code delivered"),
-                Err(error) => tracing::warn!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, %error, "code delivery failed"),
+                Ok(()) => {
+                    tracing::info!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, "code delivered")
+                }
+                Err(error) => {
+                    tracing::warn!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, %error, "code delivery failed")
+                }
             }
             drop(permit);
         });

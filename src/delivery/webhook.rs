@@ -77,7 +77,10 @@ impl WebhookSender {
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
                 Err((retryable, format!("webhook answered {status}")))
             }
-            Err(error) => Err((true, format!("webhook unreachable: {}", error.without_url()))),
+            Err(error) => Err((
+                true,
+                format!("webhook unreachable: {}", error.without_url()),
+            )),
         }
     }
 }
@@ -104,7 +107,9 @@ impl Sender for WebhookSender {
             match self.attempt(&body).await {
                 Ok(()) => return Ok(()),
                 Err((false, reason)) => return Err(DeliveryError::Rejected(reason)),
-                Err((true, reason)) if tries_left == 0 => return Err(DeliveryError::Failed(reason)),
+                Err((true, reason)) if tries_left == 0 => {
+                    return Err(DeliveryError::Failed(reason));
+                }
                 Err((true, _)) => {
                     tries_left -= 1;
                     tokio::time::sleep(delay).await;

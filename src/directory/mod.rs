@@ -22,7 +22,11 @@ pub struct DirectoryError(pub String);
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
     /// The account of `identifier` in `tenant`, if there is one.
-    async fn find(&self, tenant: &str, identifier: &Identifier) -> Result<Option<Account>, DirectoryError>;
+    async fn find(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<Option<Account>, DirectoryError>;
 }
 
 /// Knows no one: every identity is new, and tenants decide by `auto_create` whether new
@@ -32,7 +36,11 @@ pub struct NoDirectory;
 
 #[async_trait]
 impl Directory for NoDirectory {
-    async fn find(&self, _tenant: &str, _identifier: &Identifier) -> Result<Option<Account>, DirectoryError> {
+    async fn find(
+        &self,
+        _tenant: &str,
+        _identifier: &Identifier,
+    ) -> Result<Option<Account>, DirectoryError> {
         Ok(None)
     }
 }
@@ -63,7 +71,14 @@ impl StaticDirectory {
 
 #[async_trait]
 impl Directory for StaticDirectory {
-    async fn find(&self, tenant: &str, identifier: &Identifier) -> Result<Option<Account>, DirectoryError> {
-        Ok(self.accounts.get(&(tenant.to_owned(), identifier.clone())).cloned())
+    async fn find(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<Option<Account>, DirectoryError> {
+        Ok(self
+            .accounts
+            .get(&(tenant.to_owned(), identifier.clone()))
+            .cloned())
     }
 }

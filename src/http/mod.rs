@@ -187,9 +187,15 @@ impl GateResponse {
     /// A JSON answer.
     pub fn json(status: StatusCode, body: &serde_json::Value) -> GateResponse {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         // Answers about codes and tokens are never cached by anyone.
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         GateResponse {
             status,
             headers,
@@ -208,7 +214,11 @@ impl GateResponse {
 
 fn path_matches(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')) || prefix.is_empty()
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+        || prefix.is_empty()
 }
 
 impl Gate {
@@ -236,12 +246,18 @@ impl Gate {
 
     /// Answers a request to a gate endpoint. `body` is the request body, read by the
     /// adapter up to [`HttpSettings::body_limit`] when the route needs it.
-    pub async fn handle(&self, route: EndpointRoute, request: &RequestView<'_>, body: Bytes) -> GateResponse {
+    pub async fn handle(
+        &self,
+        route: EndpointRoute,
+        request: &RequestView<'_>,
+        body: Bytes,
+    ) -> GateResponse {
         if *request.method != route.method() {
             let mut response = route.dialect.error(&GateError::MethodNotAllowed);
-            response
-                .headers
-                .insert(http::header::ALLOW, HeaderValue::from_static(route.allowed_method()));
+            response.headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static(route.allowed_method()),
+            );
             return response;
         }
         match route.action {
@@ -249,13 +265,17 @@ impl Gate {
                 let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
                 response.body = self.tokens().jwks().clone();
                 // Public keys may be cached briefly by verifiers.
-                response
-                    .headers
-                    .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                response.headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
                 response
             }
             Action::Logout => {
-                let mut response = GateResponse::json(StatusCode::OK, &serde_json::json!({"message": "Signed out"}));
+                let mut response = GateResponse::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"message": "Signed out"}),
+                );
                 if let Some(cookie) = self.session_cookie("", 0) {
                     response.headers.append(http::header::SET_COOKIE, cookie);
                 }
@@ -266,7 +286,9 @@ impl Gate {
                     return route.dialect.error(&GateError::UnsupportedMediaType);
                 }
                 match route.action {
-                    Action::Send => dialect::generic::send(self, route.dialect, request, &body).await,
+                    Action::Send => {
+                        dialect::generic::send(self, route.dialect, request, &body).await
+                    }
                     _ => dialect::generic::verify(self, route.dialect, request, &body).await,
                 }
             }
@@ -282,26 +304,32 @@ impl Gate {
 
     /// The answer for a body that could not be read, in the route's dialect.
     pub fn unreadable_body(&self, route: EndpointRoute) -> GateResponse {
-        route
-            .dialect
-            .error(&GateError::InvalidRequest("the request body could not be read".into()))
+        route.dialect.error(&GateError::InvalidRequest(
+            "the request body could not be read".into(),
+        ))
     }
 
     /// Prepares a request bound for the app: removes every identity header the client
     /// sent, then, when the request carries a valid token, injects the identity. On a
     /// protected path without a valid token, returns the 401 to answer instead.
-    pub fn prepare_upstream(&self, headers: &mut HeaderMap, protected: bool) -> Result<Option<Identity>, GateResponse> {
+    pub fn prepare_upstream(
+        &self,
+        headers: &mut HeaderMap,
+        protected: bool,
+    ) -> Result<Option<Identity>, Box<GateResponse>> {
         let settings = &self.http_settings().identity;
         // Clients must never be able to claim an identity by sending the headers
         // themselves: strip first, always, whatever happens next.
         strip_identity_headers(headers, settings);
-        let identity = self.token_in(headers).and_then(|token| self.authenticate(&token).ok());
+        let identity = self
+            .token_in(headers)
+            .and_then(|token| self.authenticate(&token).ok());
         match identity {
             Some(identity) => {
                 inject_identity(headers, settings, &identity);
                 Ok(Some(identity))
             }
-            None if protected => Err(Dialect::Generic.error(&GateError::Unauthorized)),
+            None if protected => Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized))),
             None => Ok(None),
         }
     }
@@ -309,20 +337,23 @@ impl Gate {
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
     pub fn token_in(&self, headers: &HeaderMap) -> Option<String> {
         for value in headers.get_all(http::header::AUTHORIZATION) {
-            if let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                    return Some(token.trim().to_owned());
-                }
+            if let Some((scheme, token)) =
+                value.to_str().ok().and_then(|v| v.trim().split_once(' '))
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                return Some(token.trim().to_owned());
             }
         }
         let cookie = self.http_settings().cookie.as_ref()?;
         for value in headers.get_all(http::header::COOKIE) {
             let Ok(value) = value.to_str() else { continue };
             for pair in value.split(';') {
-                if let Some((name, token)) = pair.trim().split_once('=') {
-                    if name == cookie.name && !token.is_empty() {
-                        return Some(token.to_owned());
-                    }
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == cookie.name
+                    && !token.is_empty()
+                {
+                    return Some(token.to_owned());
                 }
             }
         }
@@ -377,7 +408,11 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| {
             let mime = mime.trim();
             mime.eq_ignore_ascii_case("application/json")
-                || (mime.len() > 5 && mime[..mime.len() - 5].to_ascii_lowercase().starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+                || (mime.len() > 5
+                    && mime[..mime.len() - 5]
+                        .to_ascii_lowercase()
+                        .starts_with("application/")
+                    && mime.to_ascii_lowercase().ends_with("+json"))
         })
 }
 
@@ -386,13 +421,25 @@ fn strip_identity_headers(headers: &mut HeaderMap, settings: &IdentityHeaders) {
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            [&settings.jwt, &settings.subject, &settings.email, &settings.phone, &settings.tenant]
-                .iter()
-                .any(|h| h.as_str() == name)
-                || settings.strip.iter().any(|pattern| match pattern.strip_suffix('*') {
-                    Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
-                    None => name.eq_ignore_ascii_case(pattern),
-                })
+            [
+                &settings.jwt,
+                &settings.subject,
+                &settings.email,
+                &settings.phone,
+                &settings.tenant,
+            ]
+            .iter()
+            .any(|h| h.as_str() == name)
+                || settings
+                    .strip
+                    .iter()
+                    .any(|pattern| match pattern.strip_suffix('*') {
+                        Some(prefix) => {
+                            name.len() >= prefix.len()
+                                && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+                        }
+                        None => name.eq_ignore_ascii_case(pattern),
+                    })
         })
         .cloned()
         .collect();
@@ -406,7 +453,9 @@ fn inject_identity(headers: &mut HeaderMap, settings: &IdentityHeaders, identity
         Ok(value) => {
             headers.insert(name.clone(), value);
         }
-        Err(_) => tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded"),
+        Err(_) => {
+            tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
+        }
     };
     set(&settings.jwt, &identity.token);
     set(&settings.subject, identity.subject());
@@ -457,8 +506,18 @@ mod tests {
             ..IdentityHeaders::default()
         };
         let mut headers = HeaderMap::new();
-        for name in ["x-auth-subject", "X-AUTH-Anything", "x-otpgate-jwt", "x-custom", "x-keep", "authorization"] {
-            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+        for name in [
+            "x-auth-subject",
+            "X-AUTH-Anything",
+            "x-otpgate-jwt",
+            "x-custom",
+            "x-keep",
+            "authorization",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
         }
         strip_identity_headers(&mut headers, &settings);
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();

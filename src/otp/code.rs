@@ -4,8 +4,8 @@ use std::fmt;
 
 use aws_lc_rs::hmac;
 use rand::Rng;
-use rand::rngs::OsRng;
 use rand::TryRngCore;
+use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -222,8 +222,14 @@ mod tests {
 
     #[test]
     fn lengths_outside_four_to_ten_are_refused() {
-        assert_eq!(CodeFormat::new(3, Alphabet::Digits), Err(InvalidCodeLength(3)));
-        assert_eq!(CodeFormat::new(11, Alphabet::Digits), Err(InvalidCodeLength(11)));
+        assert_eq!(
+            CodeFormat::new(3, Alphabet::Digits),
+            Err(InvalidCodeLength(3))
+        );
+        assert_eq!(
+            CodeFormat::new(11, Alphabet::Digits),
+            Err(InvalidCodeLength(11))
+        );
         assert!(CodeFormat::new(4, Alphabet::Digits).is_ok());
         assert!(CodeFormat::new(10, Alphabet::Alphanumeric).is_ok());
     }
@@ -249,7 +255,11 @@ mod tests {
         let distinct: HashSet<String> = (0..2000)
             .map(|_| format.generate().expose().to_owned())
             .collect();
-        assert!(distinct.len() > 1900, "only {} distinct codes", distinct.len());
+        assert!(
+            distinct.len() > 1900,
+            "only {} distinct codes",
+            distinct.len()
+        );
         // Every digit shows up in every position.
         for position in 0..6 {
             let seen: HashSet<u8> = (0..500)
@@ -284,6 +294,9 @@ mod tests {
         let code = CodeFormat::default().normalize("123456");
         assert!(!format!("{code:?}").contains("123456"));
         assert!(ServerSecret::new(vec![7; 10]).is_err());
-        assert_eq!(format!("{:?}", ServerSecret::random()), "ServerSecret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", ServerSecret::random()),
+            "ServerSecret(<redacted>)"
+        );
     }
 }

@@ -14,4 +14,6 @@ pub use code::{
     MIN_CODE_LENGTH, SecretTooShort, ServerSecret,
 };
 pub use policy::{Backoff, InvalidRate, OtpPolicy, Rate};
-pub use state::{Challenge, IdentityState, IssueDecision, VerifyDecision, Write, decide_issue, decide_verify};
+pub use state::{
+    Challenge, IdentityState, IssueDecision, VerifyDecision, Write, decide_issue, decide_verify,
+};

@@ -124,10 +124,10 @@ impl IdentityState {
         if let Some(start) = self.send_window_start {
             until = until.max(start.plus(policy.sends_per_identifier.per));
         }
-        if self.consecutive_failures > 0 {
-            if let Some(at) = self.last_failure_at {
-                until = until.max(at.plus(policy.failure_memory));
-            }
+        if self.consecutive_failures > 0
+            && let Some(at) = self.last_failure_at
+        {
+            until = until.max(at.plus(policy.failure_memory));
         }
         until
     }
@@ -158,12 +158,12 @@ pub fn decide_issue(
         // Sending fresh codes to an identity under back-off would hand out guesses.
         return (Write::Keep, IssueDecision::Locked { retry_after });
     }
-    if let Some(live) = state.live_challenge(now) {
-        if live.attempts >= policy.max_attempts {
-            // A resend never resets the attempt count: the identity waits out the code.
-            let retry_after = now.until(live.expires_at);
-            return (Write::Keep, IssueDecision::Locked { retry_after });
-        }
+    if let Some(live) = state.live_challenge(now)
+        && live.attempts >= policy.max_attempts
+    {
+        // A resend never resets the attempt count: the identity waits out the code.
+        let retry_after = now.until(live.expires_at);
+        return (Write::Keep, IssueDecision::Locked { retry_after });
     }
     if let Some(sent) = state.last_sent_at {
         let ready = sent.plus(policy.resend_cooldown);
@@ -257,7 +257,8 @@ mod tests {
             }
         }
         fn hash(&self, code: &str) -> CodeHash {
-            self.hasher.hash("t/id", &CodeFormat::default().normalize(code))
+            self.hasher
+                .hash("t/id", &CodeFormat::default().normalize(code))
         }
         fn apply(&mut self, write: Write) {
             match write {
@@ -270,12 +271,14 @@ mod tests {
             }
         }
         fn send(&mut self, code: &str) -> IssueDecision {
-            let (write, decision) = decide_issue(self.state.clone(), self.hash(code), self.now, &self.policy);
+            let (write, decision) =
+                decide_issue(self.state.clone(), self.hash(code), self.now, &self.policy);
             self.apply(write);
             decision
         }
         fn verify(&mut self, code: &str) -> VerifyDecision {
-            let (write, decision) = decide_verify(self.state.clone(), self.hash(code), self.now, &self.policy);
+            let (write, decision) =
+                decide_verify(self.state.clone(), self.hash(code), self.now, &self.policy);
             self.apply(write);
             decision
         }
@@ -324,8 +327,21 @@ mod tests {
         }
         w.wait(COOLDOWN);
         assert_eq!(w.send("222222"), IssueDecision::Issued);
-        assert_eq!(w.state.as_ref().unwrap().challenge.as_ref().unwrap().attempts, 4);
-        assert_eq!(w.verify("111111"), VerifyDecision::Rejected, "old code is gone");
+        assert_eq!(
+            w.state
+                .as_ref()
+                .unwrap()
+                .challenge
+                .as_ref()
+                .unwrap()
+                .attempts,
+            4
+        );
+        assert_eq!(
+            w.verify("111111"),
+            VerifyDecision::Rejected,
+            "old code is gone"
+        );
         // Five wrong guesses now: the cap is reached and a further resend is refused.
         w.wait(Duration::from_secs(2));
         assert!(matches!(w.send("333333"), IssueDecision::Locked { .. }));
@@ -338,7 +354,9 @@ mod tests {
         assert_eq!(w.send("1"), IssueDecision::Issued);
         assert_eq!(
             w.send("2"),
-            IssueDecision::RateLimited { retry_after: COOLDOWN }
+            IssueDecision::RateLimited {
+                retry_after: COOLDOWN
+            }
         );
         for _ in 0..4 {
             w.wait(COOLDOWN);
@@ -349,7 +367,9 @@ mod tests {
         let started = Duration::from_secs(5 * 30);
         assert_eq!(
             w.send("4"),
-            IssueDecision::RateLimited { retry_after: Duration::from_secs(600) - started }
+            IssueDecision::RateLimited {
+                retry_after: Duration::from_secs(600) - started
+            }
         );
         w.wait(Duration::from_secs(600));
         assert_eq!(w.send("5"), IssueDecision::Issued);
@@ -374,7 +394,10 @@ mod tests {
                 // The first try of a round comes 15 minutes after the last failure.
                 if round > 0 && !wait.is_zero() {
                     // Too early: throttled, and it costs nothing.
-                    assert!(matches!(w.verify("000000"), VerifyDecision::Throttled { .. }));
+                    assert!(matches!(
+                        w.verify("000000"),
+                        VerifyDecision::Throttled { .. }
+                    ));
                     w.wait(wait);
                 }
                 assert_eq!(w.verify("000000"), VerifyDecision::Rejected);
@@ -384,7 +407,10 @@ mod tests {
         assert_eq!(w.state.as_ref().unwrap().consecutive_failures, 12);
         // Budget spent: locked for the failure memory, even with the right code.
         w.wait(Duration::from_secs(3600));
-        assert!(matches!(w.verify(&code.to_string()), VerifyDecision::Throttled { .. }));
+        assert!(matches!(
+            w.verify(&code.to_string()),
+            VerifyDecision::Throttled { .. }
+        ));
         assert!(matches!(w.send("999999"), IssueDecision::Locked { .. }));
         w.wait(Duration::from_secs(24 * 3600));
         assert_eq!(w.send("999999"), IssueDecision::Issued);
@@ -411,11 +437,21 @@ mod tests {
         w.wait(Duration::from_secs(11 * 60));
         // Accepted codes leave a record only as long as cooldown or window needs it.
         let (write, _) = decide_verify(w.state.clone(), w.hash("111111"), w.now, &w.policy);
-        assert!(matches!(write, Write::Put { .. }), "the failure must be remembered");
+        assert!(
+            matches!(write, Write::Put { .. }),
+            "the failure must be remembered"
+        );
         let mut fresh = World::new();
         fresh.send("111111");
         fresh.wait(Duration::from_secs(601));
         fresh.state.as_mut().unwrap().challenge = None;
-        assert_eq!(fresh.state.clone().unwrap().into_write(fresh.now, &fresh.policy), Write::Delete);
+        assert_eq!(
+            fresh
+                .state
+                .clone()
+                .unwrap()
+                .into_write(fresh.now, &fresh.policy),
+            Write::Delete
+        );
     }
 }

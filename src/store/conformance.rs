@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::Store;
 use crate::otp::{
-    CodeFormat, CodeHasher, IdentityState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision, Write,
-    decide_issue, decide_verify,
+    CodeFormat, CodeHasher, IdentityState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision,
+    Write, decide_issue, decide_verify,
 };
 
 /// Runs every check against fresh stores made by `make`. Panics on the first failure.
@@ -55,13 +55,29 @@ pub async fn missing_records_read_as_none<S: Store>(store: S) {
 pub async fn put_keep_and_delete<S: Store>(store: S) {
     let ttl = Duration::from_secs(60);
     store
-        .update_identity("k", &mut |_| Write::Put { state: state_with_sends(3), ttl })
+        .update_identity("k", &mut |_| Write::Put {
+            state: state_with_sends(3),
+            ttl,
+        })
         .await
         .unwrap();
-    assert_eq!(store.peek_identity("k").await.unwrap(), Some(state_with_sends(3)));
-    store.update_identity("k", &mut |_| Write::Keep).await.unwrap();
-    assert_eq!(store.peek_identity("k").await.unwrap(), Some(state_with_sends(3)));
-    assert_eq!(store.peek_identity("other").await.unwrap(), None, "keys are independent");
+    assert_eq!(
+        store.peek_identity("k").await.unwrap(),
+        Some(state_with_sends(3))
+    );
+    store
+        .update_identity("k", &mut |_| Write::Keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.peek_identity("k").await.unwrap(),
+        Some(state_with_sends(3))
+    );
+    assert_eq!(
+        store.peek_identity("other").await.unwrap(),
+        None,
+        "keys are independent"
+    );
     let mut seen = None;
     store
         .update_identity("k", &mut |current| {
@@ -70,7 +86,11 @@ pub async fn put_keep_and_delete<S: Store>(store: S) {
         })
         .await
         .unwrap();
-    assert_eq!(seen, Some(state_with_sends(3)), "update sees the stored record");
+    assert_eq!(
+        seen,
+        Some(state_with_sends(3)),
+        "update sees the stored record"
+    );
     assert_eq!(store.peek_identity("k").await.unwrap(), None);
 }
 
@@ -78,7 +98,10 @@ pub async fn put_keep_and_delete<S: Store>(store: S) {
 pub async fn records_expire_with_their_ttl<S: Store>(store: S) {
     let ttl = Duration::from_millis(300);
     store
-        .update_identity("short", &mut |_| Write::Put { state: state_with_sends(1), ttl })
+        .update_identity("short", &mut |_| Write::Put {
+            state: state_with_sends(1),
+            ttl,
+        })
         .await
         .unwrap();
     store
@@ -103,7 +126,10 @@ pub async fn concurrent_updates_are_serialized<S: Store>(store: Arc<S>) {
                     .update_identity("counter", &mut |current| {
                         let mut state = current.unwrap_or_default();
                         state.sends_in_window += 1;
-                        Write::Put { state, ttl: Duration::from_secs(60) }
+                        Write::Put {
+                            state,
+                            ttl: Duration::from_secs(60),
+                        }
                     })
                     .await
                     .unwrap();
@@ -126,7 +152,9 @@ pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(store: Arc<S
     let hash = hasher.hash("race", &code);
     let now = Timestamp(1_700_000_000_000);
     store
-        .update_identity("race", &mut |current| decide_issue(current, hash, now, &policy).0)
+        .update_identity("race", &mut |current| {
+            decide_issue(current, hash, now, &policy).0
+        })
         .await
         .unwrap();
     let tasks: Vec<_> = (0..1000)
@@ -163,10 +191,20 @@ pub async fn counters_count_within_a_window<S: Store>(store: S) {
     let first = store.hit("c", window, start).await.unwrap();
     assert_eq!(first.count, 1);
     assert_eq!(first.resets_at, start.plus(window));
-    let second = store.hit("c", window, start.plus(Duration::from_secs(59))).await.unwrap();
+    let second = store
+        .hit("c", window, start.plus(Duration::from_secs(59)))
+        .await
+        .unwrap();
     assert_eq!(second.count, 2);
-    assert_eq!(second.resets_at, first.resets_at, "the window does not slide");
-    assert_eq!(store.hit("d", window, start).await.unwrap().count, 1, "keys are independent");
+    assert_eq!(
+        second.resets_at, first.resets_at,
+        "the window does not slide"
+    );
+    assert_eq!(
+        store.hit("d", window, start).await.unwrap().count,
+        1,
+        "keys are independent"
+    );
     let later = start.plus(window);
     let third = store.hit("c", window, later).await.unwrap();
     assert_eq!(third.count, 1);
@@ -180,7 +218,11 @@ pub async fn concurrent_hits_are_all_counted<S: Store>(store: Arc<S>) {
         .map(|_| {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
-                store.hit("busy", Duration::from_secs(60), now).await.unwrap().count
+                store
+                    .hit("busy", Duration::from_secs(60), now)
+                    .await
+                    .unwrap()
+                    .count
             })
         })
         .collect();

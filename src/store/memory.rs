@@ -26,7 +26,12 @@ struct Entry {
 struct EntryTtl;
 
 impl Expiry<String, Entry> for EntryTtl {
-    fn expire_after_create(&self, _key: &String, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _created_at: Instant,
+    ) -> Option<Duration> {
         Some(entry.ttl)
     }
 
@@ -123,13 +128,13 @@ impl Store for MemoryStore {
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|existing| {
-                if let Some(Value::Counter(current)) = existing.map(|e| e.into_value().value) {
-                    if current.resets_at > now {
-                        result = WindowCount {
-                            count: current.count + 1,
-                            resets_at: current.resets_at,
-                        };
-                    }
+                if let Some(Value::Counter(current)) = existing.map(|e| e.into_value().value)
+                    && current.resets_at > now
+                {
+                    result = WindowCount {
+                        count: current.count + 1,
+                        resets_at: current.resets_at,
+                    };
                 }
                 std::future::ready(Op::Put(Entry {
                     value: Value::Counter(result),
@@ -162,9 +167,16 @@ mod tests {
         let store = MemoryStore::new(100);
         let now = Timestamp(1_000);
         for i in 0..1_000 {
-            store.hit(&format!("k{i}"), Duration::from_secs(60), now).await.unwrap();
+            store
+                .hit(&format!("k{i}"), Duration::from_secs(60), now)
+                .await
+                .unwrap();
         }
         store.cache.run_pending_tasks().await;
-        assert!(store.entry_count() <= 100, "{} entries", store.entry_count());
+        assert!(
+            store.entry_count() <= 100,
+            "{} entries",
+            store.entry_count()
+        );
     }
 }

@@ -101,7 +101,8 @@ impl SigningKey {
             SigningAlgorithm::HS256 => return Err(KeyError::HmacFromPem),
         }
         .map_err(invalid)?;
-        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm.jwt_algorithm()).map_err(invalid)?;
+        let mut jwk =
+            Jwk::from_encoding_key(&encoding, algorithm.jwt_algorithm()).map_err(invalid)?;
         // The kid is the RFC 7638 thumbprint: stable for a key, different across keys.
         let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(invalid)?;
         jwk.common.key_id = Some(kid.clone());
@@ -142,7 +143,9 @@ impl SigningKey {
 
     /// A fresh key and its PKCS#8 PEM (for asymmetric algorithms), or a fresh random
     /// secret encoded as base64url (for HS256).
-    pub fn generate(algorithm: SigningAlgorithm) -> Result<(SigningKey, Zeroizing<String>), KeyError> {
+    pub fn generate(
+        algorithm: SigningAlgorithm,
+    ) -> Result<(SigningKey, Zeroizing<String>), KeyError> {
         let rng = SystemRandom::new();
         let der: Zeroizing<Vec<u8>> = match algorithm {
             SigningAlgorithm::EdDSA => Zeroizing::new(

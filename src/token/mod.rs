@@ -155,7 +155,9 @@ impl Tokens {
                 .build()
         });
         let keys: Vec<_> = key.public_jwk().into_iter().collect();
-        let jwks = Bytes::from(serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default());
+        let jwks = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default(),
+        );
         Tokens {
             key,
             settings,
@@ -217,7 +219,11 @@ impl Tokens {
             return Err(TokenError::Malformed);
         }
         let fingerprint = crate::util::sha256(token.as_bytes());
-        if let Some(claims) = self.verified.as_ref().and_then(|cache| cache.get(&fingerprint)) {
+        if let Some(claims) = self
+            .verified
+            .as_ref()
+            .and_then(|cache| cache.get(&fingerprint))
+        {
             self.check_times(&claims, now)?;
             return Ok(claims);
         }
@@ -231,7 +237,11 @@ impl Tokens {
             // is impossible: the header's choice is never followed.
             return Err(TokenError::WrongAlgorithm);
         }
-        if header.kid.as_deref().is_some_and(|kid| kid != self.key.kid()) {
+        if header
+            .kid
+            .as_deref()
+            .is_some_and(|kid| kid != self.key.kid())
+        {
             return Err(TokenError::UnknownKey);
         }
         let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
@@ -292,7 +302,10 @@ mod tests {
     }
 
     fn tokens(algorithm: SigningAlgorithm) -> Tokens {
-        Tokens::new(SigningKey::generate(algorithm).unwrap().0, TokenSettings::default())
+        Tokens::new(
+            SigningKey::generate(algorithm).unwrap().0,
+            TokenSettings::default(),
+        )
     }
 
     const NOW: Timestamp = Timestamp(1_700_000_000_000);
@@ -323,11 +336,23 @@ mod tests {
         let minted = tokens.mint(&subject(), NOW).unwrap();
         tokens.verify(&minted.token, NOW).unwrap();
         let later = NOW.plus(Duration::from_secs(3600 + 5));
-        assert_eq!(tokens.verify(&minted.token, later), Err(TokenError::Expired));
-        let fresh = tokens.mint(&subject(), NOW.plus(Duration::from_secs(600))).unwrap();
-        assert_eq!(tokens.verify(&fresh.token, NOW), Err(TokenError::NotYetValid));
+        assert_eq!(
+            tokens.verify(&minted.token, later),
+            Err(TokenError::Expired)
+        );
+        let fresh = tokens
+            .mint(&subject(), NOW.plus(Duration::from_secs(600)))
+            .unwrap();
+        assert_eq!(
+            tokens.verify(&fresh.token, NOW),
+            Err(TokenError::NotYetValid)
+        );
         // Within the leeway both pass.
-        assert!(tokens.verify(&fresh.token, NOW.plus(Duration::from_secs(596))).is_ok());
+        assert!(
+            tokens
+                .verify(&fresh.token, NOW.plus(Duration::from_secs(596)))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -337,7 +362,10 @@ mod tests {
         let payload = minted.token.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE"] {
             let header = base64url(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
-            for forged in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+            for forged in [
+                format!("{header}.{payload}."),
+                format!("{header}.{payload}"),
+            ] {
                 assert!(tokens.verify(&forged, NOW).is_err(), "{alg}: {forged}");
             }
         }
@@ -366,9 +394,15 @@ mod tests {
         let es = tokens(SigningAlgorithm::ES256);
         let other_ed = tokens(SigningAlgorithm::EdDSA);
         let from_es = es.mint(&subject(), NOW).unwrap();
-        assert_eq!(ed.verify(&from_es.token, NOW), Err(TokenError::WrongAlgorithm));
+        assert_eq!(
+            ed.verify(&from_es.token, NOW),
+            Err(TokenError::WrongAlgorithm)
+        );
         let from_other = other_ed.mint(&subject(), NOW).unwrap();
-        assert_eq!(ed.verify(&from_other.token, NOW), Err(TokenError::UnknownKey));
+        assert_eq!(
+            ed.verify(&from_other.token, NOW),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]
@@ -390,9 +424,15 @@ mod tests {
             },
         );
         let t = other_aud.mint(&subject(), NOW).unwrap();
-        assert!(matches!(ours.verify(&t.token, NOW), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            ours.verify(&t.token, NOW),
+            Err(TokenError::Invalid(_))
+        ));
         let t = other_iss.mint(&subject(), NOW).unwrap();
-        assert!(matches!(ours.verify(&t.token, NOW), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            ours.verify(&t.token, NOW),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -139,7 +139,9 @@ where
                         }
                     }
                     Err(refusal) => ResponseFuture {
-                        kind: Kind::Ready { response: Some(refusal) },
+                        kind: Kind::Ready {
+                            response: Some(*refusal),
+                        },
                     },
                 }
             }
@@ -166,7 +168,9 @@ where
         }
         match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => return gate.payload_too_large(route),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return gate.payload_too_large(route);
+            }
             Err(_) => return gate.unreadable_body(route),
         }
     } else {
@@ -209,7 +213,10 @@ where
             KindProj::Inner { future } => future
                 .poll(cx)
                 .map(|result| result.map(|response| response.map(OtpBody::inner))),
-            KindProj::Gate { future } => future.as_mut().poll(cx).map(|response| Ok(gate_response(response))),
+            KindProj::Gate { future } => future
+                .as_mut()
+                .poll(cx)
+                .map(|response| Ok(gate_response(response))),
             KindProj::Ready { response } => {
                 let response = response.take().unwrap_or_else(|| GateResponse::json(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -265,10 +272,17 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             BodyKindProj::Inner { body } => body.poll_frame(cx),
-            BodyKindProj::Gate { data } => Poll::Ready(data.take().filter(Buf::has_remaining).map(|d| Ok(Frame::data(d)))),
+            BodyKindProj::Gate { data } => Poll::Ready(
+                data.take()
+                    .filter(Buf::has_remaining)
+                    .map(|d| Ok(Frame::data(d))),
+            ),
         }
     }
 
@@ -282,7 +296,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             BodyKind::Inner { body } => body.size_hint(),
-            BodyKind::Gate { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyKind::Gate { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
@@ -302,12 +318,15 @@ mod extract {
     impl<S: Send + Sync> FromRequestParts<S> for Identity {
         type Rejection = axum::response::Response;
 
-        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-            parts
-                .extensions
-                .get::<Identity>()
-                .cloned()
-                .ok_or_else(|| Dialect::Generic.error(&GateError::Unauthorized).into_response())
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Self, Self::Rejection> {
+            parts.extensions.get::<Identity>().cloned().ok_or_else(|| {
+                Dialect::Generic
+                    .error(&GateError::Unauthorized)
+                    .into_response()
+            })
         }
     }
 
@@ -315,7 +334,10 @@ mod extract {
     impl<S: Send + Sync> OptionalFromRequestParts<S> for Identity {
         type Rejection = Infallible;
 
-        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
             Ok(parts.extensions.get::<Identity>().cloned())
         }
     }

@@ -27,14 +27,19 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
         let (tx, rx) = mpsc::unbounded_channel();
-        let app = Router::new().route(
-            "/hook",
-            post(|State(tx): State<mpsc::UnboundedSender<Value>>, Json(payload): Json<Value>| async move {
-                let _ = tx.send(payload);
-                "ok"
-            }),
-        )
-        .with_state(tx);
+        let app =
+            Router::new()
+                .route(
+                    "/hook",
+                    post(
+                        |State(tx): State<mpsc::UnboundedSender<Value>>,
+                         Json(payload): Json<Value>| async move {
+                            let _ = tx.send(payload);
+                            "ok"
+                        },
+                    ),
+                )
+                .with_state(tx);
         let addr = serve(app).await;
         WebhookReceiver {
             url: format!("http://{addr}/hook"),
@@ -52,7 +57,9 @@ impl WebhookReceiver {
 
     /// Whether any payload arrives within `wait`.
     pub async fn nothing_within(&self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.payloads.lock().await.recv()).await.is_err()
+        tokio::time::timeout(wait, self.payloads.lock().await.recv())
+            .await
+            .is_err()
     }
 }
 
@@ -61,9 +68,12 @@ pub async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     addr
 }
@@ -102,7 +112,9 @@ pub async fn start_app(gate: Gate) -> (String, AppCalls) {
                 let counter = counter.clone();
                 async move {
                     counter.0.fetch_add(1, Ordering::SeqCst);
-                    Json(json!({ "subject": identity.subject(), "headers": seen_headers(&headers) }))
+                    Json(
+                        json!({ "subject": identity.subject(), "headers": seen_headers(&headers) }),
+                    )
                 }
             }),
         )

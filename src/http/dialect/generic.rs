@@ -28,7 +28,11 @@ struct VerifyBody {
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
     serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() { "unexpected field type" } else { "malformed JSON" };
+        let what = if e.is_data() {
+            "unexpected field type"
+        } else {
+            "malformed JSON"
+        };
         GateError::InvalidRequest(format!("{what} at line {} column {}", e.line(), e.column()))
     })
 }
@@ -37,13 +41,22 @@ fn identifier(destination: &Destination) -> Result<Identifier, GateError> {
     match (&destination.email, &destination.phone) {
         (Some(email), None) => Ok(Identifier::email(email)?),
         (None, Some(phone)) => Ok(Identifier::phone(phone)?),
-        (Some(_), Some(_)) => Err(GateError::InvalidRequest("send either email or phone, not both".into())),
-        (None, None) => Err(GateError::InvalidRequest("email or phone is required".into())),
+        (Some(_), Some(_)) => Err(GateError::InvalidRequest(
+            "send either email or phone, not both".into(),
+        )),
+        (None, None) => Err(GateError::InvalidRequest(
+            "email or phone is required".into(),
+        )),
     }
 }
 
 /// `POST {prefix}/otp/send`.
-pub async fn send(gate: &Gate, dialect: Dialect, request: &RequestView<'_>, body: &[u8]) -> GateResponse {
+pub async fn send(
+    gate: &Gate,
+    dialect: Dialect,
+    request: &RequestView<'_>,
+    body: &[u8],
+) -> GateResponse {
     let result = async {
         let destination: Destination = parse(body)?;
         let identifier = identifier(&destination)?;
@@ -68,7 +81,12 @@ pub async fn send(gate: &Gate, dialect: Dialect, request: &RequestView<'_>, body
 }
 
 /// `POST {prefix}/otp/verify`.
-pub async fn verify(gate: &Gate, dialect: Dialect, request: &RequestView<'_>, body: &[u8]) -> GateResponse {
+pub async fn verify(
+    gate: &Gate,
+    dialect: Dialect,
+    request: &RequestView<'_>,
+    body: &[u8],
+) -> GateResponse {
     let result = async {
         let parsed: VerifyBody = parse(body)?;
         let identifier = identifier(&parsed.destination)?;

@@ -50,12 +50,15 @@ impl Dialect {
             ),
         };
         if let Some(seconds) = error.retry_after_secs() {
-            response.headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if error.status() == StatusCode::UNAUTHORIZED && matches!(error, GateError::Unauthorized) {
             response
                 .headers
-                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if error.status() == StatusCode::UNAUTHORIZED && matches!(error, GateError::Unauthorized) {
+            response.headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

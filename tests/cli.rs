@@ -1,0 +1,95 @@
+//! The `otpgate` command, run as a user would.
+
+use std::path::Path;
+use std::process::Command;
+
+fn otpgate(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OTPGATE_CONFIG")
+        .output()
+        .expect("otpgate runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keygen_check_mint_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = otpgate(
+        dir.path(),
+        &["keygen", "--algorithm", "ES256", "--out", "keys/gate.pem"],
+    );
+    assert!(ok, "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("keys/gate.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "key files are private");
+    }
+    let (ok, _, err) = otpgate(
+        dir.path(),
+        &["keygen", "--algorithm", "ES256", "--out", "keys/gate.pem"],
+    );
+    assert!(
+        !ok && err.contains("--force"),
+        "never overwrites silently: {err}"
+    );
+
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        "[token]\nalgorithm = \"ES256\"\nprivate_key = \"keys/gate.pem\"\naudience = \"shop\"\n[[protect]]\nprefix = \"/api/\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = otpgate(dir.path(), &["check", "--config", "gate.toml"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("gate.toml: ok") && out.contains("ES256") && out.contains("protect    /api/"),
+        "{out}"
+    );
+
+    let (ok, token, err) = otpgate(
+        dir.path(),
+        &["token", "mint", "--config", "gate.toml", "Bob@Example.com"],
+    );
+    assert!(ok, "{err}");
+    let (ok, claims, err) = otpgate(
+        dir.path(),
+        &["token", "verify", "--config", "gate.toml", token.trim()],
+    );
+    assert!(ok, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    assert_eq!(claims["sub"], "bob@example.com");
+    assert_eq!(claims["aud"], "shop");
+
+    let (ok, _, err) = otpgate(
+        dir.path(),
+        &["token", "verify", "--config", "gate.toml", "not.a.token"],
+    );
+    assert!(!ok && err.contains("token"), "{err}");
+}
+
+#[test]
+fn a_bad_config_fails_naming_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[otp]\nttl = \"5m\"\nmax_attempt = 3\n",
+    )
+    .unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
+    assert!(!ok);
+    assert!(
+        err.contains("max_attempt") && err.contains("line 3"),
+        "{err}"
+    );
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "missing.toml"]);
+    assert!(!ok && err.contains("cannot read missing.toml"), "{err}");
+}
