@@ -433,7 +433,16 @@ impl Gate {
         ip: Option<IpAddr>,
         rate: Rate,
     ) -> Result<(), GateError> {
-        let Some(ip) = ip else { return Ok(()) };
+        let Some(ip) = ip else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "client address unknown: per-IP limits are not applied; serve axum with \
+                     into_make_service_with_connect_info::<SocketAddr>()"
+                )
+            });
+            return Ok(());
+        };
         let now = self.inner.clock.now();
         let hit = self
             .inner

@@ -533,3 +533,106 @@ async fn wrong_expired_used_and_unknown_codes_get_the_same_answer() {
     let body: Value = serde_json::from_slice(&wrong.1).unwrap();
     assert_eq!(body["error"], "invalid_code");
 }
+
+#[tokio::test]
+async fn a_gate_built_from_a_config_file_serves_the_same_flow() {
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pem) =
+        otpgate::token::SigningKey::generate(otpgate::token::SigningAlgorithm::ES256).unwrap();
+    let key_path = dir.path().join("gate.pem");
+    std::fs::write(&key_path, pem.as_bytes()).unwrap();
+    let text = format!(
+        r#"
+[otp]
+length = 8
+alphabet = "alphanumeric"
+[token]
+algorithm = "ES256"
+private_key = "{key}"
+audience = "shop"
+cookie = ""
+[identity]
+subject_header = "X-User"
+strip = ["X-User*", "X-Auth-*", "X-Otpgate-*"]
+[[protect]]
+prefix = "/api/"
+[[endpoints]]
+dialect = "generic"
+prefix = "/login"
+[delivery.email]
+kind = "webhook"
+url = "{url}"
+[[tenants]]
+id = "default"
+channels = ["email"]
+"#,
+        key = key_path.display(),
+        url = hook.url
+    );
+    let path = dir.path().join("gate.toml");
+    std::fs::write(&path, text).unwrap();
+    let gate = otpgate::config::Config::from_file(&path)
+        .unwrap()
+        .build_gate()
+        .unwrap();
+    let (base, _) = start_app(gate).await;
+    let client = reqwest::Client::new();
+
+    // SMS is not offered by this tenant.
+    let r = post(
+        &client,
+        format!("{base}/login/otp/send"),
+        json!({"phone": "+14155552671"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "channel_disabled"
+    );
+
+    let r = post(
+        &client,
+        format!("{base}/login/otp/send"),
+        json!({"email": "erin@example.com"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    let verified = post(
+        &client,
+        format!("{base}/login/otp/verify"),
+        json!({"email": "erin@example.com", "code": code.to_lowercase()}),
+    )
+    .await;
+    assert_eq!(verified.status(), StatusCode::OK);
+    assert!(
+        !verified.headers().contains_key("set-cookie"),
+        "cookies are off"
+    );
+    let token = verified.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        jsonwebtoken::Algorithm::ES256
+    );
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&token)
+        .header("X-User-Role", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "erin@example.com");
+    // The renamed subject header is injected; the forged header under the strip pattern is gone.
+    assert_eq!(me["headers"]["x-user"], "erin@example.com");
+    assert_eq!(me["headers"].get("x-user-role"), None);
+    assert_eq!(me["headers"]["x-otpgate-jwt"], token.as_str());
+}

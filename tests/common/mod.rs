@@ -92,7 +92,10 @@ fn seen_headers(headers: &HeaderMap) -> Value {
     let mut seen = serde_json::Map::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if name.starts_with("x-auth-") || name.starts_with("x-otpgate-") {
+        if name.starts_with("x-auth-")
+            || name.starts_with("x-otpgate-")
+            || name.starts_with("x-user")
+        {
             seen.insert(name.to_owned(), value.to_str().unwrap_or("<binary>").into());
         }
     }
