@@ -12,8 +12,8 @@ use crate::error::GateError;
 use crate::http::HttpSettings;
 use crate::identifier::{Channel, Identifier};
 use crate::otp::{
-    Clock, CodeHasher, IssueDecision, OtpPolicy, Rate, ServerSecret, SystemClock, VerifyDecision,
-    decide_issue, decide_verify,
+    Clock, CodeHasher, IdentityState, IssueDecision, OtpPolicy, Rate, ServerSecret, SystemClock,
+    VerifyDecision, Write, decide_issue, decide_verify,
 };
 use crate::store::{MemoryStore, Store};
 use crate::token::{
@@ -458,6 +458,27 @@ impl Gate {
         Ok(())
     }
 
+    /// Applies a core decision to the identity record under `key`, atomically in the
+    /// store, and returns what was decided (`initial` if the store never called it).
+    async fn decide<D: Send>(
+        &self,
+        key: &str,
+        initial: D,
+        decide: impl Fn(Option<IdentityState>) -> (Write, D) + Send + Sync,
+    ) -> Result<D, GateError> {
+        let mut decision = initial;
+        self.inner
+            .store
+            .update_identity(key, &mut |current| {
+                let (write, d) = decide(current);
+                decision = d;
+                write
+            })
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(decision)
+    }
+
     /// Issues a code and queues its delivery. The answer never depends on whether the
     /// account exists (unless the tenant reveals accounts) nor on the delivery.
     pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
@@ -482,16 +503,11 @@ impl Gate {
         let key = Gate::identity_key(&tenant.id, &request.identifier);
         let hash = self.inner.hasher.hash(&key, &code);
         let now = self.inner.clock.now();
-        let mut decision = IssueDecision::Issued;
-        self.inner
-            .store
-            .update_identity(&key, &mut |current| {
-                let (write, d) = decide_issue(current, hash, now, &self.inner.policy);
-                decision = d;
-                write
+        let decision = self
+            .decide(&key, IssueDecision::Issued, |current| {
+                decide_issue(current, hash, now, &self.inner.policy)
             })
-            .await
-            .map_err(GateError::StoreUnavailable)?;
+            .await?;
         match decision {
             IssueDecision::Issued => {}
             IssueDecision::RateLimited { retry_after } => {
@@ -531,16 +547,11 @@ impl Gate {
         let key = Gate::identity_key(&tenant.id, &request.identifier);
         let presented = self.inner.hasher.hash(&key, &code);
         let now = self.inner.clock.now();
-        let mut decision = VerifyDecision::Rejected;
-        self.inner
-            .store
-            .update_identity(&key, &mut |current| {
-                let (write, d) = decide_verify(current, presented, now, &self.inner.policy);
-                decision = d;
-                write
+        let decision = self
+            .decide(&key, VerifyDecision::Rejected, |current| {
+                decide_verify(current, presented, now, &self.inner.policy)
             })
-            .await
-            .map_err(GateError::StoreUnavailable)?;
+            .await?;
         match decision {
             VerifyDecision::Accepted => {}
             VerifyDecision::Rejected => return Err(GateError::InvalidCode),

@@ -23,18 +23,24 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(
+        short,
+        long,
+        default_value = "config/otpgate.toml",
+        env = "OTPGATE_CONFIG"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a config file and print what it sets up.
     Check {
-        /// The config file.
-        #[arg(
-            short,
-            long,
-            default_value = "config/otpgate.toml",
-            env = "OTPGATE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Make a token signing key (PKCS#8 PEM; for HS256 a base64url secret).
     Keygen {
@@ -59,14 +65,8 @@ enum Command {
 enum TokenAction {
     /// Mint a token for an email or phone, as a verified code would.
     Mint {
-        /// The config file.
-        #[arg(
-            short,
-            long,
-            default_value = "config/otpgate.toml",
-            env = "OTPGATE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Email address or E.164 phone number.
         identifier: String,
         /// The tenant.
@@ -75,14 +75,8 @@ enum TokenAction {
     },
     /// Verify a token and print its claims.
     Verify {
-        /// The config file.
-        #[arg(
-            short,
-            long,
-            default_value = "config/otpgate.toml",
-            env = "OTPGATE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The token.
         token: String,
     },
@@ -108,6 +102,7 @@ fn load(path: &Path) -> Result<otpgate::Gate, String> {
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Check { config } => {
+            let config = config.config;
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
             let (listen, upstream) = (parsed.listen.clone(), parsed.upstream.clone());
             let gate = parsed.build_gate().map_err(|e| e.to_string())?;
@@ -161,7 +156,7 @@ fn run(command: Command) -> Result<(), String> {
                 identifier,
                 tenant,
             } => {
-                let gate = load(&config)?;
+                let gate = load(&config.config)?;
                 let identifier = if identifier.starts_with('+') {
                     Identifier::phone(&identifier)
                 } else {
@@ -188,7 +183,7 @@ fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             TokenAction::Verify { config, token } => {
-                let gate = load(&config)?;
+                let gate = load(&config.config)?;
                 let claims = gate
                     .tokens()
                     .verify(token.trim(), SystemClock.now())
