@@ -636,3 +636,89 @@ channels = ["email"]
     assert_eq!(me["headers"].get("x-user-role"), None);
     assert_eq!(me["headers"]["x-otpgate-jwt"], token.as_str());
 }
+
+#[tokio::test]
+async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
+    use otpgate::token::{SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
+    let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let clock = otpgate::otp::ManualClock::starting_now();
+    let gate = Gate::builder()
+        .signing_key(key.clone())
+        .clock(Arc::new(clock.clone()))
+        .http(settings())
+        .build()
+        .unwrap();
+    let (base, calls) = start_app(gate.clone()).await;
+    let client = reqwest::Client::new();
+    let subject = Subject {
+        id: "alice@example.com".into(),
+        email: Some("alice@example.com".into()),
+        phone: None,
+        tenant: "default".into(),
+    };
+    let now = otpgate::otp::Clock::now(&clock);
+    let good = gate.tokens().mint(&subject, now).unwrap().token;
+
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let payload = good.split('.').nth(1).unwrap();
+    let alg_none = format!("{}.{payload}.", b64(&json!({"alg": "none", "typ": "JWT"})));
+    let other_audience = Tokens::new(
+        key.clone(),
+        TokenSettings {
+            audience: "other".into(),
+            ..TokenSettings::default()
+        },
+    )
+    .mint(&subject, now)
+    .unwrap()
+    .token;
+    let other_key = Tokens::new(
+        SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0,
+        TokenSettings::default(),
+    )
+    .mint(&subject, now)
+    .unwrap()
+    .token;
+    let other_algorithm = Tokens::new(
+        SigningKey::generate(SigningAlgorithm::ES256).unwrap().0,
+        TokenSettings::default(),
+    )
+    .mint(&subject, now)
+    .unwrap()
+    .token;
+
+    let status = |token: String| {
+        let client = client.clone();
+        let url = format!("{base}/api/me");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(good.clone()).await, StatusCode::OK);
+    for forged in [
+        alg_none,
+        other_audience,
+        other_key,
+        other_algorithm,
+        "garbage".into(),
+    ] {
+        assert_eq!(
+            status(forged.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "{forged}"
+        );
+    }
+    // The good token, already verified and cached, still dies at its expiry.
+    clock.advance(Duration::from_secs(3600 + 6));
+    assert_eq!(status(good).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.count(), 1, "the app saw only the one valid request");
+}
