@@ -406,13 +406,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.len() > 5
-                    && mime[..mime.len() - 5]
-                        .to_ascii_lowercase()
-                        .starts_with("application/")
-                    && mime.to_ascii_lowercase().ends_with("+json"))
+            let mime = mime.trim().to_ascii_lowercase();
+            // application/json, or a structured-syntax type such as application/vnd.x+json.
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
 }
 
