@@ -10,6 +10,8 @@ mod gate;
 pub mod http;
 pub mod identifier;
 pub mod otp;
+#[cfg(feature = "proxy")]
+pub mod pingora;
 pub mod store;
 pub mod token;
 pub mod tower;

@@ -37,6 +37,13 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the edge proxy: the gate in front of the configured upstream app.
+    Run {
+        /// The config file; without one, and with no config/otpgate.toml, the embedded
+        /// default configuration is used.
+        #[arg(short, long, env = "OTPGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Check a config file and print what it sets up.
     Check {
         #[command(flatten)]
@@ -45,7 +52,7 @@ enum Command {
     /// Make a token signing key (PKCS#8 PEM; for HS256 a base64url secret).
     Keygen {
         /// EdDSA, ES256, RS256 or HS256.
-        #[arg(short, long, default_value = "EdDSA")]
+        #[arg(short, long, visible_alias = "alg", default_value = "EdDSA")]
         algorithm: String,
         /// Where to write it; standard output when absent.
         #[arg(short, long)]
@@ -72,6 +79,9 @@ enum TokenAction {
         /// The tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// The subject (`sub`); the identifier itself when absent.
+        #[arg(long)]
+        subject: Option<String>,
     },
     /// Verify a token and print its claims.
     Verify {
@@ -99,16 +109,45 @@ fn load(path: &Path) -> Result<otpgate::Gate, String> {
         .map_err(|e| e.to_string())
 }
 
+const DEFAULT_CONFIG_PATH: &str = "config/otpgate.toml";
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Run { config } => {
+            init_logs();
+            let parsed = match config {
+                Some(path) => Config::from_file(&path),
+                None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::from_file(Path::new(DEFAULT_CONFIG_PATH)),
+                None => {
+                    tracing::info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded defaults");
+                    Config::embedded_default(Path::new("."))
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            let settings = parsed.proxy.clone();
+            let gate = parsed.build_gate().map_err(|e| e.to_string())?;
+            otpgate::pingora::serve(gate, &settings).map_err(|e| e.to_string())
+        }
         Command::Check { config } => {
             let config = config.config;
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
-            let (listen, upstream) = (parsed.listen.clone(), parsed.upstream.clone());
+            let proxy = parsed.proxy.clone();
             let gate = parsed.build_gate().map_err(|e| e.to_string())?;
             println!("{}: ok", config.display());
-            println!("  listen     {listen}");
-            println!("  upstream   {upstream}");
+            println!("  listen     {}", proxy.listen);
+            println!(
+                "  upstream   http://{} ({})",
+                proxy.upstream.host, proxy.upstream.addr
+            );
+            println!("  threads    {}", proxy.threads);
             println!(
                 "  token      {:?}, kid {}",
                 gate.tokens().key().algorithm(),
@@ -155,6 +194,7 @@ fn run(command: Command) -> Result<(), String> {
                 config,
                 identifier,
                 tenant,
+                subject,
             } => {
                 let gate = load(&config.config)?;
                 let identifier = if identifier.starts_with('+') {
@@ -171,7 +211,7 @@ fn run(command: Command) -> Result<(), String> {
                     .tokens()
                     .mint(
                         &Subject {
-                            id: identifier.as_str().to_owned(),
+                            id: subject.unwrap_or_else(|| identifier.as_str().to_owned()),
                             email,
                             phone,
                             tenant,

@@ -9,9 +9,11 @@
 //! # Ok::<(), otpgate::config::ConfigError>(())
 //! ```
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 
@@ -64,20 +66,41 @@ pub enum ConfigError {
     },
 }
 
+/// Where the edge proxy sends requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// The address, resolved once when the config is read.
+    pub addr: SocketAddr,
+    /// The host name as written (for SNI and logs).
+    pub host: String,
+}
+
+/// How the edge proxy runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The app behind the gate.
+    pub upstream: Upstream,
+    /// Worker threads.
+    pub threads: usize,
+    /// How long in-flight requests get to finish after SIGTERM or SIGINT.
+    pub grace_period: Duration,
+    /// How long the runtime then gets to stop.
+    pub shutdown_timeout: Duration,
+}
+
 /// A parsed, checked configuration.
 pub struct Config {
-    /// Where the proxy listens.
-    pub listen: String,
-    /// The app behind the gate.
-    pub upstream: String,
+    /// The edge proxy's settings (`[server]`).
+    pub proxy: ProxySettings,
     builder: GateBuilder,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("upstream", &self.upstream)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -349,7 +372,7 @@ impl Config {
             },
             body_limit: file.server.body_limit,
             trusted_proxies: file.server.trusted_proxies.clone(),
-            jwks_path: HttpSettings::default().jwks_path,
+            ..HttpSettings::default()
         };
         builder = builder.http(http);
 
@@ -383,8 +406,7 @@ impl Config {
         }
 
         Ok(Config {
-            listen: file.server.listen,
-            upstream: file.server.upstream,
+            proxy: proxy_settings(source, &file.server)?,
             builder,
         })
     }
@@ -408,6 +430,69 @@ impl Config {
     pub fn into_builder(self) -> GateBuilder {
         self.builder
     }
+}
+
+fn proxy_settings(
+    source: &Source<'_>,
+    server: &schema::ServerSection,
+) -> Result<ProxySettings, ConfigError> {
+    let span = |s: &toml::Spanned<String>| (s.span().end > 0).then(|| s.span());
+    let listen: SocketAddr = server.listen.get_ref().parse().map_err(|_| {
+        source.invalid(
+            "server.listen",
+            span(&server.listen),
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080",
+                server.listen.get_ref()
+            ),
+        )
+    })?;
+    let invalid_upstream =
+        |message: String| source.invalid("server.upstream", span(&server.upstream), message);
+    let url: reqwest::Url = server
+        .upstream
+        .get_ref()
+        .parse()
+        .map_err(|e| invalid_upstream(format!("invalid URL: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(invalid_upstream(format!(
+            "scheme `{}` is not supported: the upstream is reached over plain http (put TLS in front of the gate)",
+            url.scheme()
+        )));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| invalid_upstream("the URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    // Resolved once here: a name lookup per request would stall the proxy.
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| invalid_upstream(format!("cannot resolve `{host}`")))?;
+    let threads = match &server.threads {
+        Some(threads) if *threads.get_ref() == 0 || *threads.get_ref() > 1024 => {
+            return Err(source.invalid(
+                "server.threads",
+                Some(threads.span()),
+                "must be between 1 and 1024",
+            ));
+        }
+        Some(threads) => *threads.get_ref(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Ok(ProxySettings {
+        listen,
+        upstream: Upstream { addr, host },
+        threads,
+        grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
+        shutdown_timeout: server
+            .shutdown_timeout
+            .map_or(Duration::from_secs(5), |d| d.0),
+    })
 }
 
 fn sender(
@@ -469,11 +554,9 @@ mod tests {
     #[test]
     fn the_embedded_default_parses() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, pem) = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap();
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        std::fs::write(dir.path().join("keys/otpgate.pem"), pem.as_bytes()).unwrap();
         let config = Config::embedded_default(dir.path()).unwrap();
-        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.proxy.upstream.addr.to_string(), "127.0.0.1:3000");
         config.build_gate().unwrap();
     }
 

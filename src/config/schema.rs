@@ -112,9 +112,12 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub listen: Spanned<String>,
     #[serde(default = "default_upstream")]
-    pub upstream: String,
+    pub upstream: Spanned<String>,
+    pub threads: Option<Spanned<usize>>,
+    pub grace_period: Option<ConfigDuration>,
+    pub shutdown_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     #[serde(default = "default_body_limit")]
@@ -123,11 +126,11 @@ pub struct ServerSection {
     pub default_tenant: String,
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
 }
-fn default_upstream() -> String {
-    "http://127.0.0.1:3000".into()
+fn default_upstream() -> Spanned<String> {
+    Spanned::new(0..0, "http://127.0.0.1:3000".into())
 }
 fn default_body_limit() -> usize {
     16 * 1024
@@ -141,6 +144,9 @@ impl Default for ServerSection {
         ServerSection {
             listen: default_listen(),
             upstream: default_upstream(),
+            threads: None,
+            grace_period: None,
+            shutdown_timeout: None,
             trusted_proxies: Vec::new(),
             body_limit: default_body_limit(),
             default_tenant: default_tenant(),

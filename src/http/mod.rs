@@ -82,6 +82,8 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Where the JWKS is served.
     pub jwks_path: String,
+    /// Where the liveness probe is answered.
+    pub health_path: String,
 }
 
 impl Default for HttpSettings {
@@ -100,6 +102,7 @@ impl Default for HttpSettings {
             body_limit: 16 * 1024,
             trusted_proxies: Vec::new(),
             jwks_path: "/.well-known/jwks.json".into(),
+            health_path: "/healthz".into(),
         }
     }
 }
@@ -115,6 +118,8 @@ pub enum Action {
     Logout,
     /// Publish the public keys.
     Jwks,
+    /// Answer a liveness probe.
+    Health,
 }
 
 /// A request the gate answers itself.
@@ -134,14 +139,14 @@ impl EndpointRoute {
 
     fn method(&self) -> Method {
         match self.action {
-            Action::Jwks => Method::GET,
+            Action::Jwks | Action::Health => Method::GET,
             _ => Method::POST,
         }
     }
 
     fn allowed_method(&self) -> &'static str {
         match self.action {
-            Action::Jwks => "GET",
+            Action::Jwks | Action::Health => "GET",
             _ => "POST",
         }
     }
@@ -231,6 +236,12 @@ impl Gate {
                 action: Action::Jwks,
             });
         }
+        if path == http.health_path {
+            return Route::Endpoint(EndpointRoute {
+                dialect: Dialect::Generic,
+                action: Action::Health,
+            });
+        }
         for mount in &http.endpoints {
             if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
                 return Route::Endpoint(EndpointRoute {
@@ -271,6 +282,9 @@ impl Gate {
                 );
                 response
             }
+            Action::Health => {
+                GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
             Action::Logout => {
                 let mut response = GateResponse::json(
                     StatusCode::OK,
@@ -309,29 +323,38 @@ impl Gate {
         ))
     }
 
-    /// Prepares a request bound for the app: removes every identity header the client
-    /// sent, then, when the request carries a valid token, injects the identity. On a
-    /// protected path without a valid token, returns the 401 to answer instead.
-    pub fn prepare_upstream(
+    /// Decides what to change in a request bound for the app: every identity header the
+    /// client sent is removed and, when the request carries a valid token, the identity
+    /// is injected. On a protected path without a valid token, returns the 401 to answer
+    /// instead.
+    pub fn plan_upstream(
         &self,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
         protected: bool,
-    ) -> Result<Option<Identity>, Box<GateResponse>> {
+    ) -> Result<UpstreamPlan, Box<GateResponse>> {
         let settings = &self.http_settings().identity;
         // Clients must never be able to claim an identity by sending the headers
-        // themselves: strip first, always, whatever happens next.
-        strip_identity_headers(headers, settings);
+        // themselves: they are stripped always, whatever happens next.
+        let strip = headers
+            .keys()
+            .filter(|name| is_identity_header(name, settings))
+            .cloned()
+            .collect();
         let identity = self
             .token_in(headers)
             .and_then(|token| self.authenticate(&token).ok());
-        match identity {
-            Some(identity) => {
-                inject_identity(headers, settings, &identity);
-                Ok(Some(identity))
-            }
-            None if protected => Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized))),
-            None => Ok(None),
+        if identity.is_none() && protected {
+            return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
         }
+        let inject = identity
+            .as_ref()
+            .map(|i| identity_headers(settings, i))
+            .unwrap_or_default();
+        Ok(UpstreamPlan {
+            strip,
+            inject,
+            identity,
+        })
     }
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
@@ -413,55 +436,72 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-fn strip_identity_headers(headers: &mut HeaderMap, settings: &IdentityHeaders) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            [
-                &settings.jwt,
-                &settings.subject,
-                &settings.email,
-                &settings.phone,
-                &settings.tenant,
-            ]
+fn is_identity_header(name: &HeaderName, settings: &IdentityHeaders) -> bool {
+    let name = name.as_str();
+    [
+        &settings.jwt,
+        &settings.subject,
+        &settings.email,
+        &settings.phone,
+        &settings.tenant,
+    ]
+    .iter()
+    .any(|h| h.as_str() == name)
+        || settings
+            .strip
             .iter()
-            .any(|h| h.as_str() == name)
-                || settings
-                    .strip
-                    .iter()
-                    .any(|pattern| match pattern.strip_suffix('*') {
-                        Some(prefix) => {
-                            name.len() >= prefix.len()
-                                && name[..prefix.len()].eq_ignore_ascii_case(prefix)
-                        }
-                        None => name.eq_ignore_ascii_case(pattern),
-                    })
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => {
+                    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+                }
+                None => name.eq_ignore_ascii_case(pattern),
+            })
 }
 
-fn inject_identity(headers: &mut HeaderMap, settings: &IdentityHeaders, identity: &Identity) {
-    let mut set = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
-        Ok(value) => {
-            headers.insert(name.clone(), value);
+fn identity_headers(
+    settings: &IdentityHeaders,
+    identity: &Identity,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(5);
+    let values = [
+        (&settings.jwt, Some(&*identity.token)),
+        (&settings.subject, Some(identity.subject())),
+        (&settings.tenant, Some(identity.tenant())),
+        (&settings.email, identity.email()),
+        (&settings.phone, identity.phone()),
+    ];
+    for (name, value) in values {
+        let Some(value) = value else { continue };
+        match HeaderValue::from_str(value) {
+            Ok(value) => headers.push((name.clone(), value)),
+            Err(_) => {
+                tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
+            }
         }
-        Err(_) => {
-            tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
-        }
-    };
-    set(&settings.jwt, &identity.token);
-    set(&settings.subject, identity.subject());
-    set(&settings.tenant, identity.tenant());
-    if let Some(email) = identity.email() {
-        set(&settings.email, email);
     }
-    if let Some(phone) = identity.phone() {
-        set(&settings.phone, phone);
+    headers
+}
+
+/// The changes to make to a request before it reaches the app; see [`Gate::plan_upstream`].
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamPlan {
+    /// Identity headers the client sent, to be removed.
+    pub strip: Vec<HeaderName>,
+    /// Identity headers to set.
+    pub inject: Vec<(HeaderName, HeaderValue)>,
+    /// The verified identity, when the request carried a valid token.
+    pub identity: Option<Identity>,
+}
+
+impl UpstreamPlan {
+    /// Applies the plan to a header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        for (name, value) in &self.inject {
+            headers.insert(name.clone(), value.clone());
+        }
     }
 }
 
@@ -516,7 +556,14 @@ mod tests {
                 HeaderValue::from_static("v"),
             );
         }
-        strip_identity_headers(&mut headers, &settings);
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_identity_header(n, &settings))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(&name);
+        }
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["authorization", "x-keep"]);

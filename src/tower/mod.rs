@@ -127,9 +127,10 @@ where
                 let (mut parts, body) = request.into_parts();
                 // An identity only ever comes from a token this gate verified.
                 parts.extensions.remove::<Identity>();
-                match self.gate.prepare_upstream(&mut parts.headers, protected) {
-                    Ok(identity) => {
-                        if let Some(identity) = identity {
+                match self.gate.plan_upstream(&parts.headers, protected) {
+                    Ok(plan) => {
+                        plan.apply(&mut parts.headers);
+                        if let Some(identity) = plan.identity {
                             parts.extensions.insert(identity);
                         }
                         ResponseFuture {

@@ -161,3 +161,109 @@ pub async fn next_message(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message 
         .expect("no delivery within 5 s")
         .expect("sender dropped")
 }
+
+/// "The existing app": echoes the identity headers it received, the path, and how many
+/// body bytes streamed in (counted, never held). `/ws` is a websocket echo.
+pub fn echo_app(calls: AppCalls) -> Router {
+    use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+    use futures_util::StreamExt;
+
+    async fn echo_socket(mut socket: WebSocket) {
+        while let Some(Ok(message)) = socket.recv().await {
+            if socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    Router::new()
+        .route("/ws", get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo_socket) }))
+        .route("/slow", get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "finished"
+        }))
+        .fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Body| {
+            let calls = calls.clone();
+            async move {
+                calls.0.fetch_add(1, Ordering::SeqCst);
+                let mut stream = body.into_data_stream();
+                let mut body_bytes = 0u64;
+                while let Some(Ok(chunk)) = stream.next().await {
+                    body_bytes += chunk.len() as u64;
+                }
+                Json(json!({ "path": uri.path(), "headers": seen_headers(&headers), "body_bytes": body_bytes }))
+            }
+        })
+}
+
+/// The two forms of the gate, for scenarios written once.
+#[derive(Clone, Copy, Debug)]
+pub enum Form {
+    /// The tower layer around the app, in-process.
+    Tower,
+    /// The pingora proxy in front of the app on its own port.
+    Pingora,
+}
+
+/// Starts the echo app behind `gate` in the given form; returns the base URL clients use
+/// and the app's call counter.
+pub async fn start_form(form: Form, gate: Gate) -> (String, AppCalls) {
+    let calls = AppCalls::default();
+    let app = echo_app(calls.clone());
+    let base = match form {
+        Form::Tower => format!("http://{}", serve(app.layer(OtpLayer::new(gate))).await),
+        Form::Pingora => {
+            let upstream = serve(app).await;
+            start_proxy(gate, upstream).await
+        }
+    };
+    (base, calls)
+}
+
+/// Runs the pingora proxy for `gate` in front of `upstream` on a free port, inside the
+/// test's runtime (never `run_forever`); returns its base URL. It stops with the test.
+pub async fn start_proxy(gate: Gate, upstream: SocketAddr) -> String {
+    use pingora::services::Service as _;
+    let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+    let proxy = otpgate::pingora::OtpProxy::new(
+        gate,
+        otpgate::config::Upstream {
+            addr: upstream,
+            host: "127.0.0.1".into(),
+        },
+    );
+    let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
+    let port = free_port();
+    service.add_tcp(&format!("127.0.0.1:{port}"));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Held by the task so the proxy runs as long as the test's runtime does.
+        let _shutdown = shutdown_tx;
+        service.start_service(None, shutdown_rx, 1).await;
+    });
+    wait_for_port(port).await;
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port` (at most 5 s).
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing listens on port {port} after 5 s");
+}

@@ -1,0 +1,350 @@
+//! The edge proxy: otpgate on pingora, in front of any HTTP app.
+//!
+//! [`OtpFilter`] holds the gate's steps as functions that any [`ProxyHttp`] can call
+//! (see `examples/pingora_filter.rs`); [`OtpProxy`] is the ready proxy that the
+//! `otpgate run` command serves. Both only translate between pingora's session and the
+//! framework-neutral [`crate::http`] layer: every decision is the tower layer's too.
+//!
+//! Request and response bodies of proxied requests stream through unbuffered, and
+//! upgrades (websockets) pass; only the gate's own endpoints read a body, up to the limit.
+
+use std::net::SocketAddr;
+
+use ::pingora::http::{RequestHeader, ResponseHeader};
+use ::pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use ::pingora::server::configuration::ServerConf;
+use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use ::pingora::upstreams::peer::HttpPeer;
+use ::pingora::{Error, ErrorSource, ErrorType};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{ProxySettings, Upstream};
+use crate::gate::{Gate, Identity};
+use crate::http::{EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan};
+
+/// Per-request state of [`OtpFilter`].
+#[derive(Debug, Default)]
+pub struct OtpCtx {
+    plan: Option<UpstreamPlan>,
+}
+
+impl OtpCtx {
+    /// The verified identity of a request bound for the app, if it carried a valid token.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.plan.as_ref().and_then(|plan| plan.identity.as_ref())
+    }
+}
+
+/// The gate's steps for a pingora proxy of your own: call
+/// [`request_filter`](OtpFilter::request_filter) from `ProxyHttp::request_filter` and
+/// [`upstream_request_filter`](OtpFilter::upstream_request_filter) from
+/// `ProxyHttp::upstream_request_filter`.
+#[derive(Clone, Debug)]
+pub struct OtpFilter {
+    gate: Gate,
+}
+
+impl OtpFilter {
+    /// A filter driven by `gate`.
+    pub fn new(gate: Gate) -> OtpFilter {
+        OtpFilter { gate }
+    }
+
+    /// The gate.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Answers the gate's endpoints and refuses protected paths without a valid token.
+    /// `Ok(true)` means the response is written and the request must not be proxied.
+    pub async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<bool> {
+        match self.gate.route(session.req_header().uri.path()) {
+            Route::Endpoint(route) => {
+                let response = self.answer(session, route).await?;
+                write_response(session, response).await?;
+                Ok(true)
+            }
+            Route::Upstream { protected } => match self
+                .gate
+                .plan_upstream(&session.req_header().headers, protected)
+            {
+                Ok(plan) => {
+                    ctx.plan = Some(plan);
+                    Ok(false)
+                }
+                Err(refusal) => {
+                    write_response(session, *refusal).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    /// Strips the client's identity headers from the request to the app and injects the
+    /// verified identity.
+    pub fn upstream_request_filter(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &OtpCtx,
+    ) -> ::pingora::Result<()> {
+        let Some(plan) = &ctx.plan else {
+            // request_filter did not run: strip on our own rather than forward forgeries.
+            let plan = self
+                .gate
+                .plan_upstream(&upstream_request.headers, false)
+                .unwrap_or_default();
+            return apply(&plan, upstream_request);
+        };
+        apply(plan, upstream_request)
+    }
+
+    async fn answer(
+        &self,
+        session: &mut Session,
+        route: EndpointRoute,
+    ) -> ::pingora::Result<GateResponse> {
+        let limit = self.gate.http_settings().body_limit;
+        let body = if route.needs_body() {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|length| length > limit as u64) {
+                return Ok(self.gate.payload_too_large(route));
+            }
+            let mut body = BytesMut::new();
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        if body.len() + chunk.len() > limit {
+                            return Ok(self.gate.payload_too_large(route));
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Ok(self.gate.unreadable_body(route)),
+                }
+            }
+            body.freeze()
+        } else {
+            Bytes::new()
+        };
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(SocketAddr::ip);
+        let request = session.req_header();
+        let view = RequestView {
+            method: &request.method,
+            headers: &request.headers,
+            query: request.uri.query(),
+            client_ip: self.gate.client_ip(peer, &request.headers),
+        };
+        Ok(self.gate.handle(route, &view, body).await)
+    }
+}
+
+fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<()> {
+    for name in &plan.strip {
+        request.remove_header(name);
+    }
+    for (name, value) in &plan.inject {
+        request.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+async fn write_response(session: &mut Session, response: GateResponse) -> ::pingora::Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+    for (name, value) in &response.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
+    let empty = response.body.is_empty();
+    session
+        .write_response_header(Box::new(header), empty)
+        .await?;
+    if !empty {
+        session
+            .write_response_body(Some(response.body), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The ready edge proxy: the gate in front of one upstream app.
+#[derive(Debug)]
+pub struct OtpProxy {
+    filter: OtpFilter,
+    upstream: Upstream,
+}
+
+impl OtpProxy {
+    /// A proxy for `gate` in front of `upstream`.
+    pub fn new(gate: Gate, upstream: Upstream) -> OtpProxy {
+        OtpProxy {
+            filter: OtpFilter::new(gate),
+            upstream,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for OtpProxy {
+    type CTX = OtpCtx;
+
+    fn new_ctx(&self) -> OtpCtx {
+        OtpCtx::default()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<bool> {
+        self.filter.request_filter(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.upstream.addr,
+            false,
+            self.upstream.host.clone(),
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<()> {
+        self.filter.upstream_request_filter(upstream_request, ctx)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut OtpCtx,
+    ) -> FailToProxy {
+        let (status, code, message) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(status)) => {
+                (*status, "request_failed", "the request could not be served")
+            }
+            (ErrorSource::Upstream, _) => (
+                502,
+                "upstream_unavailable",
+                "the app behind the gate is unavailable",
+            ),
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => {
+                // The client is gone; nobody to answer.
+                (0, "", "")
+            }
+            (ErrorSource::Downstream, _) => {
+                (400, "invalid_request", "the request could not be read")
+            }
+            _ => (500, "internal_error", "internal error"),
+        };
+        if status > 0 {
+            tracing::warn!(status, error = e.etype().as_str(), source = ?e.esource(), "request failed");
+            let status_code =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            let response = GateResponse::json(
+                status_code,
+                &serde_json::json!({"error": code, "message": message}),
+            );
+            if let Err(write_error) = write_response(session, response).await {
+                tracing::debug!(error = %write_error, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &OtpCtx) -> String {
+        // Used in pingora's own error logs: the path only, as in ours.
+        let request = session.req_header();
+        format!("{} {}", request.method, request.uri.path())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut OtpCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // The path only: query strings may carry destinations or codes.
+        let request = session.req_header();
+        tracing::info!(
+            method = %request.method,
+            path = %request.uri.path(),
+            status,
+            authenticated = ctx.identity().is_some(),
+            error = error.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}
+
+/// Treats SIGINT like SIGTERM: stop accepting, let in-flight requests finish.
+struct GracefulOnSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulOnSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// The pingora server configuration for `settings`.
+pub fn server_conf(settings: &ProxySettings) -> ServerConf {
+    ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    }
+}
+
+/// Serves `gate` as an edge proxy until SIGTERM or SIGINT, then lets in-flight requests
+/// finish. Blocks the calling thread.
+pub fn serve(gate: Gate, settings: &ProxySettings) -> Result<(), Box<Error>> {
+    let conf = server_conf(settings);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let proxy = OtpProxy::new(gate, settings.upstream.clone());
+    let mut service = ::pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    service.add_tcp(&settings.listen.to_string());
+    server.add_service(service);
+    tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, "otpgate proxy started");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulOnSignals),
+    });
+    tracing::info!("otpgate proxy stopped");
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! One set of scenarios, run against both forms of the gate: the tower layer around the
+//! app, and the pingora proxy in front of it. The test bodies are shared; only the way
+//! the gate is started differs.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Form, WebhookReceiver, start_form};
+use otpgate::Gate;
+use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::http::HttpSettings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn gate(hook: &WebhookReceiver) -> Gate {
+    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
+    let mut http = HttpSettings::default();
+    http.protect.push("/api/".into());
+    Gate::builder()
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+        })
+        .http(http)
+        .build()
+        .unwrap()
+}
+
+async fn sign_in_and_reach_the_app(form: Form) {
+    let hook = WebhookReceiver::start().await;
+    let (base, calls) = start_form(form, gate(&hook)).await;
+    let client = reqwest::Client::new();
+
+    let sent = client
+        .post(format!("{base}/auth/otp/send"))
+        .json(&json!({"email": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+
+    let verified = client
+        .post(format!("{base}/auth/otp/verify"))
+        .json(&json!({"email": "alice@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let cookie = verified.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = verified.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // No token: refused before the app.
+    let refused = client
+        .get(format!("{base}/api/me"))
+        .header("X-Auth-Subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "unauthorized"
+    );
+    assert_eq!(calls.count(), 0);
+
+    // With the token: the app sees the identity and the JWT, never the forgeries.
+    for auth in [
+        ("authorization", format!("Bearer {token}")),
+        ("cookie", cookie.clone()),
+    ] {
+        let seen: Value = client
+            .get(format!("{base}/api/me"))
+            .header(auth.0, auth.1)
+            .header("X-Auth-Subject", "admin")
+            .header("X-Auth-Role", "root")
+            .header("X-Otpgate-Jwt", "forged")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen["headers"],
+            json!({
+                "x-auth-subject": "alice@example.com",
+                "x-auth-email": "alice@example.com",
+                "x-auth-tenant": "default",
+                "x-otpgate-jwt": token,
+            })
+        );
+    }
+
+    // The JWT the app received verifies with the JWKS the gate publishes.
+    let jwks: jsonwebtoken::jwk::JwkSet = client
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["app"]);
+    let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "alice@example.com");
+
+    // Public paths pass, stripped of forgeries, with or without a token.
+    let public: Value = client
+        .get(format!("{base}/public/page"))
+        .header("X-Auth-Subject", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        public,
+        json!({"path": "/public/page", "headers": {}, "body_bytes": 0})
+    );
+
+    // Single use.
+    let again = client
+        .post(format!("{base}/auth/otp/verify"))
+        .json(&json!({"email": "alice@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "invalid_code"
+    );
+}
+
+async fn bad_input_is_refused_the_same_way(form: Form) {
+    let hook = WebhookReceiver::start().await;
+    let (base, calls) = start_form(form, gate(&hook)).await;
+    let client = reqwest::Client::new();
+    let send = format!("{base}/auth/otp/send");
+    let cases = [
+        (
+            client.post(&send).body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(&send)
+                .header("content-type", "application/json")
+                .body("{"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            client.post(&send).json(&json!({"email": "nope"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_email",
+        ),
+        (
+            client.post(&send).json(&json!({"phone": "555"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_phone",
+        ),
+        (
+            client
+                .post(&send)
+                .json(&json!({"email": "y".repeat(17_000)})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client.get(&send),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (i, (request, status, code)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{form:?} case {i}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            code,
+            "{form:?} case {i}"
+        );
+    }
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(calls.count(), 0, "the app saw none of these");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_sign_in_and_reach_the_app() {
+    sign_in_and_reach_the_app(Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingora_sign_in_and_reach_the_app() {
+    sign_in_and_reach_the_app(Form::Pingora).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_bad_input_is_refused() {
+    bad_input_is_refused_the_same_way(Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingora_bad_input_is_refused() {
+    bad_input_is_refused_the_same_way(Form::Pingora).await;
+}
