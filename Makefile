@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint bench keys check clean-keys
+.PHONY: run run-tower test deps lint bench check
 
 # Build tools the dependency tree needs (cmake for the C crypto and compression crates).
 deps:
@@ -14,10 +14,13 @@ deps:
 		|| { echo "error: cmake is missing and could not be installed" >&2; exit 1; }
 	@command -v cmake >/dev/null || { echo "error: cmake is missing" >&2; exit 1; }
 
-# The demo app behind the tower layer, with the embedded defaults: console delivery
-# (codes are printed here), memory store, a fresh signing key. Try the curl lines in
-# examples/axum_app.rs.
+# The demo app on :3000 with the otpgate proxy in front on :8080, default config:
+# console delivery (codes are printed here), memory store, a key generated at start.
 run: deps
+	./scripts/demo.sh
+
+# The same app built into axum with the tower layer instead of the proxy.
+run-tower: deps
 	$(CARGO) run --example axum_app
 
 # Everything: formatting, lints, unit, integration, doc tests, and one pass of each
@@ -34,11 +37,6 @@ lint: deps
 bench: deps
 	$(CARGO) bench --bench engine --bench tokens
 
-# A signing key for config/otpgate.toml.
-keys: deps
-	@mkdir -p keys
-	@[ -f keys/otpgate.pem ] || $(CARGO) run --quiet --bin otpgate -- keygen --out keys/otpgate.pem
-
 # Check config/otpgate.toml.
-check: keys
+check: deps
 	$(CARGO) run --quiet --bin otpgate -- check --config config/otpgate.toml

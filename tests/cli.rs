@@ -93,3 +93,39 @@ fn a_bad_config_fails_naming_the_key_and_line() {
     let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "missing.toml"]);
     assert!(!ok && err.contains("cannot read missing.toml"), "{err}");
 }
+
+#[test]
+fn every_shipped_config_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (ok, out, err) = otpgate(root, &["check", "--config", path.to_str().unwrap()]);
+            assert!(ok, "{}: {err}", path.display());
+            assert!(out.contains(": ok"), "{out}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "config/ holds no TOML file");
+}
+
+#[test]
+fn check_names_the_key_and_line_of_semantic_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"127.0.0.1:8080\"\nupstream = \"https://app.internal\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
+    assert!(!ok);
+    assert!(err.contains("bad.toml:3: `server.upstream`"), "{err}");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"everywhere\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
+    assert!(!ok && err.contains("bad.toml:2: `server.listen`"), "{err}");
+}
