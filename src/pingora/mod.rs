@@ -226,11 +226,16 @@ impl ProxyHttp for OtpProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut OtpCtx,
     ) -> ::pingora::Result<()> {
-        self.filter.upstream_request_filter(upstream_request, ctx)
+        self.filter.upstream_request_filter(upstream_request, ctx)?;
+        // Tell the app who the client is, as reverse proxies do.
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream_request.append_header("x-forwarded-for", peer.ip().to_string())?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(
