@@ -309,6 +309,16 @@ impl Gate {
         }
     }
 
+    /// Whether the request declares a body over the limit, so that it can be refused
+    /// before a byte of it is read.
+    pub fn declares_oversized_body(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|length| length > self.http_settings().body_limit as u64)
+    }
+
     /// The answer for a body over the limit, in the route's dialect.
     pub fn payload_too_large(&self, route: EndpointRoute) -> GateResponse {
         route.dialect.error(&GateError::PayloadTooLarge {

@@ -110,13 +110,10 @@ impl OtpFilter {
     ) -> ::pingora::Result<GateResponse> {
         let limit = self.gate.http_settings().body_limit;
         let body = if route.needs_body() {
-            let declared = session
-                .req_header()
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|length| length > limit as u64) {
+            if self
+                .gate
+                .declares_oversized_body(&session.req_header().headers)
+            {
                 return Ok(self.gate.payload_too_large(route));
             }
             let mut body = BytesMut::new();

@@ -159,12 +159,7 @@ where
     let (parts, body) = request.into_parts();
     let limit = gate.http_settings().body_limit;
     let body = if route.needs_body() {
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit as u64) {
+        if gate.declares_oversized_body(&parts.headers) {
             return gate.payload_too_large(route);
         }
         match Limited::new(body, limit).collect().await {
