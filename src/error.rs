@@ -43,6 +43,9 @@ pub enum GateError {
     /// No valid token on a protected path.
     #[error("authentication required")]
     Unauthorized,
+    /// A refresh, one-time or revoked token that is invalid, used, expired or forged.
+    #[error("the token is invalid, expired or already used")]
+    InvalidToken,
     /// Body larger than the limit.
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge {
@@ -84,7 +87,9 @@ impl GateError {
             GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            GateError::InvalidCode | GateError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GateError::InvalidCode | GateError::Unauthorized | GateError::InvalidToken => {
+                StatusCode::UNAUTHORIZED
+            }
             GateError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -109,6 +114,7 @@ impl GateError {
             GateError::TooManyAttempts { .. } => "too_many_attempts",
             GateError::InvalidCode => "invalid_code",
             GateError::Unauthorized => "unauthorized",
+            GateError::InvalidToken => "invalid_token",
             GateError::PayloadTooLarge { .. } => "payload_too_large",
             GateError::UnsupportedMediaType => "unsupported_media_type",
             GateError::MethodNotAllowed => "method_not_allowed",

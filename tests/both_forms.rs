@@ -208,6 +208,118 @@ async fn bad_input_is_refused_the_same_way(form: Form) {
     assert_eq!(calls.count(), 0, "the app saw none of these");
 }
 
+async fn refresh_rotates_and_logout_revokes(form: Form) {
+    let hook = WebhookReceiver::start().await;
+    let (base, _) = start_form(form, gate(&hook)).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
+
+    post("/auth/otp/send", json!({"phone": "+14155552671"}))
+        .await
+        .unwrap();
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let first: Value = post(
+        "/auth/otp/verify",
+        json!({"phone": "+14155552671", "code": code}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let refresh_1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let me = |token: String| {
+        let client = client.clone();
+        let url = format!("{base}/api/me");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A refresh token is no access token.
+    assert_eq!(me(refresh_1.clone()).await, StatusCode::UNAUTHORIZED);
+
+    // Rotation: the first refresh token buys a new pair, once.
+    let second = post("/auth/token/refresh", json!({"refresh_token": refresh_1}))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
+    let access_2 = second["access_token"].as_str().unwrap().to_owned();
+    let refresh_2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(refresh_2, refresh_1);
+    assert_eq!(me(access_2.clone()).await, StatusCode::OK);
+
+    // Reusing the spent token revokes the family: the newer refresh token dies too.
+    let reuse = post("/auth/token/refresh", json!({"refresh_token": refresh_1}))
+        .await
+        .unwrap();
+    assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reuse.json::<Value>().await.unwrap()["error"],
+        "invalid_token"
+    );
+    let after = post("/auth/token/refresh", json!({"refresh_token": refresh_2}))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    // Logout revokes the access token at once, though it has not expired.
+    let out = client
+        .post(format!("{base}/auth/logout"))
+        .bearer_auth(&access_2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(me(access_2).await, StatusCode::UNAUTHORIZED);
+
+    // Logout with a refresh token in the body revokes it as well.
+    post("/auth/otp/send", json!({"email": "zed@example.com"}))
+        .await
+        .unwrap();
+    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let third: Value = post(
+        "/auth/otp/verify",
+        json!({"email": "zed@example.com", "code": code}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let refresh_3 = third["refresh_token"].as_str().unwrap();
+    let out = post("/auth/logout", json!({"refresh_token": refresh_3}))
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    let dead = post("/auth/token/refresh", json!({"refresh_token": refresh_3}))
+        .await
+        .unwrap();
+    assert_eq!(dead.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_refresh_rotates_and_logout_revokes() {
+    refresh_rotates_and_logout_revokes(Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingora_refresh_rotates_and_logout_revokes() {
+    refresh_rotates_and_logout_revokes(Form::Pingora).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_sign_in_and_reach_the_app() {
     sign_in_and_reach_the_app(Form::Tower).await;

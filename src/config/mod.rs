@@ -297,6 +297,15 @@ impl Config {
             ttl: token.ttl.map_or(token_defaults.ttl, |d| d.0),
             leeway: token.leeway.map_or(token_defaults.leeway, |d| d.0),
             cache_entries: token_defaults.cache_entries,
+            refresh_ttl: match token.refresh_ttl {
+                // "0s" turns refresh tokens off.
+                Some(d) if d.0.is_zero() => None,
+                Some(d) => Some(d.0),
+                None => token_defaults.refresh_ttl,
+            },
+            exchange_ttl: token
+                .exchange_ttl
+                .map_or(token_defaults.exchange_ttl, |d| d.0),
         });
 
         // [identity], [[protect]], [[endpoints]], [server]

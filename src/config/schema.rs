@@ -198,6 +198,8 @@ pub struct TokenSection {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub ttl: Option<ConfigDuration>,
+    pub refresh_ttl: Option<ConfigDuration>,
+    pub exchange_ttl: Option<ConfigDuration>,
     pub leeway: Option<ConfigDuration>,
     pub cookie: Option<String>,
     pub cookie_secure: Option<bool>,

@@ -114,8 +114,10 @@ pub enum Action {
     Send,
     /// Check a code and mint a token.
     Verify,
-    /// Clear the session cookie.
+    /// Revoke the session's tokens and clear the session cookie.
     Logout,
+    /// Rotate a refresh token into a new session.
+    Refresh,
     /// Publish the public keys.
     Jwks,
     /// Answer a liveness probe.
@@ -134,7 +136,10 @@ pub struct EndpointRoute {
 impl EndpointRoute {
     /// Whether the adapter must read the request body before calling [`Gate::handle`].
     pub fn needs_body(&self) -> bool {
-        matches!(self.action, Action::Send | Action::Verify)
+        matches!(
+            self.action,
+            Action::Send | Action::Verify | Action::Refresh | Action::Logout
+        )
     }
 
     fn method(&self) -> Method {
@@ -285,17 +290,8 @@ impl Gate {
             Action::Health => {
                 GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
-            Action::Logout => {
-                let mut response = GateResponse::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"message": "Signed out"}),
-                );
-                if let Some(cookie) = self.session_cookie("", 0) {
-                    response.headers.append(http::header::SET_COOKIE, cookie);
-                }
-                response
-            }
-            Action::Send | Action::Verify => {
+            Action::Logout => dialect::generic::logout(self, route.dialect, request, &body).await,
+            Action::Send | Action::Verify | Action::Refresh => {
                 if !is_json(request.headers) {
                     return route.dialect.error(&GateError::UnsupportedMediaType);
                 }
@@ -303,7 +299,10 @@ impl Gate {
                     Action::Send => {
                         dialect::generic::send(self, route.dialect, request, &body).await
                     }
-                    _ => dialect::generic::verify(self, route.dialect, request, &body).await,
+                    Action::Verify => {
+                        dialect::generic::verify(self, route.dialect, request, &body).await
+                    }
+                    _ => dialect::generic::refresh(self, route.dialect, &body).await,
                 }
             }
         }
@@ -337,11 +336,28 @@ impl Gate {
     /// client sent is removed and, when the request carries a valid token, the identity
     /// is injected. On a protected path without a valid token, returns the 401 to answer
     /// instead.
-    pub fn plan_upstream(
+    pub async fn plan_upstream(
         &self,
         headers: &HeaderMap,
         protected: bool,
     ) -> Result<UpstreamPlan, Box<GateResponse>> {
+        let identity = match self.token_in(headers) {
+            Some(token) => self.authenticate(&token).await.ok(),
+            None => None,
+        };
+        if identity.is_none() && protected {
+            return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
+        }
+        let mut plan = self.strip_only_plan(headers);
+        if let Some(identity) = &identity {
+            plan.inject = identity_headers(&self.http_settings().identity, identity);
+        }
+        plan.identity = identity;
+        Ok(plan)
+    }
+
+    /// A plan that only strips the identity headers the client sent.
+    pub fn strip_only_plan(&self, headers: &HeaderMap) -> UpstreamPlan {
         let settings = &self.http_settings().identity;
         // Clients must never be able to claim an identity by sending the headers
         // themselves: they are stripped always, whatever happens next.
@@ -350,21 +366,10 @@ impl Gate {
             .filter(|name| is_identity_header(name, settings))
             .cloned()
             .collect();
-        let identity = self
-            .token_in(headers)
-            .and_then(|token| self.authenticate(&token).ok());
-        if identity.is_none() && protected {
-            return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
-        }
-        let inject = identity
-            .as_ref()
-            .map(|i| identity_headers(settings, i))
-            .unwrap_or_default();
-        Ok(UpstreamPlan {
+        UpstreamPlan {
             strip,
-            inject,
-            identity,
-        })
+            ..UpstreamPlan::default()
+        }
     }
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
@@ -433,7 +438,7 @@ impl Gate {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -72,6 +72,7 @@ impl OtpFilter {
             Route::Upstream { protected } => match self
                 .gate
                 .plan_upstream(&session.req_header().headers, protected)
+                .await
             {
                 Ok(plan) => {
                     ctx.plan = Some(plan);
@@ -92,15 +93,15 @@ impl OtpFilter {
         upstream_request: &mut RequestHeader,
         ctx: &OtpCtx,
     ) -> ::pingora::Result<()> {
-        let Some(plan) = &ctx.plan else {
-            // request_filter did not run: strip on our own rather than forward forgeries.
-            let plan = self
-                .gate
-                .plan_upstream(&upstream_request.headers, false)
-                .unwrap_or_default();
-            return apply(&plan, upstream_request);
-        };
-        apply(plan, upstream_request)
+        match &ctx.plan {
+            Some(plan) => apply(plan, upstream_request),
+            // request_filter did not run (a mistake in the caller's proxy): strip every
+            // identity header rather than forward a forgery.
+            None => apply(
+                &self.gate.strip_only_plan(&upstream_request.headers),
+                upstream_request,
+            ),
+        }
     }
 
     async fn answer(

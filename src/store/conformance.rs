@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Store;
+use super::{SetMode, Store};
 use crate::otp::{
     CodeFormat, CodeHasher, IdentityState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision,
     Write, decide_issue, decide_verify,
@@ -27,6 +27,8 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     exactly_one_of_many_concurrent_verifies_wins(Arc::new(make())).await;
     counters_count_within_a_window(make()).await;
     concurrent_hits_are_all_counted(Arc::new(make())).await;
+    values_are_set_read_and_expire(make()).await;
+    exactly_one_of_many_concurrent_if_absent_sets_wins(Arc::new(make())).await;
 }
 
 fn state_with_sends(sends: u32) -> IdentityState {
@@ -231,4 +233,75 @@ pub async fn concurrent_hits_are_all_counted<S: Store>(store: Arc<S>) {
         counts.insert(task.await.unwrap());
     }
     assert_eq!(counts, (1..=1000).collect::<BTreeSet<u64>>());
+}
+
+/// Values are written, read back, replaced or kept by mode, and expire with their TTL.
+pub async fn values_are_set_read_and_expire<S: Store>(store: S) {
+    let minute = Duration::from_secs(60);
+    assert_eq!(store.get_value("v").await.unwrap(), None);
+    assert!(
+        store
+            .set_value("v", "one", minute, SetMode::IfAbsent)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_value("v", "two", minute, SetMode::IfAbsent)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_value("v").await.unwrap().as_deref(), Some("one"));
+    assert!(
+        store
+            .set_value("v", "three", minute, SetMode::Always)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_value("v").await.unwrap().as_deref(),
+        Some("three")
+    );
+    assert!(
+        store
+            .set_value("brief", "x", Duration::from_millis(300), SetMode::Always)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(store.get_value("brief").await.unwrap(), None);
+    assert!(
+        store
+            .set_value("brief", "again", minute, SetMode::IfAbsent)
+            .await
+            .unwrap(),
+        "an expired value is absent"
+    );
+}
+
+/// The single-use rule: of 1000 concurrent `IfAbsent` sets of one key, exactly one wins.
+pub async fn exactly_one_of_many_concurrent_if_absent_sets_wins<S: Store>(store: Arc<S>) {
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .set_value(
+                        "once",
+                        &i.to_string(),
+                        Duration::from_secs(60),
+                        SetMode::IfAbsent,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
 }

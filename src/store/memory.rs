@@ -8,13 +8,14 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use super::{IdentityUpdate, Store, StoreError, WindowCount};
+use super::{IdentityUpdate, SetMode, Store, StoreError, WindowCount};
 use crate::otp::{IdentityState, Timestamp, Write};
 
 #[derive(Clone, Debug)]
 enum Value {
     Identity(Arc<IdentityState>),
     Counter(WindowCount),
+    Text(Arc<str>),
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +100,7 @@ impl Store for MemoryStore {
             .and_compute_with(|existing| {
                 let current = existing.and_then(|entry| match entry.into_value().value {
                     Value::Identity(state) => Some(Arc::unwrap_or_clone(state)),
-                    Value::Counter(_) => None,
+                    Value::Counter(_) | Value::Text(_) => None,
                 });
                 let op = match update(current) {
                     Write::Keep => Op::Nop,
@@ -148,6 +149,40 @@ impl Store for MemoryStore {
     async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
         Ok(match self.cache.get(key).await.map(|e| e.value) {
             Some(Value::Identity(state)) => Some(Arc::unwrap_or_clone(state)),
+            _ => None,
+        })
+    }
+
+    async fn set_value(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        mode: SetMode,
+    ) -> Result<bool, StoreError> {
+        let mut written = false;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                // Serialised per key by moka: the check and the write are one step.
+                let op = if mode == SetMode::IfAbsent && existing.is_some() {
+                    Op::Nop
+                } else {
+                    written = true;
+                    Op::Put(Entry {
+                        value: Value::Text(Arc::from(value)),
+                        ttl,
+                    })
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(written)
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(match self.cache.get(key).await.map(|e| e.value) {
+            Some(Value::Text(text)) => Some(text.to_string()),
             _ => None,
         })
     }

@@ -64,4 +64,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads the record under `key` without changing it (diagnostics and tests).
     async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError>;
+
+    /// Stores a small value under `key` for `ttl`. With [`SetMode::IfAbsent`] nothing is
+    /// written when the key holds a live value; returns whether this call wrote. This is
+    /// the single-use primitive: of many concurrent `IfAbsent` calls, exactly one wins.
+    async fn set_value(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        mode: SetMode,
+    ) -> Result<bool, StoreError>;
+
+    /// The live value under `key`.
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// How [`Store::set_value`] treats an existing value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetMode {
+    /// Replace it.
+    Always,
+    /// Keep it and report that nothing was written.
+    IfAbsent,
 }

@@ -44,6 +44,22 @@ pub struct Claims {
     pub phone: Option<String>,
     /// The tenant the account belongs to.
     pub tenant: String,
+    /// Refresh tokens only: the family every rotation of one sign-in shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+}
+
+/// What a token is for. Each kind has its own audience, so one can never stand in for
+/// another: a refresh token is no access token, a one-time exchange token neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// Proves the identity to the app; `aud` is the configured audience.
+    Access,
+    /// Buys a new access token, once; `aud` is `{issuer}/refresh`.
+    Refresh,
+    /// A verified code's one-time proof, exchanged once for a session; `aud` is
+    /// `{issuer}/exchange`.
+    Exchange,
 }
 
 /// Who a token is minted for.
@@ -72,6 +88,10 @@ pub struct TokenSettings {
     pub leeway: Duration,
     /// Upper bound on the verified-token cache; 0 turns the cache off.
     pub cache_entries: u64,
+    /// Lifetime of refresh tokens; `None` issues none.
+    pub refresh_ttl: Option<Duration>,
+    /// Lifetime of one-time exchange tokens.
+    pub exchange_ttl: Duration,
 }
 
 impl Default for TokenSettings {
@@ -82,6 +102,8 @@ impl Default for TokenSettings {
             ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(5),
             cache_entries: 100_000,
+            refresh_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
+            exchange_ttl: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -131,7 +153,7 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct Tokens {
     key: SigningKey,
     settings: TokenSettings,
-    validation: Validation,
+    validations: [Validation; 3],
     // Keyed by SHA-256 of the token, so the cache never holds a usable token.
     verified: Option<moka::sync::Cache<[u8; 32], Arc<Claims>>>,
     jwks: Bytes,
@@ -140,14 +162,18 @@ pub struct Tokens {
 impl Tokens {
     /// Tokens signed by `key` under `settings`.
     pub fn new(key: SigningKey, settings: TokenSettings) -> Tokens {
-        // Pinned: only the configured algorithm, never a choice made by the token header.
-        let mut validation = Validation::new(key.algorithm().jwt_algorithm());
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        // exp and nbf are checked against the gate's Clock below, not the system time.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
+        let validations =
+            [TokenKind::Access, TokenKind::Refresh, TokenKind::Exchange].map(|kind| {
+                // Pinned: only the configured algorithm, never a choice made by the token header.
+                let mut validation = Validation::new(key.algorithm().jwt_algorithm());
+                validation.set_issuer(&[&settings.issuer]);
+                validation.set_audience(&[audience(&settings, kind)]);
+                validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+                // exp and nbf are checked against the gate's Clock below, not the system time.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation
+            });
         let verified = (settings.cache_entries > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(settings.cache_entries)
@@ -161,7 +187,7 @@ impl Tokens {
         Tokens {
             key,
             settings,
-            validation,
+            validations,
             verified,
             jwks,
         }
@@ -182,14 +208,34 @@ impl Tokens {
         &self.jwks
     }
 
-    /// Mints a token for `subject`, valid from `now` for the configured TTL.
+    /// Mints an access token for `subject`, valid from `now` for the configured TTL.
     pub fn mint(&self, subject: &Subject, now: Timestamp) -> Result<MintedToken, TokenError> {
+        self.mint_kind(TokenKind::Access, subject, now, None, None)
+    }
+
+    /// Mints a token of `kind`, valid for `ttl` (the kind's configured lifetime when
+    /// `None`); refresh tokens carry `family`.
+    pub fn mint_kind(
+        &self,
+        kind: TokenKind,
+        subject: &Subject,
+        now: Timestamp,
+        ttl: Option<Duration>,
+        family: Option<String>,
+    ) -> Result<MintedToken, TokenError> {
         let iat = now.as_secs();
-        let ttl = self.settings.ttl.as_secs();
+        let ttl = ttl
+            .unwrap_or(match kind {
+                TokenKind::Access => self.settings.ttl,
+                TokenKind::Refresh => self.settings.refresh_ttl.unwrap_or(self.settings.ttl),
+                TokenKind::Exchange => self.settings.exchange_ttl,
+            })
+            .as_secs()
+            .max(1);
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: subject.id.clone(),
-            aud: self.settings.audience.clone(),
+            aud: audience(&self.settings, kind),
             exp: iat + ttl,
             iat,
             nbf: iat,
@@ -199,6 +245,7 @@ impl Tokens {
             email: subject.email.clone(),
             phone: subject.phone.clone(),
             tenant: subject.tenant.clone(),
+            fam: family,
         };
         let mut header = Header::new(self.key.algorithm().jwt_algorithm());
         header.kid = Some(self.key.kid().to_owned());
@@ -211,9 +258,9 @@ impl Tokens {
         })
     }
 
-    /// Verifies `token` at `now`: pinned algorithm and key, signature, iss, aud, exp, nbf.
-    /// A token verified before is answered from a cache without a signature check, but
-    /// never past its `exp`.
+    /// Verifies an access token at `now`: pinned algorithm and key, signature, iss, aud,
+    /// exp, nbf. A token verified before is answered from a cache without a signature
+    /// check, but never past its `exp`.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Claims>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
@@ -226,6 +273,23 @@ impl Tokens {
         {
             self.check_times(&claims, now)?;
             return Ok(claims);
+        }
+        let claims = self.verify_kind(TokenKind::Access, token, now)?;
+        if let Some(cache) = &self.verified {
+            cache.insert(fingerprint, Arc::clone(&claims));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a token of `kind` at `now`, without the cache.
+    pub fn verify_kind(
+        &self,
+        kind: TokenKind,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Arc<Claims>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `alg: none` and unknown algorithms fail to parse as a header at all.
@@ -244,19 +308,18 @@ impl Tokens {
         {
             return Err(TokenError::UnknownKey);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
-            .map_err(|e| match e.kind() {
+        let validation = &self.validations[kind as usize];
+        let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
                 jsonwebtoken::errors::ErrorKind::InvalidToken
                 | jsonwebtoken::errors::ErrorKind::Base64(_)
                 | jsonwebtoken::errors::ErrorKind::Utf8(_) => TokenError::Malformed,
                 _ => TokenError::Invalid(e.to_string()),
-            })?;
+            },
+        )?;
         let claims = Arc::new(data.claims);
         self.check_times(&claims, now)?;
-        if let Some(cache) = &self.verified {
-            cache.insert(fingerprint, Arc::clone(&claims));
-        }
         Ok(claims)
     }
 
@@ -272,9 +335,20 @@ impl Tokens {
         Ok(())
     }
 
-    /// Audiences accepted (for diagnostics).
+    /// Audiences accepted for access tokens (for diagnostics).
     pub fn audiences(&self) -> HashSet<String> {
-        self.validation.aud.clone().unwrap_or_default()
+        self.validations[TokenKind::Access as usize]
+            .aud
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+fn audience(settings: &TokenSettings, kind: TokenKind) -> String {
+    match kind {
+        TokenKind::Access => settings.audience.clone(),
+        TokenKind::Refresh => format!("{}/refresh", settings.issuer),
+        TokenKind::Exchange => format!("{}/exchange", settings.issuer),
     }
 }
 
@@ -447,6 +521,51 @@ mod tests {
         for garbage in ["", "a.b.c", "....", "x", &"a".repeat(10_000)] {
             assert!(tokens.verify(garbage, NOW).is_err(), "{garbage:.20}");
         }
+    }
+
+    #[test]
+    fn kinds_never_stand_in_for_each_other() {
+        let tokens = tokens(SigningAlgorithm::EdDSA);
+        let kinds = [TokenKind::Access, TokenKind::Refresh, TokenKind::Exchange];
+        for minted_as in kinds {
+            let token = tokens
+                .mint_kind(minted_as, &subject(), NOW, None, Some("f".into()))
+                .unwrap()
+                .token;
+            for checked_as in kinds {
+                let result = tokens.verify_kind(checked_as, &token, NOW);
+                assert_eq!(
+                    result.is_ok(),
+                    minted_as == checked_as,
+                    "{minted_as:?} as {checked_as:?}"
+                );
+            }
+        }
+        let refresh = tokens
+            .mint_kind(
+                TokenKind::Refresh,
+                &subject(),
+                NOW,
+                None,
+                Some("fam-1".into()),
+            )
+            .unwrap();
+        assert_eq!(refresh.expires_in, 30 * 24 * 3600);
+        assert_eq!(refresh.claims.fam.as_deref(), Some("fam-1"));
+        assert!(
+            tokens.verify(&refresh.token, NOW).is_err(),
+            "a refresh token is no access token"
+        );
+        let short = tokens
+            .mint_kind(
+                TokenKind::Access,
+                &subject(),
+                NOW,
+                Some(Duration::from_secs(60)),
+                None,
+            )
+            .unwrap();
+        assert_eq!(short.expires_in, 60);
     }
 
     #[test]

@@ -99,51 +99,51 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OtpService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqBody: Body + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<OtpBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.gate.route(request.uri().path()) {
-            Route::Endpoint(route) => {
-                let gate = self.gate.clone();
-                ResponseFuture {
-                    kind: Kind::Gate {
-                        future: Box::pin(answer_endpoint(gate, route, request)),
-                    },
-                }
-            }
+        let gate = self.gate.clone();
+        match gate.route(request.uri().path()) {
+            Route::Endpoint(route) => ResponseFuture {
+                future: Box::pin(async move {
+                    Ok(gate_response(answer_endpoint(gate, route, request).await))
+                }),
+            },
             Route::Upstream { protected } => {
-                let (mut parts, body) = request.into_parts();
-                // An identity only ever comes from a token this gate verified.
-                parts.extensions.remove::<Identity>();
-                match self.gate.plan_upstream(&parts.headers, protected) {
-                    Ok(plan) => {
-                        plan.apply(&mut parts.headers);
-                        if let Some(identity) = plan.identity {
-                            parts.extensions.insert(identity);
+                // The clone that was polled ready goes into the future; a fresh clone stays.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    future: Box::pin(async move {
+                        let (mut parts, body) = request.into_parts();
+                        // An identity only ever comes from a token this gate verified.
+                        parts.extensions.remove::<Identity>();
+                        match gate.plan_upstream(&parts.headers, protected).await {
+                            Ok(plan) => {
+                                plan.apply(&mut parts.headers);
+                                if let Some(identity) = plan.identity {
+                                    parts.extensions.insert(identity);
+                                }
+                                let response = inner.call(Request::from_parts(parts, body)).await?;
+                                Ok(response.map(OtpBody::inner))
+                            }
+                            Err(refusal) => Ok(gate_response(*refusal)),
                         }
-                        ResponseFuture {
-                            kind: Kind::Inner {
-                                future: self.inner.call(Request::from_parts(parts, body)),
-                            },
-                        }
-                    }
-                    Err(refusal) => ResponseFuture {
-                        kind: Kind::Ready {
-                            response: Some(*refusal),
-                        },
-                    },
+                    }),
                 }
             }
         }
@@ -181,46 +181,22 @@ where
     gate.handle(route, &view, body).await
 }
 
-pin_project! {
-    /// The future of [`OtpService`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
+/// The future of [`OtpService`].
+pub struct ResponseFuture<B, E> {
+    future: Pin<Box<dyn Future<Output = Result<Response<OtpBody<B>>, E>> + Send>>,
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Gate { future: Pin<Box<dyn Future<Output = GateResponse> + Send>> },
-        Ready { response: Option<GateResponse> },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
+impl<B, E> Future for ResponseFuture<B, E> {
     type Output = Result<Response<OtpBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(OtpBody::inner))),
-            KindProj::Gate { future } => future
-                .as_mut()
-                .poll(cx)
-                .map(|response| Ok(gate_response(response))),
-            KindProj::Ready { response } => {
-                let response = response.take().unwrap_or_else(|| GateResponse::json(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({"error": "internal_error", "message": "response polled after completion"}),
-                ));
-                Poll::Ready(Ok(gate_response(response)))
-            }
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::Dialect;
 use crate::error::GateError;
-use crate::gate::{Gate, SendRequest, VerifyRequest};
+use crate::gate::{Gate, SendRequest, Session, VerifyRequest};
 use crate::http::{GateResponse, RequestView};
 use crate::identifier::Identifier;
 
@@ -102,17 +102,85 @@ pub async fn verify(
         .await
     }
     .await;
+    match result.and_then(|subject| gate.start_session(&subject)) {
+        Ok(session) => session_response(gate, &session),
+        Err(error) => dialect.error(&error),
+    }
+}
+
+/// `{"access_token", "token_type": "Bearer", "expires_in"}` (+ `"refresh_token"`) and the
+/// session cookie.
+fn session_response(gate: &Gate, session: &Session) -> GateResponse {
+    let mut answer = serde_json::json!({
+        "access_token": session.access.token,
+        "token_type": "Bearer",
+        "expires_in": session.access.expires_in,
+    });
+    if let Some(refresh) = &session.refresh {
+        answer["refresh_token"] = refresh.token.clone().into();
+    }
+    let mut response = GateResponse::json(StatusCode::OK, &answer);
+    if let Some(cookie) = gate.session_cookie(&session.access.token, session.access.expires_in) {
+        response.headers.append(http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+/// `POST {prefix}/token/refresh` `{"refresh_token"}`: a new session; the old refresh
+/// token is spent.
+pub async fn refresh(gate: &Gate, dialect: Dialect, body: &[u8]) -> GateResponse {
+    let result = async {
+        let parsed: RefreshBody = parse(body)?;
+        let token = parsed
+            .refresh_token
+            .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
+        gate.refresh(&token).await
+    }
+    .await;
     match result {
-        Ok(minted) => {
+        Ok(session) => session_response(gate, &session),
+        Err(error) => dialect.error(&error),
+    }
+}
+
+/// `POST {prefix}/logout`: revokes the access token the request carries (bearer or
+/// cookie) and, when the JSON body names one, the refresh token; clears the cookie.
+pub async fn logout(
+    gate: &Gate,
+    dialect: Dialect,
+    request: &RequestView<'_>,
+    body: &[u8],
+) -> GateResponse {
+    let result = async {
+        if let Some(token) = gate.token_in(request.headers) {
+            if let Ok(identity) = gate.authenticate(&token).await {
+                gate.revoke_access(&identity.claims).await?;
+            }
+        }
+        if !body.is_empty() {
+            if !crate::http::is_json(request.headers) {
+                return Err(GateError::UnsupportedMediaType);
+            }
+            let parsed: RefreshBody = parse(body)?;
+            if let Some(refresh) = parsed.refresh_token {
+                gate.revoke_refresh(&refresh).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
             let mut response = GateResponse::json(
                 StatusCode::OK,
-                &serde_json::json!({
-                    "access_token": minted.token,
-                    "token_type": "Bearer",
-                    "expires_in": minted.expires_in,
-                }),
+                &serde_json::json!({"message": "Signed out"}),
             );
-            if let Some(cookie) = gate.session_cookie(&minted.token, minted.expires_in) {
+            if let Some(cookie) = gate.session_cookie("", 0) {
                 response.headers.append(http::header::SET_COOKIE, cookie);
             }
             response

@@ -12,7 +12,8 @@ pub mod generic;
 /// An API shape the gate can speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
-    /// `POST {prefix}/otp/send`, `POST {prefix}/otp/verify`, `POST {prefix}/logout`.
+    /// `POST {prefix}/otp/send`, `POST {prefix}/otp/verify`, `POST {prefix}/token/refresh`,
+    /// `POST {prefix}/logout`.
     Generic,
 }
 
@@ -36,6 +37,7 @@ impl Dialect {
                 "/otp/send" => Some(Action::Send),
                 "/otp/verify" => Some(Action::Verify),
                 "/logout" => Some(Action::Logout),
+                "/token/refresh" => Some(Action::Refresh),
                 _ => None,
             },
         }
