@@ -181,9 +181,11 @@ where
     gate.handle(route, &view, body).await
 }
 
+type BoxResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<OtpBody<B>>, E>> + Send>>;
+
 /// The future of [`OtpService`].
 pub struct ResponseFuture<B, E> {
-    future: Pin<Box<dyn Future<Output = Result<Response<OtpBody<B>>, E>> + Send>>,
+    future: BoxResponse<B, E>,
 }
 
 impl<B, E> Future for ResponseFuture<B, E> {

@@ -157,10 +157,10 @@ pub async fn logout(
     body: &[u8],
 ) -> GateResponse {
     let result = async {
-        if let Some(token) = gate.token_in(request.headers) {
-            if let Ok(identity) = gate.authenticate(&token).await {
-                gate.revoke_access(&identity.claims).await?;
-            }
+        if let Some(token) = gate.token_in(request.headers)
+            && let Ok(identity) = gate.authenticate(&token).await
+        {
+            gate.revoke_access(&identity.claims).await?;
         }
         if !body.is_empty() {
             if !crate::http::is_json(request.headers) {
