@@ -396,6 +396,41 @@ impl Config {
             builder = builder.outbox_capacity(capacity);
         }
 
+        // [directory]
+        if let Some(section) = &file.directory {
+            let span = Some(section.span());
+            let directory = section.get_ref();
+            let built: Arc<dyn crate::directory::Directory> = match directory.kind {
+                schema::DirectoryKind::None => Arc::new(crate::directory::NoDirectory),
+                schema::DirectoryKind::Static => {
+                    let path = directory.file.as_ref().ok_or_else(|| {
+                        source.invalid(
+                            "directory.file",
+                            span.clone(),
+                            "a static directory needs file",
+                        )
+                    })?;
+                    Arc::new(
+                        crate::directory::StaticDirectory::from_file(&source.dir.join(path))
+                            .map_err(|e| {
+                                source.invalid("directory.file", span.clone(), e.to_string())
+                            })?,
+                    )
+                }
+                schema::DirectoryKind::Http => {
+                    let url = directory.url.as_ref().ok_or_else(|| {
+                        source.invalid("directory.url", span.clone(), "an http directory needs url")
+                    })?;
+                    let url: reqwest::Url = url.0.parse().map_err(|e| {
+                        source.invalid("directory.url", span.clone(), format!("invalid URL: {e}"))
+                    })?;
+                    let ttl = directory.cache_ttl.map_or(Duration::from_secs(60), |d| d.0);
+                    Arc::new(crate::directory::HttpDirectory::new(url, ttl))
+                }
+            };
+            builder = builder.directory(built);
+        }
+
         // [[tenants]]
         for tenant in &file.tenants {
             let t = tenant.get_ref();

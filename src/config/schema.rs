@@ -106,6 +106,25 @@ pub struct FileConfig {
     pub delivery: DeliverySection,
     #[serde(default)]
     pub tenants: Vec<Spanned<TenantSection>>,
+    #[serde(default)]
+    pub directory: Option<Spanned<DirectorySection>>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryKind {
+    None,
+    Static,
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    pub kind: DirectoryKind,
+    pub file: Option<String>,
+    pub url: Option<EnvString>,
+    pub cache_ttl: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]
