@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::{ConsoleSender, Message, Outbox, Senders};
-use crate::directory::{Directory, NoDirectory};
+use crate::directory::{Account, Directory, NoDirectory};
 use crate::error::GateError;
 use crate::http::HttpSettings;
 use crate::identifier::{Channel, Identifier};
@@ -126,6 +126,10 @@ pub struct VerifyRequest<'a> {
     /// The client's address, for per-IP limits.
     pub client_ip: Option<IpAddr>,
 }
+
+/// How long the gate remembers an account it auto-created (for `accountExists`); apps
+/// that need accounts forever keep them in their own directory.
+const AUTO_CREATED_ACCOUNT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Codes longer than this are refused as malformed without touching the store.
 const MAX_TYPED_CODE: usize = 64;
@@ -485,12 +489,7 @@ impl Gate {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
             .await?;
-        let account = self
-            .inner
-            .directory
-            .find(&tenant.id, &request.identifier)
-            .await
-            .map_err(GateError::DirectoryUnavailable)?;
+        let account = self.find_account(&tenant.id, &request.identifier).await?;
         let exists = account.is_some();
         let deliver = exists || tenant.auto_create;
         if !deliver && tenant.reveal_account {
@@ -560,15 +559,12 @@ impl Gate {
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
-        let account = self
-            .inner
-            .directory
-            .find(&tenant.id, &request.identifier)
-            .await
-            .map_err(GateError::DirectoryUnavailable)?;
+        let account = self.find_account(&tenant.id, &request.identifier).await?;
         let subject_id = match account {
             Some(account) => account.subject,
-            None if tenant.auto_create => request.identifier.as_str().to_owned(),
+            None if tenant.auto_create => {
+                self.create_account(&tenant.id, &request.identifier).await?
+            }
             // Codes for unknown identities are never delivered; a match is a lucky guess.
             None => return Err(GateError::InvalidCode),
         };
@@ -582,6 +578,65 @@ impl Gate {
             phone,
             tenant: tenant.id.clone(),
         })
+    }
+
+    /// The account of `identifier`: the directory's, else one the gate auto-created.
+    pub async fn find_account(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<Option<Account>, GateError> {
+        if let Some(account) = self
+            .inner
+            .directory
+            .find(tenant, identifier)
+            .await
+            .map_err(GateError::DirectoryUnavailable)?
+        {
+            return Ok(Some(account));
+        }
+        let created = self
+            .inner
+            .store
+            .get_value(&Gate::created_account_key(tenant, identifier))
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(created.map(|subject| Account {
+            subject,
+            email: matches!(identifier, Identifier::Email(_))
+                .then(|| identifier.as_str().to_owned()),
+            phone: matches!(identifier, Identifier::Phone(_))
+                .then(|| identifier.as_str().to_owned()),
+        }))
+    }
+
+    fn created_account_key(tenant: &str, identifier: &Identifier) -> String {
+        format!(
+            "account:{tenant}:{}:{}",
+            identifier.channel(),
+            identifier.as_str()
+        )
+    }
+
+    /// Records an account auto-created on its first verified code, so that later sends
+    /// know it exists. Its id is the identifier itself.
+    async fn create_account(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<String, GateError> {
+        let subject = identifier.as_str().to_owned();
+        self.inner
+            .store
+            .set_value(
+                &Gate::created_account_key(tenant, identifier),
+                &subject,
+                AUTO_CREATED_ACCOUNT_TTL,
+                SetMode::IfAbsent,
+            )
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(subject)
     }
 
     /// Checks an access token, including that it was not revoked, and returns the

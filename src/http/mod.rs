@@ -118,6 +118,8 @@ pub enum Action {
     Logout,
     /// Rotate a refresh token into a new session.
     Refresh,
+    /// Trade a one-time token for a session.
+    Exchange,
     /// Publish the public keys.
     Jwks,
     /// Answer a liveness probe.
@@ -136,24 +138,7 @@ pub struct EndpointRoute {
 impl EndpointRoute {
     /// Whether the adapter must read the request body before calling [`Gate::handle`].
     pub fn needs_body(&self) -> bool {
-        matches!(
-            self.action,
-            Action::Send | Action::Verify | Action::Refresh | Action::Logout
-        )
-    }
-
-    fn method(&self) -> Method {
-        match self.action {
-            Action::Jwks | Action::Health => Method::GET,
-            _ => Method::POST,
-        }
-    }
-
-    fn allowed_method(&self) -> &'static str {
-        match self.action {
-            Action::Jwks | Action::Health => "GET",
-            _ => "POST",
-        }
+        self.dialect.reads_body(self.action)
     }
 }
 
@@ -174,6 +159,8 @@ pub enum Route {
 pub struct RequestView<'a> {
     /// The method.
     pub method: &'a Method,
+    /// The path.
+    pub path: &'a str,
     /// The headers.
     pub headers: &'a HeaderMap,
     /// The query string, if any.
@@ -268,16 +255,17 @@ impl Gate {
         request: &RequestView<'_>,
         body: Bytes,
     ) -> GateResponse {
-        if *request.method != route.method() {
+        let allowed = route.dialect.method(route.action);
+        if *request.method != allowed {
             let mut response = route.dialect.error(&GateError::MethodNotAllowed);
             response.headers.insert(
                 http::header::ALLOW,
-                HeaderValue::from_static(route.allowed_method()),
+                HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("POST")),
             );
             return response;
         }
-        match route.action {
-            Action::Jwks => {
+        match (route.dialect, route.action) {
+            (_, Action::Jwks) => {
                 let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
                 response.body = self.tokens().jwks().clone();
                 // Public keys may be cached briefly by verifiers.
@@ -287,15 +275,21 @@ impl Gate {
                 );
                 response
             }
-            Action::Health => {
+            (_, Action::Health) => {
                 GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
-            Action::Logout => dialect::generic::logout(self, route.dialect, request, &body).await,
-            Action::Send | Action::Verify | Action::Refresh => {
+            (Dialect::Nexudus, action) => dialect::nexudus::handle(self, action, request).await,
+            (Dialect::Aerocall, action) => {
+                dialect::aerocall::handle(self, action, request, &body).await
+            }
+            (Dialect::Generic, Action::Logout) => {
+                dialect::generic::logout(self, route.dialect, request, &body).await
+            }
+            (Dialect::Generic, action) => {
                 if !is_json(request.headers) {
                     return route.dialect.error(&GateError::UnsupportedMediaType);
                 }
-                match route.action {
+                match action {
                     Action::Send => {
                         dialect::generic::send(self, route.dialect, request, &body).await
                     }

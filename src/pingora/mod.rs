@@ -141,6 +141,7 @@ impl OtpFilter {
         let request = session.req_header();
         let view = RequestView {
             method: &request.method,
+            path: request.uri.path(),
             headers: &request.headers,
             query: request.uri.query(),
             client_ip: self.gate.client_ip(peer, &request.headers),

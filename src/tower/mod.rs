@@ -174,6 +174,7 @@ where
     };
     let view = RequestView {
         method: &parts.method,
+        path: parts.uri.path(),
         headers: &parts.headers,
         query: parts.uri.query(),
         client_ip: gate.client_ip(peer_ip(&parts.extensions), &parts.headers),

@@ -10,23 +10,23 @@ use crate::http::{GateResponse, RequestView};
 use crate::identifier::Identifier;
 
 #[derive(Deserialize)]
-struct Destination {
+pub(crate) struct Destination {
     #[serde(default)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     #[serde(default)]
-    phone: Option<String>,
+    pub(crate) phone: Option<String>,
     #[serde(default)]
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct VerifyBody {
+pub(crate) struct VerifyBody {
     #[serde(flatten)]
-    destination: Destination,
-    code: Option<String>,
+    pub(crate) destination: Destination,
+    pub(crate) code: Option<String>,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
     serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_data() {
             "unexpected field type"
@@ -37,7 +37,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
     })
 }
 
-fn identifier(destination: &Destination) -> Result<Identifier, GateError> {
+pub(crate) fn identifier(destination: &Destination) -> Result<Identifier, GateError> {
     match (&destination.email, &destination.phone) {
         (Some(email), None) => Ok(Identifier::email(email)?),
         (None, Some(phone)) => Ok(Identifier::phone(phone)?),

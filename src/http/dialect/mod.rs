@@ -1,13 +1,15 @@
-//! API shapes. Each dialect maps its own paths and bodies onto the one engine; the
-//! decisions stay in [`crate::gate`].
+//! API shapes. Each dialect maps its own paths, bodies and answers onto the one engine;
+//! the decisions stay in [`crate::gate`].
 
-use http::StatusCode;
 use http::header::HeaderValue;
+use http::{Method, StatusCode};
 
 use super::{Action, GateResponse};
 use crate::error::GateError;
 
+pub mod aerocall;
 pub mod generic;
+pub mod nexudus;
 
 /// An API shape the gate can speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +17,14 @@ pub enum Dialect {
     /// `POST {prefix}/otp/send`, `POST {prefix}/otp/verify`, `POST {prefix}/token/refresh`,
     /// `POST {prefix}/logout`.
     Generic,
+    /// Nexudus: `GET {prefix}/sendOtp?email=&businessId=`,
+    /// `POST {prefix}/verifyOtp?email=&businessId=&code=`,
+    /// `POST {prefix}/exchange?token=&validForInMinutes=`,
+    /// `POST {prefix}/refreshToken?refresh_token=`; `businessId` names the tenant.
+    Nexudus,
+    /// Aerocall: `POST {prefix}/:projectSlug/auth/otp/send` and `.../verify`; the project
+    /// slug names the tenant.
+    Aerocall,
 }
 
 impl std::str::FromStr for Dialect {
@@ -23,7 +33,11 @@ impl std::str::FromStr for Dialect {
     fn from_str(text: &str) -> Result<Self, String> {
         match text {
             "generic" => Ok(Dialect::Generic),
-            other => Err(format!("unknown dialect `{other}`: expected generic")),
+            "nexudus" => Ok(Dialect::Nexudus),
+            "aerocall" => Ok(Dialect::Aerocall),
+            other => Err(format!(
+                "unknown dialect `{other}`: expected generic, nexudus or aerocall"
+            )),
         }
     }
 }
@@ -40,23 +54,61 @@ impl Dialect {
                 "/token/refresh" => Some(Action::Refresh),
                 _ => None,
             },
+            Dialect::Nexudus => match rest {
+                "/sendOtp" => Some(Action::Send),
+                "/verifyOtp" => Some(Action::Verify),
+                "/exchange" => Some(Action::Exchange),
+                "/refreshToken" => Some(Action::Refresh),
+                _ => None,
+            },
+            Dialect::Aerocall => {
+                let (slug, tail) = rest.strip_prefix('/')?.split_once('/')?;
+                if !aerocall::is_slug(slug) {
+                    return None;
+                }
+                match tail {
+                    "auth/otp/send" => Some(Action::Send),
+                    "auth/otp/verify" => Some(Action::Verify),
+                    _ => None,
+                }
+            }
         }
     }
 
-    /// A refusal in this dialect's shape.
+    /// The method an action takes in this dialect.
+    pub fn method(&self, action: Action) -> Method {
+        match (self, action) {
+            (_, Action::Jwks | Action::Health) => Method::GET,
+            (Dialect::Nexudus, Action::Send) => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    /// Whether an action reads the request body (otherwise its input is the query).
+    pub fn reads_body(&self, action: Action) -> bool {
+        // Nexudus takes its input in the query; the JWKS and health probe take none.
+        !matches!(
+            (self, action),
+            (_, Action::Jwks | Action::Health) | (Dialect::Nexudus, _)
+        )
+    }
+
+    /// A refusal in this dialect's shape, with `Retry-After` where it applies.
     pub fn error(&self, error: &GateError) -> GateResponse {
         let mut response = match self {
             Dialect::Generic => GateResponse::json(
                 error.status(),
                 &serde_json::json!({ "error": error.code(), "message": error.to_string() }),
             ),
+            Dialect::Aerocall => aerocall::error(error),
+            Dialect::Nexudus => nexudus::error(error),
         };
         if let Some(seconds) = error.retry_after_secs() {
             response
                 .headers
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if error.status() == StatusCode::UNAUTHORIZED && matches!(error, GateError::Unauthorized) {
+        if response.status == StatusCode::UNAUTHORIZED && matches!(error, GateError::Unauthorized) {
             response.headers.insert(
                 http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer"),
@@ -64,4 +116,30 @@ impl Dialect {
         }
         response
     }
+}
+
+/// The query string as name/value pairs.
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The one value of `name` in a query; `Err` when it appears more than once, which is
+/// refused rather than guessed at.
+pub(crate) fn query_value<'a>(
+    pairs: &'a [(String, String)],
+    name: &str,
+) -> Result<Option<&'a str>, GateError> {
+    let mut values = pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(GateError::InvalidRequest(format!(
+            "`{name}` is given more than once"
+        )));
+    }
+    Ok(first)
 }

@@ -1,0 +1,144 @@
+//! The aerocall dialect (`shared/seeds/aerocall-otp-send.md`):
+//! `POST {prefix}/:projectSlug/auth/otp/send` `{email}` or `{phone}` and `.../verify`.
+//! The project slug names the tenant; its channels, auto-create and account reveal are
+//! the tenant's settings.
+
+use http::StatusCode;
+
+use super::generic::{Destination, VerifyBody, identifier, parse};
+use crate::error::GateError;
+use crate::gate::{Gate, SendRequest, VerifyRequest};
+use crate::http::{Action, GateResponse, RequestView, is_json};
+use crate::identifier::Channel;
+
+/// Whether `slug` can name a project: 1 to 64 of `A-Z a-z 0-9 - _`.
+pub fn is_slug(slug: &str) -> bool {
+    (1..=64).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn slug_of(path: &str) -> &str {
+    path.rsplit_once("/auth/otp/")
+        .and_then(|(before, _)| before.rsplit('/').next())
+        .unwrap_or("")
+}
+
+/// Answers an aerocall endpoint.
+pub async fn handle(
+    gate: &Gate,
+    action: Action,
+    request: &RequestView<'_>,
+    body: &[u8],
+) -> GateResponse {
+    let slug = slug_of(request.path);
+    let result = async {
+        if !is_json(request.headers) {
+            return Err(GateError::UnsupportedMediaType);
+        }
+        match action {
+            Action::Send => {
+                let destination: Destination = parse(body)?;
+                let outcome = gate
+                    .send(SendRequest {
+                        tenant: Some(slug),
+                        identifier: identifier(&destination)?,
+                        client_ip: request.client_ip,
+                    })
+                    .await?;
+                let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
+                if let Some(exists) = outcome.account_exists {
+                    answer["accountExists"] = exists.into();
+                }
+                Ok(answer)
+            }
+            _ => {
+                let parsed: VerifyBody = parse(body)?;
+                let identifier = identifier(&parsed.destination)?;
+                let code = parsed
+                    .code
+                    .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+                let subject = gate
+                    .verify(VerifyRequest {
+                        tenant: Some(slug),
+                        identifier,
+                        code: &code,
+                        client_ip: request.client_ip,
+                    })
+                    .await?;
+                let session = gate.start_session(&subject)?;
+                let mut user = serde_json::json!({ "id": subject.id });
+                if let Some(email) = &subject.email {
+                    user["email"] = email.clone().into();
+                }
+                if let Some(phone) = &subject.phone {
+                    user["phone"] = phone.clone().into();
+                }
+                Ok(serde_json::json!({ "token": session.access.token, "user": user }))
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(answer) => GateResponse::json(StatusCode::OK, &answer),
+        Err(error) => error_response(&error),
+    }
+}
+
+fn error_response(error: &GateError) -> GateResponse {
+    super::Dialect::Aerocall.error(error)
+}
+
+/// A refusal in aerocall's words: `{"error": "<stable_code>", "message": "<the seed's text>"}`.
+pub fn error(error: &GateError) -> GateResponse {
+    let (status, message) = match error {
+        GateError::InvalidRequest(_) | GateError::InvalidIdentifier(_) => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request: missing or invalid email or phone".to_owned(),
+        ),
+        GateError::ChannelDisabled(Channel::Sms) => (
+            StatusCode::BAD_REQUEST,
+            "Phone OTP is not enabled for this project".to_owned(),
+        ),
+        GateError::ChannelDisabled(Channel::Email) => (
+            StatusCode::BAD_REQUEST,
+            "Email OTP is not enabled for this project".to_owned(),
+        ),
+        GateError::UnknownTenant => (StatusCode::NOT_FOUND, "Project not found".to_owned()),
+        GateError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many OTP requests".to_owned(),
+        ),
+        GateError::InvalidCode => (
+            StatusCode::UNAUTHORIZED,
+            "Invalid or expired OTP".to_owned(),
+        ),
+        other => (other.status(), other.to_string()),
+    };
+    let code = match error {
+        GateError::UnknownTenant => "project_not_found",
+        other => other.code(),
+    };
+    GateResponse::json(
+        status,
+        &serde_json::json!({ "error": code, "message": message }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            slug_of("/api/v1/public/projects/my-app/auth/otp/send"),
+            "my-app"
+        );
+        assert!(is_slug("my_app-2"));
+        assert!(!is_slug(""));
+        assert!(!is_slug("a/b"));
+        assert!(!is_slug(&"x".repeat(65)));
+    }
+}

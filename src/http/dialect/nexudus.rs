@@ -1,0 +1,130 @@
+//! The nexudus dialect (`shared/seeds/nexudus-send-otp.md`). Input comes in the query;
+//! answers use the `ActionConfirmation` envelope
+//! `{WasSuccessful, Value, Status, Message, Errors}`, except the token exchange, which
+//! answers `{token, token_type: "bearer", expires_in, refresh_token}`.
+//!
+//! - `GET {prefix}/sendOtp?email=&businessId=`: the same answer whether or not the
+//!   email has an account; `businessId` names the tenant.
+//! - `POST {prefix}/verifyOtp?email=&businessId=&code=`: `Value` is a one-time JWT.
+//! - `POST {prefix}/exchange?token=&validForInMinutes=`: the one-time JWT, once, for a
+//!   session.
+//! - `POST {prefix}/refreshToken?refresh_token=`: a refresh token, once, for a new session.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Dialect, query_pairs, query_value};
+use crate::error::GateError;
+use crate::gate::{Gate, SendRequest, Session, VerifyRequest};
+use crate::http::{Action, GateResponse, RequestView};
+use crate::identifier::Identifier;
+
+/// The longest session an exchange may ask for: one year.
+const MAX_VALID_FOR_MINUTES: u64 = 525_600;
+
+fn envelope(status: StatusCode, value: Value, message: Value, errors: Value) -> GateResponse {
+    GateResponse::json(
+        status,
+        &json!({
+            "WasSuccessful": status.is_success(),
+            "Value": value,
+            "Status": status.as_u16(),
+            "Message": message,
+            "Errors": errors,
+        }),
+    )
+}
+
+/// A refusal as an `ActionConfirmation`: `WasSuccessful: false`, the status mirrored,
+/// the message, and `Errors: [{"Code", "Message"}]` with the stable code.
+pub fn error(error: &GateError) -> GateResponse {
+    let message = error.to_string();
+    envelope(
+        error.status(),
+        Value::Null,
+        message.clone().into(),
+        json!([{ "Code": error.code(), "Message": message }]),
+    )
+}
+
+fn email_and_business(pairs: &[(String, String)]) -> Result<(Identifier, String), GateError> {
+    let email = query_value(pairs, "email")?
+        .ok_or_else(|| GateError::InvalidRequest("email is required".into()))?;
+    let identifier = Identifier::email(email)?;
+    let business = query_value(pairs, "businessId")?
+        .ok_or_else(|| GateError::InvalidRequest("businessId is required".into()))?;
+    // businessId is numeric in Nexudus; anything else is malformed, not an unknown tenant.
+    let business: u64 = business
+        .trim()
+        .parse()
+        .map_err(|_| GateError::InvalidRequest("businessId must be a number".into()))?;
+    Ok((identifier, business.to_string()))
+}
+
+fn session_answer(session: &Session) -> GateResponse {
+    GateResponse::json(
+        StatusCode::OK,
+        &json!({
+            "token": session.access.token,
+            "token_type": "bearer",
+            "expires_in": session.access.expires_in,
+            "refresh_token": session.refresh.as_ref().map(|r| r.token.clone()),
+        }),
+    )
+}
+
+/// Answers a nexudus endpoint.
+pub async fn handle(gate: &Gate, action: Action, request: &RequestView<'_>) -> GateResponse {
+    let pairs = query_pairs(request.query);
+    let result = async {
+        match action {
+            Action::Send => {
+                let (identifier, business) = email_and_business(&pairs)?;
+                gate.send(SendRequest {
+                    tenant: Some(&business),
+                    identifier,
+                    client_ip: request.client_ip,
+                })
+                .await?;
+                // The same envelope whether or not the email is registered.
+                Ok(envelope(StatusCode::OK, Value::Null, Value::Null, Value::Null))
+            }
+            Action::Verify => {
+                let (identifier, business) = email_and_business(&pairs)?;
+                let code = query_value(&pairs, "code")?.ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+                let subject = gate
+                    .verify(VerifyRequest {
+                        tenant: Some(&business),
+                        identifier,
+                        code,
+                        client_ip: request.client_ip,
+                    })
+                    .await?;
+                let one_time = gate.mint_exchange_token(&subject)?;
+                Ok(envelope(StatusCode::OK, one_time.token.into(), Value::Null, Value::Null))
+            }
+            Action::Exchange => {
+                let token = query_value(&pairs, "token")?.ok_or_else(|| GateError::InvalidRequest("token is required".into()))?;
+                let valid_for = match query_value(&pairs, "validForInMinutes")? {
+                    None => None,
+                    Some(minutes) => {
+                        let minutes: u64 = minutes.trim().parse().ok().filter(|m| (1..=MAX_VALID_FOR_MINUTES).contains(m)).ok_or_else(|| {
+                            GateError::InvalidRequest(format!("validForInMinutes must be a whole number from 1 to {MAX_VALID_FOR_MINUTES}"))
+                        })?;
+                        Some(Duration::from_secs(minutes * 60))
+                    }
+                };
+                Ok(session_answer(&gate.exchange(token, valid_for).await?))
+            }
+            _ => {
+                let token = query_value(&pairs, "refresh_token")?
+                    .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
+                Ok(session_answer(&gate.refresh(token).await?))
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|error| Dialect::Nexudus.error(&error))
+}
