@@ -43,6 +43,12 @@ pub enum GateError {
     /// No valid token on a protected path.
     #[error("authentication required")]
     Unauthorized,
+    /// A missing or unknown `x-client-key`.
+    #[error("missing or unknown client key")]
+    InvalidClientKey,
+    /// The app behind the gate could not be reached.
+    #[error("the app behind the gate is unavailable")]
+    UpstreamUnavailable,
     /// A refresh, one-time or revoked token that is invalid, used, expired or forged.
     #[error("the token is invalid, expired or already used")]
     InvalidToken,
@@ -87,9 +93,10 @@ impl GateError {
             GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            GateError::InvalidCode | GateError::Unauthorized | GateError::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            GateError::InvalidCode
+            | GateError::Unauthorized
+            | GateError::InvalidToken
+            | GateError::InvalidClientKey => StatusCode::UNAUTHORIZED,
             GateError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -98,6 +105,7 @@ impl GateError {
             | GateError::DirectoryUnavailable(_)
             | GateError::DeliveryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -115,6 +123,8 @@ impl GateError {
             GateError::InvalidCode => "invalid_code",
             GateError::Unauthorized => "unauthorized",
             GateError::InvalidToken => "invalid_token",
+            GateError::InvalidClientKey => "invalid_client_key",
+            GateError::UpstreamUnavailable => "upstream_unavailable",
             GateError::PayloadTooLarge { .. } => "payload_too_large",
             GateError::UnsupportedMediaType => "unsupported_media_type",
             GateError::MethodNotAllowed => "method_not_allowed",

@@ -131,6 +131,9 @@ pub struct VerifyRequest<'a> {
 /// that need accounts forever keep them in their own directory.
 const AUTO_CREATED_ACCOUNT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Lifetime of a second-factor assertion: long enough to cross to the app, no longer.
+const ASSERTION_TTL: Duration = Duration::from_secs(60);
+
 /// Codes longer than this are refused as malformed without touching the store.
 const MAX_TYPED_CODE: usize = 64;
 
@@ -363,6 +366,20 @@ impl GateBuilder {
             }
         };
         let secret = self.secret.unwrap_or_else(ServerSecret::random);
+        let mut http = self.http;
+        // A client must never be able to send the second-factor assertion itself.
+        let assertion_headers: Vec<String> = http
+            .endpoints
+            .iter()
+            .filter(|m| m.dialect == crate::http::Dialect::Baanx)
+            .map(|m| {
+                m.assertion_header.as_ref().map_or(
+                    crate::http::dialect::baanx::DEFAULT_ASSERTION_HEADER.to_owned(),
+                    |h| h.as_str().to_owned(),
+                )
+            })
+            .collect();
+        http.identity.strip.extend(assertion_headers);
         Ok(Gate {
             inner: Arc::new(Inner {
                 hasher: CodeHasher::new(&secret),
@@ -377,7 +394,7 @@ impl GateBuilder {
                 default_tenant: self.default_tenant,
                 ip_limits: self.ip_limits,
                 clock: self.clock,
-                http: self.http,
+                http,
             }),
         })
     }
@@ -407,6 +424,16 @@ impl Gate {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.inner.directory
+    }
+
+    /// The tenant of requests that name none.
+    pub fn default_tenant(&self) -> &str {
+        &self.inner.default_tenant
     }
 
     /// The store key of an identity's record. Public so that tests and tools can look
@@ -687,6 +714,12 @@ impl Gate {
             None => None,
         };
         Ok(Session { access, refresh })
+    }
+
+    /// A short-lived (60 s) signed assertion, for the app, that `subject` just passed a
+    /// one-time code.
+    pub fn mint_assertion(&self, subject: &Subject) -> Result<MintedToken, GateError> {
+        self.mint(TokenKind::Access, subject, Some(ASSERTION_TTL), None)
     }
 
     /// A one-time token proving that `subject` verified a code, to be exchanged once

@@ -360,9 +360,28 @@ impl Config {
                     let dialect = e.dialect.get_ref().parse().map_err(|m: String| {
                         source.invalid("endpoints.dialect", Some(e.dialect.span()), m)
                     })?;
+                    let assertion_header = match &e.assertion_header {
+                        Some(name) => Some(
+                            HeaderName::from_bytes(name.get_ref().as_bytes()).map_err(|_| {
+                                source.invalid(
+                                    "endpoints.assertion_header",
+                                    Some(name.span()),
+                                    format!("`{}` is not a valid header name", name.get_ref()),
+                                )
+                            })?,
+                        ),
+                        None => None,
+                    };
                     Ok(EndpointMount {
                         dialect,
                         prefix: e.prefix.clone(),
+                        client_keys: e
+                            .client_keys
+                            .iter()
+                            .flatten()
+                            .map(|k| k.0.clone())
+                            .collect(),
+                        assertion_header,
                     })
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?,

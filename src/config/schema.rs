@@ -246,6 +246,8 @@ pub struct ProtectSection {
 pub struct EndpointSection {
     pub dialect: Spanned<String>,
     pub prefix: String,
+    pub client_keys: Option<Vec<EnvString>>,
+    pub assertion_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

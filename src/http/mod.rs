@@ -23,6 +23,23 @@ pub struct EndpointMount {
     pub dialect: Dialect,
     /// The path prefix, e.g. `/auth`.
     pub prefix: String,
+    /// When not empty, requests to these endpoints must carry one of these values in
+    /// `x-client-key` (the baanx dialect).
+    pub client_keys: Vec<String>,
+    /// Where a second-factor assertion JWT reaches the app (the baanx dialect).
+    pub assertion_header: Option<HeaderName>,
+}
+
+impl EndpointMount {
+    /// A mount of `dialect` at `prefix`, with no client keys and no assertion header.
+    pub fn new(dialect: Dialect, prefix: &str) -> EndpointMount {
+        EndpointMount {
+            dialect,
+            prefix: prefix.to_owned(),
+            client_keys: Vec::new(),
+            assertion_header: None,
+        }
+    }
 }
 
 /// The headers through which the app learns who is calling.
@@ -89,10 +106,7 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            endpoints: vec![EndpointMount {
-                dialect: Dialect::Generic,
-                prefix: "/auth".into(),
-            }],
+            endpoints: vec![EndpointMount::new(Dialect::Generic, "/auth")],
             protect: Vec::new(),
             identity: IdentityHeaders::default(),
             cookie: Some(CookieSettings {
@@ -120,6 +134,9 @@ pub enum Action {
     Refresh,
     /// Trade a one-time token for a session.
     Exchange,
+    /// The app's own login, passed through with the second factor checked on the way
+    /// in and the app's answer read on the way out.
+    Login,
     /// Publish the public keys.
     Jwks,
     /// Answer a liveness probe.
@@ -147,6 +164,9 @@ impl EndpointRoute {
 pub enum Route {
     /// To a gate endpoint.
     Endpoint(EndpointRoute),
+    /// Through the gate to the app and back, the gate reading both ways; see
+    /// [`Gate::mediate`].
+    Mediated(EndpointRoute),
     /// To the app; `protected` when a valid token is required.
     Upstream {
         /// A valid token is required.
@@ -236,10 +256,14 @@ impl Gate {
         }
         for mount in &http.endpoints {
             if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
-                return Route::Endpoint(EndpointRoute {
+                let route = EndpointRoute {
                     dialect: mount.dialect,
                     action,
-                });
+                };
+                return match action {
+                    Action::Login => Route::Mediated(route),
+                    _ => Route::Endpoint(route),
+                };
             }
         }
         Route::Upstream {
@@ -282,6 +306,7 @@ impl Gate {
             (Dialect::Aerocall, action) => {
                 dialect::aerocall::handle(self, action, request, &body).await
             }
+            (Dialect::Baanx, _) => dialect::baanx::send(self, request, &body).await,
             (Dialect::Generic, Action::Logout) => {
                 dialect::generic::logout(self, route.dialect, request, &body).await
             }
@@ -299,6 +324,26 @@ impl Gate {
                     _ => dialect::generic::refresh(self, route.dialect, &body).await,
                 }
             }
+        }
+    }
+
+    /// Runs a [`Route::Mediated`] request: checks it on the way in, hands it to `forward`
+    /// (the adapter's way to reach the app) with the body and extra headers to send, and
+    /// reads the app's answer on the way out. Returns what the client gets.
+    pub async fn mediate<F, Fut>(
+        &self,
+        route: EndpointRoute,
+        request: &RequestView<'_>,
+        body: Bytes,
+        forward: F,
+    ) -> GateResponse
+    where
+        F: FnOnce(Bytes, Vec<(HeaderName, HeaderValue)>) -> Fut,
+        Fut: std::future::Future<Output = Result<GateResponse, GateError>>,
+    {
+        match route.dialect {
+            Dialect::Baanx => dialect::baanx::login(self, request, body, forward).await,
+            other => other.error(&GateError::NotFound),
         }
     }
 

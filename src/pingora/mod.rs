@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::{ProxySettings, Upstream};
+use crate::error::GateError;
 use crate::gate::{Gate, Identity};
 use crate::http::{EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan};
 
@@ -43,12 +44,33 @@ impl OtpCtx {
 #[derive(Clone, Debug)]
 pub struct OtpFilter {
     gate: Gate,
+    // For mediated routes (the baanx login), which the gate forwards itself.
+    upstream: Option<Upstream>,
+    client: reqwest::Client,
 }
+
+/// The most the gate reads of an app's answer that it must inspect.
+const MEDIATED_RESPONSE_LIMIT: usize = 256 * 1024;
 
 impl OtpFilter {
     /// A filter driven by `gate`.
     pub fn new(gate: Gate) -> OtpFilter {
-        OtpFilter { gate }
+        OtpFilter {
+            gate,
+            upstream: None,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The app that mediated routes (the baanx login, whose answer the gate must read)
+    /// are forwarded to. Without it such routes answer 502.
+    pub fn with_upstream(mut self, upstream: Upstream) -> OtpFilter {
+        self.upstream = Some(upstream);
+        self
     }
 
     /// The gate.
@@ -65,7 +87,22 @@ impl OtpFilter {
     ) -> ::pingora::Result<bool> {
         match self.gate.route(session.req_header().uri.path()) {
             Route::Endpoint(route) => {
-                let response = self.answer(session, route).await?;
+                let response = match self.read_body(session, route).await {
+                    Ok(body) => {
+                        let (method, uri, headers) = request_parts(session);
+                        let view = self.view(session, &method, &uri, &headers);
+                        self.gate.handle(route, &view, body).await
+                    }
+                    Err(refusal) => refusal,
+                };
+                write_response(session, response).await?;
+                Ok(true)
+            }
+            Route::Mediated(route) => {
+                let response = match self.read_body(session, route).await {
+                    Ok(body) => self.mediate(session, route, body).await,
+                    Err(refusal) => refusal,
+                };
                 write_response(session, response).await?;
                 Ok(true)
             }
@@ -104,50 +141,125 @@ impl OtpFilter {
         }
     }
 
-    async fn answer(
+    /// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
+    async fn read_body(
         &self,
         session: &mut Session,
         route: EndpointRoute,
-    ) -> ::pingora::Result<GateResponse> {
+    ) -> Result<Bytes, GateResponse> {
+        if !route.needs_body() {
+            return Ok(Bytes::new());
+        }
+        if self
+            .gate
+            .declares_oversized_body(&session.req_header().headers)
+        {
+            return Err(self.gate.payload_too_large(route));
+        }
         let limit = self.gate.http_settings().body_limit;
-        let body = if route.needs_body() {
-            if self
-                .gate
-                .declares_oversized_body(&session.req_header().headers)
-            {
-                return Ok(self.gate.payload_too_large(route));
-            }
-            let mut body = BytesMut::new();
-            loop {
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        if body.len() + chunk.len() > limit {
-                            return Ok(self.gate.payload_too_large(route));
-                        }
-                        body.extend_from_slice(&chunk);
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(self.gate.payload_too_large(route));
                     }
-                    Ok(None) => break,
-                    Err(_) => return Ok(self.gate.unreadable_body(route)),
+                    body.extend_from_slice(&chunk);
                 }
+                Ok(None) => return Ok(body.freeze()),
+                Err(_) => return Err(self.gate.unreadable_body(route)),
             }
-            body.freeze()
-        } else {
-            Bytes::new()
-        };
+        }
+    }
+
+    fn view<'a>(
+        &self,
+        session: &Session,
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> RequestView<'a> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(SocketAddr::ip);
-        let request = session.req_header();
-        let view = RequestView {
-            method: &request.method,
-            path: request.uri.path(),
-            headers: &request.headers,
-            query: request.uri.query(),
-            client_ip: self.gate.client_ip(peer, &request.headers),
-        };
-        Ok(self.gate.handle(route, &view, body).await)
+        RequestView {
+            method,
+            path: uri.path(),
+            headers,
+            query: uri.query(),
+            client_ip: self.gate.client_ip(peer, headers),
+        }
     }
+
+    /// A mediated route: the gate forwards the (possibly rewritten) request to the app
+    /// itself, so that it can read the answer before the client does.
+    async fn mediate(&self, session: &Session, route: EndpointRoute, body: Bytes) -> GateResponse {
+        let (method, uri, mut headers) = request_parts(session);
+        self.gate.strip_only_plan(&headers).apply(&mut headers);
+        let view = self.view(session, &method, &uri, &headers);
+        let target = self.upstream.as_ref().map(|upstream| {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("http://{}{}", upstream.addr, path)
+        });
+        let client = self.client.clone();
+        let (forward_method, mut forward_headers) = (method.clone(), headers.clone());
+        let forward = move |body: Bytes, extra: Vec<(http::HeaderName, http::HeaderValue)>| async move {
+            let target = target.ok_or(GateError::UpstreamUnavailable)?;
+            for (name, value) in extra {
+                forward_headers.insert(name, value);
+            }
+            for hop in [
+                http::header::CONNECTION,
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+            ] {
+                forward_headers.remove(hop);
+            }
+            let mut response = client
+                .request(forward_method, target)
+                .headers(forward_headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|_| GateError::UpstreamUnavailable)?;
+            let status = response.status();
+            let mut headers = response.headers().clone();
+            for hop in [
+                http::header::CONNECTION,
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+            ] {
+                headers.remove(hop);
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|_| GateError::UpstreamUnavailable)?
+            {
+                if body.len() + chunk.len() > MEDIATED_RESPONSE_LIMIT {
+                    return Err(GateError::UpstreamUnavailable);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(GateResponse {
+                status,
+                headers,
+                body: body.freeze(),
+            })
+        };
+        self.gate.mediate(route, &view, body, forward).await
+    }
+}
+
+fn request_parts(session: &Session) -> (http::Method, http::Uri, http::HeaderMap) {
+    let request = session.req_header();
+    (
+        request.method.clone(),
+        request.uri.clone(),
+        request.headers.clone(),
+    )
 }
 
 fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<()> {
@@ -189,7 +301,7 @@ impl OtpProxy {
     /// A proxy for `gate` in front of `upstream`.
     pub fn new(gate: Gate, upstream: Upstream) -> OtpProxy {
         OtpProxy {
-            filter: OtpFilter::new(gate),
+            filter: OtpFilter::new(gate).with_upstream(upstream.clone()),
             upstream,
         }
     }

@@ -39,8 +39,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::error::GateError;
 use crate::gate::{Gate, Identity};
 use crate::http::{EndpointRoute, GateResponse, RequestView, Route};
+use http::header::{HeaderName, HeaderValue};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -99,13 +101,16 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OtpService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<OtpRequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqBody: Body + Send + 'static,
-    ReqBody::Data: Send,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<OtpBody<ResBody>>;
     type Error = S::Error;
@@ -117,69 +122,232 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gate = self.gate.clone();
-        match gate.route(request.uri().path()) {
-            Route::Endpoint(route) => ResponseFuture {
-                future: Box::pin(async move {
-                    Ok(gate_response(answer_endpoint(gate, route, request).await))
-                }),
-            },
-            Route::Upstream { protected } => {
-                // The clone that was polled ready goes into the future; a fresh clone stays.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    future: Box::pin(async move {
-                        let (mut parts, body) = request.into_parts();
-                        // An identity only ever comes from a token this gate verified.
-                        parts.extensions.remove::<Identity>();
-                        match gate.plan_upstream(&parts.headers, protected).await {
-                            Ok(plan) => {
-                                plan.apply(&mut parts.headers);
-                                if let Some(identity) = plan.identity {
-                                    parts.extensions.insert(identity);
-                                }
-                                let response = inner.call(Request::from_parts(parts, body)).await?;
-                                Ok(response.map(OtpBody::inner))
+        let route = gate.route(request.uri().path());
+        // The clone that was polled ready goes into the future; a fresh clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            future: Box::pin(async move {
+                let (mut parts, body) = request.into_parts();
+                // An identity only ever comes from a token this gate verified.
+                parts.extensions.remove::<Identity>();
+                match route {
+                    Route::Mediated(route) => {
+                        gate.strip_only_plan(&parts.headers)
+                            .apply(&mut parts.headers);
+                        let body = match read_body(&gate, route, &parts.headers, body).await {
+                            Ok(body) => body,
+                            Err(refusal) => return Ok(gate_response(refusal)),
+                        };
+                        let view_parts = ViewParts::of(&gate, &parts);
+                        let forward = move |body: Bytes, extra: Vec<(HeaderName, HeaderValue)>| async move {
+                            let mut parts = parts;
+                            for (name, value) in extra {
+                                parts.headers.insert(name, value);
                             }
-                            Err(refusal) => Ok(gate_response(*refusal)),
+                            parts.headers.remove(http::header::TRANSFER_ENCODING);
+                            parts.headers.insert(
+                                http::header::CONTENT_LENGTH,
+                                HeaderValue::from(body.len()),
+                            );
+                            let response = inner
+                                .call(Request::from_parts(parts, OtpRequestBody::full(body)))
+                                .await
+                                .map_err(|_| GateError::UpstreamUnavailable)?;
+                            buffered(response).await
+                        };
+                        let response = gate.mediate(route, &view_parts.view(), body, forward).await;
+                        Ok(gate_response(response))
+                    }
+                    Route::Upstream { protected } => match gate
+                        .plan_upstream(&parts.headers, protected)
+                        .await
+                    {
+                        Ok(plan) => {
+                            plan.apply(&mut parts.headers);
+                            if let Some(identity) = plan.identity {
+                                parts.extensions.insert(identity);
+                            }
+                            let response = inner
+                                .call(Request::from_parts(parts, OtpRequestBody::original(body)))
+                                .await?;
+                            Ok(response.map(OtpBody::inner))
                         }
-                    }),
+                        Err(refusal) => Ok(gate_response(*refusal)),
+                    },
+                    Route::Endpoint(route) => {
+                        let response = match read_body(&gate, route, &parts.headers, body).await {
+                            Ok(body) => gate.handle(route, &view(&gate, &parts), body).await,
+                            Err(refusal) => refusal,
+                        };
+                        Ok(gate_response(response))
+                    }
                 }
-            }
+            }),
         }
     }
 }
 
-async fn answer_endpoint<B>(gate: Gate, route: EndpointRoute, request: Request<B>) -> GateResponse
+/// The most the gate reads of an app's answer that it must inspect.
+const MEDIATED_RESPONSE_LIMIT: usize = 256 * 1024;
+
+async fn buffered<B>(response: Response<B>) -> Result<GateResponse, GateError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    let body = Limited::new(body, MEDIATED_RESPONSE_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| GateError::UpstreamUnavailable)?
+        .to_bytes();
+    // Framing is recomputed for the buffered body.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    Ok(GateResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
+async fn read_body<B>(
+    gate: &Gate,
+    route: EndpointRoute,
+    headers: &http::HeaderMap,
+    body: B,
+) -> Result<Bytes, GateResponse>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = request.into_parts();
-    let limit = gate.http_settings().body_limit;
-    let body = if route.needs_body() {
-        if gate.declares_oversized_body(&parts.headers) {
-            return gate.payload_too_large(route);
+    if !route.needs_body() {
+        return Ok(Bytes::new());
+    }
+    if gate.declares_oversized_body(headers) {
+        return Err(gate.payload_too_large(route));
+    }
+    match Limited::new(body, gate.http_settings().body_limit)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(gate.payload_too_large(route))
         }
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return gate.payload_too_large(route);
-            }
-            Err(_) => return gate.unreadable_body(route),
-        }
-    } else {
-        Bytes::new()
-    };
-    let view = RequestView {
+        Err(_) => Err(gate.unreadable_body(route)),
+    }
+}
+
+fn view<'a>(gate: &Gate, parts: &'a http::request::Parts) -> RequestView<'a> {
+    RequestView {
         method: &parts.method,
         path: parts.uri.path(),
         headers: &parts.headers,
         query: parts.uri.query(),
         client_ip: gate.client_ip(peer_ip(&parts.extensions), &parts.headers),
-    };
-    gate.handle(route, &view, body).await
+    }
+}
+
+/// Owned copies of what a view needs, for when the request itself moves on to the app.
+struct ViewParts {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+}
+
+impl ViewParts {
+    fn of(gate: &Gate, parts: &http::request::Parts) -> ViewParts {
+        ViewParts {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            client_ip: gate.client_ip(peer_ip(&parts.extensions), &parts.headers),
+        }
+    }
+
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: &self.method,
+            path: self.uri.path(),
+            headers: &self.headers,
+            query: self.uri.query(),
+            client_ip: self.client_ip,
+        }
+    }
+}
+
+pin_project! {
+    /// The request body the wrapped service receives: the client's, untouched, or one the
+    /// gate rewrote (the baanx login without its `otpCode`).
+    pub struct OtpRequestBody<B> {
+        #[pin]
+        kind: RequestBodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = RequestBodyKindProj]
+    enum RequestBodyKind<B> {
+        Original { #[pin] body: B },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> OtpRequestBody<B> {
+    fn original(body: B) -> Self {
+        OtpRequestBody {
+            kind: RequestBodyKind::Original { body },
+        }
+    }
+
+    fn full(data: Bytes) -> Self {
+        OtpRequestBody {
+            kind: RequestBodyKind::Full { data: Some(data) },
+        }
+    }
+}
+
+impl<B> Body for OtpRequestBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            RequestBodyKindProj::Original { body } => body.poll_frame(cx),
+            RequestBodyKindProj::Full { data } => Poll::Ready(
+                data.take()
+                    .filter(Buf::has_remaining)
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestBodyKind::Original { body } => body.is_end_stream(),
+            RequestBodyKind::Full { data } => data.as_ref().is_none_or(|d| d.is_empty()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestBodyKind::Original { body } => body.size_hint(),
+            RequestBodyKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
 }
 
 type BoxResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<OtpBody<B>>, E>> + Send>>;

@@ -8,6 +8,7 @@ use super::{Action, GateResponse};
 use crate::error::GateError;
 
 pub mod aerocall;
+pub mod baanx;
 pub mod generic;
 pub mod nexudus;
 
@@ -25,6 +26,9 @@ pub enum Dialect {
     /// Aerocall: `POST {prefix}/:projectSlug/auth/otp/send` and `.../verify`; the project
     /// slug names the tenant.
     Aerocall,
+    /// Baanx: the app's `POST {prefix}/login` passes through; `POST {prefix}/login/otp`
+    /// `{userId}` sends the second factor, which the retried login carries as `otpCode`.
+    Baanx,
 }
 
 impl std::str::FromStr for Dialect {
@@ -35,8 +39,9 @@ impl std::str::FromStr for Dialect {
             "generic" => Ok(Dialect::Generic),
             "nexudus" => Ok(Dialect::Nexudus),
             "aerocall" => Ok(Dialect::Aerocall),
+            "baanx" => Ok(Dialect::Baanx),
             other => Err(format!(
-                "unknown dialect `{other}`: expected generic, nexudus or aerocall"
+                "unknown dialect `{other}`: expected generic, nexudus, aerocall or baanx"
             )),
         }
     }
@@ -59,6 +64,11 @@ impl Dialect {
                 "/verifyOtp" => Some(Action::Verify),
                 "/exchange" => Some(Action::Exchange),
                 "/refreshToken" => Some(Action::Refresh),
+                _ => None,
+            },
+            Dialect::Baanx => match rest {
+                "/login" => Some(Action::Login),
+                "/login/otp" => Some(Action::Send),
                 _ => None,
             },
             Dialect::Aerocall => {
@@ -96,7 +106,7 @@ impl Dialect {
     /// A refusal in this dialect's shape, with `Retry-After` where it applies.
     pub fn error(&self, error: &GateError) -> GateResponse {
         let mut response = match self {
-            Dialect::Generic => GateResponse::json(
+            Dialect::Generic | Dialect::Baanx => GateResponse::json(
                 error.status(),
                 &serde_json::json!({ "error": error.code(), "message": error.to_string() }),
             ),
