@@ -109,6 +109,14 @@ fn load(path: &Path) -> Result<otpgate::Gate, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `println!` that ignores a closed standard output (`otpgate check | head`) instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const DEFAULT_CONFIG_PATH: &str = "config/otpgate.toml";
 
 fn init_logs() {
@@ -141,23 +149,24 @@ fn run(command: Command) -> Result<(), String> {
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
             let proxy = parsed.proxy.clone();
             let gate = parsed.build_gate().map_err(|e| e.to_string())?;
-            println!("{}: ok", config.display());
-            println!("  listen     {}", proxy.listen);
-            println!(
+            say!("{}: ok", config.display());
+            say!("  listen     {}", proxy.listen);
+            say!(
                 "  upstream   http://{} ({})",
-                proxy.upstream.host, proxy.upstream.addr
+                proxy.upstream.host,
+                proxy.upstream.addr
             );
-            println!("  threads    {}", proxy.threads);
-            println!(
+            say!("  threads    {}", proxy.threads);
+            say!(
                 "  token      {:?}, kid {}",
                 gate.tokens().key().algorithm(),
                 gate.tokens().key().kid()
             );
             for mount in &gate.http_settings().endpoints {
-                println!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
+                say!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
             }
             for prefix in &gate.http_settings().protect {
-                println!("  protect    {prefix}");
+                say!("  protect    {prefix}");
             }
             Ok(())
         }
@@ -172,9 +181,9 @@ fn run(command: Command) -> Result<(), String> {
             let (key, material) = SigningKey::generate(algorithm).map_err(|e| e.to_string())?;
             match out {
                 None => {
-                    print!("{}", material.as_str());
+                    let _ = write!(std::io::stdout(), "{}", material.as_str());
                     if !material.ends_with('\n') {
-                        println!();
+                        say!("");
                     }
                 }
                 Some(path) => {
@@ -219,7 +228,7 @@ fn run(command: Command) -> Result<(), String> {
                         SystemClock.now(),
                     )
                     .map_err(|e| e.to_string())?;
-                println!("{}", minted.token);
+                say!("{}", minted.token);
                 Ok(())
             }
             TokenAction::Verify { config, token } => {
@@ -228,7 +237,7 @@ fn run(command: Command) -> Result<(), String> {
                     .tokens()
                     .verify(token.trim(), SystemClock.now())
                     .map_err(|e| e.to_string())?;
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&*claims).unwrap_or_default()
                 );

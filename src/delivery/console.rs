@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use async_trait::async_trait;
 
 use super::{DeliveryError, Message, Sender};
@@ -10,7 +12,9 @@ pub struct ConsoleSender;
 #[async_trait]
 impl Sender for ConsoleSender {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        println!(
+        // A closed standard output must not take the gate down.
+        let _ = writeln!(
+            std::io::stdout(),
             "[otpgate console delivery, DEVELOPMENT ONLY] {} to {} (tenant {}): code {}",
             message.channel(),
             message.to.as_str(),
