@@ -32,6 +32,8 @@ pub struct Tenant {
     /// Whether send answers say if the account existed. Off by default: on, it lets
     /// anyone enumerate accounts.
     pub reveal_account: bool,
+    /// The name messages are signed with (a location, a product); none when `None`.
+    pub display_name: Option<String>,
 }
 
 impl Tenant {
@@ -42,6 +44,7 @@ impl Tenant {
             channels: vec![Channel::Email, Channel::Sms],
             auto_create: true,
             reveal_account: false,
+            display_name: None,
         }
     }
 }
@@ -550,6 +553,7 @@ impl Gate {
                     to: request.identifier,
                     code,
                     tenant: tenant.id.clone(),
+                    sender_name: tenant.display_name.clone(),
                     expires_in: self.inner.policy.ttl,
                 })
                 .map_err(|_| GateError::DeliveryUnavailable)?;

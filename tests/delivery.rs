@@ -19,6 +19,7 @@ fn message() -> Message {
         to: Identifier::phone("+14155552671").unwrap(),
         code: CodeFormat::default().normalize("123456"),
         tenant: "default".into(),
+        sender_name: None,
         expires_in: Duration::from_secs(300),
     }
 }

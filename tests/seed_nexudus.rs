@@ -56,6 +56,13 @@ async fn conformance(form: Form) {
     let delivered = hook.next().await;
     assert_eq!(delivered["to"], "jane.doe@example.com");
     assert_eq!(delivered["tenant"], "7");
+    // businessId brands the message with the location's name.
+    assert!(
+        delivered["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your Downtown Hub sign-in code is ")
+    );
     assert!(
         hook.nothing_within(Duration::from_millis(200)).await,
         "no code for the stranger"

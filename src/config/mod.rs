@@ -465,6 +465,7 @@ impl Config {
                 channels: t.channels.clone(),
                 auto_create: t.auto_create,
                 reveal_account: t.reveal_account,
+                display_name: t.name.clone(),
             });
         }
 

@@ -285,6 +285,7 @@ pub struct TenantSection {
     pub auto_create: bool,
     #[serde(default)]
     pub reveal_account: bool,
+    pub name: Option<String>,
 }
 
 fn all_channels() -> Vec<Channel> {

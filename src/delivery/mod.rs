@@ -27,6 +27,8 @@ pub struct Message {
     pub code: Code,
     /// The tenant it was issued for.
     pub tenant: String,
+    /// The tenant's display name, which the message is signed with.
+    pub sender_name: Option<String>,
     /// How long the code stays valid.
     pub expires_in: Duration,
 }
@@ -40,8 +42,12 @@ impl Message {
     /// The human text: what an email body or SMS says.
     pub fn text(&self) -> String {
         let minutes = self.expires_in.as_secs().div_ceil(60);
+        let whose = self
+            .sender_name
+            .as_deref()
+            .map_or_else(String::new, |name| format!("{name} "));
         format!(
-            "Your sign-in code is {}. It expires in {} minute{}. If you did not ask for it, ignore this message.",
+            "Your {whose}sign-in code is {}. It expires in {} minute{}. If you did not ask for it, ignore this message.",
             self.code.expose(),
             minutes,
             if minutes == 1 { "" } else { "s" }
