@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-tower test deps lint bench check
+.PHONY: run run-tower test test-deps deps lint bench check
 
 # Build tools the dependency tree needs (cmake for the C crypto and compression crates).
 deps:
@@ -13,6 +13,15 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake >/dev/null; } \
 		|| { echo "error: cmake is missing and could not be installed" >&2; exit 1; }
 	@command -v cmake >/dev/null || { echo "error: cmake is missing" >&2; exit 1; }
+
+# What the tests start: a real SMTP server (aiosmtpd, from PyPI).
+test-deps: deps
+	@command -v python3 >/dev/null || { echo "error: python3 is missing (the SMTP tests run aiosmtpd)" >&2; exit 1; }
+	@python3 -c "import aiosmtpd" 2>/dev/null || { \
+		echo "installing aiosmtpd..."; \
+		python3 -m pip install --quiet --root-user-action=ignore aiosmtpd; } \
+		|| { echo "error: aiosmtpd is missing and could not be installed" >&2; exit 1; }
+	@python3 -c "import aiosmtpd" || { echo "error: aiosmtpd does not import" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.
@@ -25,7 +34,7 @@ run-tower: deps
 
 # Everything: formatting, lints, unit, integration, doc tests, and one pass of each
 # benchmark as a smoke test.
-test: deps lint
+test: test-deps lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
             .senders(Senders {
                 email: Some(sender.clone()),
                 sms: Some(sender),
+                ..Default::default()
             })
             .build()
             .unwrap()
@@ -59,6 +60,7 @@ fn bench(c: &mut Criterion) {
                 tenant: None,
                 identifier: identifier.clone(),
                 client_ip: None,
+                locale: None,
             })
             .await
             .unwrap();

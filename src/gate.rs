@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::{ConsoleSender, Message, Outbox, Senders};
+use crate::delivery::{
+    ConsoleSender, DeliveryStats, Message, Outbox, OutboxPolicy, Senders, TemplateContext,
+    Templates,
+};
 use crate::directory::{Account, Directory, NoDirectory};
 use crate::error::GateError;
 use crate::http::HttpSettings;
@@ -108,6 +111,8 @@ pub struct SendRequest<'a> {
     pub identifier: Identifier,
     /// The client's address, for per-IP limits.
     pub client_ip: Option<IpAddr>,
+    /// The language the message should be in (`fr`, `pt-BR`), where a template has it.
+    pub locale: Option<&'a str>,
 }
 
 /// What a successful send may tell the client.
@@ -146,6 +151,7 @@ struct Inner {
     store: Arc<dyn Store>,
     tokens: Tokens,
     outbox: Outbox,
+    templates: Templates,
     directory: Arc<dyn Directory>,
     tenants: HashMap<String, Tenant>,
     default_tenant: String,
@@ -210,7 +216,8 @@ pub struct GateBuilder {
     ip_limits: IpLimits,
     clock: Arc<dyn Clock>,
     http: HttpSettings,
-    outbox_capacity: usize,
+    outbox: OutboxPolicy,
+    templates: Option<Templates>,
 }
 
 impl Default for GateBuilder {
@@ -228,7 +235,8 @@ impl Default for GateBuilder {
             ip_limits: IpLimits::default(),
             clock: Arc::new(SystemClock),
             http: HttpSettings::default(),
-            outbox_capacity: 10_000,
+            outbox: OutboxPolicy::default(),
+            templates: None,
         }
     }
 }
@@ -309,7 +317,19 @@ impl GateBuilder {
 
     /// Largest number of codes waiting for delivery.
     pub fn outbox_capacity(mut self, capacity: usize) -> Self {
-        self.outbox_capacity = capacity;
+        self.outbox.capacity = capacity;
+        self
+    }
+
+    /// Retries, timeout, capacity and concurrency of delivery.
+    pub fn outbox_policy(mut self, policy: OutboxPolicy) -> Self {
+        self.outbox = policy;
+        self
+    }
+
+    /// Message templates; the built-in ones when not set.
+    pub fn templates(mut self, templates: Templates) -> Self {
+        self.templates = Some(templates);
         self
     }
 
@@ -341,6 +361,7 @@ impl GateBuilder {
         let senders = self.senders.unwrap_or_else(|| Senders {
             email: Some(Arc::new(ConsoleSender)),
             sms: Some(Arc::new(ConsoleSender)),
+            ..Senders::default()
         });
         for tenant in defined {
             for &channel in &tenant.channels {
@@ -391,7 +412,8 @@ impl GateBuilder {
                     .store
                     .unwrap_or_else(|| Arc::new(MemoryStore::default())),
                 tokens: Tokens::new(key, self.token_settings),
-                outbox: Outbox::new(senders, self.outbox_capacity, 64),
+                outbox: Outbox::new(senders, self.outbox),
+                templates: self.templates.unwrap_or_else(Templates::defaults),
                 directory: self.directory,
                 tenants,
                 default_tenant: self.default_tenant,
@@ -427,6 +449,11 @@ impl Gate {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Delivery counters since start: sent, failed, retried, failed over.
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        self.inner.outbox.stats()
     }
 
     /// The directory.
@@ -547,14 +574,25 @@ impl Gate {
             }
         }
         if deliver {
+            let ttl = self.inner.policy.ttl;
+            let content = self.inner.templates.render(
+                request.identifier.channel(),
+                request.locale,
+                &TemplateContext {
+                    code: code.expose(),
+                    minutes: ttl.as_secs().div_ceil(60),
+                    tenant: &tenant.id,
+                    tenant_name: tenant.display_name.as_deref(),
+                },
+            );
             self.inner
                 .outbox
                 .enqueue(Message {
                     to: request.identifier,
                     code,
                     tenant: tenant.id.clone(),
-                    sender_name: tenant.display_name.clone(),
-                    expires_in: self.inner.policy.ttl,
+                    expires_in: ttl,
+                    content,
                 })
                 .map_err(|_| GateError::DeliveryUnavailable)?;
         }

@@ -21,6 +21,7 @@ fn gate(hook: &WebhookReceiver) -> Gate {
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
+            ..Default::default()
         })
         .http(http)
         .build()

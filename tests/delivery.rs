@@ -1,148 +1,317 @@
-//! The webhook sender against a real HTTP receiver: retries, refusals, timeouts, signing.
+//! Delivery against real servers: an SMTP server (aiosmtpd) and HTTP providers
+//! (wiremock, and a webhook receiver), through the outbox's retries, timeouts and
+//! failover.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use otpgate::delivery::{DeliveryError, Message, Sender, WebhookSender};
+use otpgate::delivery::{
+    DeliveryError, DeliveryStats, Message, Outbox, OutboxPolicy, Rendered, Sender, Senders,
+    SmtpSecurity, SmtpSender, SmtpSettings, TwilioFrom, TwilioSender, WebhookSender,
+};
 use otpgate::identifier::Identifier;
 use otpgate::otp::CodeFormat;
+use otpgate::{Gate, GateError, SendRequest, Tenant};
+use wiremock::matchers::{body_string, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn message() -> Message {
+fn message(to: Identifier) -> Message {
     Message {
-        to: Identifier::phone("+14155552671").unwrap(),
+        to,
         code: CodeFormat::default().normalize("123456"),
         tenant: "default".into(),
-        sender_name: None,
         expires_in: Duration::from_secs(300),
+        content: Rendered {
+            subject: "123456 is your Downtown Hub sign-in code".into(),
+            text: "Your Downtown Hub sign-in code is 123456.".into(),
+            html: "<p>Your code: <strong>123456</strong></p>".into(),
+            from_name: Some("Downtown Hub".into()),
+        },
     }
 }
 
-/// A receiver answering each call with the next status of `script` (the last repeats).
-async fn scripted(
-    script: Vec<StatusCode>,
-    delay: Duration,
-) -> (
-    String,
-    Arc<AtomicUsize>,
-    Arc<std::sync::Mutex<Vec<(HeaderMap, Bytes)>>>,
-) {
+fn sms() -> Message {
+    message(Identifier::phone("+14155552671").unwrap())
+}
+
+fn fast_policy() -> OutboxPolicy {
+    OutboxPolicy {
+        attempts: 3,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_millis(500),
+        ..OutboxPolicy::default()
+    }
+}
+
+/// Waits (at most 5 s) until the outbox has settled `n` messages, sent or failed.
+async fn settled(outbox: &Outbox, n: u64) -> DeliveryStats {
+    for _ in 0..500 {
+        let stats = outbox.stats();
+        if stats.sent + stats.failed >= n {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("outbox did not settle: {:?}", outbox.stats());
+}
+
+fn sms_outbox(primary: Arc<dyn Sender>, fallback: Option<Arc<dyn Sender>>) -> Outbox {
+    Outbox::new(
+        Senders {
+            sms: Some(primary),
+            sms_fallback: fallback,
+            ..Senders::default()
+        },
+        fast_policy(),
+    )
+}
+
+fn twilio(server: &MockServer) -> Arc<TwilioSender> {
+    Arc::new(
+        TwilioSender::new(
+            &server.uri(),
+            "AC0123456789",
+            "auth-token",
+            TwilioFrom::Number("+15005550006".into()),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    )
+}
+
+const TWILIO_PATH: &str = "/2010-04-01/Accounts/AC0123456789/Messages.json";
+
+#[tokio::test]
+async fn twilio_gets_the_exact_messages_api_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        // Basic base64("AC0123456789:auth-token")
+        .and(header(
+            "authorization",
+            "Basic QUMwMTIzNDU2Nzg5OmF1dGgtdG9rZW4=",
+        ))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string(
+            "To=%2B14155552671&Body=Your+Downtown+Hub+sign-in+code+is+123456.&From=%2B15005550006",
+        ))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    twilio(&server).send(&sms()).await.unwrap();
+
+    // With a messaging service instead of a number.
+    let service = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        .and(body_string("To=%2B14155552671&Body=Your+Downtown+Hub+sign-in+code+is+123456.&MessagingServiceSid=MG42"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&service)
+        .await;
+    let sender = TwilioSender::new(
+        &service.uri(),
+        "AC0123456789",
+        "auth-token",
+        TwilioFrom::MessagingService("MG42".into()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    sender.send(&sms()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_provider_failing_twice_then_succeeding_delivers_exactly_one_sms() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        .respond_with(ResponseTemplate::new(201))
+        .with_priority(2)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outbox = sms_outbox(twilio(&server), None);
+    outbox.enqueue(sms()).unwrap();
+    let stats = settled(&outbox, 1).await;
+    assert_eq!(
+        stats,
+        DeliveryStats {
+            sent: 1,
+            failed: 0,
+            retried: 2,
+            failed_over: 0
+        }
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_primary_that_is_down_fails_over_to_the_secondary() {
+    // Nothing listens on the primary's port.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let primary = Arc::new(
+        TwilioSender::new(
+            &dead,
+            "AC0123456789",
+            "auth-token",
+            TwilioFrom::Number("+15005550006".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap(),
+    );
+    let secondary = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&secondary)
+        .await;
+    let outbox = sms_outbox(primary, Some(twilio(&secondary)));
+    outbox.enqueue(sms()).unwrap();
+    let stats = settled(&outbox, 1).await;
+    assert_eq!(
+        stats,
+        DeliveryStats {
+            sent: 1,
+            failed: 0,
+            retried: 2,
+            failed_over: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_message_is_not_retried_and_a_slow_provider_times_out() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"code": 21211, "message": "Invalid 'To'"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outbox = sms_outbox(twilio(&server), None);
+    outbox.enqueue(sms()).unwrap();
+    assert_eq!(
+        settled(&outbox, 1).await,
+        DeliveryStats {
+            sent: 0,
+            failed: 1,
+            retried: 0,
+            failed_over: 0
+        }
+    );
+
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
+        .mount(&slow)
+        .await;
+    let outbox = sms_outbox(twilio(&slow), None);
+    outbox.enqueue(sms()).unwrap();
+    // Three tries of at most 500 ms each, then given up.
+    let stats = settled(&outbox, 1).await;
+    assert_eq!((stats.failed, stats.retried), (1, 2));
+}
+
+/// A provider that never answers, to fill the outbox.
+struct Stuck(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Sender for Stuck {
+    async fn send(&self, _message: &Message) -> Result<(), DeliveryError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
     let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Gate::builder()
+        .senders(Senders {
+            email: Some(Arc::new(Stuck(calls.clone()))),
+            sms: Some(Arc::new(Stuck(calls.clone()))),
+            ..Senders::default()
+        })
+        .outbox_policy(OutboxPolicy {
+            capacity: 1,
+            concurrency: 1,
+            timeout: Duration::from_secs(60),
+            ..OutboxPolicy::default()
+        })
+        .tenant(Tenant::new("default"))
+        .build()
+        .unwrap();
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let result = gate
+            .send(SendRequest {
+                tenant: None,
+                identifier: Identifier::email(&format!("user{i}@example.com")).unwrap(),
+                client_ip: None,
+                locale: None,
+            })
+            .await;
+        answers.push(result);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first sends are answered normally although their delivery never finishes...
+    assert!(answers[0].is_ok());
+    // ...and once the queue is full, sends are refused with 503, never dropped silently.
+    let refused = answers
+        .iter()
+        .position(Result::is_err)
+        .expect("the outbox filled up");
+    assert!(refused <= 3, "refused only at send {refused}");
+    match &answers[refused] {
+        Err(error @ GateError::DeliveryUnavailable) => {
+            assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn webhook_bodies_are_signed_with_the_secret() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (c, s) = (calls.clone(), seen.clone());
+    let s = seen.clone();
     let app = Router::new().route(
         "/hook",
         post(move |headers: HeaderMap, body: Bytes| {
-            let n = c.fetch_add(1, Ordering::SeqCst);
             s.lock().unwrap().push((headers, body));
-            let status = script[n.min(script.len() - 1)];
-            async move {
-                tokio::time::sleep(delay).await;
-                status
-            }
+            async { StatusCode::OK }
         }),
     );
     let addr = common::serve(app).await;
-    (format!("http://{addr}/hook"), calls, seen)
-}
-
-#[tokio::test]
-async fn server_errors_are_retried_until_delivered() {
-    let (url, calls, seen) = scripted(
-        vec![
-            StatusCode::SERVICE_UNAVAILABLE,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            StatusCode::OK,
-        ],
-        Duration::ZERO,
-    )
-    .await;
-    let sender = WebhookSender::new(url.parse().unwrap()).retries(3, Duration::from_millis(10));
-    sender.send(&message()).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let (headers, body) = seen.lock().unwrap()[2].clone();
-    assert_eq!(headers["content-type"], "application/json");
-    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(
-        payload,
-        serde_json::json!({
-            "channel": "sms",
-            "to": "+14155552671",
-            "code": "123456",
-            "tenant": "default",
-            "message": "Your sign-in code is 123456. It expires in 5 minutes. If you did not ask for it, ignore this message.",
-            "expires_in": 300,
-        })
-    );
-}
-
-#[tokio::test]
-async fn client_errors_are_not_retried() {
-    let (url, calls, _) = scripted(vec![StatusCode::BAD_REQUEST], Duration::ZERO).await;
-    let sender = WebhookSender::new(url.parse().unwrap()).retries(3, Duration::from_millis(10));
-    assert!(matches!(
-        sender.send(&message()).await,
-        Err(DeliveryError::Rejected(_))
-    ));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test]
-async fn retries_give_up_after_the_last_one() {
-    let (url, calls, _) = scripted(vec![StatusCode::BAD_GATEWAY], Duration::ZERO).await;
-    let sender = WebhookSender::new(url.parse().unwrap()).retries(2, Duration::from_millis(10));
-    assert!(matches!(
-        sender.send(&message()).await,
-        Err(DeliveryError::Failed(_))
-    ));
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-}
-
-#[tokio::test]
-async fn slow_receivers_time_out() {
-    let (url, calls, _) = scripted(vec![StatusCode::OK], Duration::from_secs(3)).await;
-    let sender = WebhookSender::new(url.parse().unwrap())
-        .timeout(Duration::from_millis(200))
-        .retries(1, Duration::from_millis(10));
-    let started = std::time::Instant::now();
-    assert!(matches!(
-        sender.send(&message()).await,
-        Err(DeliveryError::Failed(_))
-    ));
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the timeout cut the wait short"
-    );
-}
-
-#[tokio::test]
-async fn an_unreachable_receiver_fails_without_leaking_the_code() {
-    // Bind then drop a listener: the port is free and nothing answers on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let sender = WebhookSender::new(format!("http://127.0.0.1:{port}/hook").parse().unwrap())
-        .retries(1, Duration::from_millis(10));
-    match sender.send(&message()).await {
-        Err(DeliveryError::Failed(reason)) => assert!(!reason.contains("123456"), "{reason}"),
-        other => panic!("expected failure, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn bodies_are_signed_with_the_secret() {
-    let (url, _, seen) = scripted(vec![StatusCode::OK], Duration::ZERO).await;
-    let sender = WebhookSender::new(url.parse().unwrap()).signing_secret(b"webhook-secret");
-    sender.send(&message()).await.unwrap();
+    let sender = WebhookSender::new(format!("http://{addr}/hook").parse().unwrap())
+        .signing_secret(b"webhook-secret");
+    sender.send(&sms()).await.unwrap();
     let (headers, body) = seen.lock().unwrap()[0].clone();
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"webhook-secret");
     let expected: String = aws_lc_rs::hmac::sign(&key, &body)
@@ -154,4 +323,148 @@ async fn bodies_are_signed_with_the_secret() {
         headers["x-otpgate-signature"],
         format!("sha256={expected}").as_str()
     );
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        payload["message"],
+        "Your Downtown Hub sign-in code is 123456."
+    );
+    assert_eq!(payload["code"], "123456");
+}
+
+/// An SMTP server (tests/support/smtp_server.py on aiosmtpd) on a free port.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    outdir: tempfile::TempDir,
+    _certs: tempfile::TempDir,
+    ca_pem: Vec<u8>,
+}
+
+impl SmtpServer {
+    fn start(mode: &str) -> SmtpServer {
+        let certs = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(certs.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(certs.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let outdir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(outdir.path())
+            .arg(mode)
+            .arg(certs.path().join("cert.pem"))
+            .arg(certs.path().join("key.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (make test installs aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "READY",
+            "the SMTP server did not start; is aiosmtpd installed?"
+        );
+        SmtpServer {
+            child,
+            port,
+            outdir,
+            _certs: certs,
+            ca_pem: cert.pem().into_bytes(),
+        }
+    }
+
+    async fn next_mail(&self) -> String {
+        for _ in 0..500 {
+            let mut mails: Vec<_> = std::fs::read_dir(self.outdir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect();
+            mails.sort();
+            if let Some(first) = mails.first() {
+                let text = std::fs::read_to_string(first).unwrap();
+                std::fs::remove_file(first).unwrap();
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no mail arrived within 5 s");
+    }
+
+    fn settings(&self, security: SmtpSecurity) -> SmtpSettings {
+        SmtpSettings {
+            host: "localhost".into(),
+            port: Some(self.port),
+            security,
+            credentials: Some(("mailer".into(), "s3cret".into())),
+            from: "Otpgate <no-reply@otpgate.test>".parse().unwrap(),
+            timeout: Duration::from_secs(5),
+            root_certificates: vec![self.ca_pem.clone()],
+            pool_size: 2,
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_mail(mail: &str, tls: bool) {
+    assert!(
+        mail.contains("X-Envelope-From: no-reply@otpgate.test"),
+        "{mail}"
+    );
+    assert!(mail.contains("X-Envelope-To: alice@example.com"), "{mail}");
+    assert!(mail.contains("X-Authenticated: True"), "{mail}");
+    assert!(
+        mail.contains(&format!("X-TLS: {}", if tls { "True" } else { "False" })),
+        "{mail}"
+    );
+    // The tenant's sender name replaces the configured display name.
+    assert!(
+        mail.contains("From: \"Downtown Hub\" <no-reply@otpgate.test>"),
+        "{mail}"
+    );
+    assert!(mail.contains("To: alice@example.com"), "{mail}");
+    assert!(
+        mail.contains("Subject: 123456 is your Downtown Hub sign-in code"),
+        "{mail}"
+    );
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(mail.contains("Content-Type: text/plain"), "{mail}");
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+    assert!(
+        mail.contains("Your Downtown Hub sign-in code is 123456."),
+        "{mail}"
+    );
+    assert!(mail.contains("<strong>123456</strong>"), "{mail}");
+}
+
+#[tokio::test]
+async fn smtp_delivers_text_and_html_over_plain_starttls_and_tls() {
+    for (mode, security, tls) in [
+        ("plain", SmtpSecurity::None, false),
+        ("starttls", SmtpSecurity::StartTls, true),
+        ("tls", SmtpSecurity::Tls, true),
+    ] {
+        let server = SmtpServer::start(mode);
+        let sender = SmtpSender::new(server.settings(security)).unwrap();
+        sender
+            .send(&message(Identifier::email("alice@example.com").unwrap()))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_mail(&server.next_mail().await, tls);
+    }
 }

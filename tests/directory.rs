@@ -85,6 +85,7 @@ async fn a_failing_directory_is_a_503_and_nothing_is_sent() {
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
+            ..Default::default()
         })
         .tenant(Tenant {
             auto_create: false,
@@ -98,6 +99,7 @@ async fn a_failing_directory_is_a_503_and_nothing_is_sent() {
             tenant: None,
             identifier: Identifier::email(email).unwrap(),
             client_ip: None,
+            locale: None,
         })
     };
     let outcome = send("ann@example.com").await.unwrap();

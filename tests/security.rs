@@ -30,6 +30,7 @@ fn setup(policy: OtpPolicy) -> Setup {
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
+            ..Default::default()
         })
         .build()
         .unwrap();
@@ -43,6 +44,7 @@ impl Setup {
                 tenant: None,
                 identifier: alice(),
                 client_ip: None,
+                locale: None,
             })
             .await?;
         Ok(next_message(&mut self.inbox).await.code.expose().to_owned())

@@ -23,6 +23,7 @@ fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
+            ..Default::default()
         })
         .clock(Arc::new(clock.clone()))
         .build()

@@ -75,6 +75,7 @@ async fn start(form: Form, hook: &WebhookReceiver, seen: Arc<AppSeen>) -> String
         .senders(Senders {
             email: None,
             sms: Some(sender),
+            ..Default::default()
         })
         .build()
         .unwrap();

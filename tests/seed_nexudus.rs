@@ -21,6 +21,7 @@ fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
         .senders(Senders {
             email: Some(sender),
             sms: None,
+            ..Default::default()
         })
         .clock(Arc::new(clock.clone()))
         .build()

@@ -26,6 +26,7 @@ fn webhook_senders(hook: &WebhookReceiver) -> Senders {
     Senders {
         email: Some(sender.clone()),
         sms: Some(sender),
+        ..Default::default()
     }
 }
 

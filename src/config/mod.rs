@@ -18,7 +18,10 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::Gate;
-use crate::delivery::{ConsoleSender, Sender, Senders, WebhookSender};
+use crate::delivery::{
+    ConsoleSender, OutboxPolicy, Sender, Senders, SmtpSecurity, SmtpSender, SmtpSettings, Template,
+    TemplateScope, Templates, TwilioFrom, TwilioSender, WebhookSender,
+};
 use crate::gate::{GateBuilder, IpLimits, Tenant};
 use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
 use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
@@ -27,7 +30,7 @@ use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
 
 mod schema;
 
-use schema::{FileConfig, SenderKind, SenderSection, StoreBackend};
+use schema::{EnvString, FileConfig, SecurityKind, SenderKind, SenderSection, StoreBackend};
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/otpgate.toml");
@@ -406,13 +409,67 @@ impl Config {
 
         // [delivery]
         // With no [delivery] at all the builder's development default (console) applies.
-        if file.delivery.email.is_some() || file.delivery.sms.is_some() {
-            let email = sender(source, "delivery.email", file.delivery.email.as_ref())?;
-            let sms = sender(source, "delivery.sms", file.delivery.sms.as_ref())?;
-            builder = builder.senders(Senders { email, sms });
+        let delivery = &file.delivery;
+        if delivery.email.is_some() || delivery.sms.is_some() {
+            let (email, email_fallback) =
+                senders(source, "delivery.email", delivery.email.as_ref())?;
+            let (sms, sms_fallback) = senders(source, "delivery.sms", delivery.sms.as_ref())?;
+            builder = builder.senders(Senders {
+                email,
+                sms,
+                email_fallback,
+                sms_fallback,
+            });
         }
-        if let Some(capacity) = file.delivery.outbox_capacity {
-            builder = builder.outbox_capacity(capacity);
+        let outbox_defaults = OutboxPolicy::default();
+        if let Some(attempts) = &delivery.attempts
+            && !(1..=10).contains(attempts.get_ref())
+        {
+            return Err(source.invalid(
+                "delivery.attempts",
+                Some(attempts.span()),
+                "must be between 1 and 10",
+            ));
+        }
+        builder = builder.outbox_policy(OutboxPolicy {
+            capacity: delivery.outbox_capacity.unwrap_or(outbox_defaults.capacity),
+            concurrency: delivery.concurrency.unwrap_or(outbox_defaults.concurrency),
+            attempts: delivery
+                .attempts
+                .as_ref()
+                .map_or(outbox_defaults.attempts, |a| *a.get_ref()),
+            backoff: delivery
+                .retry_backoff
+                .map_or(outbox_defaults.backoff, |d| d.0),
+            timeout: delivery.timeout.map_or(outbox_defaults.timeout, |d| d.0),
+        });
+
+        // [[templates]]
+        if !file.templates.is_empty() {
+            let first_span = file.templates.first().map(|t| t.span());
+            let templates = file
+                .templates
+                .iter()
+                .map(|t| {
+                    let t = t.get_ref();
+                    (
+                        TemplateScope {
+                            tenant: t.tenant.clone(),
+                            channel: t.channel,
+                            locale: t.locale.as_ref().map(|l| l.to_ascii_lowercase()),
+                        },
+                        Template {
+                            subject: t.subject.clone(),
+                            text: t.text.clone(),
+                            html: t.html.clone(),
+                            from_name: t.from_name.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let templates = Templates::new(templates)
+                .map_err(|e| source.invalid("templates", first_span, e.to_string()))?;
+            builder = builder.templates(templates);
         }
 
         // [directory]
@@ -559,50 +616,137 @@ fn proxy_settings(
     })
 }
 
-fn sender(
+type SenderPair = (Option<Arc<dyn Sender>>, Option<Arc<dyn Sender>>);
+
+/// A channel's primary sender and its fallback.
+fn senders(
     source: &Source<'_>,
     key: &str,
     section: Option<&toml::Spanned<SenderSection>>,
-) -> Result<Option<Arc<dyn Sender>>, ConfigError> {
+) -> Result<SenderPair, ConfigError> {
     let Some(spanned) = section else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let section = spanned.get_ref();
-    match section.kind {
-        SenderKind::Console => Ok(Some(Arc::new(ConsoleSender))),
-        SenderKind::Webhook => {
-            let url = section.url.as_ref().ok_or_else(|| {
-                source.invalid(
-                    &format!("{key}.url"),
-                    Some(spanned.span()),
-                    "a webhook sender needs url",
-                )
-            })?;
-            let url: reqwest::Url = url.0.parse().map_err(|e| {
-                source.invalid(
-                    &format!("{key}.url"),
-                    Some(spanned.span()),
-                    format!("invalid URL: {e}"),
-                )
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
+    let span = Some(spanned.span());
+    let primary = sender(source, key, span.clone(), spanned.get_ref())?;
+    let fallback = match &spanned.get_ref().fallback {
+        Some(fallback) => {
+            if fallback.fallback.is_some() {
                 return Err(source.invalid(
-                    &format!("{key}.url"),
-                    Some(spanned.span()),
-                    "the URL must be http or https",
+                    &format!("{key}.fallback.fallback"),
+                    span,
+                    "one fallback per channel",
                 ));
             }
-            let mut webhook = WebhookSender::new(url);
-            if let Some(timeout) = section.timeout {
-                webhook = webhook.timeout(timeout.0);
+            Some(sender(source, &format!("{key}.fallback"), span, fallback)?)
+        }
+        None => None,
+    };
+    Ok((Some(primary), fallback))
+}
+
+fn sender(
+    source: &Source<'_>,
+    key: &str,
+    span: Option<Range<usize>>,
+    section: &SenderSection,
+) -> Result<Arc<dyn Sender>, ConfigError> {
+    let invalid = |field: &str, message: String| {
+        source.invalid(&format!("{key}.{field}"), span.clone(), message)
+    };
+    let required = |field: &str, value: Option<&EnvString>| {
+        value.map(|v| v.0.clone()).ok_or_else(|| {
+            invalid(
+                field,
+                format!("a {:?} sender needs {field}", section.kind).to_lowercase(),
+            )
+        })
+    };
+    let timeout = section.timeout.map_or(Duration::from_secs(10), |d| d.0);
+    match section.kind {
+        SenderKind::Console => Ok(Arc::new(ConsoleSender)),
+        SenderKind::Webhook => {
+            let url: reqwest::Url = required("url", section.url.as_ref())?
+                .parse()
+                .map_err(|e| invalid("url", format!("invalid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("url", "the URL must be http or https".into()));
             }
-            if let Some(retries) = section.retries {
-                webhook = webhook.retries(retries, std::time::Duration::from_millis(200));
-            }
+            let mut webhook = WebhookSender::new(url).timeout(timeout);
             if let Some(secret) = &section.secret {
                 webhook = webhook.signing_secret(secret.0.as_bytes());
             }
-            Ok(Some(Arc::new(webhook)))
+            Ok(Arc::new(webhook))
+        }
+        SenderKind::Smtp => {
+            let host = section
+                .host
+                .clone()
+                .ok_or_else(|| invalid("host", "an smtp sender needs host".into()))?;
+            let from: lettre::message::Mailbox = required("from", section.from.as_ref())?
+                .parse()
+                .map_err(|e| {
+                invalid(
+                    "from",
+                    format!("not an address like \"Acme <no-reply@acme.example>\": {e}"),
+                )
+            })?;
+            let credentials = match (&section.username, &section.password) {
+                (Some(user), Some(password)) => Some((user.0.clone(), password.0.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "username",
+                        "username and password go together".into(),
+                    ));
+                }
+            };
+            let root_certificates = match &section.ca_file {
+                Some(path) => vec![
+                    std::fs::read(source.dir.join(path))
+                        .map_err(|e| invalid("ca_file", format!("cannot read {path}: {e}")))?,
+                ],
+                None => Vec::new(),
+            };
+            let security = match section.security.unwrap_or(SecurityKind::Starttls) {
+                SecurityKind::None => SmtpSecurity::None,
+                SecurityKind::Starttls => SmtpSecurity::StartTls,
+                SecurityKind::Tls => SmtpSecurity::Tls,
+            };
+            let sender = SmtpSender::new(SmtpSettings {
+                host,
+                port: section.port,
+                security,
+                credentials,
+                from,
+                timeout,
+                root_certificates,
+                pool_size: section.pool_size.unwrap_or(4),
+            })
+            .map_err(|e| invalid("host", e.to_string()))?;
+            Ok(Arc::new(sender))
+        }
+        SenderKind::Twilio => {
+            let account_sid = required("account_sid", section.account_sid.as_ref())?;
+            let auth_token = required("auth_token", section.auth_token.as_ref())?;
+            let from = match (&section.from, &section.messaging_service_sid) {
+                (Some(from), None) => TwilioFrom::Number(from.0.clone()),
+                (None, Some(sid)) => TwilioFrom::MessagingService(sid.0.clone()),
+                _ => {
+                    return Err(invalid(
+                        "from",
+                        "a twilio sender needs exactly one of from and messaging_service_sid"
+                            .into(),
+                    ));
+                }
+            };
+            let base_url = section
+                .base_url
+                .as_deref()
+                .unwrap_or(TwilioSender::DEFAULT_BASE_URL);
+            let sender = TwilioSender::new(base_url, &account_sid, &auth_token, from, timeout)
+                .map_err(|e| invalid("base_url", e.to_string()))?;
+            Ok(Arc::new(sender))
         }
     }
 }

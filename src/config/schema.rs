@@ -108,6 +108,8 @@ pub struct FileConfig {
     pub tenants: Vec<Spanned<TenantSection>>,
     #[serde(default)]
     pub directory: Option<Spanned<DirectorySection>>,
+    #[serde(default)]
+    pub templates: Vec<Spanned<TemplateSection>>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
@@ -256,6 +258,10 @@ pub struct DeliverySection {
     pub email: Option<Spanned<SenderSection>>,
     pub sms: Option<Spanned<SenderSection>>,
     pub outbox_capacity: Option<usize>,
+    pub concurrency: Option<usize>,
+    pub attempts: Option<Spanned<u32>>,
+    pub retry_backoff: Option<ConfigDuration>,
+    pub timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
@@ -263,16 +269,54 @@ pub struct DeliverySection {
 pub enum SenderKind {
     Console,
     Webhook,
+    Smtp,
+    Twilio,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityKind {
+    None,
+    Starttls,
+    Tls,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SenderSection {
     pub kind: SenderKind,
+    // webhook
     pub url: Option<EnvString>,
     pub secret: Option<EnvString>,
     pub timeout: Option<ConfigDuration>,
-    pub retries: Option<u32>,
+    // smtp
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<SecurityKind>,
+    pub username: Option<EnvString>,
+    pub password: Option<EnvString>,
+    pub from: Option<EnvString>,
+    pub ca_file: Option<String>,
+    pub pool_size: Option<u32>,
+    // twilio
+    pub account_sid: Option<EnvString>,
+    pub auth_token: Option<EnvString>,
+    pub messaging_service_sid: Option<EnvString>,
+    pub base_url: Option<String>,
+    /// Takes over when this provider fails.
+    pub fallback: Option<Box<SenderSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSection {
+    pub tenant: Option<String>,
+    pub channel: Option<Channel>,
+    pub locale: Option<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub from_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,13 +12,19 @@ use crate::otp::Code;
 
 mod console;
 mod outbox;
+mod smtp;
+mod template;
+mod twilio;
 mod webhook;
 
 pub use console::ConsoleSender;
-pub use outbox::{Outbox, OutboxFull};
+pub use outbox::{DeliveryStats, Outbox, OutboxFull, OutboxPolicy};
+pub use smtp::{SmtpSecurity, SmtpSender, SmtpSettings};
+pub use template::{Rendered, Template, TemplateContext, TemplateError, TemplateScope, Templates};
+pub use twilio::{TwilioFrom, TwilioSender};
 pub use webhook::WebhookSender;
 
-/// One code on its way to its owner.
+/// One code on its way to its owner, with the words it travels in.
 #[derive(Clone, Debug)]
 pub struct Message {
     /// Where it goes.
@@ -27,31 +33,16 @@ pub struct Message {
     pub code: Code,
     /// The tenant it was issued for.
     pub tenant: String,
-    /// The tenant's display name, which the message is signed with.
-    pub sender_name: Option<String>,
     /// How long the code stays valid.
     pub expires_in: Duration,
+    /// Subject, text, HTML and sender name, rendered from the tenant's templates.
+    pub content: Rendered,
 }
 
 impl Message {
     /// The channel it travels by.
     pub fn channel(&self) -> Channel {
         self.to.channel()
-    }
-
-    /// The human text: what an email body or SMS says.
-    pub fn text(&self) -> String {
-        let minutes = self.expires_in.as_secs().div_ceil(60);
-        let whose = self
-            .sender_name
-            .as_deref()
-            .map_or_else(String::new, |name| format!("{name} "));
-        format!(
-            "Your {whose}sign-in code is {}. It expires in {} minute{}. If you did not ask for it, ignore this message.",
-            self.code.expose(),
-            minutes,
-            if minutes == 1 { "" } else { "s" }
-        )
     }
 }
 
@@ -79,7 +70,7 @@ impl<'a> From<&'a Message> for WebhookPayload<'a> {
             to: message.to.as_str(),
             code: message.code.expose(),
             tenant: &message.tenant,
-            message: message.text(),
+            message: message.content.text.clone(),
             expires_in: message.expires_in.as_secs(),
         }
     }
@@ -103,21 +94,34 @@ pub trait Sender: Send + Sync + 'static {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError>;
 }
 
-/// The sender for each channel; a channel without one cannot be used.
+/// The senders for each channel: a primary, and a fallback that takes over when the
+/// primary fails. A channel without a primary cannot be used.
 #[derive(Clone, Default)]
 pub struct Senders {
     /// For email.
     pub email: Option<Arc<dyn Sender>>,
     /// For SMS.
     pub sms: Option<Arc<dyn Sender>>,
+    /// For email, when `email` fails.
+    pub email_fallback: Option<Arc<dyn Sender>>,
+    /// For SMS, when `sms` fails.
+    pub sms_fallback: Option<Arc<dyn Sender>>,
 }
 
 impl Senders {
-    /// The sender for `channel`.
+    /// The primary sender for `channel`.
     pub fn for_channel(&self, channel: Channel) -> Option<&Arc<dyn Sender>> {
         match channel {
             Channel::Email => self.email.as_ref(),
             Channel::Sms => self.sms.as_ref(),
+        }
+    }
+
+    /// The fallback sender for `channel`.
+    pub fn fallback_for(&self, channel: Channel) -> Option<&Arc<dyn Sender>> {
+        match channel {
+            Channel::Email => self.email_fallback.as_ref(),
+            Channel::Sms => self.sms_fallback.as_ref(),
         }
     }
 }
@@ -127,6 +131,8 @@ impl std::fmt::Debug for Senders {
         f.debug_struct("Senders")
             .field("email", &self.email.is_some())
             .field("sms", &self.sms.is_some())
+            .field("email_fallback", &self.email_fallback.is_some())
+            .field("sms_fallback", &self.sms_fallback.is_some())
             .finish()
     }
 }

@@ -1,34 +1,89 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Message, Senders};
+use super::{DeliveryError, Message, Sender, Senders};
 
 /// The outbox is full: deliveries are not keeping up.
 #[derive(Debug, thiserror::Error)]
 #[error("the delivery outbox is full")]
 pub struct OutboxFull;
 
+/// How hard the outbox tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxPolicy {
+    /// Messages waiting at most; past that, sends are refused (503), never dropped.
+    pub capacity: usize,
+    /// Deliveries running at once.
+    pub concurrency: usize,
+    /// Tries per provider before the fallback takes over.
+    pub attempts: u32,
+    /// Wait before the first retry; it doubles for each further one.
+    pub backoff: Duration,
+    /// Longest wait for one try.
+    pub timeout: Duration,
+}
+
+impl Default for OutboxPolicy {
+    fn default() -> Self {
+        OutboxPolicy {
+            capacity: 10_000,
+            concurrency: 64,
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Delivery counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Messages delivered.
+    pub sent: u64,
+    /// Messages that no provider could deliver.
+    pub failed: u64,
+    /// Tries repeated after a failure.
+    pub retried: u64,
+    /// Messages handed from a primary provider to its fallback.
+    pub failed_over: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    failed_over: AtomicU64,
+}
+
 /// A bounded queue drained by a background task, so that an HTTP answer never waits
-/// for, and is never timed by, a delivery.
+/// for, and is never timed by, a delivery. Each message is tried on its channel's primary
+/// provider with retries and a timeout, then on the fallback provider.
 ///
 /// The worker starts on the first message, inside whatever tokio runtime serves the
 /// request, so an outbox can be built outside any runtime.
 pub struct Outbox {
     senders: Senders,
-    capacity: usize,
-    concurrency: usize,
+    policy: OutboxPolicy,
+    counters: Arc<Counters>,
     queue: OnceLock<mpsc::Sender<Message>>,
 }
 
 impl Outbox {
-    /// An outbox delivering through `senders`, holding at most `capacity` waiting
-    /// messages and running at most `concurrency` deliveries at once.
-    pub fn new(senders: Senders, capacity: usize, concurrency: usize) -> Outbox {
+    /// An outbox delivering through `senders` under `policy`.
+    pub fn new(senders: Senders, policy: OutboxPolicy) -> Outbox {
         Outbox {
             senders,
-            capacity: capacity.max(1),
-            concurrency: concurrency.max(1),
+            policy: OutboxPolicy {
+                capacity: policy.capacity.max(1),
+                concurrency: policy.concurrency.max(1),
+                attempts: policy.attempts.max(1),
+                ..policy
+            },
+            counters: Arc::default(),
             queue: OnceLock::new(),
         }
     }
@@ -38,11 +93,27 @@ impl Outbox {
         &self.senders
     }
 
+    /// The counters so far.
+    pub fn stats(&self) -> DeliveryStats {
+        let c = &self.counters;
+        DeliveryStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            failed_over: c.failed_over.load(Ordering::Relaxed),
+        }
+    }
+
     /// Queues `message` without waiting. Must be called within a tokio runtime.
     pub fn enqueue(&self, message: Message) -> Result<(), OutboxFull> {
         let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.capacity);
-            tokio::spawn(drain(rx, self.senders.clone(), self.concurrency));
+            let (tx, rx) = mpsc::channel(self.policy.capacity);
+            tokio::spawn(drain(
+                rx,
+                self.senders.clone(),
+                self.policy,
+                Arc::clone(&self.counters),
+            ));
             tx
         });
         queue.try_send(message).map_err(|_| OutboxFull)
@@ -53,31 +124,76 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("senders", &self.senders)
-            .field("capacity", &self.capacity)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
-async fn drain(mut rx: mpsc::Receiver<Message>, senders: Senders, concurrency: usize) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+async fn drain(
+    mut rx: mpsc::Receiver<Message>,
+    senders: Senders,
+    policy: OutboxPolicy,
+    counters: Arc<Counters>,
+) {
+    let permits = Arc::new(Semaphore::new(policy.concurrency));
     while let Some(message) = rx.recv().await {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        let Some(sender) = senders.for_channel(message.channel()).cloned() else {
-            tracing::error!(channel = %message.channel(), to = %message.to.masked(), "no sender configured for channel");
-            continue;
-        };
+        let channel = message.channel();
+        let providers: Vec<Arc<dyn Sender>> =
+            [senders.for_channel(channel), senders.fallback_for(channel)]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+        let counters = Arc::clone(&counters);
         tokio::spawn(async move {
-            match sender.send(&message).await {
-                Ok(()) => {
-                    tracing::info!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, "code delivered")
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %message.channel(), to = %message.to.masked(), tenant = %message.tenant, %error, "code delivery failed")
-                }
-            }
+            deliver(&message, &providers, policy, &counters).await;
             drop(permit);
         });
     }
+}
+
+async fn deliver(
+    message: &Message,
+    providers: &[Arc<dyn Sender>],
+    policy: OutboxPolicy,
+    counters: &Counters,
+) {
+    let (channel, to, tenant) = (message.channel(), message.to.masked(), &message.tenant);
+    for (index, provider) in providers.iter().enumerate() {
+        if index > 0 {
+            counters.failed_over.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%channel, %to, %tenant, "primary provider failed; trying the fallback");
+        }
+        let mut delay = policy.backoff;
+        for attempt in 0..policy.attempts {
+            if attempt > 0 {
+                counters.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            match tokio::time::timeout(policy.timeout, provider.send(message)).await {
+                Ok(Ok(())) => {
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%channel, %to, %tenant, provider = index, "code delivered");
+                    return;
+                }
+                Ok(Err(DeliveryError::Rejected(reason))) => {
+                    // The provider refused this message; asking it again will not help.
+                    tracing::warn!(%channel, %to, %tenant, provider = index, %reason, "delivery rejected");
+                    break;
+                }
+                Ok(Err(DeliveryError::Failed(reason))) => {
+                    tracing::warn!(%channel, %to, %tenant, provider = index, attempt, %reason, "delivery failed");
+                }
+                Err(_) => {
+                    tracing::warn!(%channel, %to, %tenant, provider = index, attempt, "delivery timed out");
+                }
+            }
+        }
+    }
+    counters.failed.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(%channel, %to, %tenant, "code could not be delivered by any provider");
 }

@@ -5,7 +5,9 @@ use aws_lc_rs::hmac;
 
 use super::{DeliveryError, Message, Sender, WebhookPayload};
 
-/// POSTs each message as JSON to a URL, with a timeout and retries.
+/// POSTs each message as JSON to a URL, with a timeout. Retries and failover are the
+/// outbox's: a 5xx, 408, 429 or unreachable receiver is a [`DeliveryError::Failed`]
+/// (worth another try), any other answer a [`DeliveryError::Rejected`].
 ///
 /// The body is `{"channel", "to", "code", "tenant", "message", "expires_in"}`. With a
 /// signing secret, `X-Otpgate-Signature: sha256=<hex HMAC of the body>` lets the
@@ -14,13 +16,11 @@ use super::{DeliveryError, Message, Sender, WebhookPayload};
 pub struct WebhookSender {
     client: reqwest::Client,
     url: reqwest::Url,
-    retries: u32,
-    retry_delay: Duration,
     signing_key: Option<hmac::Key>,
 }
 
 impl WebhookSender {
-    /// A sender to `url` with a 5 s timeout and 3 retries.
+    /// A sender to `url` with a 5 s timeout.
     pub fn new(url: reqwest::Url) -> WebhookSender {
         WebhookSender {
             client: reqwest::Client::builder()
@@ -28,8 +28,6 @@ impl WebhookSender {
                 .build()
                 .unwrap_or_default(),
             url,
-            retries: 3,
-            retry_delay: Duration::from_millis(200),
             signing_key: None,
         }
     }
@@ -40,13 +38,6 @@ impl WebhookSender {
             .timeout(timeout)
             .build()
             .unwrap_or_default();
-        self
-    }
-
-    /// Retries after the first attempt; the delay doubles each time.
-    pub fn retries(mut self, retries: u32, first_delay: Duration) -> Self {
-        self.retries = retries;
-        self.retry_delay = first_delay;
         self
     }
 
@@ -89,7 +80,6 @@ impl std::fmt::Debug for WebhookSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSender")
             .field("url", &self.url.as_str())
-            .field("retries", &self.retries)
             .finish_non_exhaustive()
     }
 }
@@ -101,21 +91,10 @@ impl Sender for WebhookSender {
             serde_json::to_vec(&WebhookPayload::from(message))
                 .map_err(|e| DeliveryError::Rejected(e.to_string()))?,
         );
-        let mut delay = self.retry_delay;
-        let mut tries_left = self.retries;
-        loop {
-            match self.attempt(&body).await {
-                Ok(()) => return Ok(()),
-                Err((false, reason)) => return Err(DeliveryError::Rejected(reason)),
-                Err((true, reason)) if tries_left == 0 => {
-                    return Err(DeliveryError::Failed(reason));
-                }
-                Err((true, _)) => {
-                    tries_left -= 1;
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
-                }
-            }
+        match self.attempt(&body).await {
+            Ok(()) => Ok(()),
+            Err((true, reason)) => Err(DeliveryError::Failed(reason)),
+            Err((false, reason)) => Err(DeliveryError::Rejected(reason)),
         }
     }
 }

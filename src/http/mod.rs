@@ -477,6 +477,28 @@ impl Gate {
     }
 }
 
+/// The locale a request asks for: the explicit one, else the first `Accept-Language`
+/// tag; only well-formed tags (`fr`, `pt-BR`) count.
+pub(crate) fn request_locale<'a>(
+    explicit: Option<&'a str>,
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
+    let well_formed = |tag: &str| {
+        (2..=35).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    explicit.filter(|t| well_formed(t)).or_else(|| {
+        headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split([',', ';']).next())
+            .map(str::trim)
+            .filter(|t| well_formed(t))
+    })
+}
+
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)

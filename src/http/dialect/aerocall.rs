@@ -45,6 +45,10 @@ pub async fn handle(
                         tenant: Some(slug),
                         identifier: identifier(&destination)?,
                         client_ip: request.client_ip,
+                        locale: crate::http::request_locale(
+                            destination.locale.as_deref(),
+                            request.headers,
+                        ),
                     })
                     .await?;
                 let mut answer = serde_json::json!({ "message": "OTP sent successfully" });

@@ -100,6 +100,7 @@ pub async fn send(gate: &Gate, request: &RequestView<'_>, body: &[u8]) -> GateRe
             tenant: Some(&tenant),
             identifier: Identifier::phone(&phone)?,
             client_ip: request.client_ip,
+            locale: crate::http::request_locale(None, request.headers),
         })
         .await?;
         Ok(())

@@ -17,6 +17,8 @@ pub(crate) struct Destination {
     pub(crate) phone: Option<String>,
     #[serde(default)]
     pub(crate) tenant: Option<String>,
+    #[serde(default)]
+    pub(crate) locale: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +66,7 @@ pub async fn send(
             tenant: destination.tenant.as_deref(),
             identifier,
             client_ip: request.client_ip,
+            locale: crate::http::request_locale(destination.locale.as_deref(), request.headers),
         })
         .await
     }

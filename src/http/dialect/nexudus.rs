@@ -86,6 +86,7 @@ pub async fn handle(gate: &Gate, action: Action, request: &RequestView<'_>) -> G
                     tenant: Some(&business),
                     identifier,
                     client_ip: request.client_ip,
+                    locale: crate::http::request_locale(query_value(&pairs, "locale")?, request.headers),
                 })
                 .await?;
                 // The same envelope whether or not the email is registered.
