@@ -468,3 +468,75 @@ async fn smtp_delivers_text_and_html_over_plain_starttls_and_tls() {
         assert_mail(&server.next_mail().await, tls);
     }
 }
+
+#[tokio::test]
+async fn the_request_locale_and_the_tenant_choose_the_template() {
+    use otpgate::delivery::{Template, TemplateScope, Templates};
+    use otpgate::http::HttpSettings;
+    let (sender, mut inbox) = common::capture();
+    let templates = Templates::new(vec![(
+        TemplateScope {
+            tenant: None,
+            channel: Some(otpgate::identifier::Channel::Email),
+            locale: Some("fr".into()),
+        },
+        Template {
+            subject: Some("Votre code {{ tenant_name }} : {{ code }}".into()),
+            text: Some("Votre code est {{ code }} ({{ minutes }} min).".into()),
+            ..Template::default()
+        },
+    )])
+    .unwrap();
+    let gate = Gate::builder()
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+            ..Senders::default()
+        })
+        .templates(templates)
+        .tenant(Tenant {
+            display_name: Some("Acme".into()),
+            ..Tenant::new("default")
+        })
+        .http(HttpSettings::default())
+        .build()
+        .unwrap();
+    let (base, _) = common::start_form(common::Form::Tower, gate).await;
+    let client = reqwest::Client::new();
+    let send = |email: &str, language: Option<&str>, body_locale: Option<&str>| {
+        let mut body = serde_json::json!({"email": email});
+        if let Some(locale) = body_locale {
+            body["locale"] = locale.into();
+        }
+        let mut request = client.post(format!("{base}/auth/otp/send")).json(&body);
+        if let Some(language) = language {
+            request = request.header("accept-language", language);
+        }
+        request.send()
+    };
+    send("a@example.com", Some("fr-CA,fr;q=0.9,en;q=0.5"), None)
+        .await
+        .unwrap();
+    let french = common::next_message(&mut inbox).await;
+    let code = french.code.expose().to_owned();
+    assert_eq!(french.content.subject, format!("Votre code Acme : {code}"));
+    assert_eq!(
+        french.content.text,
+        format!("Votre code est {code} (5 min).")
+    );
+    assert!(
+        french.content.html.contains(&code),
+        "html falls back to the default"
+    );
+    assert_eq!(french.content.from_name.as_deref(), Some("Acme"));
+
+    send("b@example.com", Some("fr"), Some("en")).await.unwrap();
+    let english = common::next_message(&mut inbox).await;
+    assert!(
+        english
+            .content
+            .subject
+            .ends_with("is your Acme sign-in code"),
+        "the body's locale wins"
+    );
+}

@@ -831,6 +831,87 @@ mod tests {
     }
 
     #[test]
+    fn providers_templates_and_outbox_settings_parse() {
+        let text = r#"
+[delivery]
+attempts = 4
+retry_backoff = "100ms"
+timeout = "3s"
+
+[delivery.email]
+kind = "smtp"
+host = "smtp.example.com"
+port = 587
+security = "starttls"
+username = "mailer"
+password = "secret"
+from = "Acme <no-reply@acme.example>"
+
+[delivery.email.fallback]
+kind = "webhook"
+url = "http://127.0.0.1:9000/mail"
+
+[delivery.sms]
+kind = "twilio"
+account_sid = "AC123"
+auth_token = "token"
+messaging_service_sid = "MG456"
+
+[[templates]]
+channel = "email"
+locale = "FR"
+subject = "Votre code : {{ code }}"
+
+[[templates]]
+tenant = "default"
+from_name = "Acme"
+"#;
+        parse(text).unwrap().build_gate().unwrap();
+    }
+
+    #[test]
+    fn provider_mistakes_name_the_key() {
+        for (text, key) in [
+            (
+                "[delivery.email]\nkind = \"smtp\"\nfrom = \"a@b.example\"\n",
+                "delivery.email.host",
+            ),
+            (
+                "[delivery.email]\nkind = \"smtp\"\nhost = \"h\"\nfrom = \"not an address\"\n",
+                "delivery.email.from",
+            ),
+            (
+                "[delivery.email]\nkind = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.example\"\nusername = \"u\"\n",
+                "delivery.email.username",
+            ),
+            (
+                "[delivery.sms]\nkind = \"twilio\"\nauth_token = \"t\"\nfrom = \"+15005550006\"\n",
+                "delivery.sms.account_sid",
+            ),
+            (
+                "[delivery.sms]\nkind = \"twilio\"\naccount_sid = \"a\"\nauth_token = \"t\"\n",
+                "delivery.sms.from",
+            ),
+            (
+                "[delivery.sms]\nkind = \"console\"\n[delivery.sms.fallback]\nkind = \"webhook\"\n",
+                "delivery.sms.fallback.url",
+            ),
+            ("[delivery]\nattempts = 0\n", "delivery.attempts"),
+            ("[[templates]]\nsubject = \"{{ code \"\n", "templates"),
+        ] {
+            let error = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+        }
+        let error = parse("[delivery.email]\nkind = \"carrier-pigeon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("carrier-pigeon") && error.contains("line 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn tenants_need_a_sender_for_each_channel() {
         let text = "[delivery.email]\nkind = \"console\"\n[[tenants]]\nid = \"default\"\nchannels = [\"sms\"]\n";
         let error = parse(text).unwrap().build_gate().unwrap_err().to_string();

@@ -2,10 +2,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use std::sync::OnceLock;
 
 use super::{DeliveryError, Message, Sender};
 
@@ -58,9 +60,26 @@ impl std::fmt::Debug for SmtpSettings {
 
 /// Sends email through an SMTP server (lettre): plain, STARTTLS or implicit TLS, with
 /// authentication and pooled connections. Each message has a text and an HTML part.
+///
+/// The connection pool lives on the tokio runtime that delivers the first message: it is
+/// built then, not with the sender, so that a gate can be built (and `otpgate check` run)
+/// outside any runtime.
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    builder: AsyncSmtpTransportBuilder,
+    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
+}
+
+impl Drop for SmtpSender {
+    fn drop(&mut self) {
+        // The pool closes its connections on a runtime task when dropped; without a
+        // runtime (the process is exiting) they are left to the operating system.
+        if let Some(transport) = self.transport.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(transport);
+        }
+    }
 }
 
 impl SmtpSender {
@@ -96,9 +115,14 @@ impl SmtpSender {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
         Ok(SmtpSender {
-            transport: builder.build(),
+            builder,
+            transport: OnceLock::new(),
             from: settings.from,
         })
+    }
+
+    fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
+        self.transport.get_or_init(|| self.builder.clone().build())
     }
 }
 
@@ -135,7 +159,7 @@ impl Sender for SmtpSender {
                 message.content.html.clone(),
             ))
             .map_err(|e| DeliveryError::Rejected(format!("message: {e}")))?;
-        match self.transport.send(email).await {
+        match self.transport().send(email).await {
             Ok(_) => Ok(()),
             // 5xx: the server refuses this message for good.
             Err(e) if e.is_permanent() => Err(DeliveryError::Rejected(format!("SMTP: {e}"))),
