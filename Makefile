@@ -14,8 +14,13 @@ deps:
 		|| { echo "error: cmake is missing and could not be installed" >&2; exit 1; }
 	@command -v cmake >/dev/null || { echo "error: cmake is missing" >&2; exit 1; }
 
-# What the tests start: a real SMTP server (aiosmtpd, from PyPI).
+# What the tests start: a real SMTP server (aiosmtpd, from PyPI) and a real redis-server.
 test-deps: deps
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; } \
+		|| { echo "error: redis-server is missing and could not be installed" >&2; exit 1; }
+	@command -v redis-server >/dev/null || { echo "error: redis-server is missing" >&2; exit 1; }
 	@command -v python3 >/dev/null || { echo "error: python3 is missing (the SMTP tests run aiosmtpd)" >&2; exit 1; }
 	@python3 -c "import aiosmtpd" 2>/dev/null || { \
 		echo "installing aiosmtpd..."; \

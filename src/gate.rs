@@ -158,6 +158,7 @@ struct Inner {
     ip_limits: IpLimits,
     clock: Arc<dyn Clock>,
     http: HttpSettings,
+    revocation_fallback: RevocationFallback,
 }
 
 /// The gate. Cheap to clone; all clones share one state.
@@ -218,6 +219,19 @@ pub struct GateBuilder {
     http: HttpSettings,
     outbox: OutboxPolicy,
     templates: Option<Templates>,
+    revocation_fallback: RevocationFallback,
+}
+
+/// What a protected request with a valid token gets when the store cannot say whether
+/// the token was revoked (the store is down).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RevocationFallback {
+    /// Let it through, and log a warning: the signature and expiry were checked, only a
+    /// logout during the outage can be missed. Keeps the app up while the store is down.
+    #[default]
+    Allow,
+    /// Answer 503: no request passes unless its token is known not to be revoked.
+    Deny,
 }
 
 impl Default for GateBuilder {
@@ -237,6 +251,7 @@ impl Default for GateBuilder {
             http: HttpSettings::default(),
             outbox: OutboxPolicy::default(),
             templates: None,
+            revocation_fallback: RevocationFallback::default(),
         }
     }
 }
@@ -258,6 +273,13 @@ impl GateBuilder {
     /// The store; defaults to a [`MemoryStore`].
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// What protected requests get while the store cannot answer the revocation check;
+    /// defaults to [`RevocationFallback::Allow`].
+    pub fn revocation_fallback(mut self, fallback: RevocationFallback) -> Self {
+        self.revocation_fallback = fallback;
         self
     }
 
@@ -420,6 +442,7 @@ impl GateBuilder {
                 ip_limits: self.ip_limits,
                 clock: self.clock,
                 http,
+                revocation_fallback: self.revocation_fallback,
             }),
         })
     }
@@ -716,8 +739,13 @@ impl Gate {
             .tokens
             .verify(token, self.inner.clock.now())
             .map_err(|_| GateError::Unauthorized)?;
-        if self.is_revoked(&claims.jti).await? {
-            return Err(GateError::Unauthorized);
+        match self.is_revoked(&claims.jti).await {
+            Ok(false) => {}
+            Ok(true) => return Err(GateError::Unauthorized),
+            Err(error) => match self.inner.revocation_fallback {
+                RevocationFallback::Deny => return Err(error),
+                RevocationFallback::Allow => warn_revocation_unchecked(&error),
+            },
         }
         Ok(Identity {
             claims,
@@ -917,5 +945,24 @@ fn subject_of(claims: &Claims) -> Subject {
         email: claims.email.clone(),
         phone: claims.phone.clone(),
         tenant: claims.tenant.clone(),
+    }
+}
+
+/// Logs, at most every ten seconds, that tokens pass without a revocation check: during
+/// an outage every protected request would otherwise log once.
+fn warn_revocation_unchecked(error: &GateError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = SystemClock.now().as_secs();
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            error = %std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string),
+            "store unavailable: valid tokens pass without a revocation check (store.revocation_fallback = \"allow\")"
+        );
     }
 }

@@ -19,6 +19,6 @@ mod util;
 
 pub use error::GateError;
 pub use gate::{
-    BuildError, Gate, GateBuilder, Identity, IpLimits, SendOutcome, SendRequest, Session, Tenant,
-    VerifyRequest,
+    BuildError, Gate, GateBuilder, Identity, IpLimits, RevocationFallback, SendOutcome,
+    SendRequest, Session, Tenant, VerifyRequest,
 };

@@ -22,15 +22,18 @@ use crate::delivery::{
     ConsoleSender, OutboxPolicy, Sender, Senders, SmtpSecurity, SmtpSender, SmtpSettings, Template,
     TemplateScope, Templates, TwilioFrom, TwilioSender, WebhookSender,
 };
-use crate::gate::{GateBuilder, IpLimits, Tenant};
+use crate::gate::{GateBuilder, IpLimits, RevocationFallback, Tenant};
 use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
 use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
 
 mod schema;
 
-use schema::{EnvString, FileConfig, SecurityKind, SenderKind, SenderSection, StoreBackend};
+use schema::{
+    EnvString, FileConfig, RevocationFallbackName, SecurityKind, SenderKind, SenderSection,
+    StoreBackend, StoreSection,
+};
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/otpgate.toml");
@@ -166,29 +169,6 @@ impl Config {
     fn from_schema(file: FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
         let mut builder = Gate::builder().default_tenant(&file.server.default_tenant);
 
-        // [store]
-        match file
-            .store
-            .backend
-            .as_ref()
-            .map(|b| (*b.get_ref(), b.span()))
-        {
-            None | Some((StoreBackend::Memory, _)) => {
-                let max = file
-                    .store
-                    .max_entries
-                    .unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES);
-                builder = builder.store(Arc::new(MemoryStore::new(max)));
-            }
-            Some((StoreBackend::Redis, span)) => {
-                return Err(source.invalid(
-                    "store.backend",
-                    Some(span),
-                    "the redis backend is not available in this build; use \"memory\"",
-                ));
-            }
-        }
-
         // [otp]
         let otp = &file.otp;
         let defaults = OtpPolicy::default();
@@ -236,12 +216,17 @@ impl Config {
             sends: otp.sends_per_ip.map_or(ip_defaults.sends, |r| r.0),
             verifies: otp.verifies_per_ip.map_or(ip_defaults.verifies, |r| r.0),
         });
-        if let Some(secret) = &otp.secret {
-            let bytes = secret.get_ref().0.as_bytes().to_vec();
-            let secret_value = ServerSecret::new(bytes)
-                .map_err(|e| source.invalid("otp.secret", Some(secret.span()), e.to_string()))?;
-            builder = builder.secret(secret_value);
-        }
+        let secret = match &otp.secret {
+            Some(secret) => {
+                let bytes = secret.get_ref().0.as_bytes().to_vec();
+                let secret_value = ServerSecret::new(bytes).map_err(|e| {
+                    source.invalid("otp.secret", Some(secret.span()), e.to_string())
+                })?;
+                builder = builder.secret(secret_value.clone());
+                Some(secret_value)
+            }
+            None => None,
+        };
 
         // [token]
         let token = &file.token;
@@ -284,6 +269,7 @@ impl Config {
             }
             (_, None, _) => None,
         };
+        let has_key = key.is_some();
         if let Some(key) = key {
             builder = builder.signing_key(key);
         } else if algorithm != SigningAlgorithm::EdDSA {
@@ -293,6 +279,13 @@ impl Config {
                 format!("{algorithm:?} needs token.private_key"),
             ));
         }
+        // [store], after [otp] and [token]: a shared store needs their shared secrets.
+        builder = builder.store(build_store(&file.store, source, secret.as_ref(), has_key)?);
+        builder = builder.revocation_fallback(match file.store.revocation_fallback {
+            None | Some(RevocationFallbackName::Allow) => RevocationFallback::Allow,
+            Some(RevocationFallbackName::Deny) => RevocationFallback::Deny,
+        });
+
         let token_defaults = TokenSettings::default();
         builder = builder.token_settings(TokenSettings {
             issuer: token.issuer.clone().unwrap_or(token_defaults.issuer),
@@ -751,6 +744,89 @@ fn sender(
     }
 }
 
+/// The store `[store]` asks for. A Redis store is shared by several instances, so it
+/// refuses to start without what they must share: `otp.secret` (code hashes and the
+/// store's own keys derive from it) and a configured token key (a token minted by one
+/// instance must verify on the others).
+fn build_store(
+    store: &StoreSection,
+    source: &Source<'_>,
+    secret: Option<&ServerSecret>,
+    has_token_key: bool,
+) -> Result<Arc<dyn Store>, ConfigError> {
+    let backend = store.backend.as_ref().map(|b| (*b.get_ref(), b.span()));
+    match backend {
+        None | Some((StoreBackend::Memory, _)) => {
+            let max = store
+                .max_entries
+                .unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES);
+            Ok(Arc::new(MemoryStore::new(max)))
+        }
+        #[cfg(not(feature = "redis"))]
+        Some((StoreBackend::Redis, span)) => Err(source.invalid(
+            "store.backend",
+            Some(span),
+            "the redis backend is not available in this build (feature \"redis\"); use \"memory\"",
+        )),
+        #[cfg(feature = "redis")]
+        Some((StoreBackend::Redis, span)) => {
+            use crate::store::{RedisSettings, RedisStore};
+            let Some(secret) = secret else {
+                return Err(source.invalid(
+                    "otp.secret",
+                    None,
+                    "store.backend = \"redis\" needs otp.secret (32+ bytes, the same on every instance)",
+                ));
+            };
+            if !has_token_key {
+                return Err(source.invalid(
+                    "token.private_key",
+                    Some(span),
+                    "store.backend = \"redis\" needs token.private_key (or token.secret for HS256), \
+                     the same on every instance, so tokens minted by one verify on the others",
+                ));
+            }
+            let defaults = RedisSettings::default();
+            let url = match &store.redis_url {
+                Some(url) => url,
+                None => {
+                    return Err(source.invalid(
+                        "store.redis_url",
+                        Some(span),
+                        "store.backend = \"redis\" needs store.redis_url (redis://host:6379)",
+                    ));
+                }
+            };
+            let namespace = match &store.namespace {
+                Some(namespace) => {
+                    let name = namespace.get_ref();
+                    if name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        return Err(source.invalid(
+                            "store.namespace",
+                            Some(namespace.span()),
+                            "letters, digits, '-', '_' and '.' only",
+                        ));
+                    }
+                    name.clone()
+                }
+                None => defaults.namespace,
+            };
+            let settings = RedisSettings {
+                url: url.get_ref().0.clone(),
+                namespace,
+                timeout: store.timeout.map_or(defaults.timeout, |d| d.0),
+            };
+            let store = RedisStore::new(settings, secret)
+                .map_err(|e| source.invalid("store.redis_url", Some(url.span()), e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -867,6 +943,63 @@ tenant = "default"
 from_name = "Acme"
 "#;
         parse(text).unwrap().build_gate().unwrap();
+    }
+
+    const SHARED: &str = "[otp]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[token]\nalgorithm = \"HS256\"\nsecret = \"fedcba9876543210fedcba9876543210\"\n";
+
+    #[test]
+    fn a_redis_store_needs_what_instances_share() {
+        for (text, key) in [
+            (
+                "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n".to_owned(),
+                "otp.secret",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n[otp]\nsecret = \"0123456789abcdef0123456789abcdef\"\n".to_owned(),
+                "token.private_key",
+            ),
+            (format!("[store]\nbackend = \"redis\"\n{SHARED}"), "store.redis_url"),
+            (
+                format!("[store]\nbackend = \"redis\"\nredis_url = \"http://x\"\n{SHARED}"),
+                "store.redis_url",
+            ),
+            (
+                format!("[store]\nbackend = \"redis\"\nredis_url = \"rediss://x\"\n{SHARED}"),
+                "store.redis_url",
+            ),
+            (
+                format!("[store]\nbackend = \"redis\"\nredis_url = \"redis://x\"\nnamespace = \"a b\"\n{SHARED}"),
+                "store.namespace",
+            ),
+        ] {
+            let error = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+            assert!(error.contains("test.toml:"), "names the line: {error}");
+        }
+        assert!(
+            parse("[store]\nrevocation_fallback = \"sometimes\"\n").is_err(),
+            "an unknown fallback is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redis_store_is_configured_without_connecting() {
+        // Port 9 (discard) has no Redis: loading must not connect, and the first use fails
+        // with a 503-class error within the configured timeout.
+        let text = format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:9\"\ntimeout = \"200ms\"\nrevocation_fallback = \"deny\"\n{SHARED}"
+        );
+        let gate = parse(&text).unwrap().build_gate().unwrap();
+        let error = gate
+            .send(crate::SendRequest {
+                tenant: None,
+                identifier: crate::identifier::Identifier::email("a@example.com").unwrap(),
+                client_ip: None,
+                locale: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "temporarily_unavailable");
     }
 
     #[test]

@@ -187,9 +187,18 @@ pub enum StoreBackend {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub backend: Option<Spanned<StoreBackend>>,
-    #[allow(dead_code)] // read by the redis backend; accepted so one file serves every build
-    pub redis_url: Option<EnvString>,
+    pub redis_url: Option<Spanned<EnvString>>,
+    pub namespace: Option<Spanned<String>>,
+    pub timeout: Option<ConfigDuration>,
+    pub revocation_fallback: Option<RevocationFallbackName>,
     pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationFallbackName {
+    Allow,
+    Deny,
 }
 
 #[derive(Debug, Default, Deserialize)]

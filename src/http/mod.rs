@@ -374,14 +374,23 @@ impl Gate {
     /// Decides what to change in a request bound for the app: every identity header the
     /// client sent is removed and, when the request carries a valid token, the identity
     /// is injected. On a protected path without a valid token, returns the 401 to answer
-    /// instead.
+    /// instead (or a 503 when the store cannot answer the revocation check and
+    /// [`crate::RevocationFallback::Deny`] is set).
     pub async fn plan_upstream(
         &self,
         headers: &HeaderMap,
         protected: bool,
     ) -> Result<UpstreamPlan, Box<GateResponse>> {
         let identity = match self.token_in(headers) {
-            Some(token) => self.authenticate(&token).await.ok(),
+            Some(token) => match self.authenticate(&token).await {
+                Ok(identity) => Some(identity),
+                // The store could not rule out a revocation and the fallback is "deny":
+                // a protected path waits for the store rather than guessing.
+                Err(error @ GateError::StoreUnavailable(_)) if protected => {
+                    return Err(Box::new(Dialect::Generic.error(&error)));
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         if identity.is_none() && protected {

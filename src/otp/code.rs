@@ -147,6 +147,21 @@ impl ServerSecret {
         OsRng.unwrap_err().fill(&mut bytes[..]);
         ServerSecret(bytes)
     }
+
+    /// A 32-byte key for `purpose`, derived with HKDF-SHA256 so that no other use of the
+    /// secret (code hashes, store keys, store values) can stand in for another.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use aws_lc_rs::hkdf;
+        let mut key = [0u8; 32];
+        let info = [purpose.as_bytes()];
+        hkdf::Salt::new(hkdf::HKDF_SHA256, b"otpgate")
+            .extract(&self.0)
+            .expand(&info, hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut key))
+            // Infallible: 32 bytes is exactly the output length of one HKDF-SHA256 block.
+            .expect("32-byte HKDF output");
+        key
+    }
 }
 
 impl fmt::Debug for ServerSecret {

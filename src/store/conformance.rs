@@ -23,12 +23,34 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     missing_records_read_as_none(make()).await;
     put_keep_and_delete(make()).await;
     records_expire_with_their_ttl(make()).await;
-    concurrent_updates_are_serialized(Arc::new(make())).await;
-    exactly_one_of_many_concurrent_verifies_wins(Arc::new(make())).await;
+    concurrent_updates_are_serialized(&[Arc::new(make())]).await;
+    exactly_one_of_many_concurrent_verifies_wins(&[Arc::new(make())]).await;
     counters_count_within_a_window(make()).await;
     concurrent_hits_are_all_counted(Arc::new(make())).await;
     values_are_set_read_and_expire(make()).await;
     exactly_one_of_many_concurrent_if_absent_sets_wins(Arc::new(make())).await;
+}
+
+/// The checks that matter when several gate instances share one backend: `make` returns
+/// two independent handles (two connections, as two instances would have) on one fresh
+/// backend, and the concurrent calls are split between them.
+pub async fn run_shared<S: Store, F: Fn() -> (S, S)>(make: F) {
+    let (a, b) = make();
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    a.update_identity("shared", &mut |_| Write::Put {
+        state: state_with_sends(7),
+        ttl: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        b.peek_identity("shared").await.unwrap(),
+        Some(state_with_sends(7)),
+        "a record written through one handle reads through the other"
+    );
+    concurrent_updates_are_serialized(&[a, b]).await;
+    let (a, b) = make();
+    exactly_one_of_many_concurrent_verifies_wins(&[Arc::new(a), Arc::new(b)]).await;
 }
 
 fn state_with_sends(sends: u32) -> IdentityState {
@@ -118,11 +140,11 @@ pub async fn records_expire_with_their_ttl<S: Store>(store: S) {
     assert!(store.peek_identity("long").await.unwrap().is_some());
 }
 
-/// 1000 concurrent read-modify-writes of one key lose no update.
-pub async fn concurrent_updates_are_serialized<S: Store>(store: Arc<S>) {
+/// 1000 concurrent read-modify-writes of one key, spread over `handles`, lose no update.
+pub async fn concurrent_updates_are_serialized<S: Store>(handles: &[Arc<S>]) {
     let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let store = Arc::clone(&store);
+        .map(|i| {
+            let store = Arc::clone(&handles[i % handles.len()]);
             tokio::spawn(async move {
                 store
                     .update_identity("counter", &mut |current| {
@@ -141,27 +163,27 @@ pub async fn concurrent_updates_are_serialized<S: Store>(store: Arc<S>) {
     for task in tasks {
         task.await.unwrap();
     }
-    let state = store.peek_identity("counter").await.unwrap().unwrap();
+    let state = handles[0].peek_identity("counter").await.unwrap().unwrap();
     assert_eq!(state.sends_in_window, 1000);
 }
 
-/// The security rule itself: of 1000 concurrent verifies of one right code, exactly one
-/// is accepted.
-pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(store: Arc<S>) {
+/// The security rule itself: of 1000 concurrent verifies of one right code, spread over
+/// `handles`, exactly one is accepted.
+pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[Arc<S>]) {
     let policy = Arc::new(OtpPolicy::default());
     let hasher = CodeHasher::new(&ServerSecret::random());
     let code = CodeFormat::default().generate();
     let hash = hasher.hash("race", &code);
     let now = Timestamp(1_700_000_000_000);
-    store
+    handles[0]
         .update_identity("race", &mut |current| {
             decide_issue(current, hash, now, &policy).0
         })
         .await
         .unwrap();
     let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let store = Arc::clone(&store);
+        .map(|i| {
+            let store = Arc::clone(&handles[i % handles.len()]);
             let policy = Arc::clone(&policy);
             tokio::spawn(async move {
                 let mut decision = VerifyDecision::Rejected;

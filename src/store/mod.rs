@@ -14,7 +14,11 @@ use crate::otp::{IdentityState, Timestamp, Write};
 
 pub mod conformance;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{InvalidRedisUrl, RedisSettings, RedisStore};
 pub use memory::MemoryStore;
 
 /// A store failure: the backend could not be reached or answered nonsense.

@@ -1,0 +1,401 @@
+//! The shared store on Redis, for several gate instances serving one site.
+//!
+//! Every operation is one or two round trips on a single multiplexed connection that a
+//! [`ConnectionManager`] re-establishes by itself after Redis restarts, and every operation
+//! is bounded by a timeout, so an unreachable Redis turns into a quick
+//! [`StoreError::Unavailable`] (a 503) instead of a hung request.
+//!
+//! What Redis holds says nothing about who signs in: keys are an HMAC of the logical key
+//! (which contains the email, phone or client address), and text values (which may hold
+//! a phone number waiting for a second factor) are sealed with AES-256-GCM. Identity
+//! records hold only keyed code hashes, counters and times. Both keys derive from the
+//! gate's server secret, which every instance shares anyway.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::Mutex;
+
+use super::{IdentityUpdate, SetMode, Store, StoreError, WindowCount};
+use crate::otp::{IdentityState, ServerSecret, Timestamp, Write};
+
+/// How a [`RedisStore`] connects.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host[:port][/db]`. `rediss://` is refused: the store
+    /// speaks plain TCP, so Redis belongs on a private network or behind a TLS tunnel.
+    pub url: String,
+    /// Prefix of every key, so several sites can share one Redis.
+    pub namespace: String,
+    /// Bound on each operation, connecting included. Past it the operation fails and
+    /// the request gets a 503.
+    pub timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "otpgate".into(),
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A Redis URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid redis url: {0}")]
+pub struct InvalidRedisUrl(String);
+
+/// Compare-and-set of an identity record: written only if the record is still the one
+/// that was read (ARGV[1] = "1" when one was read, ARGV[2] its bytes; ARGV[3] the new
+/// record, empty to delete; ARGV[4] its TTL in milliseconds).
+const COMPARE_AND_SET: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"#;
+
+/// A fixed-window counter, the same rule as the memory store's: the window opens at the
+/// first hit after the last one ended (ARGV[1] = now, ARGV[2] = window, milliseconds).
+/// The gate's clock decides, not Redis's, so every instance and every test agrees.
+const HIT: &str = r#"
+local now = tonumber(ARGV[1])
+local resets = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+if resets > now then
+  local count = redis.call('HINCRBY', KEYS[1], 'c', 1)
+  return {count, resets}
+end
+resets = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'c', 1, 'r', resets)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, resets}
+"#;
+
+/// Local serialisation of updates to one key. Contention for one identity inside this
+/// process waits here instead of making every contender retry against Redis; the
+/// compare-and-set still decides between instances.
+const LOCK_STRIPES: usize = 1024;
+
+/// How many operation timeouts an update may wait for its turn on one identity.
+const LOCK_WAIT_TIMEOUTS: u32 = 4;
+
+/// Retries of a compare-and-set that lost to another instance. Each loss means another
+/// instance's update landed, so this is only reached under pathological contention.
+const MAX_CONFLICTS: usize = 64;
+
+/// The Redis store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connection: OnceLock<ConnectionManager>,
+    namespace: String,
+    timeout: Duration,
+    key_hasher: hmac::Key,
+    sealer: LessSafeKey,
+    locks: Box<[Mutex<()>]>,
+    compare_and_set: Script,
+    hit: Script,
+}
+
+impl RedisStore {
+    /// A store on the Redis at `settings.url`. Nothing connects yet: the first operation
+    /// does, inside the runtime that serves requests, and a Redis that is down at start
+    /// only makes operations fail until it is up.
+    pub fn new(settings: RedisSettings, secret: &ServerSecret) -> Result<Self, InvalidRedisUrl> {
+        if settings.url.starts_with("rediss://") {
+            return Err(InvalidRedisUrl(
+                "rediss:// (TLS) is not supported; reach Redis over a private network".into(),
+            ));
+        }
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| InvalidRedisUrl(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            // Few, short reconnection tries: requests fail fast while Redis is down, and the
+            // next request after a failure starts a fresh attempt.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(settings.timeout);
+        let sealing_key = secret.derive_key("otpgate redis store values");
+        let sealer = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, &sealing_key)
+                // Infallible: the key is 32 bytes, AES-256's length.
+                .expect("a 32-byte AES-256 key"),
+        );
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                connection: OnceLock::new(),
+                namespace: settings.namespace,
+                timeout: settings.timeout,
+                key_hasher: hmac::Key::new(
+                    hmac::HMAC_SHA256,
+                    &secret.derive_key("otpgate redis store keys"),
+                ),
+                sealer,
+                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                compare_and_set: Script::new(COMPARE_AND_SET),
+                hit: Script::new(HIT),
+            }),
+        })
+    }
+
+    /// Asks Redis for a PONG; for readiness checks and start-up logs.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        self.bounded(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The Redis key of a logical key: the namespace, the key's kind (the part before its
+    /// first `:`, which names no one) and an HMAC of the whole key, so no identifier or
+    /// address is readable in Redis and keys cannot be guessed without the secret.
+    pub fn redis_key(&self, key: &str) -> String {
+        let kind = key.split_once(':').map_or("misc", |(kind, _)| kind);
+        let tag = hmac::sign(&self.inner.key_hasher, key.as_bytes());
+        let mut out = String::with_capacity(self.inner.namespace.len() + kind.len() + 34);
+        out.push_str(&self.inner.namespace);
+        out.push(':');
+        out.push_str(kind);
+        out.push(':');
+        for byte in &tag.as_ref()[..16] {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(connection) = self.inner.connection.get() {
+            return Ok(connection.clone());
+        }
+        // Created on first use because the manager spawns its reconnection task on the
+        // runtime at hand, which must be the one serving requests.
+        let manager = ConnectionManager::new_lazy_with_config(
+            self.inner.client.clone(),
+            self.inner.config.clone(),
+        )
+        .map_err(unavailable)?;
+        Ok(self.inner.connection.get_or_init(|| manager).clone())
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, operation).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from redis within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    fn lock_for(&self, redis_key: &str) -> &Mutex<()> {
+        let tag = hmac::sign(&self.inner.key_hasher, redis_key.as_bytes());
+        let index = u16::from_le_bytes([tag.as_ref()[0], tag.as_ref()[1]]) as usize;
+        &self.inner.locks[index % LOCK_STRIPES]
+    }
+
+    /// Seals a text value; the Redis key is the associated data, so a value copied to
+    /// another key does not open.
+    fn seal(&self, redis_key: &str, value: &str) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        // A random 96-bit nonce per value: values are few and short-lived, far from the
+        // 2^32 messages per key where random nonces start to risk repeating.
+        OsRng
+            .try_fill_bytes(&mut nonce)
+            .expect("the operating system's random number generator failed");
+        let mut sealed = value.as_bytes().to_vec();
+        self.inner
+            .sealer
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(redis_key.as_bytes()),
+                &mut sealed,
+            )
+            // Infallible for values far below AES-GCM's 64 GiB limit.
+            .expect("AES-GCM sealing");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    fn open(&self, redis_key: &str, mut sealed: Vec<u8>) -> Result<String, StoreError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(StoreError::Corrupt("sealed value too short".into()));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+        let plain = self
+            .inner
+            .sealer
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(redis_key.as_bytes()),
+                &mut sealed[NONCE_LEN..],
+            )
+            .map_err(|_| {
+                StoreError::Corrupt("a value does not open (another secret, or tampered)".into())
+            })?;
+        String::from_utf8(plain.to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn decode(bytes: &[u8]) -> Result<IdentityState, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    // Redis refuses a zero expiry; a record due now lives one more millisecond.
+    (ttl.as_millis() as u64).max(1)
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.inner.namespace)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn update_identity(
+        &self,
+        key: &str,
+        update: &mut IdentityUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        let redis_key = self.redis_key(key);
+        // The wait is bounded too: with Redis down, a queue of updates to one identity
+        // must not turn into one long wait per request.
+        let _serialised = tokio::time::timeout(
+            self.inner.timeout * LOCK_WAIT_TIMEOUTS,
+            self.lock_for(&redis_key).lock(),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("too many updates of one identity at once".into()))?;
+        let mut connection = self.connection()?;
+        for _ in 0..MAX_CONFLICTS {
+            let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
+            let current = read.as_deref().map(decode).transpose()?;
+            let (new_record, ttl) = match update(current) {
+                // What was read was the record at that moment: keeping it needs no write.
+                Write::Keep => return Ok(()),
+                Write::Put { state, ttl } => (
+                    serde_json::to_vec(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    ttl_millis(ttl),
+                ),
+                Write::Delete => (Vec::new(), 0),
+            };
+            let mut invocation = self.inner.compare_and_set.key(&redis_key);
+            invocation
+                .arg(if read.is_some() { "1" } else { "0" })
+                .arg(read.as_deref().unwrap_or_default())
+                .arg(new_record)
+                .arg(ttl);
+            let written: i64 = self
+                .bounded(invocation.invoke_async(&mut connection))
+                .await?;
+            if written == 1 {
+                return Ok(());
+            }
+            // Another instance changed the record between our read and our write: decide
+            // again on what it wrote.
+        }
+        Err(StoreError::Unavailable(format!(
+            "an identity record kept changing under {MAX_CONFLICTS} updates"
+        )))
+    }
+
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<WindowCount, StoreError> {
+        let redis_key = self.redis_key(key);
+        let mut connection = self.connection()?;
+        let mut invocation = self.inner.hit.key(&redis_key);
+        invocation.arg(now.0).arg(ttl_millis(window));
+        let (count, resets_at): (u64, u64) = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(WindowCount {
+            count,
+            resets_at: Timestamp(resets_at),
+        })
+    }
+
+    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
+        let redis_key = self.redis_key(key);
+        let mut connection = self.connection()?;
+        let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
+        read.as_deref().map(decode).transpose()
+    }
+
+    async fn set_value(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        mode: SetMode,
+    ) -> Result<bool, StoreError> {
+        let redis_key = self.redis_key(key);
+        let sealed = self.seal(&redis_key, value);
+        let mut connection = self.connection()?;
+        let mut command = redis::cmd("SET");
+        command
+            .arg(&redis_key)
+            .arg(sealed)
+            .arg("PX")
+            .arg(ttl_millis(ttl));
+        if mode == SetMode::IfAbsent {
+            // SET NX is atomic in Redis: of many concurrent callers exactly one writes.
+            command.arg("NX");
+        }
+        let answer: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(answer.is_some())
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let redis_key = self.redis_key(key);
+        let mut connection = self.connection()?;
+        let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
+        read.map(|sealed| self.open(&redis_key, sealed)).transpose()
+    }
+}
