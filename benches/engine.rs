@@ -1,32 +1,117 @@
-//! The engine's issue + verify round trip on the memory store, against two same-run
-//! baselines: one bare store read-modify-write, and one HMAC of a code.
+//! The engine's send + verify round trip on the memory store and on a real Redis (a
+//! redis-server started on a free loopback port), one at a time and 64 at once, against
+//! two same-run baselines: one bare memory-store read-modify-write, and one HMAC of a code.
 //!
 //! `cargo bench --bench engine`
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
 use otpgate::identifier::Identifier;
 use otpgate::otp::{CodeFormat, CodeHasher, IdentityState, ServerSecret, Write};
-use otpgate::store::{MemoryStore, Store};
+use otpgate::store::{MemoryStore, RedisSettings, RedisStore, Store};
 use otpgate::{Gate, SendRequest, VerifyRequest};
 use std::hint::black_box;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
-/// Hands codes back to the benchmark instead of delivering them.
-struct Loopback(mpsc::UnboundedSender<Message>);
+/// Hands each code to whoever waits for that destination, so many concurrent rounds can
+/// run at once.
+#[derive(Clone, Default)]
+struct Loopback(Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>);
 
 #[async_trait]
 impl Sender for Loopback {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        let _ = self.0.send(message.clone());
+        if let Some(waiter) = self.0.lock().unwrap().remove(message.to.as_str()) {
+            let _ = waiter.send(message.code.expose().to_owned());
+        }
         Ok(())
     }
 }
+
+fn gate_on(store: Arc<dyn Store>, loopback: &Loopback) -> Gate {
+    let sender = Arc::new(loopback.clone());
+    Gate::builder()
+        .store(store)
+        .secret(ServerSecret::new(vec![7; 32]).unwrap())
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// One sign-in: send a code to a fresh identity, receive it, verify it.
+async fn sign_in(gate: &Gate, loopback: &Loopback, n: u64) {
+    // A fresh identity each round so no cooldown or window interferes.
+    let email = format!("user{n}@example.com");
+    let identifier = Identifier::email(&email).unwrap();
+    let (tx, rx) = oneshot::channel();
+    loopback.0.lock().unwrap().insert(email, tx);
+    gate.send(SendRequest {
+        tenant: None,
+        identifier: identifier.clone(),
+        client_ip: None,
+        locale: None,
+    })
+    .await
+    .unwrap();
+    let code = rx.await.unwrap();
+    let subject = gate
+        .verify(VerifyRequest {
+            tenant: None,
+            identifier,
+            code: &code,
+            client_ip: None,
+        })
+        .await
+        .unwrap();
+    black_box(subject);
+}
+
+/// A real redis-server on a free loopback port, for as long as the benchmark runs.
+struct RedisServer(std::process::Child, u16);
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: `make test-deps` installs it");
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return RedisServer(child, port);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CONCURRENT: u64 = 64;
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -34,49 +119,52 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let sender = Arc::new(Loopback(tx));
-    let gate = runtime.block_on(async {
-        Gate::builder()
-            .senders(Senders {
-                email: Some(sender.clone()),
-                sms: Some(sender),
-                ..Default::default()
-            })
-            .build()
-            .unwrap()
+    let redis = RedisServer::start();
+    let loopback = Loopback::default();
+    let (memory_gate, redis_gate) = runtime.block_on(async {
+        let redis_store = RedisStore::new(
+            RedisSettings {
+                url: format!("redis://127.0.0.1:{}", redis.1),
+                ..RedisSettings::default()
+            },
+            &ServerSecret::new(vec![7; 32]).unwrap(),
+        )
+        .unwrap();
+        (
+            gate_on(Arc::new(MemoryStore::default()), &loopback),
+            gate_on(Arc::new(redis_store), &loopback),
+        )
     });
-    let counter = AtomicU64::new(0);
+    let counter = Arc::new(AtomicU64::new(0));
 
     let mut group = c.benchmark_group("engine");
     group.measurement_time(Duration::from_secs(8));
-    group.bench_function("send_then_verify", |b| {
-        b.to_async(&runtime).iter(|| async {
-            // A fresh identity each round so no cooldown or window interferes.
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            let identifier = Identifier::email(&format!("user{n}@example.com")).unwrap();
-            gate.send(SendRequest {
-                tenant: None,
-                identifier: identifier.clone(),
-                client_ip: None,
-                locale: None,
+    for (name, gate) in [("memory", &memory_gate), ("redis", &redis_gate)] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("send_then_verify/{name}"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                sign_in(gate, &loopback, counter.fetch_add(1, Ordering::Relaxed)).await
             })
-            .await
-            .unwrap();
-            let message = rx.lock().await.recv().await.unwrap();
-            let minted = gate
-                .verify(VerifyRequest {
-                    tenant: None,
-                    identifier,
-                    code: message.code.expose(),
-                    client_ip: None,
-                })
-                .await
-                .unwrap();
-            black_box(minted);
-        })
-    });
+        });
+        // Throughput as a site sees it: many sign-ins in flight at once.
+        group.throughput(Throughput::Elements(CONCURRENT));
+        group.bench_function(format!("send_then_verify_x{CONCURRENT}/{name}"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let rounds: Vec<_> = (0..CONCURRENT)
+                    .map(|_| {
+                        let gate = gate.clone();
+                        let loopback = loopback.clone();
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move { sign_in(&gate, &loopback, n).await })
+                    })
+                    .collect();
+                for round in rounds {
+                    round.await.unwrap();
+                }
+            })
+        });
+    }
+    group.throughput(Throughput::Elements(1));
 
     let store = MemoryStore::default();
     let keys = AtomicU64::new(0);

@@ -157,6 +157,7 @@ fn run(command: Command) -> Result<(), String> {
                 proxy.upstream.addr
             );
             say!("  threads    {}", proxy.threads);
+            say!("  store      {}", gate.store().describe());
             say!(
                 "  token      {:?}, kid {}",
                 gate.tokens().key().algorithm(),

@@ -453,11 +453,12 @@ pub fn serve(gate: Gate, settings: &ProxySettings) -> Result<(), Box<Error>> {
     let conf = server_conf(settings);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let store = gate.store().describe();
     let proxy = OtpProxy::new(gate, settings.upstream.clone());
     let mut service = ::pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
-    tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, "otpgate proxy started");
+    tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, store = %store, "otpgate proxy started");
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulOnSignals),
     });

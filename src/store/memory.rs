@@ -186,6 +186,13 @@ impl Store for MemoryStore {
             _ => None,
         })
     }
+
+    fn describe(&self) -> String {
+        format!(
+            "memory, at most {} entries",
+            self.cache.policy().max_capacity().unwrap_or(u64::MAX)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The live value under `key`.
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// One line for operators (`otpgate check`, start-up logs); never a credential.
+    fn describe(&self) -> String {
+        "custom store".into()
+    }
 }
 
 /// How [`Store::set_value`] treats an existing value.

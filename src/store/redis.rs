@@ -392,6 +392,16 @@ impl Store for RedisStore {
         Ok(answer.is_some())
     }
 
+    fn describe(&self) -> String {
+        // The address only: the URL may carry a password.
+        format!(
+            "redis at {}, namespace {:?}, timeout {:?}",
+            self.inner.client.get_connection_info().addr(),
+            self.inner.namespace,
+            self.inner.timeout
+        )
+    }
+
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         let redis_key = self.redis_key(key);
         let mut connection = self.connection()?;
