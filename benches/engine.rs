@@ -131,7 +131,9 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
         (
-            gate_on(Arc::new(MemoryStore::default()), &loopback),
+            // Room for every identity the run creates: a full store evicts, and an evicted
+            // pending code fails its verify (by design), which would end the run.
+            gate_on(Arc::new(MemoryStore::new(20_000_000)), &loopback),
             gate_on(Arc::new(redis_store), &loopback),
         )
     });

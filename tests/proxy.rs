@@ -4,10 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{AppCalls, Form, echo_app, free_port, serve, start_form, wait_for_port};
+use common::{AppCalls, Form, RunningGate, echo_app, free_port, serve, start_form};
 use futures_util::{SinkExt, StreamExt};
 use otpgate::Gate;
 use reqwest::StatusCode;
@@ -43,45 +43,11 @@ async fn websockets_pass_through() {
     socket.close(None).await.unwrap();
 }
 
-/// `otpgate run` as a process, with a config on free ports.
-struct RunningGate {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RunningGate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn run_gate(upstream: std::net::SocketAddr) -> RunningGate {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("gate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nthreads = 1\ngrace_period = \"3s\"\nshutdown_timeout = \"1s\"\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_port(port).await;
-    RunningGate {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    }
+    RunningGate::start(&format!(
+        "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\ngrace_period = \"3s\"\nshutdown_timeout = \"1s\"\n"
+    ))
+    .await
 }
 
 fn signal(child: &std::process::Child, name: &str) {

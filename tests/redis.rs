@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Form, RedisServer, WebhookReceiver, capture, next_message, start_form};
+use common::{Form, RedisServer, RunningGate, WebhookReceiver, capture, next_message, start_form};
 use otpgate::delivery::{Message, Senders};
 use otpgate::http::HttpSettings;
 use otpgate::identifier::Identifier;
@@ -376,12 +376,16 @@ async fn redis_going_away_and_back_through_the_proxy() {
     redis_goes_away_and_comes_back(Form::Pingora).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_codes_survive_a_gate_restart() {
     let server = RedisServer::start().await;
     let hook = WebhookReceiver::start().await;
+    let app = common::serve(common::echo_app(common::AppCalls::default())).await;
     let config = format!(
         r#"
+[server]
+upstream = "http://{app}"
+threads = 1
 [store]
 backend = "redis"
 redis_url = "{url}"
@@ -396,24 +400,44 @@ url = "{hook}"
 [delivery.sms]
 kind = "webhook"
 url = "{hook}"
+[[protect]]
+prefix = "/api/"
 "#,
         url = server.url(),
         secret = std::str::from_utf8(SECRET).unwrap(),
         token_secret = std::str::from_utf8(TOKEN_SECRET).unwrap(),
         hook = hook.url,
     );
-    let load = || {
-        otpgate::config::Config::parse(&config, "redis.toml", std::path::Path::new("."))
-            .unwrap()
-            .build_gate()
-            .unwrap()
-    };
-    let first = load();
-    first.send(send_alice(None)).await.unwrap();
+    let client = reqwest::Client::new();
+    let first = RunningGate::start(&config).await;
+    let sent = client
+        .post(format!("{}/auth/otp/send", first.base))
+        .json(&json!({"email": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
     let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    // The gate dies (SIGKILL, no goodbye) and a new process takes over.
     drop(first);
 
-    let second = load();
-    let subject = second.verify(verify_alice(&code)).await.unwrap();
-    assert_eq!(subject.email.as_deref(), Some("alice@example.com"));
+    let second = RunningGate::start(&config).await;
+    let verified = client
+        .post(format!("{}/auth/otp/verify", second.base))
+        .json(&json!({"email": "alice@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let token = verified.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = client
+        .get(format!("{}/api/me", second.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
 }

@@ -322,3 +322,50 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// `otpgate run` as a process, listening on a free port. `config` is the file's text
+/// without `[server] listen`, which is added. Killed when dropped.
+pub struct RunningGate {
+    pub child: std::process::Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningGate {
+    pub async fn start(config: &str) -> RunningGate {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let path = dir.path().join("gate.toml");
+        let config = if config.contains("[server]") {
+            config.replacen(
+                "[server]",
+                &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
+                1,
+            )
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}")
+        };
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_port(port).await;
+        RunningGate {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RunningGate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
