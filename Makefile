@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-tower test test-deps deps lint bench check
+.PHONY: run run-tower test test-deps deps lint bench bench-micro check
 
 # Build tools the dependency tree needs (cmake for the C crypto and compression crates).
 deps:
@@ -47,8 +47,13 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Criterion benchmarks (release build); reports land in target/criterion.
+# otpgate against nginx, HAProxy and a bare axum app on loopback, plus sign-ins over
+# HTTP, memory per pending code and cold start: writes bench/RESULTS.md (release build,
+# about 5 minutes after the build). `make bench-micro` runs the criterion benchmarks.
 bench: deps
+	./bench/run.sh
+
+bench-micro: deps
 	$(CARGO) bench --bench engine --bench tokens
 
 # Check config/otpgate.toml.

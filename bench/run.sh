@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# `make bench`: otpgate against what users would pick instead, side by side on loopback,
+# in one run, and bench/RESULTS.md from it.
+#
+#   upstream          nginx answering `ok` itself (the trivial app every proxy forwards to)
+#   nginx             nginx as a plain reverse proxy: the floor, no auth at all
+#   haproxy HS256/ES256   HAProxy checking the JWT itself (jwt_verify: alg, signature, exp)
+#   otpgate HS256/ES256/EdDSA   the otpgate proxy, every path protected, a valid token
+#   axum, axum+OtpLayer   a bare axum app, and the same app behind the tower layer
+#
+# Every server gets one worker thread; wrk drives each for BENCH_DURATION with
+# BENCH_CONNECTIONS connections. Then `cargo bench --bench http` measures sign-ins over
+# HTTP, memory per pending code and cold start, and its lines join the report.
+#
+# BENCH_DURATION (default 10s), BENCH_CONNECTIONS (default 50), BENCH_QUICK=1 (a short
+# smoke run: 2s per target, fewer codes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-50}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then DURATION=2s; fi
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+
+# Peers and tools from Debian's packages.
+missing=()
+for tool in nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl curl:curl; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}..."
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in nginx haproxy wrk openssl curl; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is missing and could not be installed" >&2; exit 1; }
+done
+
+cargo build --release --quiet --bin otpgate --example bench_app
+OTPGATE=$PWD/target/release/otpgate
+BENCH_APP=$PWD/target/release/examples/bench_app
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 500); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.01
+  done
+  echo "error: nothing listens on port $1" >&2; exit 1
+}
+start() { "$@" & pids+=($!); }
+
+# --- keys and tokens: the same algorithm and key for every peer --------------------------
+HS_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '/+=' | head -c 40)
+"$OTPGATE" keygen --alg ES256 --out "$work/es256.pem" >/dev/null
+openssl pkey -in "$work/es256.pem" -pubout -out "$work/es256.pub" 2>/dev/null
+"$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null
+
+UPSTREAM=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx/upstream.pid;
+error_log $work/nginx/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/plain; return 200 "ok"; } }
+}
+EOF
+start nginx -p "$work/nginx" -c "$work/upstream.conf"
+
+NGINX=$(free_port)
+cat >"$work/proxy.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx/proxy.pid;
+error_log $work/nginx/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UPSTREAM; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+start nginx -p "$work/nginx" -c "$work/proxy.conf"
+
+haproxy_conf() { # alg key port
+  cat <<EOF
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$3
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny status 401 unless { var(txn.alg) -m str $1 }
+  http-request deny status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$2") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  default_backend app
+backend app
+  server app 127.0.0.1:$UPSTREAM
+EOF
+}
+HAPROXY_HS=$(free_port)
+HAPROXY_ES=$(free_port)
+haproxy_conf HS256 "$HS_SECRET" "$HAPROXY_HS" >"$work/haproxy-hs.cfg"
+haproxy_conf ES256 "$work/es256.pub" "$HAPROXY_ES" >"$work/haproxy-es.cfg"
+start haproxy -q -f "$work/haproxy-hs.cfg"
+start haproxy -q -f "$work/haproxy-es.cfg"
+
+otpgate_conf() { # alg key-line port
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$3"
+upstream = "http://127.0.0.1:$UPSTREAM"
+threads = 1
+[token]
+algorithm = "$1"
+$2
+ttl = "1h"
+[[protect]]
+prefix = "/"
+EOF
+}
+declare -A GATE_PORT
+for alg in HS256 ES256 EdDSA; do
+  case $alg in
+    HS256) key="secret = \"$HS_SECRET\"" ;;
+    ES256) key="private_key = \"$work/es256.pem\"" ;;
+    EdDSA) key="private_key = \"$work/eddsa.pem\"" ;;
+  esac
+  GATE_PORT[$alg]=$(free_port)
+  otpgate_conf "$alg" "$key" "${GATE_PORT[$alg]}" >"$work/otpgate-$alg.toml"
+  RUST_LOG=warn start "$OTPGATE" run --config "$work/otpgate-$alg.toml"
+done
+
+AXUM=$(free_port)
+AXUM_LAYER=$(free_port)
+start "$BENCH_APP" "127.0.0.1:$AXUM"
+start "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
+
+for port in "$UPSTREAM" "$NGINX" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+  wait_port "$port"
+done
+
+declare -A TOKEN
+for alg in HS256 ES256 EdDSA; do
+  TOKEN[$alg]=$("$OTPGATE" token mint bench@example.com --config "$work/otpgate-$alg.toml" 2>/dev/null)
+done
+
+# --- every peer must refuse a missing token and pass a valid one -------------------------
+check() { # name url token expect-without
+  local with without
+  with=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "$2")
+  without=$(curl -s -o /dev/null -w '%{http_code}' "$2")
+  if [ "$with" != 200 ] || [ "$without" != "$4" ]; then
+    echo "error: $1 answered $with with a token and $without without (expected 200 and $4)" >&2
+    exit 1
+  fi
+}
+check "haproxy HS256" "http://127.0.0.1:$HAPROXY_HS/" "${TOKEN[HS256]}" 401
+check "haproxy ES256" "http://127.0.0.1:$HAPROXY_ES/" "${TOKEN[ES256]}" 401
+for alg in HS256 ES256 EdDSA; do
+  check "otpgate $alg" "http://127.0.0.1:${GATE_PORT[$alg]}/" "${TOKEN[$alg]}" 401
+done
+check "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}" 401
+# A forged token is refused by every checking peer.
+forged="${TOKEN[ES256]%?}A"
+for port in "$HAPROXY_ES" "${GATE_PORT[ES256]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $forged" "http://127.0.0.1:$port/")
+  [ "$code" = 401 ] || { echo "error: port $port accepted a forged token ($code)" >&2; exit 1; }
+done
+
+# --- load -------------------------------------------------------------------------------
+to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s -> milliseconds
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000;
+    printf "%.3f", n }'
+}
+declare -A RPS P50 P99
+run() { # name url token
+  local out auth=()
+  if [ -n "${3:-}" ]; then auth=(-H "Authorization: Bearer $3"); fi
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${auth[@]}" "$2")
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "error: $1 answered non-2xx under load:" >&2; echo "$out" >&2; exit 1
+  fi
+  RPS[$1]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  P50[$1]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  P99[$1]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  printf '%-22s %10s req/s  p50 %7s ms  p99 %7s ms\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}"
+}
+
+# Warm every server's connections and caches, untimed.
+for port in "$NGINX" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+  wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer ${TOKEN[EdDSA]}" "http://127.0.0.1:$port/" >/dev/null || true
+done
+
+ORDER=("upstream" "nginx" "haproxy HS256" "haproxy ES256" "otpgate HS256" "otpgate ES256" "otpgate EdDSA" "axum" "axum+OtpLayer")
+run "upstream" "http://127.0.0.1:$UPSTREAM/"
+run "nginx" "http://127.0.0.1:$NGINX/"
+run "haproxy HS256" "http://127.0.0.1:$HAPROXY_HS/" "${TOKEN[HS256]}"
+run "haproxy ES256" "http://127.0.0.1:$HAPROXY_ES/" "${TOKEN[ES256]}"
+run "otpgate HS256" "http://127.0.0.1:${GATE_PORT[HS256]}/" "${TOKEN[HS256]}"
+run "otpgate ES256" "http://127.0.0.1:${GATE_PORT[ES256]}/" "${TOKEN[ES256]}"
+run "otpgate EdDSA" "http://127.0.0.1:${GATE_PORT[EdDSA]}/" "${TOKEN[EdDSA]}"
+run "axum" "http://127.0.0.1:$AXUM/"
+run "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}"
+
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+
+# --- sign-ins over HTTP, memory per pending code, cold start ------------------------------
+extra=$(BENCH_QUICK=${BENCH_QUICK:-0} cargo bench --quiet --bench http -- --bench | sed -n '/^|/p')
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+{
+  echo "# Benchmark results"
+  echo
+  echo "Written by \`make bench\` (\`bench/run.sh\`) on $(date -u +%Y-%m-%d), $(nproc) cores,"
+  echo "$(uname -sr). Everything ran on loopback in one run: servers with one worker thread"
+  echo "each, wrk with one thread and $CONNECTIONS connections for $DURATION per target."
+  echo "Peers: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')."
+  echo
+  echo "## Authenticated pass-through"
+  echo
+  echo "| target | req/s | p50 ms | p99 ms | ÷ nginx | ÷ upstream |"
+  echo "|---|---|---|---|---|---|"
+  for name in "${ORDER[@]}"; do
+    echo "| $name | ${RPS[$name]} | ${P50[$name]} | ${P99[$name]} | $(ratio "${RPS[$name]}" "${RPS[nginx]}") | $(ratio "${RPS[$name]}" "${RPS[upstream]}") |"
+  done
+  echo
+  echo "- otpgate EdDSA ÷ haproxy ES256 (the fastest asymmetric pair HAProxy has): $(ratio "${RPS[otpgate EdDSA]}" "${RPS[haproxy ES256]}")"
+  echo "- otpgate ES256 ÷ haproxy ES256: $(ratio "${RPS[otpgate ES256]}" "${RPS[haproxy ES256]}"); otpgate HS256 ÷ haproxy HS256: $(ratio "${RPS[otpgate HS256]}" "${RPS[haproxy HS256]}")"
+  echo "- axum+OtpLayer ÷ axum: $(ratio "${RPS[axum+OtpLayer]}" "${RPS[axum]}")"
+  echo "- otpgate EdDSA p99 − nginx p99: $(awk -v a="${P99[otpgate EdDSA]}" -v b="${P99[nginx]}" 'BEGIN { printf "%.3f", a - b }') ms"
+  echo
+  echo "## The gate's own work"
+  echo
+  echo "| measure | value | baseline (same run) | ratio |"
+  echo "|---|---|---|---|"
+  echo "$extra"
+} >bench/RESULTS.md
+echo
+cat bench/RESULTS.md
