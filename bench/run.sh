@@ -57,6 +57,11 @@ wait_port() {
   echo "error: nothing listens on port $1" >&2; exit 1
 }
 start() { "$@" & pids+=($!); }
+# The server under test gets core 1 to itself; wrk and the upstream share core 0. Every
+# peer is measured the same way, and runs vary less than with the scheduler free to mix.
+LOAD_CPU=0
+SERVER_CPU=$(( $(nproc) > 1 ? 1 : 0 ))
+PIN=(taskset -c "$SERVER_CPU")
 
 # --- keys and tokens: the same algorithm and key for every peer --------------------------
 HS_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '/+=' | head -c 40)
@@ -80,7 +85,7 @@ http {
   server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/plain; return 200 "ok"; } }
 }
 EOF
-start nginx -p "$work/nginx" -c "$work/upstream.conf"
+start taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
 
 NGINX=$(free_port)
 cat >"$work/proxy.conf" <<EOF
@@ -101,7 +106,7 @@ http {
   }
 }
 EOF
-start nginx -p "$work/nginx" -c "$work/proxy.conf"
+start "${PIN[@]}" nginx -p "$work/nginx" -c "$work/proxy.conf"
 
 haproxy_conf() { # alg key port
   cat <<EOF
@@ -132,8 +137,8 @@ HAPROXY_HS=$(free_port)
 HAPROXY_ES=$(free_port)
 haproxy_conf HS256 "$HS_SECRET" "$HAPROXY_HS" >"$work/haproxy-hs.cfg"
 haproxy_conf ES256 "$work/es256.pub" "$HAPROXY_ES" >"$work/haproxy-es.cfg"
-start haproxy -q -f "$work/haproxy-hs.cfg"
-start haproxy -q -f "$work/haproxy-es.cfg"
+start "${PIN[@]}" haproxy -q -f "$work/haproxy-hs.cfg"
+start "${PIN[@]}" haproxy -q -f "$work/haproxy-es.cfg"
 
 otpgate_conf() { # alg key-line port
   cat <<EOF
@@ -158,13 +163,14 @@ for alg in HS256 ES256 EdDSA; do
   esac
   GATE_PORT[$alg]=$(free_port)
   otpgate_conf "$alg" "$key" "${GATE_PORT[$alg]}" >"$work/otpgate-$alg.toml"
-  RUST_LOG=warn start "$OTPGATE" run --config "$work/otpgate-$alg.toml"
+  # Its log goes to a file: wrk closing connections at the end of a run is logged.
+  RUST_LOG=warn start "${PIN[@]}" "$OTPGATE" run --config "$work/otpgate-$alg.toml" >"$work/otpgate-$alg.log" 2>&1
 done
 
 AXUM=$(free_port)
 AXUM_LAYER=$(free_port)
-start "$BENCH_APP" "127.0.0.1:$AXUM"
-start "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
+start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM"
+start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
 
 for port in "$UPSTREAM" "$NGINX" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
   wait_port "$port"
@@ -209,7 +215,7 @@ declare -A RPS P50 P99
 run() { # name url token
   local out auth=()
   if [ -n "${3:-}" ]; then auth=(-H "Authorization: Bearer $3"); fi
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${auth[@]}" "$2")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${auth[@]}" "$2")
   if grep -q "Non-2xx" <<<"$out"; then
     echo "error: $1 answered non-2xx under load:" >&2; echo "$out" >&2; exit 1
   fi
@@ -247,8 +253,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "# Benchmark results"
   echo
   echo "Written by \`make bench\` (\`bench/run.sh\`) on $(date -u +%Y-%m-%d), $(nproc) cores,"
-  echo "$(uname -sr). Everything ran on loopback in one run: servers with one worker thread"
-  echo "each, wrk with one thread and $CONNECTIONS connections for $DURATION per target."
+  echo "$(uname -sr). Everything ran on loopback in one run: each server under test with one"
+  echo "worker thread pinned to its own core, wrk (one thread, $CONNECTIONS connections, $DURATION per"
+  echo "target) and the upstream sharing the other core."
   echo "Peers: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')."
   echo
   echo "## Authenticated pass-through"

@@ -309,7 +309,8 @@ fn pending_codes(runtime: &tokio::runtime::Runtime, scale: &Scale) -> Vec<String
                                 .await;
                             match sent {
                                 Ok(_) => break,
-                                // The outbox is full for a moment: wait for it, then retry.
+                                // The outbox is full for a moment (nothing was stored):
+                                // wait for it, then retry.
                                 Err(GateError::DeliveryUnavailable) => {
                                     tokio::time::sleep(Duration::from_millis(1)).await
                                 }

@@ -17,6 +17,10 @@ use axum::routing::get;
 use otpgate::config::Config;
 use otpgate::tower::OtpLayer;
 
+// The same allocator as the `otpgate` binary, for both the bare and the layered app.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().unwrap_or("127.0.0.1:3100".into()).parse()?;

@@ -576,6 +576,15 @@ impl Gate {
             return Err(GateError::AccountNotFound);
         }
 
+        // A place in the outbox first: a full outbox refuses the send before the record
+        // changes, so the 503 does not also start a resend cooldown. Unknown identities
+        // take one too, so a full outbox answers both alike.
+        let slot = self
+            .inner
+            .outbox
+            .reserve()
+            .map_err(|_| GateError::DeliveryUnavailable)?;
+
         // An unknown identity gets a code too, stored and limited the same way but never
         // delivered: from outside, both paths look and time alike.
         let code = self.inner.policy.format.generate();
@@ -608,16 +617,13 @@ impl Gate {
                     tenant_name: tenant.display_name.as_deref(),
                 },
             );
-            self.inner
-                .outbox
-                .enqueue(Message {
-                    to: request.identifier,
-                    code,
-                    tenant: tenant.id.clone(),
-                    expires_in: ttl,
-                    content,
-                })
-                .map_err(|_| GateError::DeliveryUnavailable)?;
+            slot.send(Message {
+                to: request.identifier,
+                code,
+                tenant: tenant.id.clone(),
+                expires_in: ttl,
+                content,
+            });
         }
         Ok(SendOutcome {
             account_exists: tenant.reveal_account.then_some(exists),

@@ -294,6 +294,15 @@ async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
         }
         other => panic!("expected 503, got {other:?}"),
     }
+    // The refusal changed nothing: no record, so no cooldown stands in the way of a retry.
+    let refused_key = Gate::identity_key(
+        "default",
+        &Identifier::email(&format!("user{refused}@example.com")).unwrap(),
+    );
+    assert_eq!(
+        gate.store().peek_identity(&refused_key).await.unwrap(),
+        None
+    );
     assert!(calls.load(Ordering::SeqCst) >= 1);
 }
 

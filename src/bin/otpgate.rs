@@ -12,6 +12,12 @@ use otpgate::identifier::Identifier;
 use otpgate::otp::{Clock, SystemClock};
 use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
 
+// A proxy allocates and frees buffers on every request; mimalloc does that in fewer
+// cycles than the system allocator (measured by `make bench`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "otpgate",

@@ -18,7 +18,7 @@ mod twilio;
 mod webhook;
 
 pub use console::ConsoleSender;
-pub use outbox::{DeliveryStats, Outbox, OutboxFull, OutboxPolicy};
+pub use outbox::{DeliveryStats, Outbox, OutboxFull, OutboxPolicy, OutboxSlot};
 pub use smtp::{SmtpSecurity, SmtpSender, SmtpSettings};
 pub use template::{Rendered, Template, TemplateContext, TemplateError, TemplateScope, Templates};
 pub use twilio::{TwilioFrom, TwilioSender};

@@ -104,8 +104,10 @@ impl Outbox {
         }
     }
 
-    /// Queues `message` without waiting. Must be called within a tokio runtime.
-    pub fn enqueue(&self, message: Message) -> Result<(), OutboxFull> {
+    /// Holds a place in the queue without waiting, so that a caller can refuse a request
+    /// before it changes anything, rather than after. Must be called within a tokio
+    /// runtime.
+    pub fn reserve(&self) -> Result<OutboxSlot<'_>, OutboxFull> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(self.policy.capacity);
             tokio::spawn(drain(
@@ -116,7 +118,29 @@ impl Outbox {
             ));
             tx
         });
-        queue.try_send(message).map_err(|_| OutboxFull)
+        queue.try_reserve().map(OutboxSlot).map_err(|_| OutboxFull)
+    }
+
+    /// Queues `message` without waiting. Must be called within a tokio runtime.
+    pub fn enqueue(&self, message: Message) -> Result<(), OutboxFull> {
+        self.reserve()?.send(message);
+        Ok(())
+    }
+}
+
+/// A place held in the outbox; dropping it gives the place back.
+pub struct OutboxSlot<'a>(mpsc::Permit<'a, Message>);
+
+impl OutboxSlot<'_> {
+    /// Queues `message` in the place held.
+    pub fn send(self, message: Message) {
+        self.0.send(message);
+    }
+}
+
+impl std::fmt::Debug for OutboxSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxSlot")
     }
 }
 

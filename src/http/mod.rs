@@ -382,7 +382,7 @@ impl Gate {
         protected: bool,
     ) -> Result<UpstreamPlan, Box<GateResponse>> {
         let identity = match self.token_in(headers) {
-            Some(token) => match self.authenticate(&token).await {
+            Some(token) => match self.authenticate(token).await {
                 Ok(identity) => Some(identity),
                 // The store could not rule out a revocation and the fallback is "deny":
                 // a protected path waits for the store rather than guessing.
@@ -421,14 +421,14 @@ impl Gate {
     }
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
-    pub fn token_in(&self, headers: &HeaderMap) -> Option<String> {
+    pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         for value in headers.get_all(http::header::AUTHORIZATION) {
             if let Some((scheme, token)) =
                 value.to_str().ok().and_then(|v| v.trim().split_once(' '))
                 && scheme.eq_ignore_ascii_case("bearer")
                 && !token.trim().is_empty()
             {
-                return Some(token.trim().to_owned());
+                return Some(token.trim());
             }
         }
         let cookie = self.http_settings().cookie.as_ref()?;
@@ -439,7 +439,7 @@ impl Gate {
                     && name == cookie.name
                     && !token.is_empty()
                 {
-                    return Some(token.to_owned());
+                    return Some(token);
                 }
             }
         }
@@ -547,24 +547,34 @@ fn identity_headers(
     settings: &IdentityHeaders,
     identity: &Identity,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = Vec::with_capacity(5);
-    let values = [
-        (&settings.jwt, Some(&*identity.token)),
-        (&settings.subject, Some(identity.subject())),
-        (&settings.tenant, Some(identity.tenant())),
-        (&settings.email, identity.email()),
-        (&settings.phone, identity.phone()),
-    ];
-    for (name, value) in values {
-        let Some(value) = value else { continue };
-        match HeaderValue::from_str(value) {
-            Ok(value) => headers.push((name.clone(), value)),
-            Err(_) => {
-                tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
-            }
-        }
+    // Subject, tenant, email and phone are made once per verified token and kept with its
+    // cached claims; only the token's own header is made per request.
+    let from_claims = identity.claims.forwarded.0.get_or_init(|| {
+        [
+            (&settings.subject, Some(identity.subject())),
+            (&settings.tenant, Some(identity.tenant())),
+            (&settings.email, identity.email()),
+            (&settings.phone, identity.phone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, header_value(name, value?)?)))
+        .map(|(name, value)| (name.clone(), value))
+        .collect()
+    });
+    let mut headers = Vec::with_capacity(from_claims.len() + 1);
+    if let Some(token) = header_value(&settings.jwt, &identity.token) {
+        headers.push((settings.jwt.clone(), token));
     }
+    headers.extend(from_claims.iter().cloned());
     headers
+}
+
+fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value)
+        .inspect_err(|_| {
+            tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
+        })
+        .ok()
 }
 
 /// The changes to make to a request before it reaches the app; see [`Gate::plan_upstream`].
@@ -584,6 +594,7 @@ impl UpstreamPlan {
         for name in &self.strip {
             headers.remove(name);
         }
+        headers.reserve(self.inject.len());
         for (name, value) in &self.inject {
             headers.insert(name.clone(), value.clone());
         }

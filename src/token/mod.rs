@@ -47,6 +47,32 @@ pub struct Claims {
     /// Refresh tokens only: the family every rotation of one sign-in shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
+    /// The identity headers made from these claims, kept with them so that a token
+    /// answered from the verified-token cache does not rebuild them on every request.
+    #[serde(skip)]
+    pub(crate) forwarded: ForwardedHeaders,
+}
+
+/// Identity headers derived from a token's claims (never the token itself, so the
+/// verified-token cache still holds no usable token). Not part of what claims are:
+/// equal whatever it holds.
+#[derive(Clone, Default)]
+pub(crate) struct ForwardedHeaders(
+    pub(crate) std::sync::OnceLock<Arc<[(http::HeaderName, http::HeaderValue)]>>,
+);
+
+impl PartialEq for ForwardedHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ForwardedHeaders {}
+
+impl std::fmt::Debug for ForwardedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 /// What a token is for. Each kind has its own audience, so one can never stand in for
@@ -246,6 +272,7 @@ impl Tokens {
             phone: subject.phone.clone(),
             tenant: subject.tenant.clone(),
             fam: family,
+            forwarded: ForwardedHeaders::default(),
         };
         let mut header = Header::new(self.key.algorithm().jwt_algorithm());
         header.kid = Some(self.key.kid().to_owned());

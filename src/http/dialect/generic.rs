@@ -161,7 +161,7 @@ pub async fn logout(
 ) -> GateResponse {
     let result = async {
         if let Some(token) = gate.token_in(request.headers)
-            && let Ok(identity) = gate.authenticate(&token).await
+            && let Ok(identity) = gate.authenticate(token).await
         {
             gate.revoke_access(&identity.claims).await?;
         }
