@@ -30,17 +30,25 @@ async fn an_unreachable_app_gets_a_502_json() {
 async fn websockets_pass_through() {
     let (base, _) = start_form(Form::Pingora, Gate::builder().build().unwrap()).await;
     let url = base.replace("http://", "ws://") + "/ws";
-    let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for text in ["hello", "through", "the gate"] {
-        socket
-            .send(tokio_tungstenite::tungstenite::Message::text(text))
-            .await
-            .unwrap();
-        let echoed = socket.next().await.unwrap().unwrap();
-        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    // Many short-lived sockets: the app's 101 racing the request's end must never tear a
+    // tunnel down (the case the patched pingora-proxy fixes).
+    for round in 0..30 {
+        let (mut socket, response) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for text in ["hello", "through", "the gate"] {
+            socket
+                .send(tokio_tungstenite::tungstenite::Message::text(text))
+                .await
+                .unwrap();
+            let echoed = socket
+                .next()
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(echoed.into_text().unwrap().as_str(), text);
+        }
+        socket.close(None).await.unwrap();
     }
-    socket.close(None).await.unwrap();
 }
 
 async fn run_gate(upstream: std::net::SocketAddr) -> RunningGate {
