@@ -1,5 +1,6 @@
 //! The in-process store on a moka cache: bounded in size, entries expire with their TTL.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,8 @@ use crate::otp::{IdentityState, Timestamp, Write};
 
 #[derive(Clone, Debug)]
 enum Value {
-    Identity(Arc<IdentityState>),
+    // Inline rather than behind its own allocation: a pending code is one moka entry.
+    Identity(IdentityState),
     Counter(WindowCount),
     Text(Arc<str>),
 }
@@ -26,10 +28,10 @@ struct Entry {
 
 struct EntryTtl;
 
-impl Expiry<String, Entry> for EntryTtl {
+impl Expiry<u128, Entry> for EntryTtl {
     fn expire_after_create(
         &self,
-        _key: &String,
+        _key: &u128,
         entry: &Entry,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -38,7 +40,7 @@ impl Expiry<String, Entry> for EntryTtl {
 
     fn expire_after_update(
         &self,
-        _key: &String,
+        _key: &u128,
         entry: &Entry,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
@@ -52,7 +54,11 @@ impl Expiry<String, Entry> for EntryTtl {
 /// accept a wrong code.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<String, Entry>,
+    // Keyed by a 128-bit hash of the logical key under two random SipHash keys of this
+    // store: 16 bytes instead of the key string, and collisions are out of reach (and out
+    // of an attacker's control) at any size the store can hold.
+    cache: Cache<u128, Entry>,
+    hashers: Arc<(RandomState, RandomState)>,
 }
 
 impl MemoryStore {
@@ -66,7 +72,13 @@ impl MemoryStore {
                 .max_capacity(max_entries)
                 .expire_after(EntryTtl)
                 .build(),
+            hashers: Arc::new((RandomState::new(), RandomState::new())),
         }
+    }
+
+    fn key(&self, key: &str) -> u128 {
+        let (high, low) = &*self.hashers;
+        (u128::from(high.hash_one(key)) << 64) | u128::from(low.hash_one(key))
     }
 
     /// How many entries are held (approximate; for diagnostics).
@@ -96,16 +108,16 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         // moka runs compute closures for one key one at a time: this is the atomic step.
         self.cache
-            .entry_by_ref(key)
+            .entry(self.key(key))
             .and_compute_with(|existing| {
                 let current = existing.and_then(|entry| match entry.into_value().value {
-                    Value::Identity(state) => Some(Arc::unwrap_or_clone(state)),
+                    Value::Identity(state) => Some(state),
                     Value::Counter(_) | Value::Text(_) => None,
                 });
                 let op = match update(current) {
                     Write::Keep => Op::Nop,
                     Write::Put { state, ttl } => Op::Put(Entry {
-                        value: Value::Identity(Arc::new(state)),
+                        value: Value::Identity(state),
                         ttl,
                     }),
                     Write::Delete => Op::Remove,
@@ -127,7 +139,7 @@ impl Store for MemoryStore {
             resets_at: now.plus(window),
         };
         self.cache
-            .entry_by_ref(key)
+            .entry(self.key(key))
             .and_compute_with(|existing| {
                 if let Some(Value::Counter(current)) = existing.map(|e| e.into_value().value)
                     && current.resets_at > now
@@ -147,10 +159,12 @@ impl Store for MemoryStore {
     }
 
     async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
-        Ok(match self.cache.get(key).await.map(|e| e.value) {
-            Some(Value::Identity(state)) => Some(Arc::unwrap_or_clone(state)),
-            _ => None,
-        })
+        Ok(
+            match self.cache.get(&self.key(key)).await.map(|e| e.value) {
+                Some(Value::Identity(state)) => Some(state),
+                _ => None,
+            },
+        )
     }
 
     async fn set_value(
@@ -162,7 +176,7 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut written = false;
         self.cache
-            .entry_by_ref(key)
+            .entry(self.key(key))
             .and_compute_with(|existing| {
                 // Serialised per key by moka: the check and the write are one step.
                 let op = if mode == SetMode::IfAbsent && existing.is_some() {
@@ -181,10 +195,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(match self.cache.get(key).await.map(|e| e.value) {
-            Some(Value::Text(text)) => Some(text.to_string()),
-            _ => None,
-        })
+        Ok(
+            match self.cache.get(&self.key(key)).await.map(|e| e.value) {
+                Some(Value::Text(text)) => Some(text.to_string()),
+                _ => None,
+            },
+        )
     }
 
     fn describe(&self) -> String {

@@ -310,7 +310,14 @@ impl Store for RedisStore {
         .await
         .map_err(|_| StoreError::Unavailable("too many updates of one identity at once".into()))?;
         let mut connection = self.connection()?;
-        for _ in 0..MAX_CONFLICTS {
+        for conflict in 0..MAX_CONFLICTS {
+            if conflict > 0 {
+                // Another instance won the last round. A random pause, growing with each
+                // loss, lets this one take a turn: a steady stream of the other's updates
+                // cannot starve it.
+                let pause = rand::random_range(0..=conflict.min(8) as u64);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
             let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
             let current = read.as_deref().map(decode).transpose()?;
             let (new_record, ttl) = match update(current) {
