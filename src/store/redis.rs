@@ -139,9 +139,11 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(settings.timeout);
-        let sealing_key = secret.derive_key("otpgate redis store values");
+        // Derived keys are wiped once the AES and HMAC contexts hold them.
+        let sealing_key = zeroize::Zeroizing::new(secret.derive_key("otpgate redis store values"));
+        let hashing_key = zeroize::Zeroizing::new(secret.derive_key("otpgate redis store keys"));
         let sealer = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &sealing_key)
+            UnboundKey::new(&AES_256_GCM, &*sealing_key)
                 // Infallible: the key is 32 bytes, AES-256's length.
                 .expect("a 32-byte AES-256 key"),
         );
@@ -152,10 +154,7 @@ impl RedisStore {
                 connection: OnceLock::new(),
                 namespace: settings.namespace,
                 timeout: settings.timeout,
-                key_hasher: hmac::Key::new(
-                    hmac::HMAC_SHA256,
-                    &secret.derive_key("otpgate redis store keys"),
-                ),
+                key_hasher: hmac::Key::new(hmac::HMAC_SHA256, &*hashing_key),
                 sealer,
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 compare_and_set: Script::new(COMPARE_AND_SET),
