@@ -189,3 +189,37 @@ async fn logs_never_carry_codes_tokens_or_full_destinations() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_is_not_logged_as_an_error() {
+    let upstream = serve(echo_app(AppCalls::default())).await;
+    let mut gate = run_gate(upstream).await;
+    // The app takes 1.5 s; the client gives up after 200 ms and closes its connection.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .get(format!("{}/slow", gate.base))
+            .send()
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    signal(&gate.child, "TERM");
+    let logs = tokio::task::spawn_blocking(move || {
+        let _ = gate.child.wait();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut gate.child.stdout.take().unwrap(), &mut out).unwrap();
+        std::io::Read::read_to_string(&mut gate.child.stderr.take().unwrap(), &mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(
+        logs.contains("/slow"),
+        "the request is still logged: {logs}"
+    );
+    assert!(!logs.contains("ERROR"), "{logs}");
+}

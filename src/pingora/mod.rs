@@ -364,10 +364,7 @@ impl ProxyHttp for OtpProxy {
                 "upstream_unavailable",
                 "the app behind the gate is unavailable",
             ),
-            (
-                ErrorSource::Downstream,
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-            ) => {
+            _ if client_went_away(e) => {
                 // The client is gone; nobody to answer.
                 (0, "", "")
             }
@@ -394,6 +391,12 @@ impl ProxyHttp for OtpProxy {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &OtpCtx, error: &Error) -> bool {
+        // A client that hangs up before its answer is not an error of the gate's: pingora
+        // would log it at ERROR for every impatient client. `logging` still records it.
+        client_went_away(error)
+    }
+
     fn request_summary(&self, session: &Session, _ctx: &OtpCtx) -> String {
         // Used in pingora's own error logs: the path only, as in ours.
         let request = session.req_header();
@@ -413,6 +416,17 @@ impl ProxyHttp for OtpProxy {
             "request"
         );
     }
+}
+
+/// Whether `error` means the client closed its connection (or it broke) mid-request.
+fn client_went_away(error: &Error) -> bool {
+    matches!(
+        (error.esource(), error.etype()),
+        (
+            ErrorSource::Downstream,
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        )
+    )
 }
 
 /// Treats SIGINT like SIGTERM: stop accepting, let in-flight requests finish.
