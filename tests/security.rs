@@ -226,3 +226,44 @@ async fn a_resend_invalidates_the_previous_code() {
     }
     assert!(s.verify(&second).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
+    use otpgate::store::MemoryStore;
+    use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
+    // Two gates on one memory store and one key, as an app embedding two layers would.
+    let store = Arc::new(MemoryStore::default());
+    let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let gate = |store: &Arc<MemoryStore>| {
+        Gate::builder()
+            .store(store.clone())
+            .signing_key(key.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (gate(&store), gate(&store));
+    let session = a
+        .start_session(&Subject {
+            id: "u-1".into(),
+            email: Some("alice@example.com".into()),
+            phone: None,
+            tenant: "default".into(),
+        })
+        .unwrap();
+    let token = &session.access.token;
+    // Checked twice through each gate (and so answered from the verified-token cache)...
+    for _ in 0..2 {
+        a.authenticate(token).await.unwrap();
+        b.authenticate(token).await.unwrap();
+    }
+    // ...a revocation made through the other gate still holds at once.
+    b.revoke_access(&session.access.claims).await.unwrap();
+    assert!(matches!(
+        a.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
+    assert!(matches!(
+        b.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
+}
