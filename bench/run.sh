@@ -4,6 +4,9 @@
 #
 #   upstream          nginx answering `ok` itself (the trivial app every proxy forwards to)
 #   nginx             nginx as a plain reverse proxy: the floor, no auth at all
+#   pingora           a plain pingora proxy (examples/bench_pingora.rs): the engine
+#                     otpgate's proxy form runs on, with no gate, so the report tells
+#                     otpgate's own cost from the engine's
 #   haproxy HS256/ES256   HAProxy checking the JWT itself (jwt_verify: alg, signature, exp)
 #   otpgate HS256/ES256/EdDSA   the otpgate proxy, every path protected, a valid token
 #   axum, axum+OtpLayer   a bare axum app, and the same app behind the tower layer
@@ -35,9 +38,10 @@ for tool in nginx haproxy wrk openssl curl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is missing and could not be installed" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin otpgate --example bench_app
+cargo build --release --quiet --bin otpgate --example bench_app --example bench_pingora
 OTPGATE=$PWD/target/release/otpgate
 BENCH_APP=$PWD/target/release/examples/bench_app
+BENCH_PINGORA=$PWD/target/release/examples/bench_pingora
 
 work=$(mktemp -d)
 pids=()
@@ -56,7 +60,20 @@ wait_port() {
   done
   echo "error: nothing listens on port $1" >&2; exit 1
 }
-start() { "$@" & pids+=($!); }
+start() { "$@" & pids+=($!); LAST_PID=$!; }
+declare -A SERVER_PID
+# CPU time (utime + stime, in clock ticks) of a process and all its descendants: nginx
+# and HAProxy serve from worker processes, the gate and axum from threads of one process.
+tree_pids() { echo "$1"; local child; for child in $(pgrep -P "$1"); do tree_pids "$child"; done; }
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(tree_pids "$1"); do
+    # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
 # The server under test gets core 1 to itself; wrk and the upstream share core 0. Every
 # peer is measured the same way, and runs vary less than with the scheduler free to mix.
 LOAD_CPU=0
@@ -86,6 +103,7 @@ http {
 }
 EOF
 start taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
+SERVER_PID[upstream]=$LAST_PID
 
 NGINX=$(free_port)
 cat >"$work/proxy.conf" <<EOF
@@ -107,6 +125,7 @@ http {
 }
 EOF
 start "${PIN[@]}" nginx -p "$work/nginx" -c "$work/proxy.conf"
+SERVER_PID[nginx]=$LAST_PID
 
 haproxy_conf() { # alg key port
   cat <<EOF
@@ -138,7 +157,9 @@ HAPROXY_ES=$(free_port)
 haproxy_conf HS256 "$HS_SECRET" "$HAPROXY_HS" >"$work/haproxy-hs.cfg"
 haproxy_conf ES256 "$work/es256.pub" "$HAPROXY_ES" >"$work/haproxy-es.cfg"
 start "${PIN[@]}" haproxy -q -f "$work/haproxy-hs.cfg"
+SERVER_PID[haproxy HS256]=$LAST_PID
 start "${PIN[@]}" haproxy -q -f "$work/haproxy-es.cfg"
+SERVER_PID[haproxy ES256]=$LAST_PID
 
 otpgate_conf() { # alg key-line port
   cat <<EOF
@@ -165,14 +186,21 @@ for alg in HS256 ES256 EdDSA; do
   otpgate_conf "$alg" "$key" "${GATE_PORT[$alg]}" >"$work/otpgate-$alg.toml"
   # Its log goes to a file: wrk closing connections at the end of a run is logged.
   RUST_LOG=warn start "${PIN[@]}" "$OTPGATE" run --config "$work/otpgate-$alg.toml" >"$work/otpgate-$alg.log" 2>&1
+  SERVER_PID[otpgate $alg]=$LAST_PID
 done
+
+PINGORA=$(free_port)
+start "${PIN[@]}" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM" >"$work/pingora.log" 2>&1
+SERVER_PID[pingora]=$LAST_PID
 
 AXUM=$(free_port)
 AXUM_LAYER=$(free_port)
 start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM"
+SERVER_PID[axum]=$LAST_PID
 start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
+SERVER_PID[axum+OtpLayer]=$LAST_PID
 
-for port in "$UPSTREAM" "$NGINX" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+for port in "$UPSTREAM" "$NGINX" "$PINGORA" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
   wait_port "$port"
 done
 
@@ -198,7 +226,12 @@ for alg in HS256 ES256 EdDSA; do
 done
 check "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}" 401
 # A forged token is refused by every checking peer.
-forged="${TOKEN[ES256]%?}A"
+# One signature character changes, well inside it: the last character of base64url also
+# carries unused bits, so changing it may decode to the very same signature.
+tok=${TOKEN[ES256]}
+pos=$((${#tok} - 10))
+swap=A; [ "${tok:$pos:1}" = A ] && swap=B
+forged="${tok:0:$pos}$swap${tok:$((pos + 1))}"
 for port in "$HAPROXY_ES" "${GATE_PORT[ES256]}"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $forged" "http://127.0.0.1:$port/")
   [ "$code" = 401 ] || { echo "error: port $port accepted a forged token ($code)" >&2; exit 1; }
@@ -211,34 +244,42 @@ to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s -> milliseconds
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000;
     printf "%.3f", n }'
 }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU
 run() { # name url token
-  local out auth=()
+  local out auth=() before after requests
   if [ -n "${3:-}" ]; then auth=(-H "Authorization: Bearer $3"); fi
+  before=$(cpu_ticks "${SERVER_PID[$1]}")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${auth[@]}" "$2")
+  after=$(cpu_ticks "${SERVER_PID[$1]}")
   if grep -q "Non-2xx" <<<"$out"; then
     echo "error: $1 answered non-2xx under load:" >&2; echo "$out" >&2; exit 1
   fi
   RPS[$1]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   P50[$1]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   P99[$1]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-  printf '%-22s %10s req/s  p50 %7s ms  p99 %7s ms\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}"
+  # The server's own CPU time per request: steadier than req/s on a shared machine,
+  # where the load generator's core sets the pace of the fastest targets.
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  CPU[$1]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+  printf '%-22s %10s req/s  p50 %7s ms  p99 %7s ms  %6s µs CPU/req\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" "${CPU[$1]}"
 }
 
 # Warm every server's connections and caches, untimed.
-for port in "$NGINX" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+for port in "$NGINX" "$PINGORA" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
   wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer ${TOKEN[EdDSA]}" "http://127.0.0.1:$port/" >/dev/null || true
 done
 
-ORDER=("upstream" "nginx" "haproxy HS256" "haproxy ES256" "otpgate HS256" "otpgate ES256" "otpgate EdDSA" "axum" "axum+OtpLayer")
+ORDER=("upstream" "nginx" "pingora" "haproxy HS256" "haproxy ES256" "otpgate HS256" "otpgate ES256" "otpgate EdDSA" "axum" "axum+OtpLayer")
 run "upstream" "http://127.0.0.1:$UPSTREAM/"
 run "nginx" "http://127.0.0.1:$NGINX/"
+run "pingora" "http://127.0.0.1:$PINGORA/"
 run "haproxy HS256" "http://127.0.0.1:$HAPROXY_HS/" "${TOKEN[HS256]}"
 run "haproxy ES256" "http://127.0.0.1:$HAPROXY_ES/" "${TOKEN[ES256]}"
 run "otpgate HS256" "http://127.0.0.1:${GATE_PORT[HS256]}/" "${TOKEN[HS256]}"
 run "otpgate ES256" "http://127.0.0.1:${GATE_PORT[ES256]}/" "${TOKEN[ES256]}"
 run "otpgate EdDSA" "http://127.0.0.1:${GATE_PORT[EdDSA]}/" "${TOKEN[EdDSA]}"
-run "axum" "http://127.0.0.1:$AXUM/"
+# The same request, token included, to both: the difference is the layer's work alone.
+run "axum" "http://127.0.0.1:$AXUM/" "${TOKEN[EdDSA]}"
 run "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}"
 
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -255,20 +296,23 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "Written by \`make bench\` (\`bench/run.sh\`) on $(date -u +%Y-%m-%d), $(nproc) cores,"
   echo "$(uname -sr). Everything ran on loopback in one run: each server under test with one"
   echo "worker thread pinned to its own core, wrk (one thread, $CONNECTIONS connections, $DURATION per"
-  echo "target) and the upstream sharing the other core."
+  echo "target) and the upstream sharing the other core. Both axum runs get the same request, token"
+  echo "included. Server CPU is the target's own user + system time per request (/proc), all its"
+  echo "processes and threads."
   echo "Peers: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')."
   echo
   echo "## Authenticated pass-through"
   echo
-  echo "| target | req/s | p50 ms | p99 ms | ÷ nginx | ÷ upstream |"
-  echo "|---|---|---|---|---|---|"
+  echo "| target | req/s | p50 ms | p99 ms | ÷ nginx | ÷ upstream | server CPU µs/req | CPU ÷ nginx |"
+  echo "|---|---|---|---|---|---|---|---|"
   for name in "${ORDER[@]}"; do
-    echo "| $name | ${RPS[$name]} | ${P50[$name]} | ${P99[$name]} | $(ratio "${RPS[$name]}" "${RPS[nginx]}") | $(ratio "${RPS[$name]}" "${RPS[upstream]}") |"
+    echo "| $name | ${RPS[$name]} | ${P50[$name]} | ${P99[$name]} | $(ratio "${RPS[$name]}" "${RPS[nginx]}") | $(ratio "${RPS[$name]}" "${RPS[upstream]}") | ${CPU[$name]} | $(ratio "${CPU[$name]}" "${CPU[nginx]}") |"
   done
   echo
   echo "- otpgate EdDSA ÷ haproxy ES256 (the fastest asymmetric pair HAProxy has): $(ratio "${RPS[otpgate EdDSA]}" "${RPS[haproxy ES256]}")"
   echo "- otpgate ES256 ÷ haproxy ES256: $(ratio "${RPS[otpgate ES256]}" "${RPS[haproxy ES256]}"); otpgate HS256 ÷ haproxy HS256: $(ratio "${RPS[otpgate HS256]}" "${RPS[haproxy HS256]}")"
-  echo "- axum+OtpLayer ÷ axum: $(ratio "${RPS[axum+OtpLayer]}" "${RPS[axum]}")"
+  echo "- otpgate EdDSA ÷ pingora (the same engine with no gate): $(ratio "${RPS[otpgate EdDSA]}" "${RPS[pingora]}"); pingora ÷ nginx: $(ratio "${RPS[pingora]}" "${RPS[nginx]}")"
+  echo "- axum+OtpLayer ÷ axum: $(ratio "${RPS[axum+OtpLayer]}" "${RPS[axum]}") in req/s; the layer's CPU per request: $(awk -v a="${CPU[axum+OtpLayer]}" -v b="${CPU[axum]}" 'BEGIN { printf "%.2f µs (%.2f× the bare app)", a - b, a / b }')"
   echo "- otpgate EdDSA p99 − nginx p99: $(awk -v a="${P99[otpgate EdDSA]}" -v b="${P99[nginx]}" 'BEGIN { printf "%.3f", a - b }') ms"
   echo
   echo "## The gate's own work"
