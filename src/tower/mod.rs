@@ -125,67 +125,94 @@ where
         let route = gate.route(request.uri().path());
         // The clone that was polled ready goes into the future; a fresh clone stays.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            future: Box::pin(async move {
-                let (mut parts, body) = request.into_parts();
-                // An identity only ever comes from a token this gate verified.
-                parts.extensions.remove::<Identity>();
-                match route {
-                    Route::Mediated(route) => {
-                        gate.strip_only_plan(&parts.headers)
-                            .apply(&mut parts.headers);
-                        let body = match read_body(&gate, route, &parts.headers, body).await {
-                            Ok(body) => body,
-                            Err(refusal) => return Ok(gate_response(refusal)),
-                        };
-                        let view_parts = ViewParts::of(&gate, &parts);
-                        let forward = move |body: Bytes, extra: Vec<(HeaderName, HeaderValue)>| async move {
-                            let mut parts = parts;
-                            for (name, value) in extra {
-                                parts.headers.insert(name, value);
-                            }
-                            parts.headers.remove(http::header::TRANSFER_ENCODING);
-                            parts.headers.insert(
-                                http::header::CONTENT_LENGTH,
-                                HeaderValue::from(body.len()),
-                            );
-                            let response = inner
-                                .call(Request::from_parts(parts, OtpRequestBody::full(body)))
-                                .await
-                                .map_err(|_| GateError::UpstreamUnavailable)?;
-                            buffered(response).await
-                        };
-                        let response = gate.mediate(route, &view_parts.view(), body, forward).await;
-                        Ok(gate_response(response))
-                    }
-                    Route::Upstream { protected } => match gate
-                        .plan_upstream(&parts.headers, protected)
-                        .await
-                    {
-                        Ok(plan) => {
-                            plan.apply(&mut parts.headers);
-                            if let Some(identity) = plan.identity {
-                                parts.extensions.insert(identity);
-                            }
-                            let response = inner
-                                .call(Request::from_parts(parts, OtpRequestBody::original(body)))
-                                .await?;
-                            Ok(response.map(OtpBody::inner))
-                        }
-                        Err(refusal) => Ok(gate_response(*refusal)),
-                    },
-                    Route::Endpoint(route) => {
-                        let response = match read_body(&gate, route, &parts.headers, body).await {
-                            Ok(body) => gate.handle(route, &view(&gate, &parts), body).await,
-                            Err(refusal) => refusal,
-                        };
-                        Ok(gate_response(response))
-                    }
-                }
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (mut parts, body) = request.into_parts();
+        // An identity only ever comes from a token this gate verified.
+        parts.extensions.remove::<Identity>();
+        // Each kind of route boxes only its own future: requests bound for the app, nearly
+        // all of them, do not pay for allocating and moving the endpoints' larger state.
+        let future: BoxResponse<ResBody, S::Error> = match route {
+            Route::Upstream { protected } => Box::pin(to_app(gate, inner, parts, body, protected)),
+            Route::Endpoint(route) => Box::pin(async move {
+                let response = match read_body(&gate, route, &parts.headers, body).await {
+                    Ok(body) => gate.handle(route, &view(&gate, &parts), body).await,
+                    Err(refusal) => refusal,
+                };
+                Ok(gate_response(response))
             }),
-        }
+            Route::Mediated(route) => Box::pin(mediate(gate, inner, parts, body, route)),
+        };
+        ResponseFuture { future }
     }
+}
+
+/// A request bound for the app: identity headers stripped, a verified identity injected,
+/// or a protected path refused.
+async fn to_app<S, ReqBody, ResBody>(
+    gate: Gate,
+    mut inner: S,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+    protected: bool,
+) -> Result<Response<OtpBody<ResBody>>, S::Error>
+where
+    S: Service<Request<OtpRequestBody<ReqBody>>, Response = Response<ResBody>>,
+{
+    match gate.plan_upstream(&parts.headers, protected).await {
+        Ok(plan) => {
+            plan.apply(&mut parts.headers);
+            if let Some(identity) = plan.identity {
+                parts.extensions.insert(identity);
+            }
+            let response = inner
+                .call(Request::from_parts(parts, OtpRequestBody::original(body)))
+                .await?;
+            Ok(response.map(OtpBody::inner))
+        }
+        Err(refusal) => Ok(gate_response(*refusal)),
+    }
+}
+
+/// A mediated route: the gate forwards the (possibly rewritten) request to the app and
+/// reads its answer before the client does.
+async fn mediate<S, ReqBody, ResBody>(
+    gate: Gate,
+    mut inner: S,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+    route: EndpointRoute,
+) -> Result<Response<OtpBody<ResBody>>, S::Error>
+where
+    S: Service<Request<OtpRequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    gate.strip_only_plan(&parts.headers)
+        .apply(&mut parts.headers);
+    let body = match read_body(&gate, route, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(gate_response(refusal)),
+    };
+    let view_parts = ViewParts::of(&gate, &parts);
+    let forward = move |body: Bytes, extra: Vec<(HeaderName, HeaderValue)>| async move {
+        let mut parts = parts;
+        for (name, value) in extra {
+            parts.headers.insert(name, value);
+        }
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let response = inner
+            .call(Request::from_parts(parts, OtpRequestBody::full(body)))
+            .await
+            .map_err(|_| GateError::UpstreamUnavailable)?;
+        buffered(response).await
+    };
+    let response = gate.mediate(route, &view_parts.view(), body, forward).await;
+    Ok(gate_response(response))
 }
 
 /// The most the gate reads of an app's answer that it must inspect.
