@@ -60,8 +60,9 @@ wait_port() {
   done
   echo "error: nothing listens on port $1" >&2; exit 1
 }
-start() { "$@" & pids+=($!); LAST_PID=$!; }
+# Starts a target in the background and remembers its process under the target's name.
 declare -A SERVER_PID
+serve() { local name=$1; shift; "$@" & pids+=($!); SERVER_PID[$name]=$!; }
 # CPU time (utime + stime, in clock ticks) of a process and all its descendants: nginx
 # and HAProxy serve from worker processes, the gate and axum from threads of one process.
 tree_pids() { echo "$1"; local child; for child in $(pgrep -P "$1"); do tree_pids "$child"; done; }
@@ -102,8 +103,7 @@ http {
   server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/plain; return 200 "ok"; } }
 }
 EOF
-start taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
-SERVER_PID[upstream]=$LAST_PID
+serve "upstream" taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
 
 NGINX=$(free_port)
 cat >"$work/proxy.conf" <<EOF
@@ -124,8 +124,7 @@ http {
   }
 }
 EOF
-start "${PIN[@]}" nginx -p "$work/nginx" -c "$work/proxy.conf"
-SERVER_PID[nginx]=$LAST_PID
+serve "nginx" "${PIN[@]}" nginx -p "$work/nginx" -c "$work/proxy.conf"
 
 haproxy_conf() { # alg key port
   cat <<EOF
@@ -156,10 +155,8 @@ HAPROXY_HS=$(free_port)
 HAPROXY_ES=$(free_port)
 haproxy_conf HS256 "$HS_SECRET" "$HAPROXY_HS" >"$work/haproxy-hs.cfg"
 haproxy_conf ES256 "$work/es256.pub" "$HAPROXY_ES" >"$work/haproxy-es.cfg"
-start "${PIN[@]}" haproxy -q -f "$work/haproxy-hs.cfg"
-SERVER_PID[haproxy HS256]=$LAST_PID
-start "${PIN[@]}" haproxy -q -f "$work/haproxy-es.cfg"
-SERVER_PID[haproxy ES256]=$LAST_PID
+serve "haproxy HS256" "${PIN[@]}" haproxy -q -f "$work/haproxy-hs.cfg"
+serve "haproxy ES256" "${PIN[@]}" haproxy -q -f "$work/haproxy-es.cfg"
 
 otpgate_conf() { # alg key-line port
   cat <<EOF
@@ -185,20 +182,16 @@ for alg in HS256 ES256 EdDSA; do
   GATE_PORT[$alg]=$(free_port)
   otpgate_conf "$alg" "$key" "${GATE_PORT[$alg]}" >"$work/otpgate-$alg.toml"
   # Its log goes to a file: wrk closing connections at the end of a run is logged.
-  RUST_LOG=warn start "${PIN[@]}" "$OTPGATE" run --config "$work/otpgate-$alg.toml" >"$work/otpgate-$alg.log" 2>&1
-  SERVER_PID[otpgate $alg]=$LAST_PID
+  RUST_LOG=warn serve "otpgate $alg" "${PIN[@]}" "$OTPGATE" run --config "$work/otpgate-$alg.toml" >"$work/otpgate-$alg.log" 2>&1
 done
 
 PINGORA=$(free_port)
-start "${PIN[@]}" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM" >"$work/pingora.log" 2>&1
-SERVER_PID[pingora]=$LAST_PID
+serve "pingora" "${PIN[@]}" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM" >"$work/pingora.log" 2>&1
 
 AXUM=$(free_port)
 AXUM_LAYER=$(free_port)
-start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM"
-SERVER_PID[axum]=$LAST_PID
-start "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
-SERVER_PID[axum+OtpLayer]=$LAST_PID
+serve "axum" "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM"
+serve "axum+OtpLayer" "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
 
 for port in "$UPSTREAM" "$NGINX" "$PINGORA" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
   wait_port "$port"
