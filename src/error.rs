@@ -52,6 +52,17 @@ pub enum GateError {
     /// A refresh, one-time or revoked token that is invalid, used, expired or forged.
     #[error("the token is invalid, expired or already used")]
     InvalidToken,
+    /// A request target that cannot be read one way only.
+    #[error("invalid request path: {0}")]
+    InvalidPath(#[from] crate::http::target::InvalidTarget),
+    /// More header lines or bytes than the gate accepts.
+    #[error("request headers too large (limit {limit} {unit})")]
+    HeadersTooLarge {
+        /// The limit.
+        limit: usize,
+        /// What the limit counts: `"headers"` or `"bytes"`.
+        unit: &'static str,
+    },
     /// Body larger than the limit.
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge {
@@ -89,7 +100,9 @@ impl GateError {
             | GateError::InvalidIdentifier(_)
             | GateError::UnknownTenant
             | GateError::ChannelDisabled(_)
-            | GateError::AccountNotFound => StatusCode::BAD_REQUEST,
+            | GateError::AccountNotFound
+            | GateError::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            GateError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -126,6 +139,8 @@ impl GateError {
             GateError::InvalidClientKey => "invalid_client_key",
             GateError::UpstreamUnavailable => "upstream_unavailable",
             GateError::PayloadTooLarge { .. } => "payload_too_large",
+            GateError::InvalidPath(_) => "invalid_path",
+            GateError::HeadersTooLarge { .. } => "headers_too_large",
             GateError::UnsupportedMediaType => "unsupported_media_type",
             GateError::MethodNotAllowed => "method_not_allowed",
             GateError::NotFound => "not_found",

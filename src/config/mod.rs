@@ -23,7 +23,7 @@ use crate::delivery::{
     TemplateScope, Templates, TwilioFrom, TwilioSender, WebhookSender,
 };
 use crate::gate::{GateBuilder, IpLimits, RevocationFallback, Tenant};
-use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
+use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders, PathPolicy};
 use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
 use crate::store::{MemoryStore, Store};
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
@@ -94,6 +94,14 @@ pub struct ProxySettings {
     pub grace_period: Duration,
     /// How long the runtime then gets to stop.
     pub shutdown_timeout: Duration,
+    /// How long a client has to send a whole request head.
+    pub header_timeout: Duration,
+    /// How long a kept-alive client connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once, in all.
+    pub max_connections: usize,
+    /// Client connections open at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 /// A parsed, checked configuration.
@@ -137,6 +145,18 @@ impl Source<'_> {
             key: key.to_owned(),
             message: message.into(),
         }
+    }
+}
+
+/// A count that must be at least 1.
+fn positive(
+    source: &Source<'_>,
+    key: &str,
+    value: &toml::Spanned<usize>,
+) -> Result<usize, ConfigError> {
+    match *value.get_ref() {
+        0 => Err(source.invalid(key, Some(value.span()), "must be at least 1")),
+        count => Ok(count),
     }
 }
 
@@ -348,6 +368,10 @@ impl Config {
                 .strip
                 .clone()
                 .unwrap_or(identity_defaults.strip),
+            strip_reroute: file
+                .identity
+                .strip_reroute_headers
+                .unwrap_or(identity_defaults.strip_reroute),
         };
         let endpoints = match &file.endpoints {
             Some(list) => list
@@ -395,6 +419,17 @@ impl Config {
                 }),
             },
             body_limit: file.server.body_limit,
+            paths: PathPolicy {
+                case_sensitive: file.paths.case_sensitive,
+                allow_path_params: file.paths.allow_path_params,
+                allow_encoded_slashes: file.paths.allow_encoded_slashes,
+            },
+            max_headers: positive(source, "server.max_headers", &file.server.max_headers)?,
+            max_header_bytes: positive(
+                source,
+                "server.max_header_bytes",
+                &file.server.max_header_bytes,
+            )?,
             trusted_proxies: file.server.trusted_proxies.clone(),
             ..HttpSettings::default()
         };
@@ -598,6 +633,8 @@ fn proxy_settings(
         Some(threads) => *threads.get_ref(),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let (header_timeout, keepalive_timeout, max_connections, max_connections_per_ip) =
+        connection_bounds(source, server)?;
     Ok(ProxySettings {
         listen,
         upstream: Upstream { addr, host },
@@ -606,7 +643,82 @@ fn proxy_settings(
         shutdown_timeout: server
             .shutdown_timeout
             .map_or(Duration::from_secs(5), |d| d.0),
+        header_timeout,
+        keepalive_timeout,
+        max_connections,
+        max_connections_per_ip,
     })
+}
+
+/// `server.header_timeout`, `keepalive_timeout`, `max_connections` and
+/// `max_connections_per_ip`: every slow or numerous client is bounded, so none may be
+/// zero (no connection could work) or unbounded in effect.
+fn connection_bounds(
+    source: &Source<'_>,
+    server: &schema::ServerSection,
+) -> Result<(Duration, Duration, usize, usize), ConfigError> {
+    let duration = |key: &str,
+                    value: &Option<toml::Spanned<schema::ConfigDuration>>,
+                    default: u64,
+                    max: u64|
+     -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Duration::from_secs(default));
+        };
+        let duration = value.get_ref().0;
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(max) {
+            return Err(source.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "must be between 1s and {}",
+                    humantime::format_duration(Duration::from_secs(max))
+                ),
+            ));
+        }
+        Ok(duration)
+    };
+    let count = |key: &str,
+                 value: &Option<toml::Spanned<usize>>,
+                 default: usize,
+                 max: usize,
+                 max_name: &str|
+     -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(value) if *value.get_ref() == 0 || *value.get_ref() > max => Err(source
+                .invalid(
+                    key,
+                    Some(value.span()),
+                    format!("must be between 1 and {max_name}"),
+                )),
+            Some(value) => Ok(*value.get_ref()),
+        }
+    };
+    // A head slower than 5 minutes is an attack, not a client.
+    let header_timeout = duration("server.header_timeout", &server.header_timeout, 10, 300)?;
+    let keepalive_timeout =
+        duration("server.keepalive_timeout", &server.keepalive_timeout, 60, 3600)?;
+    let max_connections = count(
+        "server.max_connections",
+        &server.max_connections,
+        4096,
+        1 << 20,
+        "1048576",
+    )?;
+    let max_connections_per_ip = count(
+        "server.max_connections_per_ip",
+        &server.max_connections_per_ip,
+        256.min(max_connections),
+        max_connections,
+        &format!("server.max_connections ({max_connections})"),
+    )?;
+    Ok((
+        header_timeout,
+        keepalive_timeout,
+        max_connections,
+        max_connections_per_ip,
+    ))
 }
 
 type SenderPair = (Option<Arc<dyn Sender>>, Option<Arc<dyn Sender>>);
@@ -1049,6 +1161,48 @@ from_name = "Acme"
         let text = "[delivery.email]\nkind = \"console\"\n[[tenants]]\nid = \"default\"\nchannels = [\"sms\"]\n";
         let error = parse(text).unwrap().build_gate().unwrap_err().to_string();
         assert!(error.contains("sms"), "{error}");
+    }
+
+    #[test]
+    fn connection_bounds_default_and_refuse_zero_or_absurd_values() {
+        let proxy = parse("").unwrap().proxy;
+        assert_eq!(proxy.header_timeout, Duration::from_secs(10));
+        assert_eq!(proxy.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(
+            (proxy.max_connections, proxy.max_connections_per_ip),
+            (4096, 256)
+        );
+        let proxy = parse(
+            "[server]\nheader_timeout = \"2s\"\nkeepalive_timeout = \"5m\"\n\
+             max_connections = 100\nmax_connections_per_ip = 100\n",
+        )
+        .unwrap()
+        .proxy;
+        assert_eq!(proxy.header_timeout, Duration::from_secs(2));
+        assert_eq!(proxy.keepalive_timeout, Duration::from_secs(300));
+        assert_eq!(
+            (proxy.max_connections, proxy.max_connections_per_ip),
+            (100, 100)
+        );
+        for (text, key) in [
+            ("header_timeout = \"0s\"", "server.header_timeout"),
+            ("header_timeout = \"1h\"", "server.header_timeout"),
+            ("keepalive_timeout = \"100ms\"", "server.keepalive_timeout"),
+            ("keepalive_timeout = \"2days\"", "server.keepalive_timeout"),
+            ("max_connections = 0", "server.max_connections"),
+            ("max_connections = 100000000", "server.max_connections"),
+            ("max_connections_per_ip = 0", "server.max_connections_per_ip"),
+            (
+                "max_connections = 10\nmax_connections_per_ip = 11",
+                "server.max_connections_per_ip",
+            ),
+        ] {
+            let error = parse(&format!("[server]\n\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("`{key}`: must be between")), "{error}");
+            assert!(error.contains("test.toml:3:") || error.contains("test.toml:4:"), "{error}");
+        }
     }
 
     #[test]

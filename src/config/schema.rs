@@ -99,6 +99,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
+    pub paths: PathsSection,
+    #[serde(default)]
     pub protect: Vec<ProtectSection>,
     #[serde(default)]
     pub endpoints: Option<Vec<EndpointSection>>,
@@ -139,10 +141,18 @@ pub struct ServerSection {
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<ConfigDuration>,
     pub shutdown_timeout: Option<ConfigDuration>,
+    pub header_timeout: Option<Spanned<ConfigDuration>>,
+    pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub max_connections_per_ip: Option<Spanned<usize>>,
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     #[serde(default = "default_body_limit")]
     pub body_limit: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: Spanned<usize>,
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: Spanned<usize>,
     #[serde(default = "default_tenant")]
     pub default_tenant: String,
 }
@@ -156,6 +166,12 @@ fn default_upstream() -> Spanned<String> {
 fn default_body_limit() -> usize {
     16 * 1024
 }
+fn default_max_headers() -> Spanned<usize> {
+    Spanned::new(0..0, 100)
+}
+fn default_max_header_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 32 * 1024)
+}
 fn default_tenant() -> String {
     "default".into()
 }
@@ -168,8 +184,14 @@ impl Default for ServerSection {
             threads: None,
             grace_period: None,
             shutdown_timeout: None,
+            header_timeout: None,
+            keepalive_timeout: None,
+            max_connections: None,
+            max_connections_per_ip: None,
             trusted_proxies: Vec::new(),
             body_limit: default_body_limit(),
+            max_headers: default_max_headers(),
+            max_header_bytes: default_max_header_bytes(),
             default_tenant: default_tenant(),
         }
     }
@@ -244,6 +266,19 @@ pub struct IdentitySection {
     pub phone_header: Option<Spanned<String>>,
     pub tenant_header: Option<Spanned<String>>,
     pub strip: Option<Vec<String>>,
+    pub strip_reroute_headers: Option<bool>,
+}
+
+/// How request paths are read (`[paths]`); see `crate::http::PathPolicy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSection {
+    #[serde(default)]
+    pub case_sensitive: bool,
+    #[serde(default)]
+    pub allow_path_params: bool,
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
 }
 
 #[derive(Debug, Deserialize)]

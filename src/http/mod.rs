@@ -13,8 +13,10 @@ use crate::error::GateError;
 use crate::gate::{Gate, Identity};
 
 pub mod dialect;
+pub mod target;
 
 pub use dialect::Dialect;
+pub use target::{CanonicalTarget, PathPolicy};
 
 /// Where a dialect's endpoints are mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +58,12 @@ pub struct IdentityHeaders {
     /// Carries the tenant.
     pub tenant: HeaderName,
     /// Header names (exact, or a prefix ending in `*`) always removed from client
-    /// requests. The five headers above are always removed too.
+    /// requests. The five headers above are always removed too. Names match in any
+    /// case and with `_` and `-` alike.
     pub strip: Vec<String>,
+    /// Also remove `X-Original-URL` and `X-Rewrite-URL`, with which IIS-style apps
+    /// reroute a request to another path than the one the gate judged.
+    pub strip_reroute: bool,
 }
 
 impl Default for IdentityHeaders {
@@ -69,6 +75,7 @@ impl Default for IdentityHeaders {
             phone: HeaderName::from_static("x-auth-phone"),
             tenant: HeaderName::from_static("x-auth-tenant"),
             strip: vec!["X-Auth-*".into(), "X-Otpgate-*".into()],
+            strip_reroute: true,
         }
     }
 }
@@ -95,6 +102,12 @@ pub struct HttpSettings {
     pub cookie: Option<CookieSettings>,
     /// Largest request body the gate reads, in bytes.
     pub body_limit: usize,
+    /// How request paths are read and protected prefixes matched.
+    pub paths: PathPolicy,
+    /// Most header lines a request may carry (431 beyond).
+    pub max_headers: usize,
+    /// Most bytes of header names and values a request may carry (431 beyond).
+    pub max_header_bytes: usize,
     /// Peers allowed to say who the client is via `X-Forwarded-For`.
     pub trusted_proxies: Vec<IpNet>,
     /// Where the JWKS is served.
@@ -114,6 +127,9 @@ impl Default for HttpSettings {
                 secure: true,
             }),
             body_limit: 16 * 1024,
+            paths: PathPolicy::default(),
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
             trusted_proxies: Vec::new(),
             jwks_path: "/.well-known/jwks.json".into(),
             health_path: "/healthz".into(),
@@ -229,19 +245,70 @@ impl GateResponse {
     }
 }
 
-fn path_matches(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-        || prefix.is_empty()
-}
-
 impl Gate {
-    /// Decides where a request goes, from its path alone.
-    pub fn route(&self, path: &str) -> Route {
+    /// Reads a request target the one way the gate and the app will both use (see
+    /// [`target`]), or the `400 invalid_path` answer for one that cannot be read one way
+    /// only. `raw` is the target as the client sent it.
+    pub fn canonical_target(
+        &self,
+        method: &Method,
+        raw: &[u8],
+    ) -> Result<CanonicalTarget, Box<GateResponse>> {
+        target::canonicalize(raw, *method == Method::OPTIONS, &self.http_settings().paths)
+            .map_err(|invalid| Box::new(Dialect::Generic.error(&GateError::InvalidPath(invalid))))
+    }
+
+    /// Refuses a request head the gate will not pass on: more header lines or bytes than
+    /// allowed (431), or more than one `Authorization` header (400), which the gate and
+    /// the app could each read differently.
+    pub fn check_head(&self, headers: &HeaderMap) -> Result<(), Box<GateResponse>> {
         let http = self.http_settings();
+        let refuse = |error: GateError| Err(Box::new(Dialect::Generic.error(&error)));
+        if headers.len() > http.max_headers {
+            return refuse(GateError::HeadersTooLarge {
+                limit: http.max_headers,
+                unit: "headers",
+            });
+        }
+        // Name, value and the `: ` and CRLF around them, as on the wire.
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if bytes > http.max_header_bytes {
+            return refuse(GateError::HeadersTooLarge {
+                limit: http.max_header_bytes,
+                unit: "bytes",
+            });
+        }
+        // The gate would read the first, some apps read the last or join them.
+        if headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return refuse(GateError::InvalidRequest(
+                "more than one Authorization header".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides where a request goes, from its canonical target alone.
+    pub fn route(&self, target: &CanonicalTarget) -> Route {
+        let http = self.http_settings();
+        if target.is_asterisk() {
+            // `OPTIONS *` names no resource: only a prefix that protects everything
+            // covers it.
+            return Route::Upstream {
+                protected: http
+                    .protect
+                    .iter()
+                    .any(|prefix| prefix.trim_matches('/').is_empty()),
+            };
+        }
+        let path = target.match_path();
         if path == http.jwks_path {
             return Route::Endpoint(EndpointRoute {
                 dialect: Dialect::Generic,
@@ -267,7 +334,10 @@ impl Gate {
             }
         }
         Route::Upstream {
-            protected: http.protect.iter().any(|prefix| path_matches(path, prefix)),
+            protected: http
+                .protect
+                .iter()
+                .any(|prefix| target::prefix_covers(prefix, path, http.paths.case_sensitive)),
         }
     }
 
@@ -373,12 +443,14 @@ impl Gate {
 
     /// Decides what to change in a request bound for the app: every identity header the
     /// client sent is removed and, when the request carries a valid token, the identity
-    /// is injected. On a protected path without a valid token, returns the 401 to answer
-    /// instead (or a 503 when the store cannot answer the revocation check and
-    /// [`crate::RevocationFallback::Deny`] is set).
+    /// is injected; forwarding headers are set from `peer` (see
+    /// [`strip_only_plan`](Self::strip_only_plan)). On a protected path without a valid
+    /// token, returns the 401 to answer instead (or a 503 when the store cannot answer
+    /// the revocation check and [`crate::RevocationFallback::Deny`] is set).
     pub async fn plan_upstream(
         &self,
         headers: &HeaderMap,
+        peer: Option<IpAddr>,
         protected: bool,
     ) -> Result<UpstreamPlan, Box<GateResponse>> {
         let identity = match self.token_in(headers) {
@@ -396,27 +468,67 @@ impl Gate {
         if identity.is_none() && protected {
             return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
         }
-        let mut plan = self.strip_only_plan(headers);
+        let mut plan = self.strip_only_plan(headers, peer);
         if let Some(identity) = &identity {
-            plan.inject = identity_headers(&self.http_settings().identity, identity);
+            plan.inject
+                .extend(identity_headers(&self.http_settings().identity, identity));
         }
         plan.identity = identity;
         Ok(plan)
     }
 
-    /// A plan that only strips the identity headers the client sent.
-    pub fn strip_only_plan(&self, headers: &HeaderMap) -> UpstreamPlan {
-        let settings = &self.http_settings().identity;
-        // Clients must never be able to claim an identity by sending the headers
-        // themselves: they are stripped always, whatever happens next.
-        let strip = headers
+    /// A plan that injects no identity: it removes every header the client may not set
+    /// (identity headers in any spelling, rerouting headers, and forwarding headers from
+    /// an untrusted `peer`), sets `X-Forwarded-For`, and keeps `Connection` from naming
+    /// any of them.
+    pub fn strip_only_plan(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> UpstreamPlan {
+        let http = self.http_settings();
+        let peer_trusted = peer.is_some_and(|peer| self.is_trusted_proxy(&peer));
+        let mut strip: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| is_identity_header(name, settings))
+            .filter(|name| {
+                // Clients must never be able to claim an identity by sending the headers
+                // themselves: they are stripped always, whatever happens next.
+                is_identity_header(name, &http.identity)
+                    // Only a trusted proxy may say who the client is.
+                    || (!peer_trusted && is_forwarding_header(name))
+            })
             .cloned()
             .collect();
+        let mut inject = Vec::new();
+        if let Some(peer) = peer {
+            let peer = peer.to_string();
+            // One line, so that apps reading only the first or only the last line of
+            // X-Forwarded-For read the same list; a trusted proxy's list is extended.
+            let forwarded_for = match peer_trusted {
+                true => headers
+                    .get_all(X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .chain(std::iter::once(peer.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                false => peer,
+            };
+            if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+                strip.push(HeaderName::from_static(X_FORWARDED_FOR));
+                inject.push((HeaderName::from_static(X_FORWARDED_FOR), value));
+            }
+        }
+        // `Connection: X-Auth-Subject` asks the next hop to drop that header: a client
+        // must not be able to remove what the gate sets.
+        if let Some(connection) = sanitized_connection(headers, &http.identity) {
+            strip.push(http::header::CONNECTION);
+            if let Some(value) = connection {
+                inject.push((http::header::CONNECTION, value));
+            }
+        }
+        strip.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        strip.dedup();
         UpstreamPlan {
             strip,
-            ..UpstreamPlan::default()
+            inject,
+            identity: None,
         }
     }
 
@@ -449,8 +561,7 @@ impl Gate {
     /// The client's address: the peer, unless the peer is a trusted proxy, in which case
     /// the right-most untrusted address of `X-Forwarded-For`.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let trusted = &self.http_settings().trusted_proxies;
-        let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+        let is_trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
         let peer = peer?;
         if !is_trusted(&peer) {
             // Only a trusted proxy may speak for the client; anyone else could forge it.
@@ -458,7 +569,7 @@ impl Gate {
         }
         let mut client = peer;
         let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -471,6 +582,13 @@ impl Gate {
             }
         }
         Some(client)
+    }
+
+    fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
+        self.http_settings()
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(ip))
     }
 
     /// The `Set-Cookie` value for a session token, when cookies are on.
@@ -521,8 +639,24 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// A header name as app servers that fold `_` onto `-` read it (CGI, PHP, Rack, WSGI):
+/// lower case, `_` as `-`. `HeaderName`s are already lower case.
+fn folded(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        std::borrow::Cow::Owned(name.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// Headers with which IIS-style apps reroute a request to another path.
+const REROUTE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
 fn is_identity_header(name: &HeaderName, settings: &IdentityHeaders) -> bool {
-    let name = name.as_str();
+    let name = folded(name.as_str());
+    let same = |pattern: &str| name.eq_ignore_ascii_case(&folded(pattern));
     [
         &settings.jwt,
         &settings.subject,
@@ -531,16 +665,60 @@ fn is_identity_header(name: &HeaderName, settings: &IdentityHeaders) -> bool {
         &settings.tenant,
     ]
     .iter()
-    .any(|h| h.as_str() == name)
+    .any(|h| same(h.as_str()))
+        || (settings.strip_reroute && REROUTE_HEADERS.iter().any(|h| same(h)))
         || settings
             .strip
             .iter()
             .any(|pattern| match pattern.strip_suffix('*') {
                 Some(prefix) => {
-                    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+                    let prefix = folded(prefix);
+                    name.get(..prefix.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(&prefix))
                 }
-                None => name.eq_ignore_ascii_case(pattern),
+                None => same(pattern),
             })
+}
+
+/// Headers through which a proxy tells the app who the client is, in any spelling.
+fn is_forwarding_header(name: &HeaderName) -> bool {
+    let name = folded(name.as_str());
+    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
+}
+
+/// `Connection` without the names of headers the gate strips or sets: `None` when
+/// nothing is to change, `Some(None)` when nothing is left of it.
+fn sanitized_connection(
+    headers: &HeaderMap,
+    identity: &IdentityHeaders,
+) -> Option<Option<HeaderValue>> {
+    let mut changed = false;
+    let mut kept = Vec::new();
+    for value in headers.get_all(http::header::CONNECTION) {
+        let Ok(value) = value.to_str() else {
+            // Unreadable: dropped whole, since the gate cannot tell what it names.
+            changed = true;
+            continue;
+        };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let named = HeaderName::from_bytes(token.as_bytes());
+            let protected = named.as_ref().map_or(true, |name| {
+                is_identity_header(name, identity) || is_forwarding_header(name)
+            });
+            if protected {
+                changed = true;
+            } else {
+                kept.push(token);
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    Some(match kept.is_empty() {
+        true => None,
+        false => HeaderValue::from_str(&kept.join(", ")).ok(),
+    })
 }
 
 fn identity_headers(
@@ -606,15 +784,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(path_matches("/api/x", "/api/"));
-        assert!(path_matches("/api", "/api/"));
-        assert!(path_matches("/api/x", "/api"));
-        assert!(!path_matches("/apiary", "/api"));
-        assert!(path_matches("/anything", "/"));
-    }
-
-    #[test]
     fn json_content_types() {
         let mut headers = HeaderMap::new();
         assert!(!is_json(&headers));
@@ -663,5 +832,186 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["authorization", "x-keep"]);
+    }
+
+    fn gate(trusted: &[&str]) -> Gate {
+        let http = HttpSettings {
+            trusted_proxies: trusted.iter().map(|net| net.parse().unwrap()).collect(),
+            ..HttpSettings::default()
+        };
+        Gate::builder().http(http).build().unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn planned(gate: &Gate, pairs: &[(&str, &str)], peer: Option<&str>) -> HeaderMap {
+        let mut headers = headers(pairs);
+        let peer = peer.map(|p| p.parse().unwrap());
+        gate.strip_only_plan(&headers, peer).apply(&mut headers);
+        headers
+    }
+
+    #[test]
+    fn identity_headers_go_in_every_spelling_an_app_server_folds() {
+        let gate = gate(&[]);
+        let left = planned(
+            &gate,
+            &[
+                ("X_Auth_Subject", "admin"),
+                ("X-Auth_Subject", "admin"),
+                ("X_AUTH_SUBJECT", "admin"),
+                ("x_auth-email", "admin@example.com"),
+                ("X_Otpgate_Jwt", "forged"),
+                ("x-otpgate_anything", "forged"),
+                ("X-Original-URL", "/api/me"),
+                ("X_Rewrite_Url", "/api/me"),
+                ("X-Authority", "kept"),
+                ("x_custom_thing", "kept"),
+            ],
+            None,
+        );
+        let mut names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["x-authority", "x_custom_thing"]);
+    }
+
+    #[test]
+    fn reroute_headers_can_be_kept() {
+        let http = HttpSettings {
+            identity: IdentityHeaders {
+                strip_reroute: false,
+                ..IdentityHeaders::default()
+            },
+            ..HttpSettings::default()
+        };
+        let gate = Gate::builder().http(http).build().unwrap();
+        let left = planned(&gate, &[("x-original-url", "/x")], None);
+        assert!(left.contains_key("x-original-url"));
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_say_who_the_client_is() {
+        let gate = gate(&["10.0.0.0/8"]);
+        let left = planned(
+            &gate,
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-for", "7.7.7.7"),
+                ("X_Forwarded_For", "6.6.6.6"),
+                ("forwarded", "for=6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-forwarded-host", "evil.test"),
+            ],
+            Some("192.0.2.7"),
+        );
+        let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(values, ["192.0.2.7"]);
+        assert_eq!(left.len(), 1, "{left:?}");
+        // With no peer known, forged values still go and nothing is claimed.
+        let left = planned(&gate, &[("x-forwarded-for", "6.6.6.6")], None);
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_trusted_proxy_list_is_extended_on_one_line() {
+        let gate = gate(&["10.0.0.0/8"]);
+        let left = planned(
+            &gate,
+            &[
+                ("x-forwarded-for", "203.0.113.9, 10.1.1.1"),
+                ("x-forwarded-for", "10.2.2.2"),
+                ("x-real-ip", "203.0.113.9"),
+            ],
+            Some("10.0.0.5"),
+        );
+        let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(values, ["203.0.113.9, 10.1.1.1, 10.2.2.2, 10.0.0.5"]);
+        assert_eq!(left["x-real-ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn connection_cannot_name_what_the_gate_sets_or_strips() {
+        let gate = gate(&[]);
+        let left = planned(
+            &gate,
+            &[(
+                "connection",
+                "keep-alive, X-Auth-Subject, x_otpgate_jwt, X-Forwarded-For, te",
+            )],
+            Some("192.0.2.7"),
+        );
+        assert_eq!(left["connection"], "keep-alive, te");
+        let left = planned(&gate, &[("connection", "x-auth-email")], None);
+        assert!(!left.contains_key("connection"));
+        let left = planned(&gate, &[("connection", "close")], None);
+        assert_eq!(left["connection"], "close");
+    }
+
+    #[test]
+    fn heads_over_the_caps_or_with_two_authorizations_are_refused() {
+        let http = HttpSettings {
+            max_headers: 3,
+            max_header_bytes: 64,
+            ..HttpSettings::default()
+        };
+        let gate = Gate::builder().http(http).build().unwrap();
+        assert!(
+            gate.check_head(&headers(&[("a", "1"), ("b", "2"), ("c", "3")]))
+                .is_ok()
+        );
+        let refusal = gate
+            .check_head(&headers(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]))
+            .unwrap_err();
+        assert_eq!(refusal.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let long = "v".repeat(60);
+        let refusal = gate.check_head(&headers(&[("a", &long)])).unwrap_err();
+        assert_eq!(refusal.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let refusal = gate
+            .check_head(&headers(&[
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b"),
+            ]))
+            .unwrap_err();
+        assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&refusal.body).contains("invalid_request"));
+    }
+
+    #[test]
+    fn protection_and_routing_use_the_canonical_path() {
+        let http = HttpSettings {
+            protect: vec!["/api/".into()],
+            ..HttpSettings::default()
+        };
+        let gate = Gate::builder().http(http).build().unwrap();
+        let route =
+            |raw: &str| gate.route(&gate.canonical_target(&Method::GET, raw.as_bytes()).unwrap());
+        for raw in [
+            "/api/me",
+            "/API/me",
+            "//api/me",
+            "/public/../api/me",
+            "/%61pi/me",
+            "/api",
+        ] {
+            assert_eq!(route(raw), Route::Upstream { protected: true }, "{raw}");
+        }
+        for raw in ["/apiary", "/public/api/me", "/"] {
+            assert_eq!(route(raw), Route::Upstream { protected: false }, "{raw}");
+        }
+        assert!(matches!(route("//auth/otp/send"), Route::Endpoint(_)));
+        let refusal = gate
+            .canonical_target(&Method::GET, b"/api%2Fme")
+            .unwrap_err();
+        assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&refusal.body).contains("invalid_path"));
     }
 }

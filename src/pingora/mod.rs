@@ -22,7 +22,13 @@ use bytes::{Bytes, BytesMut};
 use crate::config::{ProxySettings, Upstream};
 use crate::error::GateError;
 use crate::gate::{Gate, Identity};
-use crate::http::{EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan};
+
+mod guard;
+
+pub use guard::{ConnectionLimits, GuardedApp, HeadDeadline};
+use crate::http::{
+    CanonicalTarget, Dialect, EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan,
+};
 
 /// Per-request state of [`OtpFilter`].
 #[derive(Debug, Default)]
@@ -85,7 +91,14 @@ impl OtpFilter {
         session: &mut Session,
         ctx: &mut OtpCtx,
     ) -> ::pingora::Result<bool> {
-        match self.gate.route(session.req_header().uri.path()) {
+        let target = match self.canonical_request(session) {
+            Ok(target) => target,
+            Err(refusal) => {
+                write_response(session, *refusal).await?;
+                return Ok(true);
+            }
+        };
+        match self.gate.route(&target) {
             Route::Endpoint(route) => {
                 let response = match self.read_body(session, route).await {
                     Ok(body) => {
@@ -108,7 +121,7 @@ impl OtpFilter {
             }
             Route::Upstream { protected } => match self
                 .gate
-                .plan_upstream(&session.req_header().headers, protected)
+                .plan_upstream(&session.req_header().headers, peer_ip(session), protected)
                 .await
             {
                 Ok(plan) => {
@@ -123,6 +136,24 @@ impl OtpFilter {
         }
     }
 
+    /// Checks the request head and puts the canonical target in place of the one the
+    /// client sent, so that the app receives exactly the path that was judged.
+    fn canonical_request(&self, session: &mut Session) -> Result<CanonicalTarget, Box<GateResponse>> {
+        let request = session.req_header();
+        self.gate.check_head(&request.headers)?;
+        let target = self.gate.canonical_target(&request.method, request.raw_path())?;
+        let origin_form = target.to_origin_form();
+        if request.raw_path() != origin_form.as_bytes() || request.uri.authority().is_some() {
+            let uri = http::Uri::try_from(origin_form).map_err(|_| {
+                Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
+                    "the request target is invalid".into(),
+                )))
+            })?;
+            session.req_header_mut().set_uri(uri);
+        }
+        Ok(target)
+    }
+
     /// Strips the client's identity headers from the request to the app and injects the
     /// verified identity.
     pub fn upstream_request_filter(
@@ -135,7 +166,7 @@ impl OtpFilter {
             // request_filter did not run (a mistake in the caller's proxy): strip every
             // identity header rather than forward a forgery.
             None => apply(
-                &self.gate.strip_only_plan(&upstream_request.headers),
+                &self.gate.strip_only_plan(&upstream_request.headers, None),
                 upstream_request,
             ),
         }
@@ -179,10 +210,7 @@ impl OtpFilter {
         uri: &'a http::Uri,
         headers: &'a http::HeaderMap,
     ) -> RequestView<'a> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(SocketAddr::ip);
+        let peer = peer_ip(session);
         RequestView {
             method,
             path: uri.path(),
@@ -196,7 +224,9 @@ impl OtpFilter {
     /// itself, so that it can read the answer before the client does.
     async fn mediate(&self, session: &Session, route: EndpointRoute, body: Bytes) -> GateResponse {
         let (method, uri, mut headers) = request_parts(session);
-        self.gate.strip_only_plan(&headers).apply(&mut headers);
+        self.gate
+            .strip_only_plan(&headers, peer_ip(session))
+            .apply(&mut headers);
         let view = self.view(session, &method, &uri, &headers);
         let target = self.upstream.as_ref().map(|upstream| {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -251,6 +281,13 @@ impl OtpFilter {
         };
         self.gate.mediate(route, &view, body, forward).await
     }
+}
+
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(SocketAddr::ip)
 }
 
 fn request_parts(session: &Session) -> (http::Method, http::Uri, http::HeaderMap) {
@@ -315,6 +352,15 @@ impl ProxyHttp for OtpProxy {
         OtpCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<()> {
+        self.filter.early_request_filter(session);
+        Ok(())
+    }
+
     async fn request_filter(
         &self,
         session: &mut Session,
@@ -337,16 +383,12 @@ impl ProxyHttp for OtpProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut OtpCtx,
     ) -> ::pingora::Result<()> {
-        self.filter.upstream_request_filter(upstream_request, ctx)?;
-        // Tell the app who the client is, as reverse proxies do.
-        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream_request.append_header("x-forwarded-for", peer.ip().to_string())?;
-        }
-        Ok(())
+        // The plan also tells the app who the client is, in X-Forwarded-For.
+        self.filter.upstream_request_filter(upstream_request, ctx)
     }
 
     async fn fail_to_proxy(
@@ -404,6 +446,7 @@ impl ProxyHttp for OtpProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut OtpCtx) {
+        self.filter.logging(session);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // The path only: query strings may carry destinations or codes.
         let request = session.req_header();
@@ -469,7 +512,12 @@ pub fn serve(gate: Gate, settings: &ProxySettings) -> Result<(), Box<Error>> {
     server.bootstrap();
     let store = gate.store().describe();
     let proxy = OtpProxy::new(gate, settings.upstream.clone());
-    let mut service = ::pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let app = GuardedApp::new(
+        ::pingora::proxy::http_proxy(&server.configuration, proxy),
+        ConnectionLimits::from(settings).fitted_to_open_file_limit(),
+    );
+    let mut service =
+        ::pingora::services::listening::Service::new("otpgate proxy".to_owned(), app);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
     tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, store = %store, "otpgate proxy started");

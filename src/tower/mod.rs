@@ -41,7 +41,7 @@ use tower_service::Service;
 
 use crate::error::GateError;
 use crate::gate::{Gate, Identity};
-use crate::http::{EndpointRoute, GateResponse, RequestView, Route};
+use crate::http::{CanonicalTarget, EndpointRoute, GateResponse, RequestView, Route};
 use http::header::{HeaderName, HeaderValue};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -122,11 +122,21 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gate = self.gate.clone();
-        let route = gate.route(request.uri().path());
         // The clone that was polled ready goes into the future; a fresh clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (mut parts, body) = request.into_parts();
+        // One reading of the target, and the app gets exactly that reading.
+        let target = match canonical_request(&gate, &mut parts) {
+            Ok(target) => target,
+            Err(refusal) => {
+                let response = gate_response(*refusal);
+                return ResponseFuture {
+                    future: Box::pin(async move { Ok(response) }),
+                };
+            }
+        };
+        let route = gate.route(&target);
         // An identity only ever comes from a token this gate verified.
         parts.extensions.remove::<Identity>();
         // Each kind of route boxes only its own future: requests bound for the app, nearly
@@ -146,6 +156,39 @@ where
     }
 }
 
+/// Checks the request head and puts the canonical target in place of the one the
+/// client sent; the refusal to answer otherwise.
+fn canonical_request(
+    gate: &Gate,
+    parts: &mut http::request::Parts,
+) -> Result<CanonicalTarget, Box<GateResponse>> {
+    gate.check_head(&parts.headers)?;
+    // Authority-form (`CONNECT host:443`) has no path: the empty target is refused.
+    let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    let target = gate.canonical_target(&parts.method, raw.as_bytes())?;
+    let origin_form = target.to_origin_form();
+    // HTTP/1 absolute-form is reduced to its path; HTTP/2 always carries scheme and
+    // authority, which stay.
+    let keep_authority = parts.version >= http::Version::HTTP_2;
+    if origin_form != raw || (!keep_authority && parts.uri.authority().is_some()) {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        if !keep_authority {
+            uri.scheme = None;
+            uri.authority = None;
+        }
+        fn invalid<E>(_: E) -> Box<GateResponse> {
+            Box::new(
+                crate::http::Dialect::Generic.error(&GateError::InvalidRequest(
+                    "the request target is invalid".into(),
+                )),
+            )
+        }
+        uri.path_and_query = Some(http::uri::PathAndQuery::try_from(origin_form).map_err(invalid)?);
+        parts.uri = http::Uri::from_parts(uri).map_err(invalid)?;
+    }
+    Ok(target)
+}
+
 /// A request bound for the app: identity headers stripped, a verified identity injected,
 /// or a protected path refused.
 async fn to_app<S, ReqBody, ResBody>(
@@ -158,7 +201,8 @@ async fn to_app<S, ReqBody, ResBody>(
 where
     S: Service<Request<OtpRequestBody<ReqBody>>, Response = Response<ResBody>>,
 {
-    match gate.plan_upstream(&parts.headers, protected).await {
+    let peer = peer_ip(&parts.extensions);
+    match gate.plan_upstream(&parts.headers, peer, protected).await {
         Ok(plan) => {
             plan.apply(&mut parts.headers);
             if let Some(identity) = plan.identity {
@@ -189,7 +233,7 @@ where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    gate.strip_only_plan(&parts.headers)
+    gate.strip_only_plan(&parts.headers, peer_ip(&parts.extensions))
         .apply(&mut parts.headers);
     let body = match read_body(&gate, route, &parts.headers, body).await {
         Ok(body) => body,
