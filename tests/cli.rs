@@ -128,4 +128,23 @@ fn check_names_the_key_and_line_of_semantic_errors() {
     .unwrap();
     let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
     assert!(!ok && err.contains("bad.toml:2: `server.listen`"), "{err}");
+    // Requests are judged in canonical form: a prefix that is not one would protect nothing.
+    for prefix in ["api/", "/api//", "/%61pi/", "/public/../api", "", "/api/?x"] {
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            format!("[server]\nbody_limit = 1024\n[[protect]]\nprefix = \"{prefix}\"\n"),
+        )
+        .unwrap();
+        let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
+        assert!(
+            !ok && err.contains("bad.toml:4: `protect.prefix`"),
+            "{prefix}: {err}"
+        );
+    }
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nmax_headers = 0\n").unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);
+    assert!(
+        !ok && err.contains("bad.toml:2: `server.max_headers`"),
+        "{err}"
+    );
 }

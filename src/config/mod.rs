@@ -148,6 +148,28 @@ impl Source<'_> {
     }
 }
 
+/// A protected prefix, which must be a canonical path: requests are compared in canonical
+/// form, so `api/` or `/api//` would protect nothing.
+fn protect_prefix(
+    source: &Source<'_>,
+    prefix: &toml::Spanned<String>,
+    paths: &PathPolicy,
+) -> Result<String, ConfigError> {
+    let text = prefix.get_ref();
+    let canonical = crate::http::target::canonicalize(text.as_bytes(), false, paths)
+        .ok()
+        .filter(|target| target.query().is_none())
+        .map(|target| target.path().to_owned());
+    match canonical {
+        Some(path) if path == *text || path == format!("{text}/") => Ok(text.clone()),
+        _ => Err(source.invalid(
+            "protect.prefix",
+            Some(prefix.span()),
+            format!("`{text}` is not a canonical path; write it like \"/api/\""),
+        )),
+    }
+}
+
 /// A count that must be at least 1.
 fn positive(
     source: &Source<'_>,
@@ -407,9 +429,19 @@ impl Config {
                 .collect::<Result<Vec<_>, ConfigError>>()?,
             None => HttpSettings::default().endpoints,
         };
+        let paths = PathPolicy {
+            case_sensitive: file.paths.case_sensitive,
+            allow_path_params: file.paths.allow_path_params,
+            allow_encoded_slashes: file.paths.allow_encoded_slashes,
+        };
+        let protect = file
+            .protect
+            .iter()
+            .map(|section| protect_prefix(source, &section.prefix, &paths))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let http = HttpSettings {
             endpoints,
-            protect: file.protect.iter().map(|p| p.prefix.clone()).collect(),
+            protect,
             identity,
             cookie: match &token.cookie {
                 Some(name) if name.is_empty() => None,
@@ -419,11 +451,7 @@ impl Config {
                 }),
             },
             body_limit: file.server.body_limit,
-            paths: PathPolicy {
-                case_sensitive: file.paths.case_sensitive,
-                allow_path_params: file.paths.allow_path_params,
-                allow_encoded_slashes: file.paths.allow_encoded_slashes,
-            },
+            paths,
             max_headers: positive(source, "server.max_headers", &file.server.max_headers)?,
             max_header_bytes: positive(
                 source,
@@ -686,19 +714,22 @@ fn connection_bounds(
      -> Result<usize, ConfigError> {
         match value {
             None => Ok(default),
-            Some(value) if *value.get_ref() == 0 || *value.get_ref() > max => Err(source
-                .invalid(
-                    key,
-                    Some(value.span()),
-                    format!("must be between 1 and {max_name}"),
-                )),
+            Some(value) if *value.get_ref() == 0 || *value.get_ref() > max => Err(source.invalid(
+                key,
+                Some(value.span()),
+                format!("must be between 1 and {max_name}"),
+            )),
             Some(value) => Ok(*value.get_ref()),
         }
     };
     // A head slower than 5 minutes is an attack, not a client.
     let header_timeout = duration("server.header_timeout", &server.header_timeout, 10, 300)?;
-    let keepalive_timeout =
-        duration("server.keepalive_timeout", &server.keepalive_timeout, 60, 3600)?;
+    let keepalive_timeout = duration(
+        "server.keepalive_timeout",
+        &server.keepalive_timeout,
+        60,
+        3600,
+    )?;
     let max_connections = count(
         "server.max_connections",
         &server.max_connections,
@@ -1191,7 +1222,10 @@ from_name = "Acme"
             ("keepalive_timeout = \"2days\"", "server.keepalive_timeout"),
             ("max_connections = 0", "server.max_connections"),
             ("max_connections = 100000000", "server.max_connections"),
-            ("max_connections_per_ip = 0", "server.max_connections_per_ip"),
+            (
+                "max_connections_per_ip = 0",
+                "server.max_connections_per_ip",
+            ),
             (
                 "max_connections = 10\nmax_connections_per_ip = 11",
                 "server.max_connections_per_ip",
@@ -1200,8 +1234,14 @@ from_name = "Acme"
             let error = parse(&format!("[server]\n\n{text}\n"))
                 .unwrap_err()
                 .to_string();
-            assert!(error.contains(&format!("`{key}`: must be between")), "{error}");
-            assert!(error.contains("test.toml:3:") || error.contains("test.toml:4:"), "{error}");
+            assert!(
+                error.contains(&format!("`{key}`: must be between")),
+                "{error}"
+            );
+            assert!(
+                error.contains("test.toml:3:") || error.contains("test.toml:4:"),
+                "{error}"
+            );
         }
     }
 

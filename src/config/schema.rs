@@ -284,7 +284,7 @@ pub struct PathsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProtectSection {
-    pub prefix: String,
+    pub prefix: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
