@@ -15,6 +15,7 @@ deps:
 	@command -v cmake >/dev/null || { echo "error: cmake is missing" >&2; exit 1; }
 
 # What the tests start: a real SMTP server (aiosmtpd, from PyPI) and a real redis-server.
+# tests/boundary_servers.rs also starts nginx (apt) and Werkzeug's server (PyPI).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -27,6 +28,16 @@ test-deps: deps
 		python3 -m pip install --quiet --root-user-action=ignore aiosmtpd; } \
 		|| { echo "error: aiosmtpd is missing and could not be installed" >&2; exit 1; }
 	@python3 -c "import aiosmtpd" || { echo "error: aiosmtpd does not import" >&2; exit 1; }
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		echo "installing nginx..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx >/dev/null; } \
+		|| { echo "error: nginx is missing and could not be installed (the boundary tests run it)" >&2; exit 1; }
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "error: nginx is missing" >&2; exit 1; }
+	@python3 -c "import werkzeug" 2>/dev/null || { \
+		echo "installing werkzeug..."; \
+		python3 -m pip install --quiet --root-user-action=ignore werkzeug; } \
+		|| { echo "error: werkzeug is missing and could not be installed" >&2; exit 1; }
+	@python3 -c "import werkzeug" || { echo "error: werkzeug does not import" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.
