@@ -723,3 +723,61 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
     assert_eq!(status(good).await, StatusCode::UNAUTHORIZED);
     assert_eq!(calls.count(), 1, "the app saw only the one valid request");
 }
+
+/// An identity comes only from a token the gate verified: an `Identity` extension that
+/// something in front of the layer put on the request is removed before the app runs.
+#[tokio::test]
+async fn an_identity_extension_from_before_the_layer_is_not_believed() {
+    use axum::Router;
+    use axum::routing::get;
+    use otpgate::Identity;
+    use otpgate::otp::{Clock, SystemClock};
+    use otpgate::token::Subject;
+    use otpgate::tower::OtpLayer;
+
+    let gate = Gate::builder()
+        .http(HttpSettings::default())
+        .build()
+        .unwrap();
+    let subject = Subject {
+        id: "mallory@example.com".into(),
+        email: Some("mallory@example.com".into()),
+        phone: None,
+        tenant: "default".into(),
+    };
+    let minted = gate.tokens().mint(&subject, SystemClock.now()).unwrap();
+    let forged = gate.authenticate(&minted.token).await.unwrap();
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|identity: Option<Identity>| async move {
+                identity.map_or("nobody".to_owned(), |i| i.subject().to_owned())
+            }),
+        )
+        .layer(OtpLayer::new(gate))
+        .layer(tower::util::MapRequestLayer::new(
+            move |mut request: axum::http::Request<axum::body::Body>| {
+                request.extensions_mut().insert(forged.clone());
+                request
+            },
+        ));
+    let base = format!("http://{}", common::serve(app).await);
+    let seen = reqwest::get(format!("{base}/whoami"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(seen, "nobody");
+    // With the token itself, the layer puts the identity in place.
+    let seen = reqwest::Client::new()
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&minted.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(seen, "mallory@example.com");
+}
