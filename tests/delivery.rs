@@ -549,3 +549,160 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
         "the body's locale wins"
     );
 }
+
+/// Everything logged while it is the thread's subscriber (a current-thread runtime runs the
+/// outbox's tasks on this thread too).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// Captures this thread's logs until the result is dropped.
+    fn capture(&self) -> (tracing::subscriber::DefaultGuard, tracing::Dispatch) {
+        let subscriber = |logs: Logs| {
+            tracing_subscriber::fmt()
+                .with_writer(logs)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .finish()
+        };
+        let guard = tracing::subscriber::set_default(subscriber(self.clone()));
+        // tracing caches, process-wide, whether each log line is wanted. With a single
+        // subscriber registered it asks the default of whichever thread meets the line
+        // first, which for the tests on other threads is none; with two registered it
+        // asks both, so this thread's subscriber gets the outbox's lines.
+        let second = tracing::Dispatch::new(subscriber(Logs::default()));
+        tracing::callsite::rebuild_interest_cache();
+        (guard, second)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// `text` names none of `spellings` (in any case) and carries every one of `keep`.
+fn assert_scrubbed(text: &str, spellings: &[&str], keep: &[&str]) {
+    let lower = text.to_lowercase();
+    for spelling in spellings {
+        assert!(
+            !lower.contains(&spelling.to_lowercase()),
+            "{spelling:?} in {text}"
+        );
+    }
+    for kept in keep {
+        assert!(text.contains(kept), "{kept:?} missing from {text}");
+    }
+}
+
+const PHONE_SPELLINGS: &[&str] = &["4155552699", "415 555 2699", "415-555-2699", "555-2699"];
+
+#[tokio::test]
+async fn a_twilio_21211_names_no_number_in_errors_or_logs() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TWILIO_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21211,
+            "message": "The 'To' number +14155552699 is not a valid phone number.",
+            "more_info": "https://www.twilio.com/docs/errors/21211",
+            "status": 400
+        })))
+        .mount(&server)
+        .await;
+    let to = Identifier::phone("+14155552699").unwrap();
+
+    let error = twilio(&server)
+        .send(&message(to.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DeliveryError::Rejected(_)), "{error:?}");
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert_scrubbed(&text, PHONE_SPELLINGS, &["21211", "400", "+1******2699"]);
+    }
+
+    // Through the outbox, which logs why a delivery was rejected.
+    let outbox = sms_outbox(twilio(&server), None);
+    outbox.enqueue(message(to)).unwrap();
+    assert_eq!(settled(&outbox, 1).await.failed, 1);
+    let logged = logs.text();
+    assert!(logged.contains("delivery rejected"), "{logged}");
+    assert_scrubbed(&logged, PHONE_SPELLINGS, &["21211"]);
+}
+
+#[tokio::test]
+async fn an_smtp_550_names_no_address_in_errors_or_logs() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let server = SmtpServer::start("plain");
+    let sender = Arc::new(SmtpSender::new(server.settings(SmtpSecurity::None)).unwrap());
+    let spellings = ["hidden.person", "idden.person", "hidden%2Eperson"];
+    for typed in ["hidden.person@example.com", "Hidden.Person@EXAMPLE.com"] {
+        let to = Identifier::email(typed).unwrap();
+        let error = sender.send(&message(to)).await.unwrap_err();
+        assert!(matches!(error, DeliveryError::Rejected(_)), "{error:?}");
+        for text in [error.to_string(), format!("{error:?}")] {
+            assert_scrubbed(&text, &spellings, &["550", "5.1.1", "h***@example.com"]);
+        }
+    }
+
+    let outbox = Outbox::new(
+        Senders {
+            email: Some(sender),
+            ..Senders::default()
+        },
+        fast_policy(),
+    );
+    let to = Identifier::email("hidden.person@example.com").unwrap();
+    outbox.enqueue(message(to)).unwrap();
+    assert_eq!(settled(&outbox, 1).await.failed, 1);
+    let logged = logs.text();
+    assert!(logged.contains("delivery rejected"), "{logged}");
+    assert_scrubbed(&logged, &spellings, &["550"]);
+}
+
+#[tokio::test]
+async fn a_webhook_answer_that_echoes_the_message_is_scrubbed() {
+    let app = Router::new().route(
+        "/hook",
+        post(|| async {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused: to=hidden.person%40example.com (Hidden.Person@Example.com),\r\n\
+                 code 123456 not sent",
+            )
+        }),
+    );
+    let addr = common::serve(app).await;
+    let sender = WebhookSender::new(format!("http://{addr}/hook").parse().unwrap());
+    let to = Identifier::email("hidden.person@example.com").unwrap();
+    let error = sender.send(&message(to)).await.unwrap_err();
+    assert!(matches!(error, DeliveryError::Rejected(_)), "{error:?}");
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert_scrubbed(
+            &text,
+            &["hidden.person", "idden", "123456", "\r", "\n"],
+            &["422", "refused", "[code] not sent"],
+        );
+    }
+}

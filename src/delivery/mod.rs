@@ -12,6 +12,7 @@ use crate::otp::Code;
 
 mod console;
 mod outbox;
+mod scrub;
 mod smtp;
 mod template;
 mod twilio;

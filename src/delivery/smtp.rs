@@ -9,7 +9,7 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::sync::OnceLock;
 
-use super::{DeliveryError, Message, Sender};
+use super::{DeliveryError, Message, Sender, scrub};
 
 /// How the SMTP connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -137,11 +137,10 @@ impl std::fmt::Debug for SmtpSender {
 #[async_trait]
 impl Sender for SmtpSender {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        let to: Mailbox = message
-            .to
-            .as_str()
-            .parse()
-            .map_err(|e| DeliveryError::Rejected(format!("recipient: {e}")))?;
+        let to: Mailbox = message.to.as_str().parse::<Mailbox>().map_err(|e| {
+            let reason = scrub::provider_text(&e.to_string(), message);
+            DeliveryError::Rejected(format!("recipient: {reason}"))
+        })?;
         let from = Mailbox::new(
             message
                 .content
@@ -158,12 +157,23 @@ impl Sender for SmtpSender {
                 message.content.text.clone(),
                 message.content.html.clone(),
             ))
-            .map_err(|e| DeliveryError::Rejected(format!("message: {e}")))?;
+            .map_err(|e| {
+                let reason = scrub::provider_text(&e.to_string(), message);
+                DeliveryError::Rejected(format!("message: {reason}"))
+            })?;
         match self.transport().send(email).await {
             Ok(_) => Ok(()),
-            // 5xx: the server refuses this message for good.
-            Err(e) if e.is_permanent() => Err(DeliveryError::Rejected(format!("SMTP: {e}"))),
-            Err(e) => Err(DeliveryError::Failed(format!("SMTP: {e}"))),
+            Err(e) => {
+                // Server replies name the recipient (`550 5.1.1 <person@example.com>`):
+                // masked here, the reply code kept.
+                let reason = format!("SMTP: {}", scrub::provider_text(&e.to_string(), message));
+                // 5xx: the server refuses this message for good.
+                if e.is_permanent() {
+                    Err(DeliveryError::Rejected(reason))
+                } else {
+                    Err(DeliveryError::Failed(reason))
+                }
+            }
         }
     }
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{DeliveryError, Message, Sender};
+use super::{DeliveryError, Message, Sender, scrub};
 
 /// Sends SMS through a Twilio-compatible Messages API:
 /// `POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json`, a form with `To`, `Body` and
@@ -85,15 +85,19 @@ impl Sender for TwilioSender {
             .send()
             .await
             .map_err(|e| {
-                DeliveryError::Failed(format!("Twilio unreachable: {}", e.without_url()))
+                let reason = e.without_url().to_string();
+                DeliveryError::Failed(format!(
+                    "Twilio unreachable: {}",
+                    scrub::provider_text(&reason, message)
+                ))
             })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        // Twilio's error JSON carries a code and a message, never the body we sent.
-        let detail = response.text().await.unwrap_or_default();
-        let detail: String = detail.chars().take(200).collect();
+        // Twilio's error JSON carries a code and a message, and the message names the
+        // number it refused (21211): it leaves here masked, with the code kept.
+        let detail = scrub::provider_text(&scrub::read_answer(response).await, message);
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             Err(DeliveryError::Failed(format!(
                 "Twilio answered {status}: {detail}"

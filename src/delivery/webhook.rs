@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lc_rs::hmac;
 
-use super::{DeliveryError, Message, Sender, WebhookPayload};
+use super::{DeliveryError, Message, Sender, WebhookPayload, scrub};
 
 /// POSTs each message as JSON to a URL, with a timeout. Retries and failover are the
 /// outbox's: a 5xx, 408, 429 or unreachable receiver is a [`DeliveryError::Failed`]
@@ -47,6 +47,8 @@ impl WebhookSender {
         self
     }
 
+    /// One POST; on failure, whether it is worth another try and why, the receiver's
+    /// words unscrubbed.
     async fn attempt(&self, body: &[u8]) -> Result<(), (bool, String)> {
         let mut request = self
             .client
@@ -66,7 +68,14 @@ impl WebhookSender {
                 let retryable = status.is_server_error()
                     || status == reqwest::StatusCode::REQUEST_TIMEOUT
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-                Err((retryable, format!("webhook answered {status}")))
+                let answer = scrub::read_answer(response).await;
+                let answer = answer.trim();
+                let reason = if answer.is_empty() {
+                    format!("webhook answered {status}")
+                } else {
+                    format!("webhook answered {status}: {answer}")
+                };
+                Err((retryable, reason))
             }
             Err(error) => Err((
                 true,
@@ -93,8 +102,16 @@ impl Sender for WebhookSender {
         );
         match self.attempt(&body).await {
             Ok(()) => Ok(()),
-            Err((true, reason)) => Err(DeliveryError::Failed(reason)),
-            Err((false, reason)) => Err(DeliveryError::Rejected(reason)),
+            // The receiver may echo what it was sent (the destination, the code): both
+            // leave here masked.
+            Err((retryable, reason)) => {
+                let reason = scrub::provider_text(&reason, message);
+                if retryable {
+                    Err(DeliveryError::Failed(reason))
+                } else {
+                    Err(DeliveryError::Rejected(reason))
+                }
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 usage: smtp_server.py PORT OUTDIR MODE [CERT KEY]
 MODE: plain | starttls | tls. Accepts AUTH as mailer / s3cret. Each message is written
 to OUTDIR as <n>.eml with the envelope in X-Envelope-* headers. Prints READY when
-listening; exits when its standard input closes.
+listening; exits when its standard input closes. Recipients whose local part starts with
+"hidden." are refused as a real server does: `550 5.1.1 <address>: ... User unknown`.
 """
 import os
 import ssl
@@ -18,6 +19,15 @@ class Handler:
     def __init__(self, outdir, implicit_tls):
         self.outdir = outdir
         self.implicit_tls = implicit_tls
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.split("@", 1)[0].lower().startswith("hidden."):
+            return (
+                f"550 5.1.1 <{address}>: Recipient address rejected: "
+                f"User unknown in virtual mailbox table ({address.split('@', 1)[0]})"
+            )
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         name = os.path.join(self.outdir, f"{time.time_ns()}.eml")
