@@ -3,7 +3,7 @@
 //! pingora times each read of a request head, never the head as a whole, and accepts as
 //! many connections as the process has descriptors: a client sending one header line
 //! every few seconds holds its connection for ever, and a few hundred such clients starve
-//! everyone else. [`GuardedApp`] wraps the proxy's [`ServerApp`] and
+//! everyone else. [`GuardedApp`] wraps the proxy (an [`HttpServerApp`]) and
 //!
 //! - caps connections in total and per client address, answering `503` past a cap;
 //! - gives each request head a total deadline ([`ConnectionLimits::header_timeout`]) from
@@ -11,9 +11,11 @@
 //!   byte, and each kept-alive connection an idle deadline
 //!   ([`ConnectionLimits::keepalive_timeout`]) until that byte.
 //!
-//! The deadlines need to know where a request head ends and where a request ends: a
-//! [`ProxyHttp`](::pingora::proxy::ProxyHttp) calls [`OtpFilter::early_request_filter`]
-//! and [`OtpFilter::logging`] from its hooks of the same names ([`OtpProxy`] does).
+//! Where a request ends is seen here, when pingora hands the connection back for the next
+//! request (after any unread body is drained). Where a request head ends is the proxy's
+//! to say: a [`ProxyHttp`](::pingora::proxy::ProxyHttp) calls
+//! [`OtpFilter::early_request_filter`] from its hook of the same name ([`OtpProxy`] does);
+//! without it the head deadline also cuts off the body.
 //!
 //! [`OtpProxy`]: super::OtpProxy
 
@@ -28,7 +30,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ::pingora::apps::ServerApp;
+use ::pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use ::pingora::protocols::http::ServerSession;
+use ::pingora::protocols::http::v2::server::H2Options;
 use ::pingora::protocols::raw_connect::ProxyDigest;
 use ::pingora::protocols::tls::{SslDigest, TlsRef};
 use ::pingora::protocols::{
@@ -250,10 +254,24 @@ impl Drop for Permit {
     }
 }
 
-/// A [`ServerApp`] (pingora's [`HttpProxy`](::pingora::proxy::HttpProxy)) behind the
+/// An HTTP app (pingora's [`HttpProxy`](::pingora::proxy::HttpProxy)) behind the
 /// connection caps, with the request-head and idle deadlines on every connection.
+///
+/// ```no_run
+/// # fn serve(proxy: otpgate::pingora::OtpProxy) {
+/// use otpgate::pingora::{ConnectionLimits, GuardedApp};
+///
+/// let conf = std::sync::Arc::new(pingora::server::configuration::ServerConf::default());
+/// let app = GuardedApp::new(
+///     pingora::proxy::http_proxy(&conf, proxy),
+///     ConnectionLimits::default().fitted_to_open_file_limit(),
+/// );
+/// let mut service = pingora::services::listening::Service::new("proxy".into(), app);
+/// service.add_tcp("127.0.0.1:8080");
+/// # }
+/// ```
 pub struct GuardedApp<A> {
-    inner: Arc<A>,
+    inner: Arc<Rearm<A>>,
     counter: Arc<Counter>,
 }
 
@@ -270,7 +288,9 @@ impl<A> GuardedApp<A> {
     /// [`ConnectionLimits::fitted_to_open_file_limit`]).
     pub fn new(inner: A, limits: ConnectionLimits) -> GuardedApp<A> {
         GuardedApp {
-            inner: Arc::new(inner),
+            inner: Arc::new(Rearm {
+                app: Arc::new(inner),
+            }),
             counter: Arc::new(Counter {
                 limits,
                 open: Mutex::default(),
@@ -285,8 +305,12 @@ impl<A> GuardedApp<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         if stream.as_any().is::<HeadDeadline>() {
             // A connection handed back for another round is admitted and guarded already.
             return self.inner.process_new(stream, shutdown).await;
@@ -308,7 +332,54 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.inner.app.http_cleanup().await;
+    }
+}
+
+/// Passes every call on to the app, and starts the idle deadline when a finished
+/// request's connection comes back for the next one. (`ProxyHttp::logging` would be too
+/// early: pingora drains an unread request body after it, and that body would pass for the
+/// next request's head.)
+struct Rearm<A> {
+    app: Arc<A>,
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Rearm<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let reused = self.app.process_new_http(session, shutdown).await?;
+        let (stream, settings) = reused.consume();
+        if let Some(deadline) = stream.as_any().downcast_ref::<HeadDeadline>() {
+            deadline.request_done();
+        }
+        Some(ReusedHttpStream::new(stream, settings))
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.app.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.app.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+
+    async fn process_custom_session(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.app
+            .clone()
+            .process_custom_session(stream, shutdown)
+            .await
     }
 }
 
@@ -379,7 +450,7 @@ impl HeadDeadline {
         self.signal.store(SIGNAL_HEAD_DONE, Ordering::Release);
     }
 
-    /// The request is done: the connection may idle until the next one.
+    /// The request is done and its body drained: the connection may idle until the next.
     fn request_done(&self) {
         self.signal.store(SIGNAL_REQUEST_DONE, Ordering::Release);
     }
@@ -566,14 +637,6 @@ impl OtpFilter {
             session.set_keepalive(Some(secs.max(1)));
         }
     }
-
-    /// Call from `ProxyHttp::logging`: the request is done, so the connection's idle
-    /// deadline starts. Does nothing outside [`GuardedApp`].
-    pub fn logging(&self, session: &Session) {
-        if let Some(deadline) = deadline_of(session) {
-            deadline.request_done();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -601,7 +664,10 @@ mod tests {
     fn pair() -> (HeadDeadline, DuplexStream) {
         let (client, server) = tokio::io::duplex(4096);
         let permit = counter(limits()).admit(None).unwrap();
-        (HeadDeadline::new(Box::new(server), limits(), permit), client)
+        (
+            HeadDeadline::new(Box::new(server), limits(), permit),
+            client,
+        )
     }
 
     async fn read(stream: &mut HeadDeadline) -> io::Result<usize> {

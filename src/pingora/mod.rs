@@ -22,13 +22,13 @@ use bytes::{Bytes, BytesMut};
 use crate::config::{ProxySettings, Upstream};
 use crate::error::GateError;
 use crate::gate::{Gate, Identity};
+use crate::http::{
+    CanonicalTarget, Dialect, EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan,
+};
 
 mod guard;
 
 pub use guard::{ConnectionLimits, GuardedApp, HeadDeadline};
-use crate::http::{
-    CanonicalTarget, Dialect, EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan,
-};
 
 /// Per-request state of [`OtpFilter`].
 #[derive(Debug, Default)]
@@ -446,7 +446,6 @@ impl ProxyHttp for OtpProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut OtpCtx) {
-        self.filter.logging(session);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // The path only: query strings may carry destinations or codes.
         let request = session.req_header();
@@ -516,8 +515,7 @@ pub fn serve(gate: Gate, settings: &ProxySettings) -> Result<(), Box<Error>> {
         ::pingora::proxy::http_proxy(&server.configuration, proxy),
         ConnectionLimits::from(settings).fitted_to_open_file_limit(),
     );
-    let mut service =
-        ::pingora::services::listening::Service::new("otpgate proxy".to_owned(), app);
+    let mut service = ::pingora::services::listening::Service::new("otpgate proxy".to_owned(), app);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
     tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, store = %store, "otpgate proxy started");
