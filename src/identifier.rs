@@ -114,7 +114,10 @@ impl Identifier {
     /// shares one code, one attempt budget and one subject. Quoted local parts, comments,
     /// domain literals, whitespace, control and invisible characters are refused.
     pub fn email(text: &str) -> Result<Identifier, InvalidIdentifier> {
-        let text = text.trim();
+        // One mailbox whether `é` came as one character or as `e` and a combining accent
+        // (NFC, which IDNA applies to domains too).
+        let text = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(text.trim());
+        let text = text.as_ref();
         if text.len() > MAX_EMAIL_LENGTH {
             return Err(InvalidIdentifier::Email);
         }
@@ -235,6 +238,9 @@ mod tests {
             ("user@例え.テスト", "user@xn--r8jz45g.xn--zckzah"),
             // The local part keeps its letters, lower-cased.
             ("José@Example.com", "josé@example.com"),
+            // One é, whether typed as one character or as e and a combining accent.
+            ("Jose\u{301}@example.com", "jos\u{e9}@example.com"),
+            ("jos\u{e9}@example.com", "jos\u{e9}@example.com"),
             ("a@1.example.com", "a@1.example.com"),
             ("o'brien@example.com", "o'brien@example.com"),
         ] {
