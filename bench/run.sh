@@ -283,6 +283,8 @@ pids=()
 extra=$(BENCH_QUICK=${BENCH_QUICK:-0} cargo bench --quiet --bench http -- --bench | sed -n '/^|/p')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# The send timing section comes from `make bench-timing`; this run keeps it as it is.
+send_timing=$(sed -n '/^## Send timing/,$p' bench/RESULTS.md 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
@@ -313,6 +315,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "| measure | value | baseline (same run) | ratio |"
   echo "|---|---|---|---|"
   echo "$extra"
+  if [ -n "$send_timing" ]; then
+    echo
+    echo "$send_timing"
+  fi
 } >bench/RESULTS.md
 echo
 cat bench/RESULTS.md

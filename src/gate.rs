@@ -479,6 +479,12 @@ impl Gate {
         self.inner.outbox.stats()
     }
 
+    /// Messages for unknown accounts, queued like any other and dropped unsent by the
+    /// outbox worker, since start.
+    pub fn decoys_dropped(&self) -> u64 {
+        self.inner.outbox.decoys_dropped()
+    }
+
     /// The directory.
     pub fn directory(&self) -> &Arc<dyn Directory> {
         &self.inner.directory
@@ -585,8 +591,9 @@ impl Gate {
             .reserve()
             .map_err(|_| GateError::DeliveryUnavailable)?;
 
-        // An unknown identity gets a code too, stored and limited the same way but never
-        // delivered: from outside, both paths look and time alike.
+        // An unknown identity gets a code too, stored and limited the same way, and its
+        // message rendered and queued the same way; the outbox worker drops it unsent.
+        // From outside, both paths look and time alike.
         let code = self.inner.policy.format.generate();
         let key = Gate::identity_key(&tenant.id, &request.identifier);
         let hash = self.inner.hasher.hash(&key, &code);
@@ -605,26 +612,29 @@ impl Gate {
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
-        if deliver {
-            let ttl = self.inner.policy.ttl;
-            let content = self.inner.templates.render(
-                request.identifier.channel(),
-                request.locale,
-                &TemplateContext {
-                    code: code.expose(),
-                    minutes: ttl.as_secs().div_ceil(60),
-                    tenant: &tenant.id,
-                    tenant_name: tenant.display_name.as_deref(),
-                },
-            );
-            slot.send(Message {
+        // No branch on `deliver` here: the same rendering, allocations and queue op for
+        // both, so the answer's timing cannot tell a known account from an unknown one.
+        let ttl = self.inner.policy.ttl;
+        let content = self.inner.templates.render(
+            request.identifier.channel(),
+            request.locale,
+            &TemplateContext {
+                code: code.expose(),
+                minutes: ttl.as_secs().div_ceil(60),
+                tenant: &tenant.id,
+                tenant_name: tenant.display_name.as_deref(),
+            },
+        );
+        slot.queue(
+            Message {
                 to: request.identifier,
                 code,
                 tenant: tenant.id.clone(),
                 expires_in: ttl,
                 content,
-            });
-        }
+            },
+            deliver,
+        );
         Ok(SendOutcome {
             account_exists: tenant.reveal_account.then_some(exists),
         })
@@ -684,21 +694,19 @@ impl Gate {
         tenant: &str,
         identifier: &Identifier,
     ) -> Result<Option<Account>, GateError> {
-        if let Some(account) = self
-            .inner
-            .directory
-            .find(tenant, identifier)
-            .await
-            .map_err(GateError::DirectoryUnavailable)?
-        {
+        // Both lookups, always and at once: asking the store only when the directory
+        // misses would make unknown accounts slower by a store round trip (a network one
+        // on redis), which tells an attacker who is a member.
+        let created_key = Gate::created_account_key(tenant, identifier);
+        let (listed, created) = tokio::join!(
+            self.inner.directory.find(tenant, identifier),
+            self.inner.store.get_value(&created_key)
+        );
+        let listed = listed.map_err(GateError::DirectoryUnavailable)?;
+        let created = created.map_err(GateError::StoreUnavailable)?;
+        if let Some(account) = listed {
             return Ok(Some(account));
         }
-        let created = self
-            .inner
-            .store
-            .get_value(&Gate::created_account_key(tenant, identifier))
-            .await
-            .map_err(GateError::StoreUnavailable)?;
         Ok(created.map(|subject| Account {
             subject,
             email: matches!(identifier, Identifier::Email(_))

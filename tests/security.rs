@@ -267,3 +267,132 @@ async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
         Err(GateError::Unauthorized)
     ));
 }
+
+#[tokio::test]
+async fn an_unknown_account_gets_a_message_queued_and_dropped_never_sent() {
+    let (sender, mut inbox) = capture();
+    let members =
+        otpgate::directory::StaticDirectory::new().with_account("default", alice(), "alice-1");
+    let gate = Gate::builder()
+        .directory(Arc::new(members))
+        .tenant(otpgate::Tenant {
+            auto_create: false,
+            ..otpgate::Tenant::new("default")
+        })
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let send = |identifier: Identifier| {
+        let gate = gate.clone();
+        async move {
+            gate.send(SendRequest {
+                tenant: None,
+                identifier,
+                client_ip: None,
+                locale: None,
+            })
+            .await
+        }
+    };
+    let stranger = Identifier::email("mallory@example.com").unwrap();
+    let unknown = send(stranger.clone()).await.unwrap();
+    let known = send(alice()).await.unwrap();
+    // The same answer for both: the tenant does not reveal accounts.
+    assert_eq!(unknown, known);
+
+    // Only the member's message reaches a sender.
+    let delivered = next_message(&mut inbox).await;
+    assert_eq!(delivered.to, alice());
+    // The stranger's message was queued (it went through the worker) and dropped there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gate.decoys_dropped() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the decoy never left the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(inbox.try_recv().is_err(), "the decoy reached a sender");
+    assert_eq!(gate.decoys_dropped(), 1);
+    // Neither a delivery nor a failure.
+    let stats = gate.delivery_stats();
+    assert_eq!((stats.sent, stats.failed, stats.retried), (1, 0, 0));
+}
+
+/// A provider that never answers: what it is given stays in delivery.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl otpgate::delivery::Sender for Stuck {
+    async fn send(
+        &self,
+        _message: &otpgate::delivery::Message,
+    ) -> Result<(), otpgate::delivery::DeliveryError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_full_outbox_refuses_known_and_unknown_accounts_alike() {
+    let member = |i: usize| Identifier::email(&format!("member{i}@example.com")).unwrap();
+    let members = (0..20).fold(otpgate::directory::StaticDirectory::new(), |d, i| {
+        d.with_account("default", member(i), &format!("m{i}"))
+    });
+    let stuck: Arc<dyn otpgate::delivery::Sender> = Arc::new(Stuck);
+    let gate = Gate::builder()
+        .directory(Arc::new(members))
+        .tenant(otpgate::Tenant {
+            auto_create: false,
+            ..otpgate::Tenant::new("default")
+        })
+        .senders(Senders {
+            email: Some(stuck.clone()),
+            sms: Some(stuck),
+            ..Default::default()
+        })
+        .outbox_policy(otpgate::delivery::OutboxPolicy {
+            capacity: 1,
+            concurrency: 1,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let send = |identifier: Identifier| {
+        let gate = gate.clone();
+        async move {
+            gate.send(SendRequest {
+                tenant: None,
+                identifier,
+                client_ip: None,
+                locale: None,
+            })
+            .await
+        }
+    };
+    // Members' messages fill the outbox: one stuck in delivery, one waiting for it, one
+    // queued; nothing leaves after that.
+    let mut next = 0;
+    loop {
+        assert!(next < 18, "the outbox never filled");
+        match send(member(next)).await {
+            Ok(_) => next += 1,
+            Err(GateError::DeliveryUnavailable) => break,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    let stranger = Identifier::email("mallory@example.com").unwrap();
+    assert!(matches!(
+        send(stranger).await,
+        Err(GateError::DeliveryUnavailable)
+    ));
+    assert!(matches!(
+        send(member(next + 1)).await,
+        Err(GateError::DeliveryUnavailable)
+    ));
+}

@@ -57,11 +57,22 @@ struct Counters {
     failed: AtomicU64,
     retried: AtomicU64,
     failed_over: AtomicU64,
+    decoys_dropped: AtomicU64,
+}
+
+/// A message in the queue, and whether the worker is to deliver it.
+struct Queued {
+    message: Message,
+    deliver: bool,
 }
 
 /// A bounded queue drained by a background task, so that an HTTP answer never waits
 /// for, and is never timed by, a delivery. Each message is tried on its channel's primary
 /// provider with retries and a timeout, then on the fallback provider.
+///
+/// A message can also be queued as a decoy: the worker drops it unsent. The gate queues
+/// one for a send to an unknown account, so that the request does the same work whether
+/// or not the account exists, and only the worker, off the request path, tells them apart.
 ///
 /// The worker starts on the first message, inside whatever tokio runtime serves the
 /// request, so an outbox can be built outside any runtime.
@@ -69,7 +80,7 @@ pub struct Outbox {
     senders: Senders,
     policy: OutboxPolicy,
     counters: Arc<Counters>,
-    queue: OnceLock<mpsc::Sender<Message>>,
+    queue: OnceLock<mpsc::Sender<Queued>>,
 }
 
 impl Outbox {
@@ -104,6 +115,12 @@ impl Outbox {
         }
     }
 
+    /// Decoys dropped unsent since start: messages for unknown accounts. They are
+    /// neither sent nor failed, so [`DeliveryStats`] leaves them out.
+    pub fn decoys_dropped(&self) -> u64 {
+        self.counters.decoys_dropped.load(Ordering::Relaxed)
+    }
+
     /// Holds a place in the queue without waiting, so that a caller can refuse a request
     /// before it changes anything, rather than after. Must be called within a tokio
     /// runtime.
@@ -129,12 +146,18 @@ impl Outbox {
 }
 
 /// A place held in the outbox; dropping it gives the place back.
-pub struct OutboxSlot<'a>(mpsc::Permit<'a, Message>);
+pub struct OutboxSlot<'a>(mpsc::Permit<'a, Queued>);
 
 impl OutboxSlot<'_> {
-    /// Queues `message` in the place held.
+    /// Queues `message` in the place held, for delivery.
     pub fn send(self, message: Message) {
-        self.0.send(message);
+        self.queue(message, true);
+    }
+
+    /// Queues `message` in the place held; with `deliver` false, as a decoy that the
+    /// worker drops unsent. Either way the caller does the same work, in one queue op.
+    pub fn queue(self, message: Message, deliver: bool) {
+        self.0.send(Queued { message, deliver });
     }
 }
 
@@ -154,13 +177,22 @@ impl std::fmt::Debug for Outbox {
 }
 
 async fn drain(
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Queued>,
     senders: Senders,
     policy: OutboxPolicy,
     counters: Arc<Counters>,
 ) {
     let permits = Arc::new(Semaphore::new(policy.concurrency));
-    while let Some(message) = rx.recv().await {
+    while let Some(queued) = rx.recv().await {
+        let message = queued.message;
+        if !queued.deliver {
+            // A decoy held its place in the queue like any message, so a full outbox
+            // refused known and unknown accounts alike; it reaches no provider, and is
+            // neither sent nor failed. Logged without its destination, like every log.
+            counters.decoys_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %message.channel(), tenant = %message.tenant, "no such account: code not delivered");
+            continue;
+        }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
