@@ -490,8 +490,10 @@ impl Gate {
                 // Clients must never be able to claim an identity by sending the headers
                 // themselves: they are stripped always, whatever happens next.
                 is_identity_header(name, &http.identity)
-                    // Only a trusted proxy may say who the client is.
-                    || (!peer_trusted && is_forwarding_header(name))
+                    // Only a trusted proxy may say who the client is, and only in the
+                    // spelling proxies write: `X_Forwarded_For` would be a second list.
+                    || (is_forwarding_header(name)
+                        && (!peer_trusted || folded(name.as_str()) != name.as_str()))
             })
             .cloned()
             .collect();
@@ -568,14 +570,18 @@ impl Gate {
             return Some(peer);
         }
         let mut client = peer;
-        let forwarded: Vec<IpAddr> = headers
+        let entries: Vec<Option<IpAddr>> = headers
             .get_all(X_FORWARDED_FOR)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse().ok())
+            .flat_map(|value| match value.to_str() {
+                Ok(value) => value.split(',').map(forwarded_address).collect(),
+                Err(_) => vec![None],
+            })
             .collect();
-        for ip in forwarded.into_iter().rev() {
+        for entry in entries.into_iter().rev() {
+            // An entry that does not read as an address ends the walk: skipping it would
+            // let whatever a client wrote to its left stand as the client.
+            let Some(ip) = entry else { break };
             client = ip;
             if !is_trusted(&ip) {
                 break;
@@ -641,13 +647,23 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// A header name as app servers that fold `_` onto `-` read it (CGI, PHP, Rack, WSGI):
-/// lower case, `_` as `-`. `HeaderName`s are already lower case.
+/// A header name as the most lenient app servers read it: lower case, and every
+/// character other than a letter or digit as `-`. CGI, PHP, Rack and WSGI fold `-` and `_`
+/// together, lighttpd folds every other character onto `_` too, PHP turns `.` into `_`:
+/// `X_Auth_Subject`, `X.Auth.Subject` and `X~Auth~Subject` all reach an app as
+/// `HTTP_X_AUTH_SUBJECT`. `HeaderName`s are already lower case.
 fn folded(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.contains('_') {
-        std::borrow::Cow::Owned(name.replace('_', "-"))
-    } else {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(
+            name.chars()
+                .map(|c| match c {
+                    c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+                    _ => '-',
+                })
+                .collect(),
+        )
     }
 }
 
@@ -678,6 +694,23 @@ fn is_identity_header(name: &HeaderName, settings: &IdentityHeaders) -> bool {
                 }
                 None => same(pattern),
             })
+}
+
+/// One `X-Forwarded-For` entry: an address, or `192.0.2.1:443` and `[2001:db8::1]:443`
+/// as some load balancers write them.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(bracketed) = entry.strip_prefix('[') {
+        let (ip, port) = bracketed.split_once(']')?;
+        port.strip_prefix(':')?.parse::<u16>().ok()?;
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (ip, port) = entry.split_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Headers through which a proxy tells the app who the client is, in any spelling.
@@ -872,6 +905,14 @@ mod tests {
                 ("x_auth-email", "admin@example.com"),
                 ("X_Otpgate_Jwt", "forged"),
                 ("x-otpgate_anything", "forged"),
+                // lighttpd folds every other character onto `_`, PHP turns `.` into `_`.
+                ("X.Auth.Subject", "admin"),
+                ("X~Auth~Email", "admin@example.com"),
+                ("X!Auth+Phone", "+14155550123"),
+                ("X'Auth'Tenant", "other"),
+                ("X-Auth.Role", "root"),
+                ("X.Otpgate.Jwt", "forged"),
+                ("X.Original.URL", "/api/me"),
                 ("X-Original-URL", "/api/me"),
                 ("X_Rewrite_Url", "/api/me"),
                 ("X-Authority", "kept"),
@@ -910,6 +951,9 @@ mod tests {
                 ("forwarded", "for=6.6.6.6"),
                 ("x-real-ip", "6.6.6.6"),
                 ("x-forwarded-host", "evil.test"),
+                ("X.Forwarded.For", "6.6.6.6"),
+                ("X.Real.IP", "6.6.6.6"),
+                ("X~Forwarded~Proto", "https"),
             ],
             Some("192.0.2.7"),
         );
@@ -930,12 +974,57 @@ mod tests {
                 ("x-forwarded-for", "203.0.113.9, 10.1.1.1"),
                 ("x-forwarded-for", "10.2.2.2"),
                 ("x-real-ip", "203.0.113.9"),
+                // A trusted proxy writes `X-Forwarded-For`; other spellings are a client's.
+                ("X_Forwarded_For", "6.6.6.6"),
+                ("X.Real.IP", "6.6.6.6"),
             ],
             Some("10.0.0.5"),
         );
         let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
         assert_eq!(values, ["203.0.113.9, 10.1.1.1, 10.2.2.2, 10.0.0.5"]);
         assert_eq!(left["x-real-ip"], "203.0.113.9");
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_address_a_trusted_proxy_did_not_add() {
+        let gate = gate(&["10.0.0.0/8"]);
+        let client = |xff: &[&str], peer: &str| {
+            let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            gate.client_ip(Some(peer.parse().unwrap()), &headers(&pairs))
+                .map(|ip| ip.to_string())
+        };
+        let some = |ip: &str| Some(ip.to_owned());
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client(&["6.6.6.6"], "192.0.2.7"), some("192.0.2.7"));
+        assert_eq!(
+            client(&["6.6.6.6, 203.0.113.9"], "10.0.0.1"),
+            some("203.0.113.9")
+        );
+        assert_eq!(
+            client(&["6.6.6.6", "203.0.113.9, 10.1.1.1"], "10.0.0.1"),
+            some("203.0.113.9")
+        );
+        // Proxies that write ports.
+        assert_eq!(
+            client(&["6.6.6.6, 203.0.113.9:5555"], "10.0.0.1"),
+            some("203.0.113.9")
+        );
+        assert_eq!(
+            client(&["6.6.6.6, [2001:db8::9]:443"], "10.0.0.1"),
+            some("2001:db8::9")
+        );
+        // Something unreadable ends the walk at the last hop that could be read.
+        assert_eq!(client(&["6.6.6.6, unknown"], "10.0.0.1"), some("10.0.0.1"));
+        assert_eq!(
+            client(&["6.6.6.6, 203.0.113.9:x"], "10.0.0.1"),
+            some("10.0.0.1")
+        );
+        assert_eq!(
+            client(&["6.6.6.6, 10.1.1.1, garbage, 10.2.2.2"], "10.0.0.1"),
+            some("10.2.2.2")
+        );
+        assert_eq!(client(&[], "10.0.0.1"), some("10.0.0.1"));
     }
 
     #[test]

@@ -291,6 +291,15 @@ fn decode_segments(path: &[u8], policy: &PathPolicy) -> Result<Vec<Segment>, Inv
                         {
                             return Err(InvalidTarget::DoubleEscape);
                         }
+                        // nginx decodes `%3B` to `;` when it passes a path on, and
+                        // Tomcat, Jetty and Spring then cut the segment there.
+                        b';' if !policy.allow_path_params => {
+                            return Err(InvalidTarget::PathParameter);
+                        }
+                        b';' => {
+                            params_at.get_or_insert(text.len());
+                            text.push_str("%3B");
+                        }
                         // Escapes of unreserved characters mean the characters themselves
                         // (RFC 3986 §2.3), so `/%61pi` is `/api` to every server.
                         value if unreserved(value) => text.push(value as char),
@@ -356,8 +365,15 @@ fn resolve(
             // Windows drops trailing dots from file names: `/api./me` is `/api/me` there.
             name if name.ends_with('.') => return Err(InvalidTarget::TrailingDot),
             // With encoded slashes let through, a server that decodes them would find dot
-            // segments the gate never resolved (`/x/..%2F..%2Fapi`).
-            name if name.contains("%2F") && name.split("%2F").any(|piece| piece.ends_with('.')) => {
+            // segments the gate never resolved (`/x/..%2F..%2Fapi`), parameters or not
+            // (`/public;x%2F../api`).
+            _ if segment.text.contains("%2F")
+                && segment.text.split("%2F").any(|piece| {
+                    let name = piece.split([';']).next().unwrap_or(piece);
+                    let name = name.split("%3B").next().unwrap_or(name);
+                    name.ends_with('.')
+                }) =>
+            {
                 return Err(InvalidTarget::EncodedSlash);
             }
             _ => {
@@ -473,7 +489,6 @@ mod tests {
                 ("/api/%7euser", Path("/api/~user")),
                 ("/api/a%2db%5fc", Path("/api/a-b_c")),
                 ("/api/a%20b", Path("/api/a%20b")),
-                ("/api/a%3bb", Path("/api/a%3Bb")),
                 ("/api/a%3fb", Path("/api/a%3Fb")),
                 ("/api/caf%c3%a9", Path("/api/caf%C3%A9")),
                 ("/api/100%25", Path("/api/100%25")),
@@ -537,6 +552,9 @@ mod tests {
                 ("/api/me;", Refused(PathParameter)),
                 ("/public/..;/api/me", Refused(PathParameter)),
                 ("/api;jsessionid=1/me", Refused(PathParameter)),
+                ("/api%3B/me", Refused(PathParameter)),
+                ("/api%3bx/me", Refused(PathParameter)),
+                ("/public/..%3B/api/me", Refused(PathParameter)),
                 // Trailing dots.
                 ("/api./me", Refused(TrailingDot)),
                 ("/api.../me", Refused(TrailingDot)),
@@ -559,6 +577,9 @@ mod tests {
         let target = canonicalize(b"/api;x/me;y=1", false, &policy).unwrap();
         assert_eq!(target.path(), "/api;x/me;y=1");
         assert_eq!(target.match_path(), "/api/me");
+        let encoded = canonicalize(b"/api%3bx/me", false, &policy).unwrap();
+        assert_eq!(encoded.path(), "/api%3Bx/me");
+        assert_eq!(encoded.match_path(), "/api/me");
         let plain = canonicalize(b"/api/me", false, &policy).unwrap();
         assert_eq!(plain.match_path(), "/api/me");
         check(
@@ -568,7 +589,8 @@ mod tests {
                 ("/public/..;x/api/me", Path("/api/me")),
                 ("/public/.;x/../api/me", Path("/api/me")),
                 ("/..;/api/me", Refused(AboveRoot)),
-                ("/api/a%3Bb", Path("/api/a%3Bb")),
+                ("/api%3Bx/me", Path("/api%3Bx/me")),
+                ("/public/..%3Bx/api/me", Path("/api/me")),
             ],
         );
     }
@@ -591,8 +613,27 @@ mod tests {
                 ("/x/%2e%2e%2f..%2fapi", Refused(EncodedSlash)),
                 ("/x/a%2f.%2fb", Refused(EncodedSlash)),
                 ("/x/a.%2fb", Refused(EncodedSlash)),
+                ("/x/a%2f..;x%2fb", Refused(PathParameter)),
                 ("/api%5Cme", Refused(Backslash)),
                 ("/api%252Fme", Refused(DoubleEscape)),
+            ],
+        );
+    }
+
+    #[test]
+    fn both_switches_on_still_resolve_no_hidden_dot_segment() {
+        let policy = PathPolicy {
+            allow_path_params: true,
+            allow_encoded_slashes: true,
+            ..PathPolicy::default()
+        };
+        check(
+            &policy,
+            &[
+                ("/public;x%2F../api/me", Refused(EncodedSlash)),
+                ("/public%3Bx%2F../api/me", Refused(EncodedSlash)),
+                ("/public%2F..;x/api/me", Refused(TrailingDot)),
+                ("/projects/a%2Fb;v=1", Path("/projects/a%2Fb;v=1")),
             ],
         );
     }
