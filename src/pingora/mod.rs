@@ -138,10 +138,15 @@ impl OtpFilter {
 
     /// Checks the request head and puts the canonical target in place of the one the
     /// client sent, so that the app receives exactly the path that was judged.
-    fn canonical_request(&self, session: &mut Session) -> Result<CanonicalTarget, Box<GateResponse>> {
+    fn canonical_request(
+        &self,
+        session: &mut Session,
+    ) -> Result<CanonicalTarget, Box<GateResponse>> {
         let request = session.req_header();
         self.gate.check_head(&request.headers)?;
-        let target = self.gate.canonical_target(&request.method, request.raw_path())?;
+        let target = self
+            .gate
+            .canonical_target(&request.method, request.raw_path())?;
         let origin_form = target.to_origin_form();
         if request.raw_path() != origin_form.as_bytes() || request.uri.authority().is_some() {
             let uri = http::Uri::try_from(origin_form).map_err(|_| {
@@ -155,7 +160,8 @@ impl OtpFilter {
     }
 
     /// Strips the client's identity headers from the request to the app and injects the
-    /// verified identity.
+    /// verified identity. Fails, so that nothing is forwarded, when
+    /// [`request_filter`](Self::request_filter) did not run for the request.
     pub fn upstream_request_filter(
         &self,
         upstream_request: &mut RequestHeader,
@@ -163,11 +169,11 @@ impl OtpFilter {
     ) -> ::pingora::Result<()> {
         match &ctx.plan {
             Some(plan) => apply(plan, upstream_request),
-            // request_filter did not run (a mistake in the caller's proxy): strip every
-            // identity header rather than forward a forgery.
-            None => apply(
-                &self.gate.strip_only_plan(&upstream_request.headers, None),
-                upstream_request,
+            // request_filter did not run (a mistake in the caller's proxy): the gate never
+            // judged this path or its token, so nothing of it is forwarded.
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "OtpFilter::request_filter did not run for this request",
             ),
         }
     }
