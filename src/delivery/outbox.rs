@@ -237,11 +237,14 @@ async fn deliver(
                     return;
                 }
                 Ok(Err(DeliveryError::Rejected(reason))) => {
+                    // Scrubbed again: a `Sender` of the app's own may quote the destination.
+                    let reason = super::scrub::provider_text(&reason, message);
                     // The provider refused this message; asking it again will not help.
                     tracing::warn!(%channel, %to, %tenant, provider = index, %reason, "delivery rejected");
                     break;
                 }
                 Ok(Err(DeliveryError::Failed(reason))) => {
+                    let reason = super::scrub::provider_text(&reason, message);
                     tracing::warn!(%channel, %to, %tenant, provider = index, attempt, %reason, "delivery failed");
                 }
                 Err(_) => {
