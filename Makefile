@@ -16,6 +16,7 @@ deps:
 
 # What the tests start: a real SMTP server (aiosmtpd, from PyPI) and a real redis-server.
 # tests/boundary_servers.rs also starts nginx (apt) and Werkzeug's server (PyPI).
+# It also starts lighttpd with mod_cgi and PHP's built-in server (apt: lighttpd, php-cli).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -38,6 +39,16 @@ test-deps: deps
 		python3 -m pip install --quiet --root-user-action=ignore werkzeug; } \
 		|| { echo "error: werkzeug is missing and could not be installed" >&2; exit 1; }
 	@python3 -c "import werkzeug" || { echo "error: werkzeug does not import" >&2; exit 1; }
+	@command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || { \
+		echo "installing lighttpd..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq lighttpd >/dev/null; } \
+		|| { echo "error: lighttpd is missing and could not be installed (the boundary tests run it)" >&2; exit 1; }
+	@command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || { echo "error: lighttpd is missing" >&2; exit 1; }
+	@command -v php >/dev/null || { \
+		echo "installing php-cli..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq php-cli >/dev/null; } \
+		|| { echo "error: php is missing and could not be installed (the boundary tests run php -S)" >&2; exit 1; }
+	@command -v php >/dev/null || { echo "error: php is missing" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.

@@ -1,23 +1,26 @@
 //! The boundary between the gate and real app servers. Request targets and headers
 //! that servers read differently from a naive gate are sent, byte for byte over raw TCP,
-//! to each server (nginx, Python's http.server, wsgiref, Werkzeug) behind each form of
-//! the gate: the `otpgate run` proxy, and the `OtpLayer` around a service that forwards
-//! the request it receives verbatim. Every server logs what it received, so each case
-//! checks what the app saw, not only what the gate answered.
+//! to each server (nginx, Python's http.server, wsgiref, Werkzeug, lighttpd running a CGI
+//! program, PHP's built-in server) behind each form of the gate: the `otpgate run` proxy,
+//! and the `OtpLayer` around a service that forwards the request it receives verbatim.
+//! Every server logs what it received, so each case checks what the app saw, not only
+//! what the gate answered.
 //!
 //! The promise (shared/DESIGN.md, "The boundary"): without a token no spelling of a
 //! protected path reaches the app; with one, the app receives the canonical path and the
 //! query untouched; no client-sent identity or forwarding header reaches the app in any
-//! spelling a server folds onto the real one.
+//! spelling a server folds onto the real one, not even from a trusted proxy.
 
 mod common;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,7 @@ use http_body_util::BodyExt;
 use otpgate::tower::OtpLayer;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Who signs in.
 const SUBJECT: &str = "alice@example.com";
@@ -34,6 +37,11 @@ const SUBJECT: &str = "alice@example.com";
 const FORGED: &str = "forged!";
 /// The address a client claims to forward for.
 const FORGED_IP: &str = "6.6.6.6";
+/// The one address the gate trusts as a proxy: the test connects from it to send what a
+/// proxy in front of the gate would. Every other request comes from 127.0.0.1.
+const TRUSTED_PROXY: &str = "127.0.0.2";
+/// The client a trusted proxy forwards for.
+const PROXIED_CLIENT: &str = "203.0.113.9";
 /// In the body of every answer that comes from under `/api/` at an app.
 const SECRET: &str = "-secret";
 
@@ -91,6 +99,10 @@ const REFUSED_WITHOUT_TOKEN: &[&str] = &[
     "/api/me;",
     "/api/me;x",
     "/;x/api/me",
+    // `%3B`: nginx decodes it to `;` when it proxies, and Java servers cut parameters.
+    "/api%3B/me",
+    "/api%3bx/me",
+    "/public/..%3B/api/me",
     // Control characters.
     "/api/me%00",
     "/api%00/me",
@@ -151,6 +163,9 @@ const AMBIGUOUS_WITH_TOKEN: &[&str] = &[
     "/%2e%2e/api/me",
     "/.%2E/api/me",
     "/public/../../api/me",
+    "/api%3B/me",
+    "/api%3bx/me",
+    "/public/..%3B/api/me",
     "api/me",
 ];
 
@@ -181,6 +196,17 @@ const FORGED_HEADERS: &[(&str, &str)] = &[
     ("X-Rewrite-URL", "/api/forged!"),
     ("X_Original_URL", "/api/forged!"),
     ("x-original-url", "/api/forged!"),
+    // Other punctuation: lighttpd folds every character other than a letter or digit
+    // onto `_`, PHP turns `.` into `_`.
+    ("X.Auth.Subject", "admin-forged!"),
+    ("X~Auth~Subject", "admin-forged!"),
+    ("X!Auth+Subject", "admin-forged!"),
+    ("X'Auth'Subject", "admin-forged!"),
+    ("X-Auth.Subject", "admin-forged!"),
+    ("X.Otpgate.Jwt", "forged!"),
+    ("X.Forwarded.For", FORGED_IP),
+    ("X.Real.IP", FORGED_IP),
+    ("X.Original.URL", "/api/forged!"),
 ];
 
 // --- Raw HTTP/1.1 -------------------------------------------------------------------
@@ -188,9 +214,19 @@ const FORGED_HEADERS: &[(&str, &str)] = &[
 /// Writes `request` to `port` and reads until the server closes (10 s at most). A reset
 /// after some bytes keeps those bytes.
 async fn roundtrip(port: u16, request: &[u8]) -> Vec<u8> {
+    roundtrip_from(Ipv4Addr::LOCALHOST, port, request).await
+}
+
+/// [`roundtrip`] from the loopback address `source`.
+async fn roundtrip_from(source: Ipv4Addr, port: u16, request: &[u8]) -> Vec<u8> {
+    let connect = async {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        socket.connect((Ipv4Addr::LOCALHOST, port).into()).await
+    };
     let exchange = async {
         let mut received = Vec::new();
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        let Ok(mut stream) = connect.await else {
             return received;
         };
         if stream.write_all(request).await.is_err() {
@@ -275,12 +311,17 @@ impl Reply {
 
 /// `GET target` on `port`, the request line and headers written exactly as given.
 async fn get(port: u16, target: &str, headers: &[(&str, &str)]) -> Reply {
+    get_from(Ipv4Addr::LOCALHOST, port, target, headers).await
+}
+
+/// [`get`] from the loopback address `source`.
+async fn get_from(source: Ipv4Addr, port: u16, target: &str, headers: &[(&str, &str)]) -> Reply {
     let mut request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("Connection: close\r\n\r\n");
-    let raw = roundtrip(port, request.as_bytes()).await;
+    let raw = roundtrip_from(source, port, request.as_bytes()).await;
     match parse_response(&raw) {
         Some((status, _, body)) => Reply {
             status,
@@ -306,6 +347,13 @@ enum Server {
     Wsgiref,
     /// Werkzeug's server with the same app.
     Werkzeug,
+    /// lighttpd handing every request to the same app run as a CGI program: each header
+    /// reaches it as `HTTP_<name>`, every character other than a letter or digit folded
+    /// onto `_`.
+    Lighttpd,
+    /// PHP's built-in server with a router script that echoes `$_SERVER`: PHP turns `.`
+    /// in a header name into `_`.
+    Php,
 }
 
 fn support(name: &str) -> PathBuf {
@@ -354,6 +402,8 @@ impl App {
         std::fs::write(&log, "").unwrap();
         let (child, port) = match server {
             Server::Nginx => start_nginx(dir.path()).await,
+            Server::Lighttpd => start_lighttpd(dir.path()).await,
+            Server::Php => start_php(dir.path(), &log).await,
             Server::SimpleHttp | Server::Wsgiref | Server::Werkzeug => {
                 start_python(server, dir.path(), &log).await
             }
@@ -437,14 +487,14 @@ async fn wait_until_listening(child: &mut Child, port: u16, log: &Path, what: &s
     }
 }
 
-/// `nginx` from the PATH, else where Debian puts it (/usr/sbin is not on every PATH).
-fn nginx_binary() -> PathBuf {
+/// `name` from the PATH, else where Debian puts it (/usr/sbin is not on every PATH).
+fn sbin_binary(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("nginx"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    on_path.unwrap_or_else(|| Path::new("/usr/sbin").join(name))
 }
 
 async fn start_nginx(dir: &Path) -> (Child, u16) {
@@ -458,7 +508,7 @@ async fn start_nginx(dir: &Path) -> (Child, u16) {
     std::fs::write(&config_path, config).unwrap();
     let error_log = dir.join("error.log");
     let output = std::fs::File::create(dir.join("nginx.out")).unwrap();
-    let mut child = Command::new(nginx_binary())
+    let mut child = Command::new(sbin_binary("nginx"))
         .arg("-p")
         .arg(dir)
         .arg("-e")
@@ -471,6 +521,69 @@ async fn start_nginx(dir: &Path) -> (Child, u16) {
         .spawn()
         .expect("nginx is missing: `make test-deps` installs it (apt-get install nginx)");
     wait_until_listening(&mut child, port, &dir.join("nginx.out"), "nginx").await;
+    (child, port)
+}
+
+/// The interpreter `python3` runs, not a shim in front of it: lighttpd starts it once per
+/// request.
+fn python_executable() -> &'static Path {
+    static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+    EXECUTABLE.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 is missing");
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(!path.is_empty(), "python3 did not name its executable");
+        PathBuf::from(path)
+    })
+}
+
+async fn start_lighttpd(dir: &Path) -> (Child, u16) {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    std::fs::copy(support("boundary_cgi.sh"), dir.join("root/app.sh")).unwrap();
+    let template = std::fs::read_to_string(support("lighttpd.conf.template")).unwrap();
+    let config = template
+        .replace("@DIR@", dir.to_str().unwrap())
+        .replace("@PORT@", &port.to_string())
+        .replace("@PYTHON@", python_executable().to_str().unwrap())
+        .replace("@APPS@", support("boundary_apps.py").to_str().unwrap());
+    let config_path = dir.join("lighttpd.conf");
+    std::fs::write(&config_path, config).unwrap();
+    let output_path = dir.join("lighttpd.out");
+    let output = std::fs::File::create(&output_path).unwrap();
+    let mut child = Command::new(sbin_binary("lighttpd"))
+        .arg("-D")
+        .arg("-f")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .expect("lighttpd is missing: `make test-deps` installs it (apt-get install lighttpd)");
+    wait_until_listening(&mut child, port, &output_path, "lighttpd").await;
+    (child, port)
+}
+
+async fn start_php(dir: &Path, log: &Path) -> (Child, u16) {
+    let port = free_port();
+    let output_path = dir.join("php.out");
+    let output = std::fs::File::create(&output_path).unwrap();
+    let mut child = Command::new("php")
+        .arg("-S")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-t")
+        .arg(dir)
+        .arg(support("boundary_router.php"))
+        .env("BOUNDARY_LOG", log)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .expect("php is missing: `make test-deps` installs it (apt-get install php-cli)");
+    wait_until_listening(&mut child, port, &output_path, "php -S").await;
     (child, port)
 }
 
@@ -534,12 +647,14 @@ enum Form {
     Pingora,
 }
 
-/// The config both forms read: `/api/` protected, codes to a webhook.
+/// The config both forms read: `/api/` protected, codes to a webhook, `TRUSTED_PROXY`
+/// trusted to say who the client is.
 fn config(upstream: u16, hook: &str) -> String {
     format!(
         r#"[server]
 upstream = "http://127.0.0.1:{upstream}"
 threads = 1
+trusted_proxies = ["{TRUSTED_PROXY}/32"]
 
 [[protect]]
 prefix = "/api/"
@@ -758,8 +873,9 @@ fn describe(seen: &[Seen]) -> String {
     format!("the app saw {}", seen.join(" then "))
 }
 
-/// What is wrong with the headers the app saw for one request, if anything.
-fn header_problems(seen: &Seen, protected: bool) -> Vec<String> {
+/// What is wrong with the headers the app saw for one request, if anything. `forwarded`:
+/// the `X-Forwarded-For` the gate sends for this client.
+fn header_problems(seen: &Seen, protected: bool, forwarded: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for (key, value) in &seen.seen {
         let value = value.as_str().unwrap_or_default();
@@ -773,8 +889,8 @@ fn header_problems(seen: &Seen, protected: bool) -> Vec<String> {
         }
     }
     for key in ["x_forwarded_for", "x_real_ip"] {
-        if let Some(value) = seen.get(key).filter(|v| *v != "127.0.0.1") {
-            problems.push(format!("{key}={value:?} (want 127.0.0.1 or nothing)"));
+        if let Some(value) = seen.get(key).filter(|v| *v != forwarded) {
+            problems.push(format!("{key}={value:?} (want {forwarded:?} or nothing)"));
         }
     }
     let subject = seen.get("x_auth_subject");
@@ -876,13 +992,62 @@ async fn boundary(server: Server, form: Form) {
             let reply = get(gate.port, path, &sent).await;
             let seen = app.take_seen().await;
             let problems = match seen.as_slice() {
-                [one] if reply.status == 200 => header_problems(one, protected),
+                [one] if reply.status == 200 => header_problems(one, protected, "127.0.0.1"),
                 _ => vec![format!("gate answered {}", reply.short())],
             };
             if !problems.is_empty() {
                 let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
                 failures.push(format!(
                     "{path} {} {names:?}: {}; {}",
+                    if protected { "with token" } else { "no token" },
+                    problems.join(", "),
+                    describe(&seen)
+                ));
+            }
+        }
+    }
+
+    // From a trusted proxy: its `X-Forwarded-For` is extended by the proxy's address, and a
+    // second list in another spelling is dropped, whichever comes first (lighttpd and PHP
+    // keep one value per folded name, http.server and wsgiref join them).
+    let trusted = TRUSTED_PROXY.parse().unwrap();
+    let forwarded = format!("{PROXIED_CLIENT}, {TRUSTED_PROXY}");
+    let lists: [&[(&str, &str)]; 3] = [
+        &[
+            ("X_Forwarded_For", FORGED_IP),
+            ("X-Forwarded-For", PROXIED_CLIENT),
+        ],
+        &[
+            ("X-Forwarded-For", PROXIED_CLIENT),
+            ("X_Forwarded_For", FORGED_IP),
+        ],
+        &[
+            ("X.Forwarded.For", FORGED_IP),
+            ("X-Forwarded-For", PROXIED_CLIENT),
+        ],
+    ];
+    for headers in lists {
+        for (path, protected) in [("/public", false), ("/api/me", true)] {
+            cases += 1;
+            let mut sent = headers.to_vec();
+            if protected {
+                sent.push(("Authorization", bearer));
+            }
+            let reply = get_from(trusted, gate.port, path, &sent).await;
+            let seen = app.take_seen().await;
+            let mut problems = match seen.as_slice() {
+                [one] if reply.status == 200 => header_problems(one, protected, &forwarded),
+                _ => vec![format!("gate answered {}", reply.short())],
+            };
+            if let [one] = seen.as_slice()
+                && one.get("x_forwarded_for") != Some(forwarded.as_str())
+            {
+                problems.push(format!("no x_forwarded_for={forwarded:?}"));
+            }
+            if !problems.is_empty() {
+                let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+                failures.push(format!(
+                    "{path} {} from a trusted proxy {names:?}: {}; {}",
                     if protected { "with token" } else { "no token" },
                     problems.join(", "),
                     describe(&seen)
@@ -975,4 +1140,24 @@ async fn werkzeug_behind_the_layer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn werkzeug_behind_the_proxy() {
     run(Server::Werkzeug, Form::Pingora).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lighttpd_cgi_behind_the_layer() {
+    run(Server::Lighttpd, Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lighttpd_cgi_behind_the_proxy() {
+    run(Server::Lighttpd, Form::Pingora).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_server_behind_the_layer() {
+    run(Server::Php, Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_server_behind_the_proxy() {
+    run(Server::Php, Form::Pingora).await;
 }

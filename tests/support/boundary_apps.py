@@ -4,14 +4,16 @@ usage: boundary_apps.py KIND LOGFILE [ROOT]
 KIND: files    the standard library's http.server (SimpleHTTPRequestHandler over ROOT)
       wsgiref  wsgiref.simple_server running the echo WSGI app below
       werkzeug werkzeug.serving running the same WSGI app
+      cgi      one request, as a CGI program (lighttpd's mod_cgi): wsgiref's CGIHandler
+               running the same WSGI app
 
-Listens on a free loopback port and prints "READY <port>". Before answering, each
-request is appended to LOGFILE as one JSON line:
+The servers listen on a free loopback port, print "READY <port>" and exit when their
+standard input closes. Before answering, each request is appended to LOGFILE as one JSON
+line:
   {"target": <the request target as received>, "seen": {<folded name>: <value>}}
-where "seen" holds what the app reads: for the WSGI servers the HTTP_* environ keys
-(lowercased, without HTTP_) plus path_info; for http.server the raw headers folded the
-way WSGI folds them (lowercase, "-" and "_" alike, repeated names joined by ",").
-Exits when its standard input closes.
+where "seen" holds what the app reads: for the WSGI servers and CGI the HTTP_* environ
+keys (lowercased, without HTTP_) plus path_info; for http.server the raw headers folded
+the way WSGI folds them (lowercase, "-" and "_" alike, repeated names joined by ",").
 """
 import json
 import os
@@ -126,6 +128,11 @@ def main():
     global LOG
     kind, logfile = sys.argv[1], sys.argv[2]
     LOG = open(logfile, "a", encoding="utf-8")
+    if kind == "cgi":
+        from wsgiref.handlers import CGIHandler
+
+        CGIHandler().run(wsgi_app)
+        return
     if kind == "files":
         server = serve_files(sys.argv[3])
     elif kind == "wsgiref":
