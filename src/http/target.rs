@@ -125,6 +125,18 @@ impl CanonicalTarget {
         self.path == "*"
     }
 
+    /// Whether `raw` is exactly [`to_origin_form`](Self::to_origin_form), compared without
+    /// building it: most requests arrive canonical and need no new target.
+    pub fn is_spelled(&self, raw: &[u8]) -> bool {
+        let Some(rest) = raw.strip_prefix(self.path.as_bytes()) else {
+            return false;
+        };
+        match &self.query {
+            Some(query) => rest.strip_prefix(b"?") == Some(query.as_bytes()),
+            None => rest.is_empty(),
+        }
+    }
+
     /// The origin-form target the app receives: the canonical path and the query.
     pub fn to_origin_form(&self) -> String {
         match &self.query {
@@ -636,6 +648,23 @@ mod tests {
                 ("/projects/a%2Fb;v=1", Path("/projects/a%2Fb;v=1")),
             ],
         );
+    }
+
+    #[test]
+    fn a_target_knows_its_own_spelling() {
+        let policy = PathPolicy::default();
+        for raw in ["/a/b", "/a/b?", "/a/b?x=1", "//a/b?x=1", "/a/%62", "/"] {
+            let target = canonicalize(raw.as_bytes(), false, &policy).unwrap();
+            assert_eq!(
+                target.is_spelled(raw.as_bytes()),
+                target.to_origin_form() == raw,
+                "{raw}"
+            );
+        }
+        let target = canonicalize(b"/a/b?x", false, &policy).unwrap();
+        assert!(!target.is_spelled(b"/a/b"));
+        assert!(!target.is_spelled(b"/a/b?y"));
+        assert!(!target.is_spelled(b"/a/bc?x"));
     }
 
     #[test]

@@ -147,9 +147,8 @@ impl OtpFilter {
         let target = self
             .gate
             .canonical_target(&request.method, request.raw_path())?;
-        let origin_form = target.to_origin_form();
-        if request.raw_path() != origin_form.as_bytes() || request.uri.authority().is_some() {
-            let uri = http::Uri::try_from(origin_form).map_err(|_| {
+        if !target.is_spelled(request.raw_path()) || request.uri.authority().is_some() {
+            let uri = http::Uri::try_from(target.to_origin_form()).map_err(|_| {
                 Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
                     "the request target is invalid".into(),
                 )))

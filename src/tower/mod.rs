@@ -166,11 +166,11 @@ fn canonical_request(
     // Authority-form (`CONNECT host:443`) has no path: the empty target is refused.
     let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
     let target = gate.canonical_target(&parts.method, raw.as_bytes())?;
-    let origin_form = target.to_origin_form();
     // HTTP/1 absolute-form is reduced to its path; HTTP/2 always carries scheme and
     // authority, which stay.
     let keep_authority = parts.version >= http::Version::HTTP_2;
-    if origin_form != raw || (!keep_authority && parts.uri.authority().is_some()) {
+    if !target.is_spelled(raw.as_bytes()) || (!keep_authority && parts.uri.authority().is_some()) {
+        let origin_form = target.to_origin_form();
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         if !keep_authority {
             uri.scheme = None;
