@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
 use otpgate::identifier::Identifier;
-use otpgate::otp::{CodeFormat, CodeHasher, IdentityState, ServerSecret, Write};
+use otpgate::otp::{CodeFormat, CodeHasher, CodeState, ServerSecret, Write};
 use otpgate::store::{MemoryStore, RedisSettings, RedisStore, Store};
 use otpgate::{Gate, SendRequest, VerifyRequest};
 use std::hint::black_box;
@@ -174,8 +174,8 @@ fn bench(c: &mut Criterion) {
         b.to_async(&runtime).iter(|| async {
             let key = format!("k{}", keys.fetch_add(1, Ordering::Relaxed));
             store
-                .update_identity(&key, &mut |_| Write::Put {
-                    state: IdentityState::default(),
+                .update_code_state(&key, &mut |_| Write::Put {
+                    state: CodeState::default(),
                     ttl: Duration::from_secs(60),
                 })
                 .await

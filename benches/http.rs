@@ -328,15 +328,18 @@ fn pending_codes(runtime: &tokio::runtime::Runtime, scale: &Scale) -> Vec<String
     // Warm the allocator and the runtime first, so the growth is the codes'.
     issue(0, 1_000);
     let base = rss_bytes();
-    let key = Gate::identity_key("default", &Identifier::email("user1@example.com").unwrap());
+    let key = otpgate::store::keys::code_record(
+        "default",
+        &Identifier::email("user1@example.com").unwrap(),
+    );
     assert!(
         runtime
-            .block_on(gate.store().peek_identity(&key))
+            .block_on(gate.store().peek_code_state(&key))
             .unwrap()
             .is_some()
     );
     // What one pending code is, laid out plainly: its key's bytes and its record's struct.
-    let logical = key.len() + std::mem::size_of::<otpgate::otp::IdentityState>();
+    let logical = key.len() + std::mem::size_of::<otpgate::otp::CodeState>();
     let mut rows = Vec::new();
     let mut pending = 0;
     for target in scale.pending {

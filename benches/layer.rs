@@ -12,6 +12,7 @@ use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use otpgate::Gate;
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use otpgate::otp::{Clock, SystemClock};
 use otpgate::token::Subject;
@@ -26,8 +27,9 @@ fn bench(c: &mut Criterion) {
     let (gate, token) = runtime.block_on(async {
         let mut http = HttpSettings::default();
         http.protect.push("/api/".into());
-        let gate = Gate::builder().http(http).build().unwrap();
+        let gate = Front::new(Gate::builder().build().unwrap(), http);
         let token = gate
+            .gate()
             .tokens()
             .mint(
                 &Subject {

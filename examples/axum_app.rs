@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use otpgate::tower::OtpLayer;
 use otpgate::{Gate, Identity};
@@ -76,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(cookie) = http.cookie.as_mut() {
         cookie.secure = false;
     }
-    let gate = Gate::builder().http(http).build()?;
+    let gate = Front::new(Gate::builder().build()?, http);
 
     let app = Router::new()
         .route("/", get(home))

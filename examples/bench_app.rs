@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let app = Router::new().route("/", get(|| async { "ok" }));
             let app = match config {
                 Some(path) => {
-                    let gate = Config::from_file(path.as_ref())?.build_gate()?;
+                    let gate = Config::from_file(path.as_ref())?.build()?;
                     app.layer(OtpLayer::new(gate))
                 }
                 None => app,

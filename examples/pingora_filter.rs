@@ -16,6 +16,7 @@
 
 use async_trait::async_trait;
 use otpgate::Gate;
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use otpgate::pingora::{OtpCtx, OtpFilter};
 use pingora::http::RequestHeader;
@@ -85,7 +86,7 @@ fn main() {
     if let Some(cookie) = http.cookie.as_mut() {
         cookie.secure = false;
     }
-    let gate = Gate::builder().http(http).build().expect("gate");
+    let gate = Front::new(Gate::builder().build().expect("gate"), http);
 
     let mut server = Server::new(None).expect("server");
     server.bootstrap();

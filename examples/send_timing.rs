@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::Router;
+use otpgate::IpLimits;
 use otpgate::config::Config;
 use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
 use otpgate::directory::StaticDirectory;
+use otpgate::http::Front;
 use otpgate::otp::Rate;
 use otpgate::tower::OtpLayer;
-use otpgate::{Gate, IpLimits};
 
 /// Pairs sent first and not counted: connection, caches and allocator warm up.
 const WARM_UP: usize = 100;
@@ -166,7 +167,7 @@ fn write_users(dir: &Path, tenant: &str, count: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn gate_for(setup: &Setup, dir: &Path, sender: Arc<Counting>) -> Result<Gate, Error> {
+fn gate_for(setup: &Setup, dir: &Path, sender: Arc<Counting>) -> Result<Front, Error> {
     let config = match setup.name {
         "nexudus" => Config::from_file(Path::new("config/nexudus.toml"))?,
         "generic" => Config::parse(GENERIC, "generic", dir)?,
@@ -176,8 +177,8 @@ fn gate_for(setup: &Setup, dir: &Path, sender: Arc<Counting>) -> Result<Gate, Er
         sends: Rate::new(u32::MAX, Duration::from_secs(60)),
         verifies: Rate::new(u32::MAX, Duration::from_secs(60)),
     };
-    Ok(config
-        .into_builder()
+    let (builder, http) = config.into_parts();
+    let gate = builder
         // nexudus.toml's own users file has two members; the rest of the file stays.
         .directory(Arc::new(StaticDirectory::from_file(
             &dir.join("users.toml"),
@@ -188,11 +189,12 @@ fn gate_for(setup: &Setup, dir: &Path, sender: Arc<Counting>) -> Result<Gate, Er
             ..Senders::default()
         })
         .ip_limits(limits)
-        .build()?)
+        .build()?;
+    Ok(Front::new(gate, http))
 }
 
 /// Serves `gate` as a tower layer on a loopback port, on a runtime of its own.
-fn serve(gate: Gate) -> Result<SocketAddr, Error> {
+fn serve(gate: Front) -> Result<SocketAddr, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -338,19 +340,19 @@ fn measure(setup: &Setup, samples: usize) -> Result<Outcome, Error> {
     // Every member's code reached the sender; every stranger's was dropped by the worker.
     let sent = (WARM_UP + samples) as u64;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sender.0.load(Ordering::Relaxed) < sent || gate.decoys_dropped() < sent {
+    while sender.0.load(Ordering::Relaxed) < sent || gate.gate().decoys_dropped() < sent {
         if Instant::now() > deadline {
             return Err(format!(
                 "{}: delivered {} and dropped {}, expected {sent} each",
                 setup.name,
                 sender.0.load(Ordering::Relaxed),
-                gate.decoys_dropped()
+                gate.gate().decoys_dropped()
             )
             .into());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let stats = gate.delivery_stats();
+    let stats = gate.gate().delivery_stats();
     if sender.0.load(Ordering::Relaxed) != sent || stats.sent != sent || stats.failed != 0 {
         return Err(format!("{}: delivery counts are off: {stats:?}", setup.name).into());
     }

@@ -5,8 +5,8 @@
 pub mod config;
 pub mod delivery;
 pub mod directory;
+pub mod engine;
 mod error;
-mod gate;
 pub mod http;
 pub mod identifier;
 pub mod otp;
@@ -17,8 +17,8 @@ pub mod token;
 pub mod tower;
 mod util;
 
-pub use error::GateError;
-pub use gate::{
+pub use engine::{
     BuildError, Gate, GateBuilder, Identity, IpLimits, RevocationFallback, SendOutcome,
     SendRequest, Session, Tenant, VerifyRequest,
 };
+pub use error::GateError;

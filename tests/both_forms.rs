@@ -9,25 +9,28 @@ use std::sync::Arc;
 use common::{Form, WebhookReceiver, start_form};
 use otpgate::Gate;
 use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn gate(hook: &WebhookReceiver) -> Gate {
+fn gate(hook: &WebhookReceiver) -> Front {
     let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
     let mut http = HttpSettings::default();
     http.protect.push("/api/".into());
     // Under hyper's own cap of 100, so that the gate's answer is the one tested.
     http.max_headers = 50;
-    Gate::builder()
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
-        .http(http)
-        .build()
-        .unwrap()
+    Front::new(
+        Gate::builder()
+            .senders(Senders {
+                email: Some(sender.clone()),
+                sms: Some(sender),
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+        http,
+    )
 }
 
 async fn sign_in_and_reach_the_app(form: Form) {

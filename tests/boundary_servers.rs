@@ -769,7 +769,7 @@ impl Gate {
                 let dir = tempfile::tempdir().unwrap();
                 let gate = otpgate::config::Config::parse(&text, "boundary.toml", dir.path())
                     .unwrap()
-                    .build_gate()
+                    .build()
                     .unwrap();
                 let service = tower::Layer::layer(&OtpLayer::new(gate), Forward { port: app_port });
                 let addr = common::serve(axum::Router::new().fallback_service(service)).await;

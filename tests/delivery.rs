@@ -20,6 +20,7 @@ use otpgate::delivery::{
     DeliveryError, DeliveryStats, Message, Outbox, OutboxPolicy, Rendered, Sender, Senders,
     SmtpSecurity, SmtpSender, SmtpSettings, TwilioFrom, TwilioSender, WebhookSender,
 };
+use otpgate::http::Front;
 use otpgate::identifier::Identifier;
 use otpgate::otp::CodeFormat;
 use otpgate::{Gate, GateError, SendRequest, Tenant};
@@ -295,12 +296,12 @@ async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
         other => panic!("expected 503, got {other:?}"),
     }
     // The refusal changed nothing: no record, so no cooldown stands in the way of a retry.
-    let refused_key = Gate::identity_key(
+    let refused_key = otpgate::store::keys::code_record(
         "default",
         &Identifier::email(&format!("user{refused}@example.com")).unwrap(),
     );
     assert_eq!(
-        gate.store().peek_identity(&refused_key).await.unwrap(),
+        gate.store().peek_code_state(&refused_key).await.unwrap(),
         None
     );
     assert!(calls.load(Ordering::SeqCst) >= 1);
@@ -496,20 +497,22 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
         },
     )])
     .unwrap();
-    let gate = Gate::builder()
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Senders::default()
-        })
-        .templates(templates)
-        .tenant(Tenant {
-            display_name: Some("Acme".into()),
-            ..Tenant::new("default")
-        })
-        .http(HttpSettings::default())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(Senders {
+                email: Some(sender.clone()),
+                sms: Some(sender),
+                ..Senders::default()
+            })
+            .templates(templates)
+            .tenant(Tenant {
+                display_name: Some("Acme".into()),
+                ..Tenant::new("default")
+            })
+            .build()
+            .unwrap(),
+        HttpSettings::default(),
+    );
     let (base, _) = common::start_form(common::Form::Tower, gate).await;
     let client = reqwest::Client::new();
     let send = |email: &str, language: Option<&str>, body_locale: Option<&str>| {

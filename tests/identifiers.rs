@@ -7,24 +7,27 @@ mod common;
 use common::{Form, capture, next_message, start_form};
 use otpgate::Gate;
 use otpgate::delivery::{Message, Senders};
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn gate() -> (Gate, UnboundedReceiver<Message>) {
+fn gate() -> (Front, UnboundedReceiver<Message>) {
     let (sender, messages) = capture();
     let mut http = HttpSettings::default();
     http.protect.push("/api/".into());
-    let gate = Gate::builder()
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
-        .http(http)
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(Senders {
+                email: Some(sender.clone()),
+                sms: Some(sender),
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+        http,
+    );
     (gate, messages)
 }
 

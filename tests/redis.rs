@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Form, RedisServer, RunningGate, WebhookReceiver, capture, next_message, start_form};
 use otpgate::delivery::{Message, Senders};
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use otpgate::identifier::Identifier;
 use otpgate::otp::ServerSecret;
@@ -47,8 +48,6 @@ fn instance(
     fallback: RevocationFallback,
 ) -> (Gate, UnboundedReceiver<Message>) {
     let (sender, inbox) = capture();
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
     let gate = Gate::builder()
         .store(Arc::new(store(url, namespace, Duration::from_millis(300))))
         .secret(secret())
@@ -59,10 +58,16 @@ fn instance(
             ..Senders::default()
         })
         .revocation_fallback(fallback)
-        .http(http)
         .build()
         .unwrap();
     (gate, inbox)
+}
+
+/// `gate` served with `/api/` protected.
+fn protecting_api(gate: Gate) -> Front {
+    let mut http = HttpSettings::default();
+    http.protect.push("/api/".into());
+    Front::new(gate, http)
 }
 
 fn alice() -> Identifier {
@@ -267,8 +272,8 @@ async fn redis_goes_away_and_comes_back(form: Form) {
     let mut server = RedisServer::start().await;
     let (gate, mut inbox) = instance(&server.url(), "faults", RevocationFallback::Allow);
     let (strict, _) = instance(&server.url(), "faults", RevocationFallback::Deny);
-    let (base, calls) = start_form(form, gate).await;
-    let (strict_base, _) = start_form(form, strict).await;
+    let (base, calls) = start_form(form, protecting_api(gate.clone())).await;
+    let (strict_base, _) = start_form(form, protecting_api(strict)).await;
     let client = reqwest::Client::new();
     let send = |base: &str, email: &str| {
         client

@@ -190,11 +190,11 @@ async fn backoff_grows_between_failures() {
 async fn the_store_never_holds_a_plaintext_code() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
-    let key = Gate::identity_key("default", &alice());
+    let key = otpgate::store::keys::code_record("default", &alice());
     let state = s
         .gate
         .store()
-        .peek_identity(&key)
+        .peek_code_state(&key)
         .await
         .unwrap()
         .expect("record stored");

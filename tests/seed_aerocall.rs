@@ -9,17 +9,19 @@ use std::time::Duration;
 use common::{Form, WebhookReceiver, start_form};
 use otpgate::config::Config;
 use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::http::Front;
 use otpgate::otp::ManualClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const BASE: &str = "/api/v1/public/projects";
 
-fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
+fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> Front {
     let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    Config::from_file("config/aerocall.toml".as_ref())
+    let (builder, http) = Config::from_file("config/aerocall.toml".as_ref())
         .unwrap()
-        .into_builder()
+        .into_parts();
+    let gate = builder
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
@@ -27,7 +29,8 @@ fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
         })
         .clock(Arc::new(clock.clone()))
         .build()
-        .unwrap()
+        .unwrap();
+    Front::new(gate, http)
 }
 
 async fn call(client: &reqwest::Client, url: String, body: Value) -> (StatusCode, Value) {

@@ -13,9 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{Form, WebhookReceiver, serve, start_proxy};
-use otpgate::Gate;
 use otpgate::config::Config;
 use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::http::Front;
 use otpgate::tower::OtpLayer;
 use serde_json::{Value, json};
 
@@ -69,17 +69,22 @@ fn existing_app(jwks: jsonwebtoken::jwk::JwkSet, seen: Arc<AppSeen>) -> axum::Ro
 
 async fn start(form: Form, hook: &WebhookReceiver, seen: Arc<AppSeen>) -> String {
     let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    let gate: Gate = Config::from_file("config/baanx.toml".as_ref())
+    let (builder, http) = Config::from_file("config/baanx.toml".as_ref())
         .unwrap()
-        .into_builder()
-        .senders(Senders {
-            email: None,
-            sms: Some(sender),
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(gate.tokens().jwks()).unwrap();
+        .into_parts();
+    let gate = Front::new(
+        builder
+            .senders(Senders {
+                email: None,
+                sms: Some(sender),
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+        http,
+    );
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(gate.gate().tokens().jwks()).unwrap();
     let app = existing_app(jwks, seen);
     match form {
         Form::Tower => format!("http://{}", serve(app.layer(OtpLayer::new(gate))).await),

@@ -9,15 +9,17 @@ use std::time::Duration;
 use common::{Form, WebhookReceiver, start_form};
 use otpgate::config::Config;
 use otpgate::delivery::{Senders, WebhookSender};
+use otpgate::http::Front;
 use otpgate::otp::ManualClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
+fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> Front {
     let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    Config::from_file("config/nexudus.toml".as_ref())
+    let (builder, http) = Config::from_file("config/nexudus.toml".as_ref())
         .unwrap()
-        .into_builder()
+        .into_parts();
+    let gate = builder
         .senders(Senders {
             email: Some(sender),
             sms: None,
@@ -25,7 +27,8 @@ fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> otpgate::Gate {
         })
         .clock(Arc::new(clock.clone()))
         .build()
-        .unwrap()
+        .unwrap();
+    Front::new(gate, http)
 }
 
 const OK_ENVELOPE: &str =

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{WebhookReceiver, start_app};
 use otpgate::delivery::{Senders, WebhookSender};
 use otpgate::directory::StaticDirectory;
+use otpgate::http::Front;
 use otpgate::http::HttpSettings;
 use otpgate::identifier::Identifier;
 use otpgate::{Gate, Tenant};
@@ -37,11 +38,13 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Re
 #[tokio::test]
 async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_header() {
     let hook = WebhookReceiver::start().await;
-    let gate = Gate::builder()
-        .senders(webhook_senders(&hook))
-        .http(settings())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(webhook_senders(&hook))
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, calls) = start_app(gate).await;
     let client = reqwest::Client::new();
 
@@ -162,11 +165,13 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
 #[tokio::test]
 async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
     let hook = WebhookReceiver::start().await;
-    let gate = Gate::builder()
-        .senders(webhook_senders(&hook))
-        .http(settings())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(webhook_senders(&hook))
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
 
@@ -222,7 +227,7 @@ async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
-    let gate = Gate::builder().http(settings()).build().unwrap();
+    let gate = Front::new(Gate::builder().build().unwrap(), settings());
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     let send = format!("{base}/auth/otp/send");
@@ -346,7 +351,7 @@ async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
 
 #[tokio::test]
 async fn resend_cooldown_answers_429_with_retry_after() {
-    let gate = Gate::builder().http(settings()).build().unwrap();
+    let gate = Front::new(Gate::builder().build().unwrap(), settings());
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     let body = json!({"email": "bob@example.com"});
@@ -372,14 +377,16 @@ async fn resend_cooldown_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn per_ip_send_limit_holds_across_identifiers() {
-    let gate = Gate::builder()
-        .http(settings())
-        .ip_limits(otpgate::IpLimits {
-            sends: "3/5m".parse().unwrap(),
-            ..otpgate::IpLimits::default()
-        })
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .ip_limits(otpgate::IpLimits {
+                sends: "3/5m".parse().unwrap(),
+                ..otpgate::IpLimits::default()
+            })
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     for i in 0..3 {
@@ -405,18 +412,20 @@ async fn per_ip_send_limit_holds_across_identifiers() {
 async fn known_and_unknown_identities_get_byte_identical_send_answers() {
     let hook = WebhookReceiver::start().await;
     let known = Identifier::email("known@example.com").unwrap();
-    let gate = Gate::builder()
-        .senders(webhook_senders(&hook))
-        .directory(Arc::new(
-            StaticDirectory::new().with_account("default", known, "user-1"),
-        ))
-        .tenant(Tenant {
-            auto_create: false,
-            ..Tenant::new("default")
-        })
-        .http(settings())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(webhook_senders(&hook))
+            .directory(Arc::new(
+                StaticDirectory::new().with_account("default", known, "user-1"),
+            ))
+            .tenant(Tenant {
+                auto_create: false,
+                ..Tenant::new("default")
+            })
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
 
@@ -481,12 +490,14 @@ async fn known_and_unknown_identities_get_byte_identical_send_answers() {
 async fn wrong_expired_used_and_unknown_codes_get_the_same_answer() {
     let hook = WebhookReceiver::start().await;
     let clock = otpgate::otp::ManualClock::starting_now();
-    let gate = Gate::builder()
-        .senders(webhook_senders(&hook))
-        .clock(Arc::new(clock.clone()))
-        .http(settings())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .senders(webhook_senders(&hook))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     let verify = |email: &'static str, code: String| {
@@ -575,7 +586,7 @@ channels = ["email"]
     std::fs::write(&path, text).unwrap();
     let gate = otpgate::config::Config::from_file(&path)
         .unwrap()
-        .build_gate()
+        .build()
         .unwrap();
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
@@ -643,12 +654,14 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
     use otpgate::token::{SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
     let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
     let clock = otpgate::otp::ManualClock::starting_now();
-    let gate = Gate::builder()
-        .signing_key(key.clone())
-        .clock(Arc::new(clock.clone()))
-        .http(settings())
-        .build()
-        .unwrap();
+    let gate = Front::new(
+        Gate::builder()
+            .signing_key(key.clone())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+        settings(),
+    );
     let (base, calls) = start_app(gate.clone()).await;
     let client = reqwest::Client::new();
     let subject = Subject {
@@ -658,7 +671,7 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
         tenant: "default".into(),
     };
     let now = otpgate::otp::Clock::now(&clock);
-    let good = gate.tokens().mint(&subject, now).unwrap().token;
+    let good = gate.gate().tokens().mint(&subject, now).unwrap().token;
 
     let b64 = |v: &Value| {
         use base64::Engine;
@@ -735,18 +748,19 @@ async fn an_identity_extension_from_before_the_layer_is_not_believed() {
     use otpgate::token::Subject;
     use otpgate::tower::OtpLayer;
 
-    let gate = Gate::builder()
-        .http(HttpSettings::default())
-        .build()
-        .unwrap();
+    let gate = Front::new(Gate::builder().build().unwrap(), HttpSettings::default());
     let subject = Subject {
         id: "mallory@example.com".into(),
         email: Some("mallory@example.com".into()),
         phone: None,
         tenant: "default".into(),
     };
-    let minted = gate.tokens().mint(&subject, SystemClock.now()).unwrap();
-    let forged = gate.authenticate(&minted.token).await.unwrap();
+    let minted = gate
+        .gate()
+        .tokens()
+        .mint(&subject, SystemClock.now())
+        .unwrap();
+    let forged = gate.gate().authenticate(&minted.token).await.unwrap();
     let app = Router::new()
         .route(
             "/whoami",

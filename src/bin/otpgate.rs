@@ -111,7 +111,8 @@ fn main() -> ExitCode {
 
 fn load(path: &Path) -> Result<otpgate::Gate, String> {
     Config::from_file(path)
-        .and_then(Config::build_gate)
+        .and_then(Config::build)
+        .map(|front| front.gate().clone())
         .map_err(|e| e.to_string())
 }
 
@@ -147,14 +148,15 @@ fn run(command: Command) -> Result<(), String> {
             }
             .map_err(|e| e.to_string())?;
             let settings = parsed.proxy.clone();
-            let gate = parsed.build_gate().map_err(|e| e.to_string())?;
-            otpgate::pingora::serve(gate, &settings).map_err(|e| e.to_string())
+            let front = parsed.build().map_err(|e| e.to_string())?;
+            otpgate::pingora::serve(front, &settings).map_err(|e| e.to_string())
         }
         Command::Check { config } => {
             let config = config.config;
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
             let proxy = parsed.proxy.clone();
-            let gate = parsed.build_gate().map_err(|e| e.to_string())?;
+            let front = parsed.build().map_err(|e| e.to_string())?;
+            let gate = front.gate();
             say!("{}: ok", config.display());
             say!("  listen     {}", proxy.listen);
             say!(
@@ -169,10 +171,10 @@ fn run(command: Command) -> Result<(), String> {
                 gate.tokens().key().algorithm(),
                 gate.tokens().key().kid()
             );
-            for mount in &gate.http_settings().endpoints {
+            for mount in &front.settings().endpoints {
                 say!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
             }
-            for prefix in &gate.http_settings().protect {
+            for prefix in &front.settings().protect {
                 say!("  protect    {prefix}");
             }
             Ok(())

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! let config = otpgate::config::Config::from_file("config/otpgate.toml".as_ref())?;
-//! let gate = config.build_gate()?;
+//! let gate = config.build()?;
 //! # Ok::<(), otpgate::config::ConfigError>(())
 //! ```
 
@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::Gate;
 use crate::delivery::{
     ConsoleSender, OutboxPolicy, Sender, Senders, SmtpSecurity, SmtpSender, SmtpSettings, Template,
     TemplateScope, Templates, TwilioFrom, TwilioSender, WebhookSender,
 };
-use crate::gate::{GateBuilder, IpLimits, RevocationFallback, Tenant};
-use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders, PathPolicy};
+use crate::engine::{BuildError, GateBuilder, IpLimits, RevocationFallback, Tenant};
+use crate::http::{
+    CookieSettings, EndpointMount, Front, HttpSettings, IdentityHeaders, PathPolicy,
+};
 use crate::otp::{CodeFormat, OtpPolicy, ServerSecret};
 use crate::store::{MemoryStore, Store};
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
@@ -108,6 +109,9 @@ pub struct ProxySettings {
 pub struct Config {
     /// The edge proxy's settings (`[server]`).
     pub proxy: ProxySettings,
+    /// The HTTP front's settings (`[server]` limits, `[[endpoints]]`, `[[protect]]`,
+    /// `[identity]`, `[paths]`, the cookie).
+    pub http: HttpSettings,
     builder: GateBuilder,
 }
 
@@ -209,7 +213,7 @@ impl Config {
     }
 
     fn from_schema(file: FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
-        let mut builder = Gate::builder().default_tenant(&file.server.default_tenant);
+        let mut builder = GateBuilder::default().default_tenant(&file.server.default_tenant);
 
         // [otp]
         let otp = &file.otp;
@@ -461,7 +465,6 @@ impl Config {
             trusted_proxies: file.server.trusted_proxies.clone(),
             ..HttpSettings::default()
         };
-        builder = builder.http(http);
 
         // [delivery]
         // With no [delivery] at all the builder's development default (console) applies.
@@ -584,28 +587,32 @@ impl Config {
 
         Ok(Config {
             proxy: proxy_settings(source, &file.server)?,
+            http,
             builder,
         })
     }
 
-    /// Builds the gate the file describes.
-    pub fn build_gate(self) -> Result<Gate, ConfigError> {
-        self.builder.build().map_err(|e| ConfigError::Invalid {
+    /// Builds what the file describes: the engine behind its HTTP front.
+    pub fn build(self) -> Result<Front, ConfigError> {
+        let (builder, http) = self.into_parts();
+        let gate = builder.build().map_err(|e| ConfigError::Invalid {
             file: "config".into(),
             line: None,
             key: match &e {
-                crate::gate::BuildError::MissingSender { .. } => "delivery".into(),
-                crate::gate::BuildError::Key(_) => "token".into(),
-                crate::gate::BuildError::InvalidPolicy(_) => "otp".into(),
+                BuildError::MissingSender { .. } => "delivery".into(),
+                BuildError::Key(_) => "token".into(),
+                BuildError::InvalidPolicy(_) => "otp".into(),
                 _ => "tenants".into(),
             },
             message: e.to_string(),
-        })
+        })?;
+        Ok(Front::new(gate, http))
     }
 
-    /// The gate builder, for further changes in code before building.
-    pub fn into_builder(self) -> GateBuilder {
-        self.builder
+    /// The engine builder and the HTTP settings, for changes in code before building:
+    /// `Front::new(builder.senders(..).build()?, http)`.
+    pub fn into_parts(self) -> (GateBuilder, HttpSettings) {
+        (self.builder, self.http)
     }
 }
 
@@ -984,13 +991,13 @@ mod tests {
         let config = Config::embedded_default(dir.path()).unwrap();
         assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.proxy.upstream.addr.to_string(), "127.0.0.1:3000");
-        config.build_gate().unwrap();
+        config.build().unwrap();
     }
 
     #[test]
     fn an_empty_file_is_a_development_gate() {
-        let gate = parse("").unwrap().build_gate().unwrap();
-        assert_eq!(gate.policy().max_attempts, 5);
+        let gate = parse("").unwrap().build().unwrap();
+        assert_eq!(gate.gate().policy().max_attempts, 5);
     }
 
     #[test]
@@ -1085,7 +1092,7 @@ subject = "Votre code : {{ code }}"
 tenant = "default"
 from_name = "Acme"
 "#;
-        parse(text).unwrap().build_gate().unwrap();
+        parse(text).unwrap().build().unwrap();
     }
 
     const SHARED: &str = "[otp]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[token]\nalgorithm = \"HS256\"\nsecret = \"fedcba9876543210fedcba9876543210\"\n";
@@ -1132,8 +1139,9 @@ from_name = "Acme"
         let text = format!(
             "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:9\"\ntimeout = \"200ms\"\nrevocation_fallback = \"deny\"\n{SHARED}"
         );
-        let gate = parse(&text).unwrap().build_gate().unwrap();
+        let gate = parse(&text).unwrap().build().unwrap();
         let error = gate
+            .gate()
             .send(crate::SendRequest {
                 tenant: None,
                 identifier: crate::identifier::Identifier::email("a@example.com").unwrap(),
@@ -1190,7 +1198,7 @@ from_name = "Acme"
     #[test]
     fn tenants_need_a_sender_for_each_channel() {
         let text = "[delivery.email]\nkind = \"console\"\n[[tenants]]\nid = \"default\"\nchannels = [\"sms\"]\n";
-        let error = parse(text).unwrap().build_gate().unwrap_err().to_string();
+        let error = parse(text).unwrap().build().unwrap_err().to_string();
         assert!(error.contains("sms"), "{error}");
     }
 

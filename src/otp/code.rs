@@ -195,7 +195,7 @@ impl fmt::Debug for CodeHash {
 
 /// Hashes codes with HMAC-SHA256 under the server secret.
 ///
-/// The identity key is part of the MAC input, so a hash copied from one identity's
+/// The record key is part of the MAC input, so a hash copied from one destination's
 /// record to another's never matches.
 #[derive(Clone)]
 pub struct CodeHasher {
@@ -210,12 +210,12 @@ impl CodeHasher {
         }
     }
 
-    /// The hash of `code` for the identity stored under `identity_key`.
-    pub fn hash(&self, identity_key: &str, code: &Code) -> CodeHash {
+    /// The hash of `code` for the destination stored under `record_key`.
+    pub fn hash(&self, record_key: &str, code: &Code) -> CodeHash {
         let mut ctx = hmac::Context::with_key(&self.key);
         // Length-prefix the key so ("ab", "c") and ("a", "bc") never collide.
-        ctx.update(&(identity_key.len() as u64).to_be_bytes());
-        ctx.update(identity_key.as_bytes());
+        ctx.update(&(record_key.len() as u64).to_be_bytes());
+        ctx.update(record_key.as_bytes());
         ctx.update(code.expose().as_bytes());
         let tag = ctx.sign();
         let mut out = [0u8; 32];
@@ -293,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn hashes_are_keyed_by_secret_and_identity() {
+    fn hashes_are_keyed_by_secret_and_destination() {
         let a = CodeHasher::new(&ServerSecret::new(vec![1; 32]).unwrap());
         let b = CodeHasher::new(&ServerSecret::new(vec![2; 32]).unwrap());
         let code = CodeFormat::default().normalize("123456");

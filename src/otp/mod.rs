@@ -1,4 +1,4 @@
-//! The I/O-free core: codes, keyed hashes, policy and the decisions on an identity's record.
+//! The I/O-free core: codes, keyed hashes, policy and the decisions on an code record.
 //!
 //! Nothing here performs I/O or reads the clock; time comes in as a [`Timestamp`] from a
 //! [`Clock`], so every rule can be tested by moving a [`ManualClock`].
@@ -15,5 +15,5 @@ pub use code::{
 };
 pub use policy::{Backoff, InvalidRate, OtpPolicy, Rate};
 pub use state::{
-    Challenge, IdentityState, IssueDecision, VerifyDecision, Write, decide_issue, decide_verify,
+    Challenge, CodeState, IssueDecision, VerifyDecision, Write, decide_issue, decide_verify,
 };

@@ -48,7 +48,7 @@ impl fmt::Display for Rate {
     }
 }
 
-/// Growing back-off after consecutive failures of one identity.
+/// Growing back-off after consecutive failures of one destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Failures allowed before any wait is imposed.
@@ -60,7 +60,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// How long after its last failure an identity with `failures` consecutive
+    /// How long after its last failure a destination with `failures` consecutive
     /// failures must wait before it may try again.
     pub fn delay(&self, failures: u32) -> Duration {
         if failures < self.free_failures {
@@ -83,17 +83,17 @@ pub struct OtpPolicy {
     pub ttl: Duration,
     /// Wrong guesses allowed against one code (and the resends that replace it).
     pub max_attempts: u32,
-    /// Least time between two sends to one identity.
+    /// Least time between two sends to one destination.
     pub resend_cooldown: Duration,
-    /// Sends allowed to one identity per window.
+    /// Sends allowed to one destination per window.
     pub sends_per_identifier: Rate,
-    /// Consecutive failures of one identity, across all its codes, before it is locked
+    /// Consecutive failures of one destination, across all its codes, before it is locked
     /// (NIST SP 800-63B 5.2.2: at most 100).
     pub failure_budget: u32,
     /// Wait imposed between failures once the free ones are used.
     pub backoff: Backoff,
     /// How long consecutive failures are remembered after the last one; also how long
-    /// an identity that spent its failure budget stays locked.
+    /// a destination that spent its failure budget stays locked.
     pub failure_memory: Duration,
 }
 

@@ -1,4 +1,4 @@
-//! The per-identity record and the pure decisions made on it.
+//! The per-code record and the pure decisions made on it.
 //!
 //! Every store applies these functions inside its own atomic read-modify-write, so the
 //! rules live here once and hold on every backend.
@@ -11,7 +11,7 @@ use super::clock::Timestamp;
 use super::code::CodeHash;
 use super::policy::OtpPolicy;
 
-/// The live code of an identity.
+/// The live code of a destination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Challenge {
     /// Keyed hash of the code; the plaintext is never stored.
@@ -22,9 +22,9 @@ pub struct Challenge {
     pub attempts: u32,
 }
 
-/// What the gate remembers about one identity (one email or phone within a tenant).
+/// What the gate remembers about one destination (one email or phone within a tenant).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct IdentityState {
+pub struct CodeState {
     /// The code that may be verified, if any.
     pub challenge: Option<Challenge>,
     /// When a code was last sent (for the resend cooldown).
@@ -47,7 +47,7 @@ pub enum Write {
     /// Store this record, to be kept for `ttl`.
     Put {
         /// The new record.
-        state: IdentityState,
+        state: CodeState,
         /// How long the store must keep it.
         ttl: Duration,
     },
@@ -80,14 +80,14 @@ pub enum VerifyDecision {
     /// Wrong, expired, used, unknown, or the attempts are spent: callers must not
     /// tell these apart.
     Rejected,
-    /// The identity must wait before trying again (back-off or spent failure budget).
+    /// The destination must wait before trying again (back-off or spent failure budget).
     Throttled {
         /// When a verify may be tried again.
         retry_after: Duration,
     },
 }
 
-impl IdentityState {
+impl CodeState {
     fn live_challenge(&self, now: Timestamp) -> Option<&Challenge> {
         self.challenge.as_ref().filter(|c| c.expires_at > now)
     }
@@ -145,9 +145,9 @@ impl IdentityState {
     }
 }
 
-/// Decides a send: whether `new_code` may replace the identity's code now.
+/// Decides a send: whether `new_code` may replace the destination's code now.
 pub fn decide_issue(
-    current: Option<IdentityState>,
+    current: Option<CodeState>,
     new_code: CodeHash,
     now: Timestamp,
     policy: &OtpPolicy,
@@ -155,13 +155,13 @@ pub fn decide_issue(
     let mut state = current.unwrap_or_default();
 
     if let Some(retry_after) = state.failure_wait(now, policy) {
-        // Sending fresh codes to an identity under back-off would hand out guesses.
+        // Sending fresh codes to a destination under back-off would hand out guesses.
         return (Write::Keep, IssueDecision::Locked { retry_after });
     }
     if let Some(live) = state.live_challenge(now)
         && live.attempts >= policy.max_attempts
     {
-        // A resend never resets the attempt count: the identity waits out the code.
+        // A resend never resets the attempt count: the destination waits out the code.
         let retry_after = now.until(live.expires_at);
         return (Write::Keep, IssueDecision::Locked { retry_after });
     }
@@ -200,7 +200,7 @@ pub fn decide_issue(
 
 /// Decides a verify of the code whose hash is `presented`.
 pub fn decide_verify(
-    current: Option<IdentityState>,
+    current: Option<CodeState>,
     presented: CodeHash,
     now: Timestamp,
     policy: &OtpPolicy,
@@ -243,7 +243,7 @@ mod tests {
     struct World {
         policy: OtpPolicy,
         hasher: CodeHasher,
-        state: Option<IdentityState>,
+        state: Option<CodeState>,
         now: Timestamp,
     }
 

@@ -20,10 +20,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::{ProxySettings, Upstream};
+use crate::engine::Identity;
 use crate::error::GateError;
-use crate::gate::{Gate, Identity};
 use crate::http::{
-    CanonicalTarget, Dialect, EndpointRoute, GateResponse, RequestView, Route, UpstreamPlan,
+    CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, RequestView, Route, UpstreamPlan,
 };
 
 mod guard;
@@ -49,20 +49,18 @@ impl OtpCtx {
 /// `ProxyHttp::upstream_request_filter`.
 #[derive(Clone, Debug)]
 pub struct OtpFilter {
-    gate: Gate,
+    front: Front,
     // For mediated routes (the baanx login), which the gate forwards itself.
     upstream: Option<Upstream>,
     client: reqwest::Client,
 }
 
-/// The most the gate reads of an app's answer that it must inspect.
-const MEDIATED_RESPONSE_LIMIT: usize = 256 * 1024;
-
 impl OtpFilter {
-    /// A filter driven by `gate`.
-    pub fn new(gate: Gate) -> OtpFilter {
+    /// A filter driven by `front`: a [`Front`], or a [`crate::Gate`] with the default
+    /// HTTP settings.
+    pub fn new(front: impl Into<Front>) -> OtpFilter {
         OtpFilter {
-            gate,
+            front: front.into(),
             upstream: None,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -79,9 +77,9 @@ impl OtpFilter {
         self
     }
 
-    /// The gate.
-    pub fn gate(&self) -> &Gate {
-        &self.gate
+    /// The front.
+    pub fn front(&self) -> &Front {
+        &self.front
     }
 
     /// Answers the gate's endpoints and refuses protected paths without a valid token.
@@ -98,13 +96,13 @@ impl OtpFilter {
                 return Ok(true);
             }
         };
-        match self.gate.route(&target) {
+        match self.front.route(&target) {
             Route::Endpoint(route) => {
                 let response = match self.read_body(session, route).await {
                     Ok(body) => {
                         let (method, uri, headers) = request_parts(session);
                         let view = self.view(session, &method, &uri, &headers);
-                        self.gate.handle(route, &view, body).await
+                        self.front.handle(route, &view, body).await
                     }
                     Err(refusal) => refusal,
                 };
@@ -120,7 +118,7 @@ impl OtpFilter {
                 Ok(true)
             }
             Route::Upstream { protected } => match self
-                .gate
+                .front
                 .plan_upstream(&session.req_header().headers, peer_ip(session), protected)
                 .await
             {
@@ -143,9 +141,9 @@ impl OtpFilter {
         session: &mut Session,
     ) -> Result<CanonicalTarget, Box<GateResponse>> {
         let request = session.req_header();
-        self.gate.check_head(&request.headers)?;
+        self.front.check_head(&request.headers)?;
         let target = self
-            .gate
+            .front
             .canonical_target(&request.method, request.raw_path())?;
         if !target.is_spelled(request.raw_path()) || request.uri.authority().is_some() {
             let uri = http::Uri::try_from(target.to_origin_form()).map_err(|_| {
@@ -183,27 +181,17 @@ impl OtpFilter {
         session: &mut Session,
         route: EndpointRoute,
     ) -> Result<Bytes, GateResponse> {
-        if !route.needs_body() {
+        let Some(mut reader) = self
+            .front
+            .body_reader(route, &session.req_header().headers)?
+        else {
             return Ok(Bytes::new());
-        }
-        if self
-            .gate
-            .declares_oversized_body(&session.req_header().headers)
-        {
-            return Err(self.gate.payload_too_large(route));
-        }
-        let limit = self.gate.http_settings().body_limit;
-        let mut body = BytesMut::new();
+        };
         loop {
             match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        return Err(self.gate.payload_too_large(route));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body.freeze()),
-                Err(_) => return Err(self.gate.unreadable_body(route)),
+                Ok(Some(chunk)) => reader.push(&chunk)?,
+                Ok(None) => return Ok(reader.finish()),
+                Err(_) => return Err(reader.unreadable()),
             }
         }
     }
@@ -221,7 +209,7 @@ impl OtpFilter {
             path: uri.path(),
             headers,
             query: uri.query(),
-            client_ip: self.gate.client_ip(peer, headers),
+            client_ip: self.front.client_ip(peer, headers),
         }
     }
 
@@ -229,7 +217,7 @@ impl OtpFilter {
     /// itself, so that it can read the answer before the client does.
     async fn mediate(&self, session: &Session, route: EndpointRoute, body: Bytes) -> GateResponse {
         let (method, uri, mut headers) = request_parts(session);
-        self.gate
+        self.front
             .strip_only_plan(&headers, peer_ip(session))
             .apply(&mut headers);
         let view = self.view(session, &method, &uri, &headers);
@@ -273,7 +261,7 @@ impl OtpFilter {
                 .await
                 .map_err(|_| GateError::UpstreamUnavailable)?
             {
-                if body.len() + chunk.len() > MEDIATED_RESPONSE_LIMIT {
+                if body.len() + chunk.len() > crate::http::MEDIATED_RESPONSE_LIMIT {
                     return Err(GateError::UpstreamUnavailable);
                 }
                 body.extend_from_slice(&chunk);
@@ -284,7 +272,7 @@ impl OtpFilter {
                 body: body.freeze(),
             })
         };
-        self.gate.mediate(route, &view, body, forward).await
+        self.front.mediate(route, &view, body, forward).await
     }
 }
 
@@ -340,10 +328,10 @@ pub struct OtpProxy {
 }
 
 impl OtpProxy {
-    /// A proxy for `gate` in front of `upstream`.
-    pub fn new(gate: Gate, upstream: Upstream) -> OtpProxy {
+    /// A proxy for `front` in front of `upstream`.
+    pub fn new(front: impl Into<Front>, upstream: Upstream) -> OtpProxy {
         OtpProxy {
-            filter: OtpFilter::new(gate).with_upstream(upstream.clone()),
+            filter: OtpFilter::new(front).with_upstream(upstream.clone()),
             upstream,
         }
     }
@@ -508,14 +496,14 @@ pub fn server_conf(settings: &ProxySettings) -> ServerConf {
     }
 }
 
-/// Serves `gate` as an edge proxy until SIGTERM or SIGINT, then lets in-flight requests
+/// Serves `front` as an edge proxy until SIGTERM or SIGINT, then lets in-flight requests
 /// finish. Blocks the calling thread.
-pub fn serve(gate: Gate, settings: &ProxySettings) -> Result<(), Box<Error>> {
+pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
     let conf = server_conf(settings);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let store = gate.store().describe();
-    let proxy = OtpProxy::new(gate, settings.upstream.clone());
+    let store = front.gate().store().describe();
+    let proxy = OtpProxy::new(front, settings.upstream.clone());
     let app = GuardedApp::new(
         ::pingora::proxy::http_proxy(&server.configuration, proxy),
         ConnectionLimits::from(settings).fitted_to_open_file_limit(),

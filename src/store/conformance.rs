@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::{SetMode, Store};
 use crate::otp::{
-    CodeFormat, CodeHasher, IdentityState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision,
-    Write, decide_issue, decide_verify,
+    CodeFormat, CodeHasher, CodeState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision, Write,
+    decide_issue, decide_verify,
 };
 
 /// Runs every check against fresh stores made by `make`. Panics on the first failure.
@@ -37,14 +37,14 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
 pub async fn run_shared<S: Store, F: Fn() -> (S, S)>(make: F) {
     let (a, b) = make();
     let (a, b) = (Arc::new(a), Arc::new(b));
-    a.update_identity("shared", &mut |_| Write::Put {
+    a.update_code_state("shared", &mut |_| Write::Put {
         state: state_with_sends(7),
         ttl: Duration::from_secs(60),
     })
     .await
     .unwrap();
     assert_eq!(
-        b.peek_identity("shared").await.unwrap(),
+        b.peek_code_state("shared").await.unwrap(),
         Some(state_with_sends(7)),
         "a record written through one handle reads through the other"
     );
@@ -53,58 +53,58 @@ pub async fn run_shared<S: Store, F: Fn() -> (S, S)>(make: F) {
     exactly_one_of_many_concurrent_verifies_wins(&[Arc::new(a), Arc::new(b)]).await;
 }
 
-fn state_with_sends(sends: u32) -> IdentityState {
-    IdentityState {
+fn state_with_sends(sends: u32) -> CodeState {
+    CodeState {
         sends_in_window: sends,
-        ..IdentityState::default()
+        ..CodeState::default()
     }
 }
 
 /// An absent key reads as `None`, for peeks and updates alike.
 pub async fn missing_records_read_as_none<S: Store>(store: S) {
-    assert_eq!(store.peek_identity("absent").await.unwrap(), None);
-    let mut seen = Some(IdentityState::default());
+    assert_eq!(store.peek_code_state("absent").await.unwrap(), None);
+    let mut seen = Some(CodeState::default());
     store
-        .update_identity("absent", &mut |current| {
+        .update_code_state("absent", &mut |current| {
             seen = current;
             Write::Keep
         })
         .await
         .unwrap();
     assert_eq!(seen, None);
-    assert_eq!(store.peek_identity("absent").await.unwrap(), None);
+    assert_eq!(store.peek_code_state("absent").await.unwrap(), None);
 }
 
 /// `Put` stores, `Keep` leaves, `Delete` removes.
 pub async fn put_keep_and_delete<S: Store>(store: S) {
     let ttl = Duration::from_secs(60);
     store
-        .update_identity("k", &mut |_| Write::Put {
+        .update_code_state("k", &mut |_| Write::Put {
             state: state_with_sends(3),
             ttl,
         })
         .await
         .unwrap();
     assert_eq!(
-        store.peek_identity("k").await.unwrap(),
+        store.peek_code_state("k").await.unwrap(),
         Some(state_with_sends(3))
     );
     store
-        .update_identity("k", &mut |_| Write::Keep)
+        .update_code_state("k", &mut |_| Write::Keep)
         .await
         .unwrap();
     assert_eq!(
-        store.peek_identity("k").await.unwrap(),
+        store.peek_code_state("k").await.unwrap(),
         Some(state_with_sends(3))
     );
     assert_eq!(
-        store.peek_identity("other").await.unwrap(),
+        store.peek_code_state("other").await.unwrap(),
         None,
         "keys are independent"
     );
     let mut seen = None;
     store
-        .update_identity("k", &mut |current| {
+        .update_code_state("k", &mut |current| {
             seen = current;
             Write::Delete
         })
@@ -115,29 +115,29 @@ pub async fn put_keep_and_delete<S: Store>(store: S) {
         Some(state_with_sends(3)),
         "update sees the stored record"
     );
-    assert_eq!(store.peek_identity("k").await.unwrap(), None);
+    assert_eq!(store.peek_code_state("k").await.unwrap(), None);
 }
 
 /// A record is gone once its TTL has passed.
 pub async fn records_expire_with_their_ttl<S: Store>(store: S) {
     let ttl = Duration::from_millis(300);
     store
-        .update_identity("short", &mut |_| Write::Put {
+        .update_code_state("short", &mut |_| Write::Put {
             state: state_with_sends(1),
             ttl,
         })
         .await
         .unwrap();
     store
-        .update_identity("long", &mut |_| Write::Put {
+        .update_code_state("long", &mut |_| Write::Put {
             state: state_with_sends(1),
             ttl: Duration::from_secs(60),
         })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    assert_eq!(store.peek_identity("short").await.unwrap(), None);
-    assert!(store.peek_identity("long").await.unwrap().is_some());
+    assert_eq!(store.peek_code_state("short").await.unwrap(), None);
+    assert!(store.peek_code_state("long").await.unwrap().is_some());
 }
 
 /// 1000 concurrent read-modify-writes of one key, spread over `handles`, lose no update.
@@ -147,7 +147,7 @@ pub async fn concurrent_updates_are_serialized<S: Store>(handles: &[Arc<S>]) {
             let store = Arc::clone(&handles[i % handles.len()]);
             tokio::spawn(async move {
                 store
-                    .update_identity("counter", &mut |current| {
+                    .update_code_state("counter", &mut |current| {
                         let mut state = current.unwrap_or_default();
                         state.sends_in_window += 1;
                         Write::Put {
@@ -163,7 +163,11 @@ pub async fn concurrent_updates_are_serialized<S: Store>(handles: &[Arc<S>]) {
     for task in tasks {
         task.await.unwrap();
     }
-    let state = handles[0].peek_identity("counter").await.unwrap().unwrap();
+    let state = handles[0]
+        .peek_code_state("counter")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.sends_in_window, 1000);
 }
 
@@ -176,7 +180,7 @@ pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[A
     let hash = hasher.hash("race", &code);
     let now = Timestamp(1_700_000_000_000);
     handles[0]
-        .update_identity("race", &mut |current| {
+        .update_code_state("race", &mut |current| {
             decide_issue(current, hash, now, &policy).0
         })
         .await
@@ -188,7 +192,7 @@ pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[A
             tokio::spawn(async move {
                 let mut decision = VerifyDecision::Rejected;
                 store
-                    .update_identity("race", &mut |current| {
+                    .update_code_state("race", &mut |current| {
                         let (write, d) = decide_verify(current, hash, now, &policy);
                         decision = d;
                         write

@@ -9,13 +9,13 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use super::{IdentityUpdate, SetMode, Store, StoreError, WindowCount};
-use crate::otp::{IdentityState, Timestamp, Write};
+use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
+use crate::otp::{CodeState, Timestamp, Write};
 
 #[derive(Clone, Debug)]
 enum Value {
     // Inline rather than behind its own allocation: a pending code is one moka entry.
-    Identity(IdentityState),
+    Identity(CodeState),
     Counter(WindowCount),
     Text(Arc<str>),
 }
@@ -101,10 +101,10 @@ impl std::fmt::Debug for MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn update_identity(
+    async fn update_code_state(
         &self,
         key: &str,
-        update: &mut IdentityUpdate<'_>,
+        update: &mut CodeStateUpdate<'_>,
     ) -> Result<(), StoreError> {
         // moka runs compute closures for one key one at a time: this is the atomic step.
         self.cache
@@ -158,7 +158,7 @@ impl Store for MemoryStore {
         Ok(result)
     }
 
-    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
+    async fn peek_code_state(&self, key: &str) -> Result<Option<CodeState>, StoreError> {
         Ok(
             match self.cache.get(&self.key(key)).await.map(|e| e.value) {
                 Some(Value::Identity(state)) => Some(state),

@@ -1,7 +1,7 @@
-//! Where identity records and rate counters live.
+//! Where code records and rate counters live.
 //!
 //! A [`Store`] offers two atomic operations and nothing else:
-//! [`Store::update_identity`], a read-modify-write of one identity's record, and
+//! [`Store::update_code_state`], a read-modify-write of one code record, and
 //! [`Store::hit`], a fixed-window counter increment. The decisions themselves are made by
 //! the pure functions in [`crate::otp`]; a backend only has to make the read, the
 //! decision and the write one indivisible step. [`conformance`] checks that it does.
@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::otp::{IdentityState, Timestamp, Write};
+use crate::otp::{CodeState, Timestamp, Write};
 
 pub mod conformance;
+pub mod keys;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -41,20 +42,20 @@ pub struct WindowCount {
     pub resets_at: Timestamp,
 }
 
-/// The read-modify-write function handed to [`Store::update_identity`]. It may be called
+/// The read-modify-write function handed to [`Store::update_code_state`]. It may be called
 /// more than once by a backend that retries on contention; the last call's write is the
 /// one that lands.
-pub type IdentityUpdate<'a> = dyn FnMut(Option<IdentityState>) -> Write + Send + 'a;
+pub type CodeStateUpdate<'a> = dyn FnMut(Option<CodeState>) -> Write + Send + 'a;
 
 /// Identity records and counters, shared by every request of the gate.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads the record under `key`, calls `update` with it and applies the [`Write`] it
     /// returns, as one atomic step with respect to every other call for the same key.
-    async fn update_identity(
+    async fn update_code_state(
         &self,
         key: &str,
-        update: &mut IdentityUpdate<'_>,
+        update: &mut CodeStateUpdate<'_>,
     ) -> Result<(), StoreError>;
 
     /// Adds one hit to the fixed window counter under `key`. A window opens at the first
@@ -67,7 +68,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<WindowCount, StoreError>;
 
     /// Reads the record under `key` without changing it (diagnostics and tests).
-    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError>;
+    async fn peek_code_state(&self, key: &str) -> Result<Option<CodeState>, StoreError>;
 
     /// Stores a small value under `key` for `ttl`. With [`SetMode::IfAbsent`] nothing is
     /// written when the key holds a live value; returns whether this call wrote. This is

@@ -23,8 +23,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
-use super::{IdentityUpdate, SetMode, Store, StoreError, WindowCount};
-use crate::otp::{IdentityState, ServerSecret, Timestamp, Write};
+use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
+use crate::otp::{CodeState, ServerSecret, Timestamp, Write};
 
 /// How a [`RedisStore`] connects.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ impl Default for RedisSettings {
 #[error("invalid redis url: {0}")]
 pub struct InvalidRedisUrl(String);
 
-/// Compare-and-set of an identity record: written only if the record is still the one
+/// Compare-and-set of an code record: written only if the record is still the one
 /// that was read (ARGV[1] = "1" when one was read, ARGV[2] its bytes; ARGV[3] the new
 /// record, empty to delete; ARGV[4] its TTL in milliseconds).
 const COMPARE_AND_SET: &str = r#"
@@ -88,12 +88,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, resets}
 "#;
 
-/// Local serialisation of updates to one key. Contention for one identity inside this
+/// Local serialisation of updates to one key. Contention for one destination inside this
 /// process waits here instead of making every contender retry against Redis; the
 /// compare-and-set still decides between instances.
 const LOCK_STRIPES: usize = 1024;
 
-/// How many operation timeouts an update may wait for its turn on one identity.
+/// How many operation timeouts an update may wait for its turn on one destination.
 const LOCK_WAIT_TIMEOUTS: u32 = 4;
 
 /// Retries of a compare-and-set that lost to another instance. Each loss means another
@@ -274,7 +274,7 @@ fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
 }
 
-fn decode(bytes: &[u8]) -> Result<IdentityState, StoreError> {
+fn decode(bytes: &[u8]) -> Result<CodeState, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -294,20 +294,22 @@ impl std::fmt::Debug for RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn update_identity(
+    async fn update_code_state(
         &self,
         key: &str,
-        update: &mut IdentityUpdate<'_>,
+        update: &mut CodeStateUpdate<'_>,
     ) -> Result<(), StoreError> {
         let redis_key = self.redis_key(key);
-        // The wait is bounded too: with Redis down, a queue of updates to one identity
+        // The wait is bounded too: with Redis down, a queue of updates to one destination
         // must not turn into one long wait per request.
         let _serialised = tokio::time::timeout(
             self.inner.timeout * LOCK_WAIT_TIMEOUTS,
             self.lock_for(&redis_key).lock(),
         )
         .await
-        .map_err(|_| StoreError::Unavailable("too many updates of one identity at once".into()))?;
+        .map_err(|_| {
+            StoreError::Unavailable("too many updates of one destination at once".into())
+        })?;
         let mut connection = self.connection()?;
         for conflict in 0..MAX_CONFLICTS {
             if conflict > 0 {
@@ -344,7 +346,7 @@ impl Store for RedisStore {
             // again on what it wrote.
         }
         Err(StoreError::Unavailable(format!(
-            "an identity record kept changing under {MAX_CONFLICTS} updates"
+            "an code record kept changing under {MAX_CONFLICTS} updates"
         )))
     }
 
@@ -367,7 +369,7 @@ impl Store for RedisStore {
         })
     }
 
-    async fn peek_identity(&self, key: &str) -> Result<Option<IdentityState>, StoreError> {
+    async fn peek_code_state(&self, key: &str) -> Result<Option<CodeState>, StoreError> {
         let redis_key = self.redis_key(key);
         let mut connection = self.connection()?;
         let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;

@@ -39,9 +39,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::engine::Identity;
 use crate::error::GateError;
-use crate::gate::{Gate, Identity};
-use crate::http::{CanonicalTarget, EndpointRoute, GateResponse, RequestView, Route};
+use crate::http::{CanonicalTarget, EndpointRoute, Front, GateResponse, RequestView, Route};
 use http::header::{HeaderName, HeaderValue};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,13 +49,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Adds OTP sign-in in front of a service. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct OtpLayer {
-    gate: Gate,
+    front: Front,
 }
 
 impl OtpLayer {
-    /// A layer driven by `gate`.
-    pub fn new(gate: Gate) -> OtpLayer {
-        OtpLayer { gate }
+    /// A layer driven by `front`: a [`Front`], or a [`crate::Gate`] with the default
+    /// HTTP settings.
+    pub fn new(front: impl Into<Front>) -> OtpLayer {
+        OtpLayer {
+            front: front.into(),
+        }
     }
 }
 
@@ -65,7 +68,7 @@ impl<S> Layer<S> for OtpLayer {
     fn layer(&self, inner: S) -> OtpService<S> {
         OtpService {
             inner,
-            gate: self.gate.clone(),
+            front: self.front.clone(),
         }
     }
 }
@@ -74,13 +77,16 @@ impl<S> Layer<S> for OtpLayer {
 #[derive(Clone, Debug)]
 pub struct OtpService<S> {
     inner: S,
-    gate: Gate,
+    front: Front,
 }
 
 impl<S> OtpService<S> {
     /// Wraps `inner` directly, without a layer.
-    pub fn new(inner: S, gate: Gate) -> Self {
-        OtpService { inner, gate }
+    pub fn new(inner: S, front: impl Into<Front>) -> Self {
+        OtpService {
+            inner,
+            front: front.into(),
+        }
     }
 
     /// The wrapped service.
@@ -121,7 +127,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let gate = self.gate.clone();
+        let gate = self.front.clone();
         // The clone that was polled ready goes into the future; a fresh clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -159,7 +165,7 @@ where
 /// Checks the request head and puts the canonical target in place of the one the
 /// client sent; the refusal to answer otherwise.
 fn canonical_request(
-    gate: &Gate,
+    gate: &Front,
     parts: &mut http::request::Parts,
 ) -> Result<CanonicalTarget, Box<GateResponse>> {
     gate.check_head(&parts.headers)?;
@@ -192,7 +198,7 @@ fn canonical_request(
 /// A request bound for the app: identity headers stripped, a verified identity injected,
 /// or a protected path refused.
 async fn to_app<S, ReqBody, ResBody>(
-    gate: Gate,
+    gate: Front,
     mut inner: S,
     mut parts: http::request::Parts,
     body: ReqBody,
@@ -220,7 +226,7 @@ where
 /// A mediated route: the gate forwards the (possibly rewritten) request to the app and
 /// reads its answer before the client does.
 async fn mediate<S, ReqBody, ResBody>(
-    gate: Gate,
+    gate: Front,
     mut inner: S,
     mut parts: http::request::Parts,
     body: ReqBody,
@@ -259,16 +265,13 @@ where
     Ok(gate_response(response))
 }
 
-/// The most the gate reads of an app's answer that it must inspect.
-const MEDIATED_RESPONSE_LIMIT: usize = 256 * 1024;
-
 async fn buffered<B>(response: Response<B>) -> Result<GateResponse, GateError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = response.into_parts();
-    let body = Limited::new(body, MEDIATED_RESPONSE_LIMIT)
+    let body = Limited::new(body, crate::http::MEDIATED_RESPONSE_LIMIT)
         .collect()
         .await
         .map_err(|_| GateError::UpstreamUnavailable)?
@@ -285,7 +288,7 @@ where
 
 /// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
 async fn read_body<B>(
-    gate: &Gate,
+    gate: &Front,
     route: EndpointRoute,
     headers: &http::HeaderMap,
     body: B,
@@ -295,25 +298,24 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    if !route.needs_body() {
+    let Some(mut reader) = gate.body_reader(route, headers)? else {
         return Ok(Bytes::new());
-    }
-    if gate.declares_oversized_body(headers) {
-        return Err(gate.payload_too_large(route));
-    }
-    match Limited::new(body, gate.http_settings().body_limit)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(gate.payload_too_large(route))
+    };
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    reader.push(data.chunk())?;
+                }
+            }
+            Err(_) => return Err(reader.unreadable()),
         }
-        Err(_) => Err(gate.unreadable_body(route)),
     }
+    Ok(reader.finish())
 }
 
-fn view<'a>(gate: &Gate, parts: &'a http::request::Parts) -> RequestView<'a> {
+fn view<'a>(gate: &Front, parts: &'a http::request::Parts) -> RequestView<'a> {
     RequestView {
         method: &parts.method,
         path: parts.uri.path(),
@@ -332,7 +334,7 @@ struct ViewParts {
 }
 
 impl ViewParts {
-    fn of(gate: &Gate, parts: &http::request::Parts) -> ViewParts {
+    fn of(gate: &Front, parts: &http::request::Parts) -> ViewParts {
         ViewParts {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -523,8 +525,8 @@ mod extract {
     use http::request::Parts;
 
     use super::Infallible;
+    use crate::engine::Identity;
     use crate::error::GateError;
-    use crate::gate::Identity;
     use crate::http::Dialect;
 
     /// The caller's verified identity, put in place by [`super::OtpLayer`]. Without one

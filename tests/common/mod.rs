@@ -12,9 +12,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use otpgate::Identity;
 use otpgate::delivery::{DeliveryError, Message, Sender};
+use otpgate::http::Front;
 use otpgate::tower::OtpLayer;
-use otpgate::{Gate, Identity};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -104,7 +105,7 @@ fn seen_headers(headers: &HeaderMap) -> Value {
 
 /// An app with `/api/me` (protected by the test's gate settings) and `/public`, each
 /// echoing the identity headers it received, behind the gate's layer.
-pub async fn start_app(gate: Gate) -> (String, AppCalls) {
+pub async fn start_app(gate: impl Into<Front>) -> (String, AppCalls) {
     let calls = AppCalls::default();
     let counter = calls.clone();
     let counter2 = calls.clone();
@@ -207,7 +208,7 @@ pub enum Form {
 
 /// Starts the echo app behind `gate` in the given form; returns the base URL clients use
 /// and the app's call counter.
-pub async fn start_form(form: Form, gate: Gate) -> (String, AppCalls) {
+pub async fn start_form(form: Form, gate: impl Into<Front>) -> (String, AppCalls) {
     let calls = AppCalls::default();
     let app = echo_app(calls.clone());
     let base = match form {
@@ -222,7 +223,7 @@ pub async fn start_form(form: Form, gate: Gate) -> (String, AppCalls) {
 
 /// Runs the pingora proxy for `gate` in front of `upstream` on a free port, inside the
 /// test's runtime (never `run_forever`); returns its base URL. It stops with the test.
-pub async fn start_proxy(gate: Gate, upstream: SocketAddr) -> String {
+pub async fn start_proxy(gate: impl Into<Front>, upstream: SocketAddr) -> String {
     use pingora::services::Service as _;
     let conf = Arc::new(pingora::server::configuration::ServerConf::default());
     let proxy = otpgate::pingora::OtpProxy::new(

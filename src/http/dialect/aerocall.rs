@@ -5,14 +5,14 @@
 
 use http::StatusCode;
 
-use super::generic::{Destination, VerifyBody, identifier, parse};
+use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
+use crate::engine::{SendRequest, VerifyRequest};
 use crate::error::GateError;
-use crate::gate::{Gate, SendRequest, VerifyRequest};
-use crate::http::{Action, GateResponse, RequestView, is_json};
+use crate::http::{Action, Front, GateResponse, RequestView};
 use crate::identifier::Channel;
 
 /// Whether `slug` can name a project: 1 to 64 of `A-Z a-z 0-9 - _`.
-pub fn is_slug(slug: &str) -> bool {
+pub(crate) fn is_slug(slug: &str) -> bool {
     (1..=64).contains(&slug.len())
         && slug
             .bytes()
@@ -25,77 +25,65 @@ fn slug_of(path: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Answers an aerocall endpoint.
-pub async fn handle(
-    gate: &Gate,
+/// Answers one of the aerocall endpoints; the project slug in the path names the tenant.
+pub(crate) async fn handle(
+    front: &Front,
     action: Action,
     request: &RequestView<'_>,
     body: &[u8],
-) -> GateResponse {
+) -> Result<GateResponse, GateError> {
+    let gate = front.gate();
     let slug = slug_of(request.path);
-    let result = async {
-        if !is_json(request.headers) {
-            return Err(GateError::UnsupportedMediaType);
-        }
-        match action {
-            Action::Send => {
-                let destination: Destination = parse(body)?;
-                let outcome = gate
-                    .send(SendRequest {
-                        tenant: Some(slug),
-                        identifier: identifier(&destination)?,
-                        client_ip: request.client_ip,
-                        locale: crate::http::request_locale(
-                            destination.locale.as_deref(),
-                            request.headers,
-                        ),
-                    })
-                    .await?;
-                let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
-                if let Some(exists) = outcome.account_exists {
-                    answer["accountExists"] = exists.into();
-                }
-                Ok(answer)
-            }
-            _ => {
-                let parsed: VerifyBody = parse(body)?;
-                let identifier = identifier(&parsed.destination)?;
-                let code = parsed
-                    .code
-                    .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
-                let subject = gate
-                    .verify(VerifyRequest {
-                        tenant: Some(slug),
-                        identifier,
-                        code: &code,
-                        client_ip: request.client_ip,
-                    })
-                    .await?;
-                let session = gate.start_session(&subject)?;
-                let mut user = serde_json::json!({ "id": subject.id });
-                if let Some(email) = &subject.email {
-                    user["email"] = email.clone().into();
-                }
-                if let Some(phone) = &subject.phone {
-                    user["phone"] = phone.clone().into();
-                }
-                Ok(serde_json::json!({ "token": session.access.token, "user": user }))
-            }
-        }
+    if !is_json(request.headers) {
+        return Err(GateError::UnsupportedMediaType);
     }
-    .await;
-    match result {
-        Ok(answer) => GateResponse::json(StatusCode::OK, &answer),
-        Err(error) => error_response(&error),
-    }
+    let answer = match action {
+        Action::Send => {
+            let destination: Destination = parse(body)?;
+            let outcome = gate
+                .send(SendRequest {
+                    tenant: Some(slug),
+                    identifier: identifier(&destination)?,
+                    client_ip: request.client_ip,
+                    locale: request_locale(destination.locale.as_deref(), request.headers),
+                })
+                .await?;
+            let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
+            if let Some(exists) = outcome.account_exists {
+                answer["accountExists"] = exists.into();
+            }
+            answer
+        }
+        _ => {
+            let parsed: VerifyBody = parse(body)?;
+            let identifier = identifier(&parsed.destination)?;
+            let code = parsed
+                .code
+                .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+            let subject = gate
+                .verify(VerifyRequest {
+                    tenant: Some(slug),
+                    identifier,
+                    code: &code,
+                    client_ip: request.client_ip,
+                })
+                .await?;
+            let session = gate.start_session(&subject)?;
+            let mut user = serde_json::json!({ "id": subject.id });
+            if let Some(email) = &subject.email {
+                user["email"] = email.clone().into();
+            }
+            if let Some(phone) = &subject.phone {
+                user["phone"] = phone.clone().into();
+            }
+            serde_json::json!({ "token": session.access.token, "user": user })
+        }
+    };
+    Ok(GateResponse::json(StatusCode::OK, &answer))
 }
 
-fn error_response(error: &GateError) -> GateResponse {
-    super::Dialect::Aerocall.error(error)
-}
-
-/// A refusal in aerocall's words: `{"error": "<stable_code>", "message": "<the seed's text>"}`.
-pub fn error(error: &GateError) -> GateResponse {
+/// An error in aerocall's words: `{error, message}` with its own messages.
+pub(crate) fn error(error: &GateError) -> GateResponse {
     let (status, message) = match error {
         GateError::InvalidRequest(_) | GateError::InvalidIdentifier(_) => (
             StatusCode::BAD_REQUEST,

@@ -3,117 +3,81 @@
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::Dialect;
+use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
+use crate::engine::{SendRequest, Session, VerifyRequest};
 use crate::error::GateError;
-use crate::gate::{Gate, SendRequest, Session, VerifyRequest};
-use crate::http::{GateResponse, RequestView};
-use crate::identifier::Identifier;
+use crate::http::{Action, Front, GateResponse, RequestView};
 
-#[derive(Deserialize)]
-pub(crate) struct Destination {
-    #[serde(default)]
-    pub(crate) email: Option<String>,
-    #[serde(default)]
-    pub(crate) phone: Option<String>,
-    #[serde(default)]
-    pub(crate) tenant: Option<String>,
-    #[serde(default)]
-    pub(crate) locale: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct VerifyBody {
-    #[serde(flatten)]
-    pub(crate) destination: Destination,
-    pub(crate) code: Option<String>,
-}
-
-pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GateError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() {
-            "unexpected field type"
-        } else {
-            "malformed JSON"
-        };
-        GateError::InvalidRequest(format!("{what} at line {} column {}", e.line(), e.column()))
-    })
-}
-
-pub(crate) fn identifier(destination: &Destination) -> Result<Identifier, GateError> {
-    match (&destination.email, &destination.phone) {
-        (Some(email), None) => Ok(Identifier::email(email)?),
-        (None, Some(phone)) => Ok(Identifier::phone(phone)?),
-        (Some(_), Some(_)) => Err(GateError::InvalidRequest(
-            "send either email or phone, not both".into(),
-        )),
-        (None, None) => Err(GateError::InvalidRequest(
-            "email or phone is required".into(),
-        )),
+/// Answers one of the generic endpoints.
+pub(crate) async fn handle(
+    front: &Front,
+    action: Action,
+    request: &RequestView<'_>,
+    body: &[u8],
+) -> Result<GateResponse, GateError> {
+    if action == Action::Logout {
+        return logout(front, request, body).await;
+    }
+    if !is_json(request.headers) {
+        return Err(GateError::UnsupportedMediaType);
+    }
+    match action {
+        Action::Send => send(front, request, body).await,
+        Action::Verify => verify(front, request, body).await,
+        _ => refresh(front, body).await,
     }
 }
 
 /// `POST {prefix}/otp/send`.
-pub async fn send(
-    gate: &Gate,
-    dialect: Dialect,
+async fn send(
+    front: &Front,
     request: &RequestView<'_>,
     body: &[u8],
-) -> GateResponse {
-    let result = async {
-        let destination: Destination = parse(body)?;
-        let identifier = identifier(&destination)?;
-        gate.send(SendRequest {
+) -> Result<GateResponse, GateError> {
+    let destination: Destination = parse(body)?;
+    let outcome = front
+        .gate()
+        .send(SendRequest {
             tenant: destination.tenant.as_deref(),
-            identifier,
+            identifier: identifier(&destination)?,
             client_ip: request.client_ip,
-            locale: crate::http::request_locale(destination.locale.as_deref(), request.headers),
+            locale: request_locale(destination.locale.as_deref(), request.headers),
         })
-        .await
+        .await?;
+    let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
+    if let Some(exists) = outcome.account_exists {
+        answer["accountExists"] = exists.into();
     }
-    .await;
-    match result {
-        Ok(outcome) => {
-            let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
-            if let Some(exists) = outcome.account_exists {
-                answer["accountExists"] = exists.into();
-            }
-            GateResponse::json(StatusCode::OK, &answer)
-        }
-        Err(error) => dialect.error(&error),
-    }
+    Ok(GateResponse::json(StatusCode::OK, &answer))
 }
 
 /// `POST {prefix}/otp/verify`.
-pub async fn verify(
-    gate: &Gate,
-    dialect: Dialect,
+async fn verify(
+    front: &Front,
     request: &RequestView<'_>,
     body: &[u8],
-) -> GateResponse {
-    let result = async {
-        let parsed: VerifyBody = parse(body)?;
-        let identifier = identifier(&parsed.destination)?;
-        let code = parsed
-            .code
-            .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
-        gate.verify(VerifyRequest {
+) -> Result<GateResponse, GateError> {
+    let parsed: VerifyBody = parse(body)?;
+    let identifier = identifier(&parsed.destination)?;
+    let code = parsed
+        .code
+        .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+    let subject = front
+        .gate()
+        .verify(VerifyRequest {
             tenant: parsed.destination.tenant.as_deref(),
             identifier,
             code: &code,
             client_ip: request.client_ip,
         })
-        .await
-    }
-    .await;
-    match result.and_then(|subject| gate.start_session(&subject)) {
-        Ok(session) => session_response(gate, &session),
-        Err(error) => dialect.error(&error),
-    }
+        .await?;
+    let session = front.gate().start_session(&subject)?;
+    Ok(session_response(front, &session))
 }
 
 /// `{"access_token", "token_type": "Bearer", "expires_in"}` (+ `"refresh_token"`) and the
 /// session cookie.
-fn session_response(gate: &Gate, session: &Session) -> GateResponse {
+fn session_response(front: &Front, session: &Session) -> GateResponse {
     let mut answer = serde_json::json!({
         "access_token": session.access.token,
         "token_type": "Bearer",
@@ -123,7 +87,7 @@ fn session_response(gate: &Gate, session: &Session) -> GateResponse {
         answer["refresh_token"] = refresh.token.clone().into();
     }
     let mut response = GateResponse::json(StatusCode::OK, &answer);
-    if let Some(cookie) = gate.session_cookie(&session.access.token, session.access.expires_in) {
+    if let Some(cookie) = front.session_cookie(&session.access.token, session.access.expires_in) {
         response.headers.append(http::header::SET_COOKIE, cookie);
     }
     response
@@ -136,58 +100,43 @@ struct RefreshBody {
 
 /// `POST {prefix}/token/refresh` `{"refresh_token"}`: a new session; the old refresh
 /// token is spent.
-pub async fn refresh(gate: &Gate, dialect: Dialect, body: &[u8]) -> GateResponse {
-    let result = async {
-        let parsed: RefreshBody = parse(body)?;
-        let token = parsed
-            .refresh_token
-            .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
-        gate.refresh(&token).await
-    }
-    .await;
-    match result {
-        Ok(session) => session_response(gate, &session),
-        Err(error) => dialect.error(&error),
-    }
+async fn refresh(front: &Front, body: &[u8]) -> Result<GateResponse, GateError> {
+    let parsed: RefreshBody = parse(body)?;
+    let token = parsed
+        .refresh_token
+        .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
+    let session = front.gate().refresh(&token).await?;
+    Ok(session_response(front, &session))
 }
 
 /// `POST {prefix}/logout`: revokes the access token the request carries (bearer or
 /// cookie) and, when the JSON body names one, the refresh token; clears the cookie.
-pub async fn logout(
-    gate: &Gate,
-    dialect: Dialect,
+async fn logout(
+    front: &Front,
     request: &RequestView<'_>,
     body: &[u8],
-) -> GateResponse {
-    let result = async {
-        if let Some(token) = gate.token_in(request.headers)
-            && let Ok(identity) = gate.authenticate(token).await
-        {
-            gate.revoke_access(&identity.claims).await?;
-        }
-        if !body.is_empty() {
-            if !crate::http::is_json(request.headers) {
-                return Err(GateError::UnsupportedMediaType);
-            }
-            let parsed: RefreshBody = parse(body)?;
-            if let Some(refresh) = parsed.refresh_token {
-                gate.revoke_refresh(&refresh).await?;
-            }
-        }
-        Ok(())
+) -> Result<GateResponse, GateError> {
+    let gate = front.gate();
+    if let Some(token) = front.token_in(request.headers)
+        && let Ok(identity) = gate.authenticate(token).await
+    {
+        gate.revoke_access(&identity.claims).await?;
     }
-    .await;
-    match result {
-        Ok(()) => {
-            let mut response = GateResponse::json(
-                StatusCode::OK,
-                &serde_json::json!({"message": "Signed out"}),
-            );
-            if let Some(cookie) = gate.session_cookie("", 0) {
-                response.headers.append(http::header::SET_COOKIE, cookie);
-            }
-            response
+    if !body.is_empty() {
+        if !is_json(request.headers) {
+            return Err(GateError::UnsupportedMediaType);
         }
-        Err(error) => dialect.error(&error),
+        let parsed: RefreshBody = parse(body)?;
+        if let Some(refresh) = parsed.refresh_token {
+            gate.revoke_refresh(&refresh).await?;
+        }
     }
+    let mut response = GateResponse::json(
+        StatusCode::OK,
+        &serde_json::json!({"message": "Signed out"}),
+    );
+    if let Some(cookie) = front.session_cookie("", 0) {
+        response.headers.append(http::header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }

@@ -1,5 +1,6 @@
 //! API shapes. Each dialect maps its own paths, bodies and answers onto the one engine;
-//! the decisions stay in [`crate::gate`].
+//! the decisions stay in [`crate::engine`]. Handlers return `Result<GateResponse, GateError>`;
+//! [`crate::http::Front`] renders the error once, in the dialect's shape ([`Dialect::error`]).
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
@@ -7,10 +8,13 @@ use http::{Method, StatusCode};
 use super::{Action, GateResponse};
 use crate::error::GateError;
 
-pub mod aerocall;
-pub mod baanx;
-pub mod generic;
-pub mod nexudus;
+pub(crate) mod aerocall;
+pub(crate) mod baanx;
+pub(crate) mod generic;
+pub(crate) mod nexudus;
+mod request;
+
+pub use baanx::DEFAULT_ASSERTION_HEADER;
 
 /// An API shape the gate can speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,30 +130,4 @@ impl Dialect {
         }
         response
     }
-}
-
-/// The query string as name/value pairs.
-pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// The one value of `name` in a query; `Err` when it appears more than once, which is
-/// refused rather than guessed at.
-pub(crate) fn query_value<'a>(
-    pairs: &'a [(String, String)],
-    name: &str,
-) -> Result<Option<&'a str>, GateError> {
-    let mut values = pairs
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str());
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(GateError::InvalidRequest(format!(
-            "`{name}` is given more than once"
-        )));
-    }
-    Ok(first)
 }

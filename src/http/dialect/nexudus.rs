@@ -15,10 +15,10 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Dialect, query_pairs, query_value};
+use super::request::{query_pairs, query_value, request_locale};
+use crate::engine::{SendRequest, Session, VerifyRequest};
 use crate::error::GateError;
-use crate::gate::{Gate, SendRequest, Session, VerifyRequest};
-use crate::http::{Action, GateResponse, RequestView};
+use crate::http::{Action, Front, GateResponse, RequestView};
 use crate::identifier::Identifier;
 
 /// The longest session an exchange may ask for: one year.
@@ -39,7 +39,7 @@ fn envelope(status: StatusCode, value: Value, message: Value, errors: Value) -> 
 
 /// A refusal as an `ActionConfirmation`: `WasSuccessful: false`, the status mirrored,
 /// the message, and `Errors: [{"Code", "Message"}]` with the stable code.
-pub fn error(error: &GateError) -> GateResponse {
+pub(crate) fn error(error: &GateError) -> GateResponse {
     let message = error.to_string();
     envelope(
         error.status(),
@@ -76,56 +76,82 @@ fn session_answer(session: &Session) -> GateResponse {
 }
 
 /// Answers a nexudus endpoint.
-pub async fn handle(gate: &Gate, action: Action, request: &RequestView<'_>) -> GateResponse {
+pub(crate) async fn handle(
+    front: &Front,
+    action: Action,
+    request: &RequestView<'_>,
+) -> Result<GateResponse, GateError> {
+    let gate = front.gate();
     let pairs = query_pairs(request.query);
-    let result = async {
-        match action {
-            Action::Send => {
-                let (identifier, business) = email_and_business(&pairs)?;
-                gate.send(SendRequest {
+    match action {
+        Action::Send => {
+            let (identifier, business) = email_and_business(&pairs)?;
+            gate.send(SendRequest {
+                tenant: Some(&business),
+                identifier,
+                client_ip: request.client_ip,
+                locale: request_locale(query_value(&pairs, "locale")?, request.headers),
+            })
+            .await?;
+            // The same envelope whether or not the email is registered.
+            Ok(envelope(
+                StatusCode::OK,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ))
+        }
+        Action::Verify => {
+            let (identifier, business) = email_and_business(&pairs)?;
+            let code = required(&pairs, "code")?;
+            let subject = gate
+                .verify(VerifyRequest {
                     tenant: Some(&business),
                     identifier,
+                    code,
                     client_ip: request.client_ip,
-                    locale: crate::http::request_locale(query_value(&pairs, "locale")?, request.headers),
                 })
                 .await?;
-                // The same envelope whether or not the email is registered.
-                Ok(envelope(StatusCode::OK, Value::Null, Value::Null, Value::Null))
-            }
-            Action::Verify => {
-                let (identifier, business) = email_and_business(&pairs)?;
-                let code = query_value(&pairs, "code")?.ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
-                let subject = gate
-                    .verify(VerifyRequest {
-                        tenant: Some(&business),
-                        identifier,
-                        code,
-                        client_ip: request.client_ip,
-                    })
-                    .await?;
-                let one_time = gate.mint_exchange_token(&subject)?;
-                Ok(envelope(StatusCode::OK, one_time.token.into(), Value::Null, Value::Null))
-            }
-            Action::Exchange => {
-                let token = query_value(&pairs, "token")?.ok_or_else(|| GateError::InvalidRequest("token is required".into()))?;
-                let valid_for = match query_value(&pairs, "validForInMinutes")? {
-                    None => None,
-                    Some(minutes) => {
-                        let minutes: u64 = minutes.trim().parse().ok().filter(|m| (1..=MAX_VALID_FOR_MINUTES).contains(m)).ok_or_else(|| {
-                            GateError::InvalidRequest(format!("validForInMinutes must be a whole number from 1 to {MAX_VALID_FOR_MINUTES}"))
-                        })?;
-                        Some(Duration::from_secs(minutes * 60))
-                    }
-                };
-                Ok(session_answer(&gate.exchange(token, valid_for).await?))
-            }
-            _ => {
-                let token = query_value(&pairs, "refresh_token")?
-                    .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
-                Ok(session_answer(&gate.refresh(token).await?))
-            }
+            let one_time = gate.mint_exchange_token(&subject)?;
+            Ok(envelope(
+                StatusCode::OK,
+                one_time.token.into(),
+                Value::Null,
+                Value::Null,
+            ))
+        }
+        Action::Exchange => {
+            let token = required(&pairs, "token")?;
+            let valid_for = match query_value(&pairs, "validForInMinutes")? {
+                None => None,
+                Some(minutes) => Some(valid_for(minutes)?),
+            };
+            Ok(session_answer(&gate.exchange(token, valid_for).await?))
+        }
+        _ => {
+            let token = required(&pairs, "refresh_token")?;
+            Ok(session_answer(&gate.refresh(token).await?))
         }
     }
-    .await;
-    result.unwrap_or_else(|error| Dialect::Nexudus.error(&error))
+}
+
+/// The one value of a parameter the endpoint cannot do without.
+fn required<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, GateError> {
+    query_value(pairs, name)?
+        .ok_or_else(|| GateError::InvalidRequest(format!("{name} is required")))
+}
+
+/// `validForInMinutes`: a whole number of minutes, one to a year.
+fn valid_for(minutes: &str) -> Result<Duration, GateError> {
+    let minutes: u64 = minutes
+        .trim()
+        .parse()
+        .ok()
+        .filter(|m| (1..=MAX_VALID_FOR_MINUTES).contains(m))
+        .ok_or_else(|| {
+            GateError::InvalidRequest(format!(
+                "validForInMinutes must be a whole number from 1 to {MAX_VALID_FOR_MINUTES}"
+            ))
+        })?;
+    Ok(Duration::from_secs(minutes * 60))
 }

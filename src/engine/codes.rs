@@ -1,0 +1,245 @@
+//! Sending and verifying codes: the per-IP limit, the core's decision applied atomically
+//! in the store, delivery through the outbox, and the account a verified code proves.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
+use crate::delivery::{Message, TemplateContext};
+use crate::directory::Account;
+use crate::error::GateError;
+use crate::identifier::Identifier;
+use crate::otp::{
+    CodeState, IssueDecision, Rate, VerifyDecision, Write, decide_issue, decide_verify,
+};
+use crate::store::{SetMode, keys};
+use crate::token::Subject;
+
+/// How long the gate remembers an account it auto-created (for `accountExists`); apps
+/// that need accounts forever keep them in their own directory.
+const AUTO_CREATED_ACCOUNT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Codes longer than this are refused as malformed without touching the store.
+const MAX_TYPED_CODE: usize = 64;
+
+impl Gate {
+    async fn limit_ip(
+        &self,
+        action: &str,
+        ip: Option<IpAddr>,
+        rate: Rate,
+    ) -> Result<(), GateError> {
+        let Some(ip) = ip else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "client address unknown: per-IP limits are not applied; serve axum with \
+                     into_make_service_with_connect_info::<SocketAddr>()"
+                )
+            });
+            return Ok(());
+        };
+        let now = self.inner.clock.now();
+        let hit = self
+            .inner
+            .store
+            .hit(&keys::ip_counter(action, ip), rate.per, now)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        if hit.count > u64::from(rate.count) {
+            return Err(GateError::RateLimited {
+                retry_after: now.until(hit.resets_at),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a core decision to the code record under `key`, atomically in the
+    /// store, and returns what was decided (`initial` if the store never called it).
+    async fn decide<D: Send>(
+        &self,
+        key: &str,
+        initial: D,
+        decide: impl Fn(Option<CodeState>) -> (Write, D) + Send + Sync,
+    ) -> Result<D, GateError> {
+        let mut decision = initial;
+        self.inner
+            .store
+            .update_code_state(key, &mut |current| {
+                let (write, d) = decide(current);
+                decision = d;
+                write
+            })
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(decision)
+    }
+
+    /// Issues a code and queues its delivery. The answer never depends on whether the
+    /// account exists (unless the tenant reveals accounts) nor on the delivery.
+    pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
+        let tenant = self.tenant(request.tenant, request.identifier.channel())?;
+        self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
+            .await?;
+        let account = self.find_account(&tenant.id, &request.identifier).await?;
+        let exists = account.is_some();
+        let deliver = exists || tenant.auto_create;
+        if !deliver && tenant.reveal_account {
+            return Err(GateError::AccountNotFound);
+        }
+
+        // A place in the outbox first: a full outbox refuses the send before the record
+        // changes, so the 503 does not also start a resend cooldown. Unknown identities
+        // take one too, so a full outbox answers both alike.
+        let slot = self
+            .inner
+            .outbox
+            .reserve()
+            .map_err(|_| GateError::DeliveryUnavailable)?;
+
+        // An unknown identity gets a code too, stored and limited the same way, and its
+        // message rendered and queued the same way; the outbox worker drops it unsent.
+        // From outside, both paths look and time alike.
+        let code = self.inner.policy.format.generate();
+        let key = keys::code_record(&tenant.id, &request.identifier);
+        let hash = self.inner.hasher.hash(&key, &code);
+        let now = self.inner.clock.now();
+        let decision = self
+            .decide(&key, IssueDecision::Issued, |current| {
+                decide_issue(current, hash, now, &self.inner.policy)
+            })
+            .await?;
+        match decision {
+            IssueDecision::Issued => {}
+            IssueDecision::RateLimited { retry_after } => {
+                return Err(GateError::RateLimited { retry_after });
+            }
+            IssueDecision::Locked { retry_after } => {
+                return Err(GateError::TooManyAttempts { retry_after });
+            }
+        }
+        // No branch on `deliver` here: the same rendering, allocations and queue op for
+        // both, so the answer's timing cannot tell a known account from an unknown one.
+        let ttl = self.inner.policy.ttl;
+        let content = self.inner.templates.render(
+            request.identifier.channel(),
+            request.locale,
+            &TemplateContext {
+                code: code.expose(),
+                minutes: ttl.as_secs().div_ceil(60),
+                tenant: &tenant.id,
+                tenant_name: tenant.display_name.as_deref(),
+            },
+        );
+        slot.queue(
+            Message {
+                to: request.identifier,
+                code,
+                tenant: tenant.id.clone(),
+                expires_in: ttl,
+                content,
+            },
+            deliver,
+        );
+        Ok(SendOutcome {
+            account_exists: tenant.reveal_account.then_some(exists),
+        })
+    }
+
+    /// Checks a code and, when it is right, consumes it and returns the account it proves.
+    /// What that buys (a session, a one-time token, an assertion) is the caller's choice.
+    pub async fn verify(&self, request: VerifyRequest<'_>) -> Result<Subject, GateError> {
+        let tenant = self.tenant(request.tenant, request.identifier.channel())?;
+        let code = self.inner.policy.format.normalize(request.code);
+        if code.expose().is_empty() || code.expose().len() > MAX_TYPED_CODE {
+            return Err(GateError::InvalidRequest(
+                "code must be a non-empty string of at most 64 characters".into(),
+            ));
+        }
+        self.limit_ip("verify", request.client_ip, self.inner.ip_limits.verifies)
+            .await?;
+        let key = keys::code_record(&tenant.id, &request.identifier);
+        let presented = self.inner.hasher.hash(&key, &code);
+        let now = self.inner.clock.now();
+        let decision = self
+            .decide(&key, VerifyDecision::Rejected, |current| {
+                decide_verify(current, presented, now, &self.inner.policy)
+            })
+            .await?;
+        match decision {
+            VerifyDecision::Accepted => {}
+            VerifyDecision::Rejected => return Err(GateError::InvalidCode),
+            VerifyDecision::Throttled { retry_after } => {
+                return Err(GateError::TooManyAttempts { retry_after });
+            }
+        }
+        let account = self.find_account(&tenant.id, &request.identifier).await?;
+        let subject_id = match account {
+            Some(account) => account.subject,
+            None if tenant.auto_create => {
+                self.create_account(&tenant.id, &request.identifier).await?
+            }
+            // Codes for unknown identities are never delivered; a match is a lucky guess.
+            None => return Err(GateError::InvalidCode),
+        };
+        let (email, phone) = match &request.identifier {
+            Identifier::Email(e) => (Some(e.clone()), None),
+            Identifier::Phone(p) => (None, Some(p.clone())),
+        };
+        Ok(Subject {
+            id: subject_id,
+            email,
+            phone,
+            tenant: tenant.id.clone(),
+        })
+    }
+
+    /// The account of `identifier`: the directory's, else one the gate auto-created.
+    pub async fn find_account(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<Option<Account>, GateError> {
+        // Both lookups, always and at once: asking the store only when the directory
+        // misses would make unknown accounts slower by a store round trip (a network one
+        // on redis), which tells an attacker who is a member.
+        let created_key = keys::created_account(tenant, identifier);
+        let (listed, created) = tokio::join!(
+            self.inner.directory.find(tenant, identifier),
+            self.inner.store.get_value(&created_key)
+        );
+        let listed = listed.map_err(GateError::DirectoryUnavailable)?;
+        let created = created.map_err(GateError::StoreUnavailable)?;
+        if let Some(account) = listed {
+            return Ok(Some(account));
+        }
+        Ok(created.map(|subject| Account {
+            subject,
+            email: matches!(identifier, Identifier::Email(_))
+                .then(|| identifier.as_str().to_owned()),
+            phone: matches!(identifier, Identifier::Phone(_))
+                .then(|| identifier.as_str().to_owned()),
+        }))
+    }
+
+    /// Records an account auto-created on its first verified code, so that later sends
+    /// know it exists. Its id is the identifier itself.
+    async fn create_account(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> Result<String, GateError> {
+        let subject = identifier.as_str().to_owned();
+        self.inner
+            .store
+            .set_value(
+                &keys::created_account(tenant, identifier),
+                &subject,
+                AUTO_CREATED_ACCOUNT_TTL,
+                SetMode::IfAbsent,
+            )
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(subject)
+    }
+}

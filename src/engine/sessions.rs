@@ -1,0 +1,232 @@
+//! Sessions: authenticating access tokens, starting, refreshing and exchanging
+//! sessions, and revoking them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Gate, Identity, RevocationFallback, Session};
+use crate::error::GateError;
+use crate::otp::{Clock, SystemClock};
+use crate::store::{SetMode, keys};
+use crate::token::{Claims, MintedToken, Subject, TokenKind};
+
+/// Lifetime of a second-factor assertion: long enough to cross to the app, no longer.
+const ASSERTION_TTL: Duration = Duration::from_secs(60);
+
+impl Gate {
+    /// Checks an access token, including that it was not revoked, and returns the
+    /// identity it carries.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, GateError> {
+        let claims = self
+            .inner
+            .tokens
+            .verify(token, self.inner.clock.now())
+            .map_err(|_| GateError::Unauthorized)?;
+        match self.is_revoked(&claims.jti).await {
+            Ok(false) => {}
+            Ok(true) => return Err(GateError::Unauthorized),
+            Err(error) => match self.inner.revocation_fallback {
+                RevocationFallback::Deny => return Err(error),
+                RevocationFallback::Allow => warn_revocation_unchecked(&error),
+            },
+        }
+        Ok(Identity {
+            claims,
+            token: Arc::from(token),
+        })
+    }
+
+    fn mint(
+        &self,
+        kind: TokenKind,
+        subject: &Subject,
+        ttl: Option<Duration>,
+        family: Option<String>,
+    ) -> Result<MintedToken, GateError> {
+        self.inner
+            .tokens
+            .mint_kind(kind, subject, self.inner.clock.now(), ttl, family)
+            .map_err(|e| GateError::Internal(e.to_string()))
+    }
+
+    /// Starts a session for a verified subject: an access token and, unless refresh
+    /// tokens are off, the first refresh token of a new family.
+    pub fn start_session(&self, subject: &Subject) -> Result<Session, GateError> {
+        self.session(subject, None, crate::util::random_id())
+    }
+
+    fn session(
+        &self,
+        subject: &Subject,
+        access_ttl: Option<Duration>,
+        family: String,
+    ) -> Result<Session, GateError> {
+        let access = self.mint(TokenKind::Access, subject, access_ttl, None)?;
+        let refresh = match self.inner.tokens.settings().refresh_ttl {
+            Some(_) => Some(self.mint(TokenKind::Refresh, subject, None, Some(family))?),
+            None => None,
+        };
+        Ok(Session { access, refresh })
+    }
+
+    /// A short-lived (60 s) signed assertion, for the app, that `subject` just passed a
+    /// one-time code.
+    pub fn mint_assertion(&self, subject: &Subject) -> Result<MintedToken, GateError> {
+        self.mint(TokenKind::Access, subject, Some(ASSERTION_TTL), None)
+    }
+
+    /// A one-time token proving that `subject` verified a code, to be exchanged once
+    /// for a session ([`Gate::exchange`]).
+    pub fn mint_exchange_token(&self, subject: &Subject) -> Result<MintedToken, GateError> {
+        self.mint(TokenKind::Exchange, subject, None, None)
+    }
+
+    /// Consumes a one-time exchange token and starts a session whose access token lives
+    /// `valid_for` (at most the configured access lifetime).
+    pub async fn exchange(
+        &self,
+        token: &str,
+        valid_for: Option<Duration>,
+    ) -> Result<Session, GateError> {
+        let claims = self.verify_kind(TokenKind::Exchange, token)?;
+        self.consume(&claims).await?;
+        let max = self.inner.tokens.settings().ttl;
+        let ttl = valid_for.map_or(max, |wanted| wanted.min(max));
+        self.session(&subject_of(&claims), Some(ttl), crate::util::random_id())
+    }
+
+    /// Rotates a refresh token: it is consumed, and a new access token and a new refresh
+    /// token of the same family come back. A refresh token used twice means it was
+    /// copied: its whole family is revoked.
+    pub async fn refresh(&self, token: &str) -> Result<Session, GateError> {
+        let claims = self.verify_kind(TokenKind::Refresh, token)?;
+        let family = claims.fam.clone().ok_or(GateError::InvalidToken)?;
+        if self.family_revoked(&family).await? {
+            return Err(GateError::InvalidToken);
+        }
+        if self.consume(&claims).await.is_err() {
+            // Reuse of a rotated token: whoever holds the newer one may be a thief.
+            self.revoke_family(&family).await?;
+            tracing::warn!(tenant = %claims.tenant, "refresh token reused; its family is revoked");
+            return Err(GateError::InvalidToken);
+        }
+        self.session(&subject_of(&claims), None, family)
+    }
+
+    /// Revokes an access token until it expires.
+    pub async fn revoke_access(&self, claims: &Claims) -> Result<(), GateError> {
+        let ttl = self.until_expiry(claims);
+        self.inner
+            .store
+            .set_value(&keys::revoked(&claims.jti), "1", ttl, SetMode::Always)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(())
+    }
+
+    /// Revokes a refresh token and every rotation of it.
+    pub async fn revoke_refresh(&self, token: &str) -> Result<(), GateError> {
+        let claims = self.verify_kind(TokenKind::Refresh, token)?;
+        let family = claims.fam.clone().ok_or(GateError::InvalidToken)?;
+        self.revoke_family(&family).await
+    }
+
+    fn verify_kind(&self, kind: TokenKind, token: &str) -> Result<Arc<Claims>, GateError> {
+        self.inner
+            .tokens
+            .verify_kind(kind, token, self.inner.clock.now())
+            .map_err(|_| GateError::InvalidToken)
+    }
+
+    fn until_expiry(&self, claims: &Claims) -> Duration {
+        let now = self.inner.clock.now().as_secs();
+        // Kept a little past exp so the leeway cannot reopen the window.
+        Duration::from_secs(
+            claims.exp.saturating_sub(now) + self.inner.tokens.settings().leeway.as_secs() + 1,
+        )
+    }
+
+    /// Marks a single-use token as used; fails when it already was.
+    async fn consume(&self, claims: &Claims) -> Result<(), GateError> {
+        let first = self
+            .inner
+            .store
+            .set_value(
+                &keys::used(&claims.jti),
+                "1",
+                self.until_expiry(claims),
+                SetMode::IfAbsent,
+            )
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        if first {
+            Ok(())
+        } else {
+            Err(GateError::InvalidToken)
+        }
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, GateError> {
+        Ok(self
+            .inner
+            .store
+            .get_value(&keys::revoked(jti))
+            .await
+            .map_err(GateError::StoreUnavailable)?
+            .is_some())
+    }
+
+    async fn family_revoked(&self, family: &str) -> Result<bool, GateError> {
+        Ok(self
+            .inner
+            .store
+            .get_value(&keys::family_revoked(family))
+            .await
+            .map_err(GateError::StoreUnavailable)?
+            .is_some())
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), GateError> {
+        let ttl = self
+            .inner
+            .tokens
+            .settings()
+            .refresh_ttl
+            .unwrap_or(Duration::from_secs(3600))
+            + self.inner.tokens.settings().leeway;
+        self.inner
+            .store
+            .set_value(&keys::family_revoked(family), "1", ttl, SetMode::Always)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        Ok(())
+    }
+}
+
+fn subject_of(claims: &Claims) -> Subject {
+    Subject {
+        id: claims.sub.clone(),
+        email: claims.email.clone(),
+        phone: claims.phone.clone(),
+        tenant: claims.tenant.clone(),
+    }
+}
+
+/// Logs, at most every ten seconds, that tokens pass without a revocation check: during
+/// an outage every protected request would otherwise log once.
+fn warn_revocation_unchecked(error: &GateError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = SystemClock.now().as_secs();
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            error = %std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string),
+            "store unavailable: valid tokens pass without a revocation check (store.revocation_fallback = \"allow\")"
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! [`Front`]: the engine behind its HTTP settings, and every HTTP decision both adapters
+//! share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+use super::headers::{
+    StripRules, X_FORWARDED_FOR, folded, forwarded_address, identity_headers, is_forwarding_header,
+    sanitized_connection,
+};
+use super::{
+    Action, BodyReader, CanonicalTarget, Dialect, EndpointRoute, GateResponse, HttpSettings,
+    RequestView, Route, UpstreamPlan, dialect, target,
+};
+use crate::engine::Gate;
+use crate::error::GateError;
+
+/// The gate's HTTP front: the engine and the HTTP settings it is served with. Both
+/// adapters hold one (the tower layer and the pingora filter) and ask it every HTTP
+/// question: where a request goes, what an endpoint answers, what reaches the app.
+/// Cheap to clone; clones share one state.
+///
+/// ```
+/// use otpgate::Gate;
+/// use otpgate::http::{Front, HttpSettings, Route};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut settings = HttpSettings::default();
+/// settings.protect.push("/api/".into());
+/// let front = Front::new(Gate::builder().build()?, settings);
+///
+/// // A target is read once, the one way the app will read it too.
+/// let target = front
+///     .canonical_target(&http::Method::GET, b"/api/./v1//me")
+///     .map_err(|refusal| refusal.status)?;
+/// assert_eq!(target.path(), "/api/v1/me");
+/// assert_eq!(front.route(&target), Route::Upstream { protected: true });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Front {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gate: Gate,
+    settings: HttpSettings,
+    strip_rules: StripRules,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("gate", &self.inner.gate)
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+impl From<Gate> for Front {
+    /// The engine with the default HTTP settings: the generic endpoints under `/auth`,
+    /// nothing protected.
+    fn from(gate: Gate) -> Front {
+        Front::new(gate, HttpSettings::default())
+    }
+}
+
+impl Front {
+    /// `gate` served with `settings`.
+    pub fn new(gate: Gate, mut settings: HttpSettings) -> Front {
+        // A client must never be able to send the second-factor assertion itself.
+        let assertion_headers: Vec<String> = settings
+            .endpoints
+            .iter()
+            .filter(|mount| mount.dialect == Dialect::Baanx)
+            .map(|mount| dialect::baanx::assertion_header(mount).as_str().to_owned())
+            .collect();
+        for header in assertion_headers {
+            if !settings.identity.strip.contains(&header) {
+                settings.identity.strip.push(header);
+            }
+        }
+        let strip_rules = StripRules::new(&settings.identity);
+        Front {
+            inner: Arc::new(Inner {
+                gate,
+                settings,
+                strip_rules,
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    /// The HTTP settings.
+    pub fn settings(&self) -> &HttpSettings {
+        &self.inner.settings
+    }
+
+    /// Reads a request target the one way the gate and the app will both use (see
+    /// [`target`]), or the `400 invalid_path` answer for one that cannot be read one way
+    /// only. `raw` is the target as the client sent it.
+    pub fn canonical_target(
+        &self,
+        method: &Method,
+        raw: &[u8],
+    ) -> Result<CanonicalTarget, Box<GateResponse>> {
+        target::canonicalize(raw, *method == Method::OPTIONS, &self.settings().paths)
+            .map_err(|invalid| Box::new(Dialect::Generic.error(&GateError::InvalidPath(invalid))))
+    }
+
+    /// Refuses a request head the gate will not pass on: more header lines or bytes than
+    /// allowed (431), or more than one `Authorization` header (400), which the gate and
+    /// the app could each read differently.
+    pub fn check_head(&self, headers: &HeaderMap) -> Result<(), Box<GateResponse>> {
+        let http = self.settings();
+        let refuse = |error: GateError| Err(Box::new(Dialect::Generic.error(&error)));
+        if headers.len() > http.max_headers {
+            return refuse(GateError::HeadersTooLarge {
+                limit: http.max_headers,
+                unit: "headers",
+            });
+        }
+        // Name, value and the `: ` and CRLF around them, as on the wire.
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if bytes > http.max_header_bytes {
+            return refuse(GateError::HeadersTooLarge {
+                limit: http.max_header_bytes,
+                unit: "bytes",
+            });
+        }
+        // The gate would read the first, some apps read the last or join them.
+        if headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return refuse(GateError::InvalidRequest(
+                "more than one Authorization header".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides where a request goes, from its canonical target alone.
+    pub fn route(&self, target: &CanonicalTarget) -> Route {
+        let http = self.settings();
+        if target.is_asterisk() {
+            // `OPTIONS *` names no resource: only a prefix that protects everything
+            // covers it.
+            return Route::Upstream {
+                protected: http
+                    .protect
+                    .iter()
+                    .any(|prefix| prefix.trim_matches('/').is_empty()),
+            };
+        }
+        let path = target.match_path();
+        if path == http.jwks_path {
+            return Route::Endpoint(EndpointRoute {
+                dialect: Dialect::Generic,
+                action: Action::Jwks,
+            });
+        }
+        if path == http.health_path {
+            return Route::Endpoint(EndpointRoute {
+                dialect: Dialect::Generic,
+                action: Action::Health,
+            });
+        }
+        for mount in &http.endpoints {
+            if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
+                let route = EndpointRoute {
+                    dialect: mount.dialect,
+                    action,
+                };
+                return match action {
+                    Action::Login => Route::Mediated(route),
+                    _ => Route::Endpoint(route),
+                };
+            }
+        }
+        Route::Upstream {
+            protected: http
+                .protect
+                .iter()
+                .any(|prefix| target::prefix_covers(prefix, path, http.paths.case_sensitive)),
+        }
+    }
+
+    /// Answers a request to a gate endpoint. `body` is the request body, read by the
+    /// adapter up to [`HttpSettings::body_limit`] when the route needs it.
+    pub async fn handle(
+        &self,
+        route: EndpointRoute,
+        request: &RequestView<'_>,
+        body: Bytes,
+    ) -> GateResponse {
+        let allowed = route.dialect.method(route.action);
+        if *request.method != allowed {
+            let mut response = route.dialect.error(&GateError::MethodNotAllowed);
+            response.headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("POST")),
+            );
+            return response;
+        }
+        let answer = match (route.dialect, route.action) {
+            (_, Action::Jwks) => {
+                let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
+                response.body = self.gate().tokens().jwks().clone();
+                // Public keys may be cached briefly by verifiers.
+                response.headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                Ok(response)
+            }
+            (_, Action::Health) => Ok(GateResponse::json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            )),
+            (Dialect::Nexudus, action) => dialect::nexudus::handle(self, action, request).await,
+            (Dialect::Aerocall, action) => {
+                dialect::aerocall::handle(self, action, request, &body).await
+            }
+            (Dialect::Baanx, _) => dialect::baanx::send(self, request, &body).await,
+            (Dialect::Generic, action) => {
+                dialect::generic::handle(self, action, request, &body).await
+            }
+        };
+        // Errors are rendered here, once, in the route's dialect.
+        answer.unwrap_or_else(|error| route.dialect.error(&error))
+    }
+
+    /// Runs a [`Route::Mediated`] request: checks it on the way in, hands it to `forward`
+    /// (the adapter's way to reach the app) with the body and extra headers to send, and
+    /// reads the app's answer on the way out. Returns what the client gets.
+    pub async fn mediate<F, Fut>(
+        &self,
+        route: EndpointRoute,
+        request: &RequestView<'_>,
+        body: Bytes,
+        forward: F,
+    ) -> GateResponse
+    where
+        F: FnOnce(Bytes, Vec<(HeaderName, HeaderValue)>) -> Fut,
+        Fut: std::future::Future<Output = Result<GateResponse, GateError>>,
+    {
+        let answer = match route.dialect {
+            Dialect::Baanx => dialect::baanx::login(self, request, body, forward).await,
+            _ => Err(GateError::NotFound),
+        };
+        answer.unwrap_or_else(|error| route.dialect.error(&error))
+    }
+
+    /// Starts reading the body of a request to `route` (see [`BodyReader`]): `Ok(None)`
+    /// when the route takes none, the 413 answer when the request declares too much.
+    pub fn body_reader(
+        &self,
+        route: EndpointRoute,
+        headers: &HeaderMap,
+    ) -> Result<Option<BodyReader>, GateResponse> {
+        BodyReader::start(route, headers, self.settings().body_limit)
+    }
+
+    /// Decides what to change in a request bound for the app: every identity header the
+    /// client sent is removed and, when the request carries a valid token, the identity
+    /// is injected; forwarding headers are set from `peer` (see
+    /// [`strip_only_plan`](Self::strip_only_plan)). On a protected path without a valid
+    /// token, returns the 401 to answer instead (or a 503 when the store cannot answer
+    /// the revocation check and [`crate::RevocationFallback::Deny`] is set).
+    pub async fn plan_upstream(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        protected: bool,
+    ) -> Result<UpstreamPlan, Box<GateResponse>> {
+        let identity = match self.token_in(headers) {
+            Some(token) => match self.gate().authenticate(token).await {
+                Ok(identity) => Some(identity),
+                // The store could not rule out a revocation and the fallback is "deny":
+                // a protected path waits for the store rather than guessing.
+                Err(error @ GateError::StoreUnavailable(_)) if protected => {
+                    return Err(Box::new(Dialect::Generic.error(&error)));
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        if identity.is_none() && protected {
+            return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
+        }
+        let mut plan = self.strip_only_plan(headers, peer);
+        if let Some(identity) = &identity {
+            plan.inject
+                .extend(identity_headers(&self.settings().identity, identity));
+        }
+        plan.identity = identity;
+        Ok(plan)
+    }
+
+    /// A plan that injects no identity: it removes every header the client may not set
+    /// (identity headers in any spelling, rerouting headers, and forwarding headers from
+    /// an untrusted `peer`), sets `X-Forwarded-For`, and keeps `Connection` from naming
+    /// any of them.
+    pub fn strip_only_plan(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> UpstreamPlan {
+        let peer_trusted = peer.is_some_and(|peer| self.is_trusted_proxy(&peer));
+        let mut strip: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                // Clients must never be able to claim an identity by sending the headers
+                // themselves: they are stripped always, whatever happens next.
+                self.inner.strip_rules.matches(name)
+                    // Only a trusted proxy may say who the client is, and only in the
+                    // spelling proxies write: `X_Forwarded_For` would be a second list.
+                    || (is_forwarding_header(name)
+                        && (!peer_trusted || folded(name.as_str()) != name.as_str()))
+            })
+            .cloned()
+            .collect();
+        let mut inject = Vec::new();
+        if let Some(peer) = peer {
+            let peer = peer.to_string();
+            // One line, so that apps reading only the first or only the last line of
+            // X-Forwarded-For read the same list; a trusted proxy's list is extended.
+            let forwarded_for = match peer_trusted {
+                true => headers
+                    .get_all(X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .chain(std::iter::once(peer.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                false => peer,
+            };
+            if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+                strip.push(HeaderName::from_static(X_FORWARDED_FOR));
+                inject.push((HeaderName::from_static(X_FORWARDED_FOR), value));
+            }
+        }
+        // `Connection: X-Auth-Subject` asks the next hop to drop that header: a client
+        // must not be able to remove what the gate sets.
+        if let Some(connection) = sanitized_connection(headers, &self.inner.strip_rules) {
+            strip.push(http::header::CONNECTION);
+            if let Some(value) = connection {
+                inject.push((http::header::CONNECTION, value));
+            }
+        }
+        strip.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        strip.dedup();
+        UpstreamPlan {
+            strip,
+            inject,
+            identity: None,
+        }
+    }
+
+    /// The token a request carries: `Authorization: Bearer`, else the session cookie.
+    pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        for value in headers.get_all(http::header::AUTHORIZATION) {
+            if let Some((scheme, token)) =
+                value.to_str().ok().and_then(|v| v.trim().split_once(' '))
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                return Some(token.trim());
+            }
+        }
+        let cookie = self.settings().cookie.as_ref()?;
+        for value in headers.get_all(http::header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == cookie.name
+                    && !token.is_empty()
+                {
+                    return Some(token);
+                }
+            }
+        }
+        None
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy, in which case
+    /// the right-most untrusted address of `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let is_trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
+        let peer = peer?;
+        if !is_trusted(&peer) {
+            // Only a trusted proxy may speak for the client; anyone else could forge it.
+            return Some(peer);
+        }
+        let mut client = peer;
+        let entries: Vec<Option<IpAddr>> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|value| match value.to_str() {
+                Ok(value) => value.split(',').map(forwarded_address).collect(),
+                Err(_) => vec![None],
+            })
+            .collect();
+        for entry in entries.into_iter().rev() {
+            // An entry that does not read as an address ends the walk: skipping it would
+            // let whatever a client wrote to its left stand as the client.
+            let Some(ip) = entry else { break };
+            client = ip;
+            if !is_trusted(&ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
+        self.settings()
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(ip))
+    }
+
+    /// The `Set-Cookie` value for a session token, when cookies are on.
+    pub fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
+        let cookie = self.settings().cookie.as_ref()?;
+        let secure = if cookie.secure { "; Secure" } else { "" };
+        // HttpOnly keeps the token from page scripts; SameSite=Lax blocks cross-site posts.
+        let value = format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            cookie.name, token, max_age, secure
+        );
+        HeaderValue::from_str(&value).ok()
+    }
+}

@@ -1,0 +1,228 @@
+//! Header rules for requests bound for the app: which names a client may not send (in
+//! every spelling an app server folds together), the forwarding list, `Connection`, the
+//! identity the gate injects, and the hop-by-hop headers no hop passes on.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+use super::IdentityHeaders;
+use crate::engine::Identity;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
+/// framing the gate recomputes when it rewrites a body: never passed on as received.
+pub const HOP_BY_HOP: [HeaderName; 10] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::CONTENT_LENGTH,
+];
+
+/// Removes every [`HOP_BY_HOP`] header, and those `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// A header name as the most lenient app servers read it: lower case, and every
+/// character other than a letter or digit as `-`. CGI, PHP, Rack and WSGI fold `-` and `_`
+/// together, lighttpd folds every other character onto `_` too, PHP turns `.` into `_`:
+/// `X_Auth_Subject`, `X.Auth.Subject` and `X~Auth~Subject` all reach an app as
+/// `HTTP_X_AUTH_SUBJECT`. `HeaderName`s are already lower case.
+pub(crate) fn folded(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(
+            name.chars()
+                .map(|c| match c {
+                    c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+                    _ => '-',
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Headers with which IIS-style apps reroute a request to another path.
+const REROUTE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// The header names a client may never send to the app, folded once when the front is
+/// made: the five identity headers, the configured `strip` names and prefixes, and the
+/// rerouting headers unless kept.
+#[derive(Clone, Debug)]
+pub(crate) struct StripRules {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl StripRules {
+    pub(crate) fn new(settings: &IdentityHeaders) -> StripRules {
+        let mut exact: Vec<String> = [
+            &settings.jwt,
+            &settings.subject,
+            &settings.email,
+            &settings.phone,
+            &settings.tenant,
+        ]
+        .iter()
+        .map(|name| folded(name.as_str()).into_owned())
+        .collect();
+        if settings.strip_reroute {
+            exact.extend(REROUTE_HEADERS.iter().map(|name| (*name).to_owned()));
+        }
+        let mut prefixes = Vec::new();
+        for pattern in &settings.strip {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => prefixes.push(folded(&prefix.to_ascii_lowercase()).into_owned()),
+                None => exact.push(folded(&pattern.to_ascii_lowercase()).into_owned()),
+            }
+        }
+        exact.sort_unstable();
+        exact.dedup();
+        StripRules { exact, prefixes }
+    }
+
+    /// Whether `name`, in any spelling an app server folds together, is one of them.
+    pub(crate) fn matches(&self, name: &HeaderName) -> bool {
+        let name = folded(name.as_str());
+        self.exact.iter().any(|exact| *exact == name)
+            || self
+                .prefixes
+                .iter()
+                .any(|prefix| name.starts_with(prefix.as_str()))
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, or `192.0.2.1:443` and `[2001:db8::1]:443`
+/// as some load balancers write them.
+pub(crate) fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(bracketed) = entry.strip_prefix('[') {
+        let (ip, port) = bracketed.split_once(']')?;
+        port.strip_prefix(':')?.parse::<u16>().ok()?;
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (ip, port) = entry.split_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Headers through which a proxy tells the app who the client is, in any spelling.
+pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
+    let name = folded(name.as_str());
+    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
+}
+
+/// `Connection` without the names of headers the gate strips or sets: `None` when
+/// nothing is to change, `Some(None)` when nothing is left of it.
+pub(crate) fn sanitized_connection(
+    headers: &HeaderMap,
+    rules: &StripRules,
+) -> Option<Option<HeaderValue>> {
+    let mut changed = false;
+    let mut kept = Vec::new();
+    for value in headers.get_all(http::header::CONNECTION) {
+        let Ok(value) = value.to_str() else {
+            // Unreadable: dropped whole, since the gate cannot tell what it names.
+            changed = true;
+            continue;
+        };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let named = HeaderName::from_bytes(token.as_bytes());
+            let protected = named.as_ref().map_or(true, |name| {
+                rules.matches(name) || is_forwarding_header(name)
+            });
+            if protected {
+                changed = true;
+            } else {
+                kept.push(token);
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    Some(match kept.is_empty() {
+        true => None,
+        false => HeaderValue::from_str(&kept.join(", ")).ok(),
+    })
+}
+
+pub(crate) fn identity_headers(
+    settings: &IdentityHeaders,
+    identity: &Identity,
+) -> Vec<(HeaderName, HeaderValue)> {
+    // Subject, tenant, email and phone are made once per verified token and kept with its
+    // cached claims; only the token's own header is made per request.
+    let from_claims = identity.claims.forwarded.0.get_or_init(|| {
+        [
+            (&settings.subject, Some(identity.subject())),
+            (&settings.tenant, Some(identity.tenant())),
+            (&settings.email, identity.email()),
+            (&settings.phone, identity.phone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, header_value(name, value?)?)))
+        .map(|(name, value)| (name.clone(), value))
+        .collect()
+    });
+    let mut headers = Vec::with_capacity(from_claims.len() + 1);
+    if let Some(token) = header_value(&settings.jwt, &identity.token) {
+        headers.push((settings.jwt.clone(), token));
+    }
+    headers.extend(from_claims.iter().cloned());
+    headers
+}
+
+fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value)
+        .inspect_err(|_| {
+            tracing::warn!(header = %name, "identity value is not a valid header value; not forwarded")
+        })
+        .ok()
+}
+
+/// The changes to make to a request before it reaches the app; see [`Front::plan_upstream`](super::Front::plan_upstream).
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamPlan {
+    /// Identity headers the client sent, to be removed.
+    pub strip: Vec<HeaderName>,
+    /// Identity headers to set.
+    pub inject: Vec<(HeaderName, HeaderValue)>,
+    /// The verified identity, when the request carried a valid token.
+    pub identity: Option<Identity>,
+}
+
+impl UpstreamPlan {
+    /// Applies the plan to a header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        headers.reserve(self.inject.len());
+        for (name, value) in &self.inject {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}

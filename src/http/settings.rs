@@ -1,0 +1,126 @@
+//! What the front is told: where endpoints are mounted, which paths are protected, the
+//! headers identities travel in, the session cookie and the request limits.
+
+use http::header::HeaderName;
+use ipnet::IpNet;
+
+use super::{Dialect, PathPolicy};
+
+/// Where a dialect's endpoints are mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointMount {
+    /// The API shape.
+    pub dialect: Dialect,
+    /// The path prefix, e.g. `/auth`.
+    pub prefix: String,
+    /// When not empty, requests to these endpoints must carry one of these values in
+    /// `x-client-key` (the baanx dialect).
+    pub client_keys: Vec<String>,
+    /// Where a second-factor assertion JWT reaches the app (the baanx dialect).
+    pub assertion_header: Option<HeaderName>,
+}
+
+impl EndpointMount {
+    /// A mount of `dialect` at `prefix`, with no client keys and no assertion header.
+    pub fn new(dialect: Dialect, prefix: &str) -> EndpointMount {
+        EndpointMount {
+            dialect,
+            prefix: prefix.to_owned(),
+            client_keys: Vec::new(),
+            assertion_header: None,
+        }
+    }
+}
+
+/// The headers through which the app learns who is calling.
+#[derive(Clone, Debug)]
+pub struct IdentityHeaders {
+    /// Carries the token itself.
+    pub jwt: HeaderName,
+    /// Carries the subject.
+    pub subject: HeaderName,
+    /// Carries the verified email.
+    pub email: HeaderName,
+    /// Carries the verified phone.
+    pub phone: HeaderName,
+    /// Carries the tenant.
+    pub tenant: HeaderName,
+    /// Header names (exact, or a prefix ending in `*`) always removed from client
+    /// requests. The five headers above are always removed too. Names match in any
+    /// case and with `_` and `-` alike.
+    pub strip: Vec<String>,
+    /// Also remove `X-Original-URL` and `X-Rewrite-URL`, with which IIS-style apps
+    /// reroute a request to another path than the one the gate judged.
+    pub strip_reroute: bool,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            jwt: HeaderName::from_static("x-otpgate-jwt"),
+            subject: HeaderName::from_static("x-auth-subject"),
+            email: HeaderName::from_static("x-auth-email"),
+            phone: HeaderName::from_static("x-auth-phone"),
+            tenant: HeaderName::from_static("x-auth-tenant"),
+            strip: vec!["X-Auth-*".into(), "X-Otpgate-*".into()],
+            strip_reroute: true,
+        }
+    }
+}
+
+/// The session cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieSettings {
+    /// Its name.
+    pub name: String,
+    /// Sent with `Secure` (only over HTTPS; browsers treat localhost as secure).
+    pub secure: bool,
+}
+
+/// HTTP-side settings of a gate.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Mounted endpoint sets.
+    pub endpoints: Vec<EndpointMount>,
+    /// Path prefixes that require a valid token.
+    pub protect: Vec<String>,
+    /// Identity headers.
+    pub identity: IdentityHeaders,
+    /// Session cookie; `None` to use bearer tokens only.
+    pub cookie: Option<CookieSettings>,
+    /// Largest request body the gate reads, in bytes.
+    pub body_limit: usize,
+    /// How request paths are read and protected prefixes matched.
+    pub paths: PathPolicy,
+    /// Most header lines a request may carry (431 beyond).
+    pub max_headers: usize,
+    /// Most bytes of header names and values a request may carry (431 beyond).
+    pub max_header_bytes: usize,
+    /// Peers allowed to say who the client is via `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where the JWKS is served.
+    pub jwks_path: String,
+    /// Where the liveness probe is answered.
+    pub health_path: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            endpoints: vec![EndpointMount::new(Dialect::Generic, "/auth")],
+            protect: Vec::new(),
+            identity: IdentityHeaders::default(),
+            cookie: Some(CookieSettings {
+                name: "otpgate_session".into(),
+                secure: true,
+            }),
+            body_limit: 16 * 1024,
+            paths: PathPolicy::default(),
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
+            trusted_proxies: Vec::new(),
+            jwks_path: "/.well-known/jwks.json".into(),
+            health_path: "/healthz".into(),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Unit tests of the front's HTTP decisions.
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+use super::headers::StripRules;
+use super::{Front, HttpSettings, IdentityHeaders, Route};
+use crate::Gate;
+
+#[test]
+fn stripping_removes_patterns_and_configured_names() {
+    let settings = IdentityHeaders {
+        strip: vec!["X-Auth-*".into(), "X-Custom".into()],
+        ..IdentityHeaders::default()
+    };
+    let rules = StripRules::new(&settings);
+    let mut headers = HeaderMap::new();
+    for name in [
+        "x-auth-subject",
+        "X-AUTH-Anything",
+        "x-otpgate-jwt",
+        "x-custom",
+        "x-keep",
+        "authorization",
+    ] {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("v"),
+        );
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| rules.matches(n))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+    let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+    left.sort();
+    assert_eq!(left, vec!["authorization", "x-keep"]);
+}
+
+fn gate(trusted: &[&str]) -> Front {
+    let http = HttpSettings {
+        trusted_proxies: trusted.iter().map(|net| net.parse().unwrap()).collect(),
+        ..HttpSettings::default()
+    };
+    Front::new(Gate::builder().build().unwrap(), http)
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
+
+fn planned(gate: &Front, pairs: &[(&str, &str)], peer: Option<&str>) -> HeaderMap {
+    let mut headers = headers(pairs);
+    let peer = peer.map(|p| p.parse().unwrap());
+    gate.strip_only_plan(&headers, peer).apply(&mut headers);
+    headers
+}
+
+#[test]
+fn identity_headers_go_in_every_spelling_an_app_server_folds() {
+    let gate = gate(&[]);
+    let left = planned(
+        &gate,
+        &[
+            ("X_Auth_Subject", "admin"),
+            ("X-Auth_Subject", "admin"),
+            ("X_AUTH_SUBJECT", "admin"),
+            ("x_auth-email", "admin@example.com"),
+            ("X_Otpgate_Jwt", "forged"),
+            ("x-otpgate_anything", "forged"),
+            // lighttpd folds every other character onto `_`, PHP turns `.` into `_`.
+            ("X.Auth.Subject", "admin"),
+            ("X~Auth~Email", "admin@example.com"),
+            ("X!Auth+Phone", "+14155550123"),
+            ("X'Auth'Tenant", "other"),
+            ("X-Auth.Role", "root"),
+            ("X.Otpgate.Jwt", "forged"),
+            ("X.Original.URL", "/api/me"),
+            ("X-Original-URL", "/api/me"),
+            ("X_Rewrite_Url", "/api/me"),
+            ("X-Authority", "kept"),
+            ("x_custom_thing", "kept"),
+        ],
+        None,
+    );
+    let mut names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["x-authority", "x_custom_thing"]);
+}
+
+#[test]
+fn reroute_headers_can_be_kept() {
+    let http = HttpSettings {
+        identity: IdentityHeaders {
+            strip_reroute: false,
+            ..IdentityHeaders::default()
+        },
+        ..HttpSettings::default()
+    };
+    let gate = Front::new(Gate::builder().build().unwrap(), http);
+    let left = planned(&gate, &[("x-original-url", "/x")], None);
+    assert!(left.contains_key("x-original-url"));
+}
+
+#[test]
+fn an_untrusted_peer_cannot_say_who_the_client_is() {
+    let gate = gate(&["10.0.0.0/8"]);
+    let left = planned(
+        &gate,
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-host", "evil.test"),
+            ("X.Forwarded.For", "6.6.6.6"),
+            ("X.Real.IP", "6.6.6.6"),
+            ("X~Forwarded~Proto", "https"),
+        ],
+        Some("192.0.2.7"),
+    );
+    let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(values, ["192.0.2.7"]);
+    assert_eq!(left.len(), 1, "{left:?}");
+    // With no peer known, forged values still go and nothing is claimed.
+    let left = planned(&gate, &[("x-forwarded-for", "6.6.6.6")], None);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_trusted_proxy_list_is_extended_on_one_line() {
+    let gate = gate(&["10.0.0.0/8"]);
+    let left = planned(
+        &gate,
+        &[
+            ("x-forwarded-for", "203.0.113.9, 10.1.1.1"),
+            ("x-forwarded-for", "10.2.2.2"),
+            ("x-real-ip", "203.0.113.9"),
+            // A trusted proxy writes `X-Forwarded-For`; other spellings are a client's.
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("X.Real.IP", "6.6.6.6"),
+        ],
+        Some("10.0.0.5"),
+    );
+    let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(values, ["203.0.113.9, 10.1.1.1, 10.2.2.2, 10.0.0.5"]);
+    assert_eq!(left["x-real-ip"], "203.0.113.9");
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[test]
+fn the_client_is_the_right_most_address_a_trusted_proxy_did_not_add() {
+    let gate = gate(&["10.0.0.0/8"]);
+    let client = |xff: &[&str], peer: &str| {
+        let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+        gate.client_ip(Some(peer.parse().unwrap()), &headers(&pairs))
+            .map(|ip| ip.to_string())
+    };
+    let some = |ip: &str| Some(ip.to_owned());
+    // An untrusted peer is the client, whatever it claims.
+    assert_eq!(client(&["6.6.6.6"], "192.0.2.7"), some("192.0.2.7"));
+    assert_eq!(
+        client(&["6.6.6.6, 203.0.113.9"], "10.0.0.1"),
+        some("203.0.113.9")
+    );
+    assert_eq!(
+        client(&["6.6.6.6", "203.0.113.9, 10.1.1.1"], "10.0.0.1"),
+        some("203.0.113.9")
+    );
+    // Proxies that write ports.
+    assert_eq!(
+        client(&["6.6.6.6, 203.0.113.9:5555"], "10.0.0.1"),
+        some("203.0.113.9")
+    );
+    assert_eq!(
+        client(&["6.6.6.6, [2001:db8::9]:443"], "10.0.0.1"),
+        some("2001:db8::9")
+    );
+    // Something unreadable ends the walk at the last hop that could be read.
+    assert_eq!(client(&["6.6.6.6, unknown"], "10.0.0.1"), some("10.0.0.1"));
+    assert_eq!(
+        client(&["6.6.6.6, 203.0.113.9:x"], "10.0.0.1"),
+        some("10.0.0.1")
+    );
+    assert_eq!(
+        client(&["6.6.6.6, 10.1.1.1, garbage, 10.2.2.2"], "10.0.0.1"),
+        some("10.2.2.2")
+    );
+    assert_eq!(client(&[], "10.0.0.1"), some("10.0.0.1"));
+}
+
+#[test]
+fn connection_cannot_name_what_the_gate_sets_or_strips() {
+    let gate = gate(&[]);
+    let left = planned(
+        &gate,
+        &[(
+            "connection",
+            "keep-alive, X-Auth-Subject, x_otpgate_jwt, X-Forwarded-For, te",
+        )],
+        Some("192.0.2.7"),
+    );
+    assert_eq!(left["connection"], "keep-alive, te");
+    let left = planned(&gate, &[("connection", "x-auth-email")], None);
+    assert!(!left.contains_key("connection"));
+    let left = planned(&gate, &[("connection", "close")], None);
+    assert_eq!(left["connection"], "close");
+}
+
+#[test]
+fn heads_over_the_caps_or_with_two_authorizations_are_refused() {
+    let http = HttpSettings {
+        max_headers: 3,
+        max_header_bytes: 64,
+        ..HttpSettings::default()
+    };
+    let gate = Front::new(Gate::builder().build().unwrap(), http);
+    assert!(
+        gate.check_head(&headers(&[("a", "1"), ("b", "2"), ("c", "3")]))
+            .is_ok()
+    );
+    let refusal = gate
+        .check_head(&headers(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]))
+        .unwrap_err();
+    assert_eq!(refusal.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let long = "v".repeat(60);
+    let refusal = gate.check_head(&headers(&[("a", &long)])).unwrap_err();
+    assert_eq!(refusal.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let refusal = gate
+        .check_head(&headers(&[
+            ("authorization", "Bearer a"),
+            ("authorization", "Bearer b"),
+        ]))
+        .unwrap_err();
+    assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&refusal.body).contains("invalid_request"));
+}
+
+#[test]
+fn protection_and_routing_use_the_canonical_path() {
+    let http = HttpSettings {
+        protect: vec!["/api/".into()],
+        ..HttpSettings::default()
+    };
+    let gate = Front::new(Gate::builder().build().unwrap(), http);
+    let route =
+        |raw: &str| gate.route(&gate.canonical_target(&Method::GET, raw.as_bytes()).unwrap());
+    for raw in [
+        "/api/me",
+        "/API/me",
+        "//api/me",
+        "/public/../api/me",
+        "/%61pi/me",
+        "/api",
+    ] {
+        assert_eq!(route(raw), Route::Upstream { protected: true }, "{raw}");
+    }
+    for raw in ["/apiary", "/public/api/me", "/"] {
+        assert_eq!(route(raw), Route::Upstream { protected: false }, "{raw}");
+    }
+    assert!(matches!(route("//auth/otp/send"), Route::Endpoint(_)));
+    let refusal = gate
+        .canonical_target(&Method::GET, b"/api%2Fme")
+        .unwrap_err();
+    assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&refusal.body).contains("invalid_path"));
+}

@@ -1,0 +1,65 @@
+//! Every key the gate writes to a [`Store`](super::Store), in one place, so that no two
+//! features can collide and an operator can read a Redis keyspace with this list open.
+//!
+//! | key | holds | written by |
+//! |---|---|---|
+//! | `otp:{tenant}:{channel}:{destination}` | a destination's code record | send, verify |
+//! | `ip:{action}:{ip}` | a per-IP window counter | send, verify |
+//! | `account:{tenant}:{channel}:{destination}` | the id of an auto-created account | verify |
+//! | `revoked:{jti}` | a revoked access token | logout |
+//! | `used:{jti}` | a spent single-use token (exchange, refresh) | exchange, refresh |
+//! | `family-revoked:{family}` | a revoked refresh-token family | logout, reuse detection |
+//! | `second-factor:user:{tenant}:{user}` | the phone of a login waiting for its code | second factor |
+//! | `second-factor:login:{tenant}:{login}` | the user id a login name waits as | second factor |
+//!
+//! Backends may prefix every key (the Redis store does, with its namespace).
+
+use crate::identifier::Identifier;
+
+/// The code record of `destination` within `tenant`.
+pub fn code_record(tenant: &str, destination: &Identifier) -> String {
+    format!(
+        "otp:{tenant}:{}:{}",
+        destination.channel(),
+        destination.as_str()
+    )
+}
+
+/// The per-IP counter of `action` (`send`, `verify`).
+pub fn ip_counter(action: &str, ip: std::net::IpAddr) -> String {
+    format!("ip:{action}:{ip}")
+}
+
+/// The account the gate auto-created for `destination`.
+pub fn created_account(tenant: &str, destination: &Identifier) -> String {
+    format!(
+        "account:{tenant}:{}:{}",
+        destination.channel(),
+        destination.as_str()
+    )
+}
+
+/// A revoked access token.
+pub fn revoked(jti: &str) -> String {
+    format!("revoked:{jti}")
+}
+
+/// A spent single-use token.
+pub fn used(jti: &str) -> String {
+    format!("used:{jti}")
+}
+
+/// A revoked refresh-token family.
+pub fn family_revoked(family: &str) -> String {
+    format!("family-revoked:{family}")
+}
+
+/// The phone a user's pending second factor goes to.
+pub fn second_factor_user(tenant: &str, user_id: &str) -> String {
+    format!("second-factor:user:{tenant}:{user_id}")
+}
+
+/// The user a login name is waiting for a second factor as.
+pub fn second_factor_login(tenant: &str, login: &str) -> String {
+    format!("second-factor:login:{tenant}:{login}")
+}
