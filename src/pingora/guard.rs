@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::OtpFilter;
-use crate::config::ProxySettings;
+use super::ProxySettings;
 
 /// Bounds on the proxy's client connections (`[server]` in the config file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,6 @@ use ::pingora::{Error, ErrorSource, ErrorType};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{ProxySettings, Upstream};
 use crate::engine::Identity;
 use crate::error::GateError;
 use crate::http::{
@@ -27,8 +26,10 @@ use crate::http::{
 };
 
 mod guard;
+mod settings;
 
 pub use guard::{ConnectionLimits, GuardedApp, HeadDeadline};
+pub use settings::{ProxySettings, Upstream};
 
 /// Per-request state of [`OtpFilter`].
 #[derive(Debug, Default)]
