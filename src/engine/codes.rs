@@ -77,6 +77,36 @@ impl Gate {
 
     /// Issues a code and queues its delivery. The answer never depends on whether the
     /// account exists (unless the tenant reveals accounts) nor on the delivery.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
+    /// # struct Inbox(tokio::sync::mpsc::UnboundedSender<Message>);
+    /// # #[async_trait::async_trait]
+    /// # impl Sender for Inbox {
+    /// #     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+    /// #         self.0.send(message.clone()).map_err(|e| DeliveryError::Failed(e.to_string()))
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (inbox, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    /// # let inbox: Arc<dyn Sender> = Arc::new(Inbox(inbox));
+    /// # let senders = Senders { email: Some(inbox.clone()), sms: Some(inbox), ..Senders::default() };
+    /// # let gate = otpgate::Gate::builder().senders(senders).build()?;
+    /// use otpgate::SendRequest;
+    /// use otpgate::identifier::Identifier;
+    ///
+    /// let alice = Identifier::email("Alice@Example.com")?;
+    /// let outcome = gate
+    ///     .send(SendRequest { tenant: None, identifier: alice, client_ip: None, locale: None })
+    ///     .await?;
+    /// assert_eq!(outcome.account_exists, None); // not revealed unless the tenant says so
+    /// let message = messages.recv().await.expect("a message");
+    /// assert_eq!(message.to.as_str(), "alice@example.com");
+    /// assert_eq!(message.code.expose().len(), 6);
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
@@ -148,6 +178,38 @@ impl Gate {
 
     /// Checks a code and, when it is right, consumes it and returns the account it proves.
     /// What that buys (a session, a one-time token, an assertion) is the caller's choice.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
+    /// # struct Inbox(tokio::sync::mpsc::UnboundedSender<Message>);
+    /// # #[async_trait::async_trait]
+    /// # impl Sender for Inbox {
+    /// #     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+    /// #         self.0.send(message.clone()).map_err(|e| DeliveryError::Failed(e.to_string()))
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (inbox, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    /// # let inbox: Arc<dyn Sender> = Arc::new(Inbox(inbox));
+    /// # let senders = Senders { email: Some(inbox.clone()), sms: Some(inbox), ..Senders::default() };
+    /// # let gate = otpgate::Gate::builder().senders(senders).build()?;
+    /// use otpgate::identifier::Identifier;
+    /// use otpgate::{GateError, SendRequest, VerifyRequest};
+    ///
+    /// let bob = Identifier::phone("+14155552671")?;
+    /// gate.send(SendRequest { tenant: None, identifier: bob.clone(), client_ip: None, locale: None })
+    ///     .await?;
+    /// let code = messages.recv().await.expect("a message").code;
+    ///
+    /// let attempt = |code| VerifyRequest { tenant: None, identifier: bob.clone(), code, client_ip: None };
+    /// let subject = gate.verify(attempt(code.expose())).await?;
+    /// assert_eq!(subject.phone.as_deref(), Some("+14155552671"));
+    /// // A code works once.
+    /// assert!(matches!(gate.verify(attempt(code.expose())).await, Err(GateError::InvalidCode)));
+    /// # Ok(()) }
+    /// ```
     pub async fn verify(&self, request: VerifyRequest<'_>) -> Result<Subject, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         let code = self.inner.policy.format.normalize(request.code);

@@ -16,6 +16,31 @@ const ASSERTION_TTL: Duration = Duration::from_secs(60);
 impl Gate {
     /// Checks an access token, including that it was not revoked, and returns the
     /// identity it carries.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use otpgate::{Gate, GateError};
+    /// use otpgate::token::Subject;
+    ///
+    /// let gate = Gate::builder().build()?;
+    /// let carol = Subject {
+    ///     id: "u-7".into(),
+    ///     email: Some("carol@example.com".into()),
+    ///     phone: None,
+    ///     tenant: "default".into(),
+    /// };
+    /// let session = gate.start_session(&carol)?;
+    ///
+    /// let caller = gate.authenticate(&session.access.token).await?;
+    /// assert_eq!(caller.subject(), "u-7");
+    ///
+    /// // Revoked (a logout): refused from then on, by every gate sharing the store.
+    /// gate.revoke_access(&caller.claims).await?;
+    /// let again = gate.authenticate(&session.access.token).await;
+    /// assert!(matches!(again, Err(GateError::Unauthorized)));
+    /// # Ok(()) }
+    /// ```
     pub async fn authenticate(&self, token: &str) -> Result<Identity, GateError> {
         let claims = self
             .inner

@@ -28,17 +28,23 @@ use crate::error::GateError;
 /// use otpgate::Gate;
 /// use otpgate::http::{Front, HttpSettings, Route};
 ///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut settings = HttpSettings::default();
 /// settings.protect.push("/api/".into());
 /// let front = Front::new(Gate::builder().build()?, settings);
 ///
 /// // A target is read once, the one way the app will read it too.
 /// let target = front
-///     .canonical_target(&http::Method::GET, b"/api/./v1//me")
-///     .map_err(|refusal| refusal.status)?;
-/// assert_eq!(target.path(), "/api/v1/me");
+///     .canonical_target(&http::Method::GET, b"/public/../api//me")
+///     .expect("a readable target");
+/// assert_eq!(target.path(), "/api/me");
 /// assert_eq!(front.route(&target), Route::Upstream { protected: true });
+///
+/// // Without a token, a protected path is answered 401 and never reaches the app.
+/// let headers = http::HeaderMap::new();
+/// let refusal = front.plan_upstream(&headers, None, true).await.unwrap_err();
+/// assert_eq!(refusal.status, http::StatusCode::UNAUTHORIZED);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -1,4 +1,4 @@
-//! The I/O-free core: codes, keyed hashes, policy and the decisions on an code record.
+//! The I/O-free core: codes, keyed hashes, policy and the decisions on a code record.
 //!
 //! Nothing here performs I/O or reads the clock; time comes in as a [`Timestamp`] from a
 //! [`Clock`], so every rule can be tested by moving a [`ManualClock`].

@@ -54,7 +54,7 @@ impl Default for RedisSettings {
 #[error("invalid redis url: {0}")]
 pub struct InvalidRedisUrl(String);
 
-/// Compare-and-set of an code record: written only if the record is still the one
+/// Compare-and-set of a code record: written only if the record is still the one
 /// that was read (ARGV[1] = "1" when one was read, ARGV[2] its bytes; ARGV[3] the new
 /// record, empty to delete; ARGV[4] its TTL in milliseconds).
 const COMPARE_AND_SET: &str = r#"
@@ -346,7 +346,7 @@ impl Store for RedisStore {
             // again on what it wrote.
         }
         Err(StoreError::Unavailable(format!(
-            "an code record kept changing under {MAX_CONFLICTS} updates"
+            "a code record kept changing under {MAX_CONFLICTS} updates"
         )))
     }
 
