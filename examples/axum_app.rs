@@ -21,13 +21,14 @@
 use std::net::SocketAddr;
 
 use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::routing::get;
 use axum::{Json, Router};
-use otpgate::http::Front;
-use otpgate::http::HttpSettings;
+use otpgate::http::CookieSettings;
 use otpgate::tower::OtpLayer;
 use otpgate::{Gate, Identity};
 use serde_json::{Value, json};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 /// A protected handler: it sees who the caller is, both as an extractor and as the
 /// headers the gate injected.
@@ -71,18 +72,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;
 
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
-    // Plain-HTTP demo: the cookie must not demand HTTPS.
-    if let Some(cookie) = http.cookie.as_mut() {
-        cookie.secure = false;
-    }
-    let gate = Front::new(Gate::builder().build()?, http);
+    let gate = OtpLayer::new(Gate::builder().build()?)
+        .protect("/api/")
+        // Plain-HTTP demo: the cookie must not demand HTTPS.
+        .cookie(Some(CookieSettings {
+            name: "otpgate_session".into(),
+            secure: false,
+        }));
 
     let app = Router::new()
         .route("/", get(home))
         .route("/api/me", get(me))
-        .layer(OtpLayer::new(gate));
+        .layer(gate)
+        // Tokens travel in these: marked sensitive, no trace or debug print shows them.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            COOKIE,
+        ]));
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!(
