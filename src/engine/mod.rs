@@ -1,5 +1,5 @@
 //! The engine: send, verify and authenticate, tying the core, the store, the directory,
-//! delivery and tokens together. It knows no HTTP: the front ([`crate::http::Front`])
+//! delivery and tokens together. It knows no HTTP: the front (`otpgate::http::Front`)
 //! and the adapters call it.
 //!
 //! One sign-in, end to end, with a sender that hands codes to the example instead of a
@@ -59,6 +59,9 @@ mod codes;
 mod second_factor;
 mod sessions;
 mod types;
+
+#[cfg(test)]
+mod tests;
 
 pub use builder::{BuildError, GateBuilder, RevocationFallback, validate_policy};
 pub use second_factor::PendingSecondFactor;

@@ -121,8 +121,6 @@ pub struct VerifyRequest<'a> {
     pub client_ip: Option<IpAddr>,
 }
 
-/// How long the gate remembers an account it auto-created (for `accountExists`); apps
-
 /// What a sign-in yields: an access token and, when refresh tokens are on, a refresh token.
 #[derive(Clone, Debug)]
 pub struct Session {

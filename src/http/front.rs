@@ -110,6 +110,14 @@ impl Front {
         &self.inner.settings
     }
 
+    /// What the dialects' handlers get.
+    fn context(&self) -> dialect::Context<'_> {
+        dialect::Context {
+            gate: self.gate(),
+            settings: self.settings(),
+        }
+    }
+
     /// Reads a request target the one way the gate and the app will both use (see
     /// [`target`]), or the `400 invalid_path` answer for one that cannot be read one way
     /// only. `raw` is the target as the client sent it.
@@ -237,13 +245,15 @@ impl Front {
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             )),
-            (Dialect::Nexudus, action) => dialect::nexudus::handle(self, action, request).await,
-            (Dialect::Aerocall, action) => {
-                dialect::aerocall::handle(self, action, request, &body).await
+            (Dialect::Nexudus, action) => {
+                dialect::nexudus::handle(&self.context(), action, request).await
             }
-            (Dialect::Baanx, _) => dialect::baanx::send(self, request, &body).await,
+            (Dialect::Aerocall, action) => {
+                dialect::aerocall::handle(&self.context(), action, request, &body).await
+            }
+            (Dialect::Baanx, _) => dialect::baanx::send(&self.context(), request, &body).await,
             (Dialect::Generic, action) => {
-                dialect::generic::handle(self, action, request, &body).await
+                dialect::generic::handle(&self.context(), action, request, &body).await
             }
         };
         // Errors are rendered here, once, in the route's dialect.
@@ -265,7 +275,7 @@ impl Front {
         Fut: std::future::Future<Output = Result<GateResponse, GateError>>,
     {
         let answer = match route.dialect {
-            Dialect::Baanx => dialect::baanx::login(self, request, body, forward).await,
+            Dialect::Baanx => dialect::baanx::login(&self.context(), request, body, forward).await,
             _ => Err(GateError::NotFound),
         };
         answer.unwrap_or_else(|error| route.dialect.error(&error))
@@ -273,6 +283,7 @@ impl Front {
 
     /// Starts reading the body of a request to `route` (see [`BodyReader`]): `Ok(None)`
     /// when the route takes none, the 413 answer when the request declares too much.
+    #[allow(clippy::result_large_err)] // answered at once by the adapter; see `BodyReader`
     pub fn body_reader(
         &self,
         route: EndpointRoute,
@@ -375,28 +386,7 @@ impl Front {
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        for value in headers.get_all(http::header::AUTHORIZATION) {
-            if let Some((scheme, token)) =
-                value.to_str().ok().and_then(|v| v.trim().split_once(' '))
-                && scheme.eq_ignore_ascii_case("bearer")
-                && !token.trim().is_empty()
-            {
-                return Some(token.trim());
-            }
-        }
-        let cookie = self.settings().cookie.as_ref()?;
-        for value in headers.get_all(http::header::COOKIE) {
-            let Ok(value) = value.to_str() else { continue };
-            for pair in value.split(';') {
-                if let Some((name, token)) = pair.trim().split_once('=')
-                    && name == cookie.name
-                    && !token.is_empty()
-                {
-                    return Some(token);
-                }
-            }
-        }
-        None
+        self.settings().token_in(headers)
     }
 
     /// The client's address: the peer, unless the peer is a trusted proxy, in which case
@@ -438,13 +428,6 @@ impl Front {
 
     /// The `Set-Cookie` value for a session token, when cookies are on.
     pub fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
-        let cookie = self.settings().cookie.as_ref()?;
-        let secure = if cookie.secure { "; Secure" } else { "" };
-        // HttpOnly keeps the token from page scripts; SameSite=Lax blocks cross-site posts.
-        let value = format!(
-            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            cookie.name, token, max_age, secure
-        );
-        HeaderValue::from_str(&value).ok()
+        self.settings().session_cookie(token, max_age)
     }
 }

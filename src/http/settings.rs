@@ -1,7 +1,8 @@
 //! What the front is told: where endpoints are mounted, which paths are protected, the
 //! headers identities travel in, the session cookie and the request limits.
 
-use http::header::HeaderName;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use super::{Dialect, PathPolicy};
@@ -122,5 +123,45 @@ impl Default for HttpSettings {
             jwks_path: "/.well-known/jwks.json".into(),
             health_path: "/healthz".into(),
         }
+    }
+}
+
+impl HttpSettings {
+    /// The token a request carries: `Authorization: Bearer`, else the session cookie.
+    pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        for value in headers.get_all(http::header::AUTHORIZATION) {
+            if let Some((scheme, token)) =
+                value.to_str().ok().and_then(|v| v.trim().split_once(' '))
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                return Some(token.trim());
+            }
+        }
+        let cookie = self.cookie.as_ref()?;
+        for value in headers.get_all(http::header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == cookie.name
+                    && !token.is_empty()
+                {
+                    return Some(token);
+                }
+            }
+        }
+        None
+    }
+
+    /// The `Set-Cookie` value for a session token, when cookies are on.
+    pub fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
+        let cookie = self.cookie.as_ref()?;
+        let secure = if cookie.secure { "; Secure" } else { "" };
+        // HttpOnly keeps the token from page scripts; SameSite=Lax blocks cross-site posts.
+        let value = format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            cookie.name, token, max_age, secure
+        );
+        HeaderValue::from_str(&value).ok()
     }
 }

@@ -5,10 +5,11 @@
 
 use http::StatusCode;
 
+use super::Context;
 use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
 use crate::engine::{SendRequest, VerifyRequest};
 use crate::error::GateError;
-use crate::http::{Action, Front, GateResponse, RequestView};
+use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Channel;
 
 /// Whether `slug` can name a project: 1 to 64 of `A-Z a-z 0-9 - _`.
@@ -27,12 +28,12 @@ fn slug_of(path: &str) -> &str {
 
 /// Answers one of the aerocall endpoints; the project slug in the path names the tenant.
 pub(crate) async fn handle(
-    front: &Front,
+    ctx: &Context<'_>,
     action: Action,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
-    let gate = front.gate();
+    let gate = ctx.gate;
     let slug = slug_of(request.path);
     if !is_json(request.headers) {
         return Err(GateError::UnsupportedMediaType);

@@ -16,10 +16,11 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::Context;
 use super::Dialect;
 use super::request::{is_json, parse, request_locale};
 use crate::error::GateError;
-use crate::http::{EndpointMount, Front, GateResponse, RequestView};
+use crate::http::{EndpointMount, GateResponse, RequestView};
 
 /// The header the assertion travels in unless configured otherwise.
 pub const DEFAULT_ASSERTION_HEADER: &str = "x-otpgate-assertion";
@@ -32,16 +33,15 @@ pub(crate) fn assertion_header(mount: &EndpointMount) -> HeaderName {
         .unwrap_or(HeaderName::from_static(DEFAULT_ASSERTION_HEADER))
 }
 
-fn mount(front: &Front) -> Option<&EndpointMount> {
-    front
-        .settings()
+fn mount<'a>(ctx: &Context<'a>) -> Option<&'a EndpointMount> {
+    ctx.settings
         .endpoints
         .iter()
         .find(|m| m.dialect == Dialect::Baanx)
 }
 
-fn check_client_key(front: &Front, headers: &HeaderMap) -> Result<(), GateError> {
-    let Some(mount) = mount(front) else {
+fn check_client_key(ctx: &Context<'_>, headers: &HeaderMap) -> Result<(), GateError> {
+    let Some(mount) = mount(ctx) else {
         return Ok(());
     };
     if mount.client_keys.is_empty() {
@@ -64,11 +64,11 @@ fn check_client_key(front: &Front, headers: &HeaderMap) -> Result<(), GateError>
 
 /// `POST {prefix}/login/otp` `{userId}`.
 pub(crate) async fn send(
-    front: &Front,
+    ctx: &Context<'_>,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
-    check_client_key(front, request.headers)?;
+    check_client_key(ctx, request.headers)?;
     if !is_json(request.headers) {
         return Err(GateError::UnsupportedMediaType);
     }
@@ -78,8 +78,7 @@ pub(crate) async fn send(
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .ok_or_else(|| GateError::InvalidRequest("userId is required".into()))?;
-    front
-        .gate()
+    ctx.gate
         .send_second_factor(
             user_id,
             request.client_ip,
@@ -94,7 +93,7 @@ pub(crate) async fn send(
 
 /// `POST {prefix}/login`, mediated; see the module docs.
 pub(crate) async fn login<F, Fut>(
-    front: &Front,
+    ctx: &Context<'_>,
     request: &RequestView<'_>,
     body: Bytes,
     forward: F,
@@ -103,8 +102,8 @@ where
     F: FnOnce(Bytes, Vec<(HeaderName, HeaderValue)>) -> Fut,
     Fut: std::future::Future<Output = Result<GateResponse, GateError>>,
 {
-    check_client_key(front, request.headers)?;
-    let gate = front.gate();
+    check_client_key(ctx, request.headers)?;
+    let gate = ctx.gate;
     // Not a JSON object with an email: not ours to judge; the app answers it.
     let parsed = serde_json::from_slice::<Map<String, Value>>(&body).ok();
     let login = parsed
@@ -126,7 +125,7 @@ where
         let assertion = gate
             .verify_second_factor(&login, &code, request.client_ip)
             .await?;
-        let header = mount(front).map_or(
+        let header = mount(ctx).map_or(
             HeaderName::from_static(DEFAULT_ASSERTION_HEADER),
             assertion_header,
         );

@@ -3,40 +3,41 @@
 use http::StatusCode;
 use serde::Deserialize;
 
+use super::Context;
 use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
 use crate::engine::{SendRequest, Session, VerifyRequest};
 use crate::error::GateError;
-use crate::http::{Action, Front, GateResponse, RequestView};
+use crate::http::{Action, GateResponse, RequestView};
 
 /// Answers one of the generic endpoints.
 pub(crate) async fn handle(
-    front: &Front,
+    ctx: &Context<'_>,
     action: Action,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
     if action == Action::Logout {
-        return logout(front, request, body).await;
+        return logout(ctx, request, body).await;
     }
     if !is_json(request.headers) {
         return Err(GateError::UnsupportedMediaType);
     }
     match action {
-        Action::Send => send(front, request, body).await,
-        Action::Verify => verify(front, request, body).await,
-        _ => refresh(front, body).await,
+        Action::Send => send(ctx, request, body).await,
+        Action::Verify => verify(ctx, request, body).await,
+        _ => refresh(ctx, body).await,
     }
 }
 
 /// `POST {prefix}/otp/send`.
 async fn send(
-    front: &Front,
+    ctx: &Context<'_>,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
     let destination: Destination = parse(body)?;
-    let outcome = front
-        .gate()
+    let outcome = ctx
+        .gate
         .send(SendRequest {
             tenant: destination.tenant.as_deref(),
             identifier: identifier(&destination)?,
@@ -53,7 +54,7 @@ async fn send(
 
 /// `POST {prefix}/otp/verify`.
 async fn verify(
-    front: &Front,
+    ctx: &Context<'_>,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
@@ -62,8 +63,8 @@ async fn verify(
     let code = parsed
         .code
         .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
-    let subject = front
-        .gate()
+    let subject = ctx
+        .gate
         .verify(VerifyRequest {
             tenant: parsed.destination.tenant.as_deref(),
             identifier,
@@ -71,13 +72,13 @@ async fn verify(
             client_ip: request.client_ip,
         })
         .await?;
-    let session = front.gate().start_session(&subject)?;
-    Ok(session_response(front, &session))
+    let session = ctx.gate.start_session(&subject)?;
+    Ok(session_response(ctx, &session))
 }
 
 /// `{"access_token", "token_type": "Bearer", "expires_in"}` (+ `"refresh_token"`) and the
 /// session cookie.
-fn session_response(front: &Front, session: &Session) -> GateResponse {
+fn session_response(ctx: &Context<'_>, session: &Session) -> GateResponse {
     let mut answer = serde_json::json!({
         "access_token": session.access.token,
         "token_type": "Bearer",
@@ -87,7 +88,10 @@ fn session_response(front: &Front, session: &Session) -> GateResponse {
         answer["refresh_token"] = refresh.token.clone().into();
     }
     let mut response = GateResponse::json(StatusCode::OK, &answer);
-    if let Some(cookie) = front.session_cookie(&session.access.token, session.access.expires_in) {
+    if let Some(cookie) = ctx
+        .settings
+        .session_cookie(&session.access.token, session.access.expires_in)
+    {
         response.headers.append(http::header::SET_COOKIE, cookie);
     }
     response
@@ -100,24 +104,24 @@ struct RefreshBody {
 
 /// `POST {prefix}/token/refresh` `{"refresh_token"}`: a new session; the old refresh
 /// token is spent.
-async fn refresh(front: &Front, body: &[u8]) -> Result<GateResponse, GateError> {
+async fn refresh(ctx: &Context<'_>, body: &[u8]) -> Result<GateResponse, GateError> {
     let parsed: RefreshBody = parse(body)?;
     let token = parsed
         .refresh_token
         .ok_or_else(|| GateError::InvalidRequest("refresh_token is required".into()))?;
-    let session = front.gate().refresh(&token).await?;
-    Ok(session_response(front, &session))
+    let session = ctx.gate.refresh(&token).await?;
+    Ok(session_response(ctx, &session))
 }
 
 /// `POST {prefix}/logout`: revokes the access token the request carries (bearer or
 /// cookie) and, when the JSON body names one, the refresh token; clears the cookie.
 async fn logout(
-    front: &Front,
+    ctx: &Context<'_>,
     request: &RequestView<'_>,
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
-    let gate = front.gate();
-    if let Some(token) = front.token_in(request.headers)
+    let gate = ctx.gate;
+    if let Some(token) = ctx.settings.token_in(request.headers)
         && let Ok(identity) = gate.authenticate(token).await
     {
         gate.revoke_access(&identity.claims).await?;
@@ -135,7 +139,7 @@ async fn logout(
         StatusCode::OK,
         &serde_json::json!({"message": "Signed out"}),
     );
-    if let Some(cookie) = front.session_cookie("", 0) {
+    if let Some(cookie) = ctx.settings.session_cookie("", 0) {
         response.headers.append(http::header::SET_COOKIE, cookie);
     }
     Ok(response)

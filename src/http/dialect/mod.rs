@@ -1,11 +1,13 @@
 //! API shapes. Each dialect maps its own paths, bodies and answers onto the one engine;
-//! the decisions stay in [`crate::engine`]. Handlers return `Result<GateResponse, GateError>`;
-//! [`crate::http::Front`] renders the error once, in the dialect's shape ([`Dialect::error`]).
+//! the decisions stay in [`crate::engine`]. Handlers take a [`Context`] (the engine and the
+//! HTTP settings, never the front itself) and return `Result<GateResponse, GateError>`; the
+//! front renders the error once, in the dialect's shape ([`Dialect::error`]).
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 
-use super::{Action, GateResponse};
+use super::{Action, GateResponse, HttpSettings};
+use crate::engine::Gate;
 use crate::error::GateError;
 
 pub(crate) mod aerocall;
@@ -15,6 +17,16 @@ pub(crate) mod nexudus;
 mod request;
 
 pub use baanx::DEFAULT_ASSERTION_HEADER;
+
+/// What a dialect handler works with: the engine, and the HTTP settings it is served with
+/// (mounts, the session cookie). Handlers see no more of the front than this.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Context<'a> {
+    /// The engine.
+    pub(crate) gate: &'a Gate,
+    /// The HTTP settings.
+    pub(crate) settings: &'a HttpSettings,
+}
 
 /// An API shape the gate can speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,10 +15,11 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::Context;
 use super::request::{query_pairs, query_value, request_locale};
 use crate::engine::{SendRequest, Session, VerifyRequest};
 use crate::error::GateError;
-use crate::http::{Action, Front, GateResponse, RequestView};
+use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Identifier;
 
 /// The longest session an exchange may ask for: one year.
@@ -77,11 +78,11 @@ fn session_answer(session: &Session) -> GateResponse {
 
 /// Answers a nexudus endpoint.
 pub(crate) async fn handle(
-    front: &Front,
+    ctx: &Context<'_>,
     action: Action,
     request: &RequestView<'_>,
 ) -> Result<GateResponse, GateError> {
-    let gate = front.gate();
+    let gate = ctx.gate;
     let pairs = query_pairs(request.query);
     match action {
         Action::Send => {
