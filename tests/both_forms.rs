@@ -4,29 +4,28 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{Form, WebhookReceiver, start_form};
+use common::{
+    Form, WebhookReceiver, both_forms, get_with_token, post_json, protecting_api, sign_in,
+    start_form, verify_code, webhook_senders,
+};
 use otpgate::Gate;
-use otpgate::delivery::{Senders, WebhookSender};
 use otpgate::http::Front;
-use otpgate::http::HttpSettings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+both_forms!(
+    sign_in_and_reach_the_app,
+    bad_input_is_refused_the_same_way,
+    refresh_rotates_and_logout_revokes,
+);
+
 fn gate(hook: &WebhookReceiver) -> Front {
-    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
+    let mut http = protecting_api();
     // Under hyper's own cap of 100, so that the gate's answer is the one tested.
     http.max_headers = 50;
     Front::new(
         Gate::builder()
-            .senders(Senders {
-                email: Some(sender.clone()),
-                sms: Some(sender),
-                ..Default::default()
-            })
+            .senders(webhook_senders(hook))
             .build()
             .unwrap(),
         http,
@@ -37,34 +36,9 @@ async fn sign_in_and_reach_the_app(form: Form) {
     let hook = WebhookReceiver::start().await;
     let (base, calls) = start_form(form, gate(&hook)).await;
     let client = reqwest::Client::new();
-
-    let sent = client
-        .post(format!("{base}/auth/otp/send"))
-        .json(&json!({"email": "alice@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), StatusCode::OK);
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-
-    let verified = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({"email": "alice@example.com", "code": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), StatusCode::OK);
-    let cookie = verified.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let token = verified.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = sign_in(&client, &base, &hook, "alice@example.com").await;
+    let token = session.access_token;
+    let cookie = session.cookie.expect("a session cookie");
 
     // No token: refused before the app.
     let refused = client
@@ -142,12 +116,7 @@ async fn sign_in_and_reach_the_app(form: Form) {
     );
 
     // Single use.
-    let again = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({"email": "alice@example.com", "code": code}))
-        .send()
-        .await
-        .unwrap();
+    let again = verify_code(&client, &base, "alice@example.com", &session.code).await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         again.json::<Value>().await.unwrap()["error"],
@@ -267,61 +236,35 @@ async fn refresh_rotates_and_logout_revokes(form: Form) {
     let hook = WebhookReceiver::start().await;
     let (base, _) = start_form(form, gate(&hook)).await;
     let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
-
-    post("/auth/otp/send", json!({"phone": "+14155552671"}))
-        .await
-        .unwrap();
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-    let first: Value = post(
-        "/auth/otp/verify",
-        json!({"phone": "+14155552671", "code": code}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let refresh_1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let me = |token: String| {
-        let client = client.clone();
-        let url = format!("{base}/api/me");
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+    let post = |path: &str, body: Value| post_json(&client, format!("{base}{path}"), body);
+    let me = async |token: &str| {
+        get_with_token(&client, format!("{base}/api/me"), token)
+            .await
+            .status()
     };
+
+    let first = sign_in(&client, &base, &hook, "+14155552671").await;
+    let refresh_1 = first.refresh_token.expect("a refresh token");
     // A refresh token is no access token.
-    assert_eq!(me(refresh_1.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&refresh_1).await, StatusCode::UNAUTHORIZED);
 
     // Rotation: the first refresh token buys a new pair, once.
-    let second = post("/auth/token/refresh", json!({"refresh_token": refresh_1}))
-        .await
-        .unwrap();
+    let second = post("/auth/token/refresh", json!({"refresh_token": refresh_1})).await;
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.unwrap();
     let access_2 = second["access_token"].as_str().unwrap().to_owned();
     let refresh_2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(refresh_2, refresh_1);
-    assert_eq!(me(access_2.clone()).await, StatusCode::OK);
+    assert_eq!(me(&access_2).await, StatusCode::OK);
 
     // Reusing the spent token revokes the family: the newer refresh token dies too.
-    let reuse = post("/auth/token/refresh", json!({"refresh_token": refresh_1}))
-        .await
-        .unwrap();
+    let reuse = post("/auth/token/refresh", json!({"refresh_token": refresh_1})).await;
     assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         reuse.json::<Value>().await.unwrap()["error"],
         "invalid_token"
     );
-    let after = post("/auth/token/refresh", json!({"refresh_token": refresh_2}))
-        .await
-        .unwrap();
+    let after = post("/auth/token/refresh", json!({"refresh_token": refresh_2})).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 
     // Logout revokes the access token at once, though it has not expired.
@@ -338,59 +281,13 @@ async fn refresh_rotates_and_logout_revokes(form: Form) {
             .unwrap()
             .contains("Max-Age=0")
     );
-    assert_eq!(me(access_2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&access_2).await, StatusCode::UNAUTHORIZED);
 
     // Logout with a refresh token in the body revokes it as well.
-    post("/auth/otp/send", json!({"email": "zed@example.com"}))
-        .await
-        .unwrap();
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-    let third: Value = post(
-        "/auth/otp/verify",
-        json!({"email": "zed@example.com", "code": code}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let refresh_3 = third["refresh_token"].as_str().unwrap();
-    let out = post("/auth/logout", json!({"refresh_token": refresh_3}))
-        .await
-        .unwrap();
+    let third = sign_in(&client, &base, &hook, "zed@example.com").await;
+    let refresh_3 = third.refresh_token.expect("a refresh token");
+    let out = post("/auth/logout", json!({"refresh_token": refresh_3})).await;
     assert_eq!(out.status(), StatusCode::OK);
-    let dead = post("/auth/token/refresh", json!({"refresh_token": refresh_3}))
-        .await
-        .unwrap();
+    let dead = post("/auth/token/refresh", json!({"refresh_token": refresh_3})).await;
     assert_eq!(dead.status(), StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tower_refresh_rotates_and_logout_revokes() {
-    refresh_rotates_and_logout_revokes(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pingora_refresh_rotates_and_logout_revokes() {
-    refresh_rotates_and_logout_revokes(Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tower_sign_in_and_reach_the_app() {
-    sign_in_and_reach_the_app(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pingora_sign_in_and_reach_the_app() {
-    sign_in_and_reach_the_app(Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tower_bad_input_is_refused() {
-    bad_input_is_refused_the_same_way(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pingora_bad_input_is_refused() {
-    bad_input_is_refused_the_same_way(Form::Pingora).await;
 }

@@ -1,8 +1,52 @@
-//! Helpers shared by the integration tests: real servers on free loopback ports.
+//! Helpers shared by the integration tests: real servers on free loopback ports, the
+//! sign-in every scenario starts with, and scenarios run in both forms of the gate.
 
 #![allow(dead_code)]
 
+/// Runs each scenario, an `async fn name(form: Form)` of the test file, once per form of
+/// the gate: as the tests `layer::name` (the tower layer) and `proxy::name` (the pingora
+/// proxy). `name => scenario` names the test and gives the scenario as an expression that
+/// is called with the form, such as `|form| run(Server::Nginx, form)`. Once per file, as
+/// it declares the two modules; `use common::both_forms;` brings it in.
+#[allow(unused_macros)]
+macro_rules! both_forms {
+    ($($scenario:ident),+ $(,)?) => {
+        crate::common::both_forms!($($scenario => super::$scenario),+);
+    };
+    ($($test:ident => $scenario:expr),+ $(,)?) => {
+        /// The scenarios with the tower layer around the app.
+        mod layer {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    ($scenario)(crate::common::Form::Tower).await;
+                }
+            )+
+        }
+
+        /// The scenarios with the pingora proxy in front of the app.
+        mod proxy {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    ($scenario)(crate::common::Form::Pingora).await;
+                }
+            )+
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use both_forms;
+
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,10 +56,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use otpgate::Identity;
-use otpgate::delivery::{DeliveryError, Message, Sender};
-use otpgate::http::Front;
+use otpgate::config::Config;
+use otpgate::delivery::{DeliveryError, Message, Sender, Senders, WebhookSender};
+use otpgate::http::{Front, HttpSettings};
+use otpgate::identifier::Identifier;
+use otpgate::otp::ManualClock;
 use otpgate::tower::OtpLayer;
+use otpgate::{Identity, SendRequest, Tenant, VerifyRequest};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -151,6 +199,19 @@ impl Sender for CaptureSender {
     }
 }
 
+/// A provider that never answers: what it is given stays in delivery. It counts the
+/// messages it was given.
+#[derive(Clone, Default)]
+pub struct StuckSender(pub Arc<AtomicUsize>);
+
+#[async_trait]
+impl Sender for StuckSender {
+    async fn send(&self, _message: &Message) -> Result<(), DeliveryError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
 pub fn capture() -> (Arc<CaptureSender>, mpsc::UnboundedReceiver<Message>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Arc::new(CaptureSender(tx)), rx)
@@ -161,6 +222,186 @@ pub async fn next_message(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message 
         .await
         .expect("no delivery within 5 s")
         .expect("sender dropped")
+}
+
+/// `sender` for both email and SMS.
+pub fn email_and_sms(sender: Arc<dyn Sender>) -> Senders {
+    Senders {
+        email: Some(sender.clone()),
+        sms: Some(sender),
+        ..Senders::default()
+    }
+}
+
+/// Email and SMS both delivered to `hook`.
+pub fn webhook_senders(hook: &WebhookReceiver) -> Senders {
+    email_and_sms(Arc::new(WebhookSender::new(hook.url.parse().unwrap())))
+}
+
+/// The default HTTP settings with `/api/` protected.
+pub fn protecting_api() -> HttpSettings {
+    let mut http = HttpSettings::default();
+    http.protect.push("/api/".into());
+    http
+}
+
+/// The gate the config file at `path` describes, delivering through `senders` and
+/// reading the time from `clock`.
+pub fn gate_from_file(path: &str, senders: Senders, clock: &ManualClock) -> Front {
+    let (builder, http) = Config::from_file(path.as_ref()).unwrap().into_parts();
+    let gate = builder
+        .senders(senders)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    Front::new(gate, http)
+}
+
+/// The default tenant, open to its directory's accounts only.
+pub fn members_only() -> Tenant {
+    Tenant {
+        auto_create: false,
+        ..Tenant::new("default")
+    }
+}
+
+/// A send to `identifier` in the default tenant, from no known address, in no locale.
+pub fn send_to(identifier: Identifier) -> SendRequest<'static> {
+    SendRequest {
+        tenant: None,
+        identifier,
+        client_ip: None,
+        locale: None,
+    }
+}
+
+/// A verify of `code` for `identifier` in the default tenant, from no known address.
+pub fn verify_for(identifier: Identifier, code: &str) -> VerifyRequest<'_> {
+    VerifyRequest {
+        tenant: None,
+        identifier,
+        code,
+        client_ip: None,
+    }
+}
+
+/// Where a test reads the codes the gate delivers: a webhook receiver, or the channel of
+/// a [`CaptureSender`].
+pub trait Inbox {
+    /// The code in the next delivery, waiting at most 5 s.
+    fn next_code(self) -> impl Future<Output = String>;
+}
+
+impl Inbox for &WebhookReceiver {
+    async fn next_code(self) -> String {
+        let payload = self.next().await;
+        payload["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a webhook payload without a code: {payload}"))
+            .to_owned()
+    }
+}
+
+impl Inbox for &mut mpsc::UnboundedReceiver<Message> {
+    async fn next_code(self) -> String {
+        next_message(self).await.code.expose().to_owned()
+    }
+}
+
+/// The JSON that names `address` in the standard endpoints' bodies: `{"email": …}` when it
+/// holds an `@`, else `{"phone": …}`.
+pub fn address_json(address: &str) -> Value {
+    if address.contains('@') {
+        json!({ "email": address })
+    } else {
+        json!({ "phone": address })
+    }
+}
+
+/// `POST url` with `body` as JSON.
+pub async fn post_json(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+/// `GET url` with `token` as the bearer.
+pub async fn get_with_token(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+) -> reqwest::Response {
+    client.get(url).bearer_auth(token).send().await.unwrap()
+}
+
+/// Asks the gate at `base` to send a code to `address` (`POST /auth/otp/send`).
+pub async fn send_code(client: &reqwest::Client, base: &str, address: &str) -> reqwest::Response {
+    post_json(
+        client,
+        format!("{base}/auth/otp/send"),
+        address_json(address),
+    )
+    .await
+}
+
+/// Verifies `code` for `address` at the gate at `base` (`POST /auth/otp/verify`).
+pub async fn verify_code(
+    client: &reqwest::Client,
+    base: &str,
+    address: &str,
+    code: &str,
+) -> reqwest::Response {
+    let mut body = address_json(address);
+    body["code"] = code.into();
+    post_json(client, format!("{base}/auth/otp/verify"), body).await
+}
+
+/// What a sign-in gave the client.
+#[derive(Debug)]
+pub struct SignedIn {
+    /// The code that was verified (spent now).
+    pub code: String,
+    /// The access token from the answer's body.
+    pub access_token: String,
+    /// The refresh token from the answer's body, where the gate issues one.
+    pub refresh_token: Option<String>,
+    /// The session cookie as a client sends it back (`name=value`), where the gate sets one.
+    pub cookie: Option<String>,
+}
+
+/// Signs `address` in at the gate at `base`: send (200), the code from `inbox`, verify
+/// (200).
+pub async fn sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    inbox: impl Inbox,
+    address: &str,
+) -> SignedIn {
+    let sent = send_code(client, base, address).await;
+    assert_eq!(
+        sent.status(),
+        StatusCode::OK,
+        "send to {address}: {}",
+        sent.text().await.unwrap_or_default()
+    );
+    let code = inbox.next_code().await;
+    let verified = verify_code(client, base, address, &code).await;
+    assert_eq!(
+        verified.status(),
+        StatusCode::OK,
+        "verify for {address}: {}",
+        verified.text().await.unwrap_or_default()
+    );
+    let cookie = verified.headers().get("set-cookie").map(|value| {
+        let value = value.to_str().unwrap();
+        value.split(';').next().unwrap_or(value).to_owned()
+    });
+    let body: Value = verified.json().await.unwrap();
+    let token = |name: &str| body[name].as_str().map(str::to_owned);
+    SignedIn {
+        access_token: token("access_token").unwrap_or_else(|| panic!("no access token: {body}")),
+        refresh_token: token("refresh_token"),
+        cookie,
+        code,
+    }
 }
 
 /// "The existing app": echoes the identity headers it received, the path, and how many
@@ -273,7 +514,7 @@ pub async fn wait_for_port(port: u16) {
 /// persistence. Killed when dropped.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<std::process::Child>,
+    child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
@@ -303,12 +544,12 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = std::process::Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(Stdio::null())
             .spawn()
             .expect(
                 "redis-server is missing: `make test` installs it (apt-get install redis-server)",
@@ -327,7 +568,7 @@ impl Drop for RedisServer {
 /// `otpgate run` as a process, listening on a free port. `config` is the file's text
 /// without `[server] listen`, which is added. Killed when dropped.
 pub struct RunningGate {
-    pub child: std::process::Child,
+    pub child: Child,
     pub base: String,
     _dir: tempfile::TempDir,
 }
@@ -337,24 +578,8 @@ impl RunningGate {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let path = dir.path().join("gate.toml");
-        let config = if config.contains("[server]") {
-            config.replacen(
-                "[server]",
-                &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
-                1,
-            )
-        } else {
-            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}")
-        };
-        std::fs::write(&path, config).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        std::fs::write(&path, with_listen(config, port)).unwrap();
+        let child = spawn_gate(&path, "info", Stdio::piped(), Stdio::piped());
         wait_for_port(port).await;
         RunningGate {
             child,
@@ -369,4 +594,27 @@ impl Drop for RunningGate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `config`, a config file's text, with `[server] listen` on `port` added.
+pub fn with_listen(config: &str, port: u16) -> String {
+    let listen = format!("[server]\nlisten = \"127.0.0.1:{port}\"");
+    if config.contains("[server]") {
+        config.replacen("[server]", &listen, 1)
+    } else {
+        format!("{listen}\n{config}")
+    }
+}
+
+/// Starts `otpgate run --config path`, logging at `level` (`RUST_LOG`).
+pub fn spawn_gate(path: &Path, level: &str, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(["run", "--config"])
+        .arg(path)
+        .env("RUST_LOG", level)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
 }
