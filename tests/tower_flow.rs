@@ -6,8 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WebhookReceiver, start_app};
-use otpgate::delivery::{Senders, WebhookSender};
+use common::{
+    Inbox, WebhookReceiver, get_with_token, post_json, protecting_api, send_code, start_app,
+    verify_code, webhook_senders,
+};
 use otpgate::directory::StaticDirectory;
 use otpgate::http::Front;
 use otpgate::http::HttpSettings;
@@ -16,44 +18,29 @@ use otpgate::{Gate, Tenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn settings() -> HttpSettings {
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
-    http
+/// A gate with `/api/` protected that delivers its codes to `hook`.
+fn delivering_to(hook: &WebhookReceiver) -> Front {
+    Front::new(
+        Gate::builder()
+            .senders(webhook_senders(hook))
+            .build()
+            .unwrap(),
+        protecting_api(),
+    )
 }
 
-fn webhook_senders(hook: &WebhookReceiver) -> Senders {
-    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    Senders {
-        email: Some(sender.clone()),
-        sms: Some(sender),
-        ..Default::default()
-    }
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
-    client.post(url).json(&body).send().await.unwrap()
+/// A gate with `/api/` protected and no delivery configured.
+fn undelivering() -> Front {
+    Front::new(Gate::builder().build().unwrap(), protecting_api())
 }
 
 #[tokio::test]
 async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_header() {
     let hook = WebhookReceiver::start().await;
-    let gate = Front::new(
-        Gate::builder()
-            .senders(webhook_senders(&hook))
-            .build()
-            .unwrap(),
-        settings(),
-    );
-    let (base, calls) = start_app(gate).await;
+    let (base, calls) = start_app(delivering_to(&hook)).await;
     let client = reqwest::Client::new();
 
-    let sent = post(
-        &client,
-        format!("{base}/auth/otp/send"),
-        json!({"email": "Alice@Example.com"}),
-    )
-    .await;
+    let sent = send_code(&client, &base, "Alice@Example.com").await;
     assert_eq!(sent.status(), StatusCode::OK);
     assert_eq!(
         sent.json::<Value>().await.unwrap(),
@@ -69,12 +56,7 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     assert_eq!(code.len(), 6);
     assert!(payload["message"].as_str().unwrap().contains(&code));
 
-    let verified = post(
-        &client,
-        format!("{base}/auth/otp/verify"),
-        json!({"email": "alice@example.com", "code": code}),
-    )
-    .await;
+    let verified = verify_code(&client, &base, "alice@example.com", &code).await;
     assert_eq!(verified.status(), StatusCode::OK);
     let cookie = verified.headers()["set-cookie"]
         .to_str()
@@ -153,47 +135,27 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     assert_eq!(public, json!({"subject": null, "headers": {}}));
 
     // The code was single use.
-    let again = post(
-        &client,
-        format!("{base}/auth/otp/verify"),
-        json!({"email": "alice@example.com", "code": code}),
-    )
-    .await;
+    let again = verify_code(&client, &base, "alice@example.com", &code).await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
     let hook = WebhookReceiver::start().await;
-    let gate = Front::new(
-        Gate::builder()
-            .senders(webhook_senders(&hook))
-            .build()
-            .unwrap(),
-        settings(),
-    );
-    let (base, _) = start_app(gate).await;
+    let (base, _) = start_app(delivering_to(&hook)).await;
     let client = reqwest::Client::new();
 
-    let sent = post(
-        &client,
-        format!("{base}/auth/otp/send"),
-        json!({"phone": "+14155552671"}),
-    )
-    .await;
+    let sent = send_code(&client, &base, "+14155552671").await;
     assert_eq!(sent.status(), StatusCode::OK);
     let payload = hook.next().await;
     assert_eq!(payload["channel"], "sms");
     assert_eq!(payload["to"], "+14155552671");
-    let verified: Value = post(
-        &client,
-        format!("{base}/auth/otp/verify"),
-        json!({"phone": "+14155552671", "code": payload["code"]}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let code = payload["code"].as_str().unwrap();
+    let verified: Value = verify_code(&client, &base, "+14155552671", code)
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = verified["access_token"].as_str().unwrap();
 
     // The app's side: fetch the JWKS and verify the token with nothing but it.
@@ -227,8 +189,7 @@ async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
-    let gate = Front::new(Gate::builder().build().unwrap(), settings());
-    let (base, _) = start_app(gate).await;
+    let (base, _) = start_app(undelivering()).await;
     let client = reqwest::Client::new();
     let send = format!("{base}/auth/otp/send");
 
@@ -351,17 +312,13 @@ async fn bad_input_gets_a_clear_4xx_with_a_stable_code() {
 
 #[tokio::test]
 async fn resend_cooldown_answers_429_with_retry_after() {
-    let gate = Front::new(Gate::builder().build().unwrap(), settings());
-    let (base, _) = start_app(gate).await;
+    let (base, _) = start_app(undelivering()).await;
     let client = reqwest::Client::new();
-    let body = json!({"email": "bob@example.com"});
     assert_eq!(
-        post(&client, format!("{base}/auth/otp/send"), body.clone())
-            .await
-            .status(),
+        send_code(&client, &base, "bob@example.com").await.status(),
         StatusCode::OK
     );
-    let limited = post(&client, format!("{base}/auth/otp/send"), body).await;
+    let limited = send_code(&client, &base, "bob@example.com").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
@@ -385,25 +342,15 @@ async fn per_ip_send_limit_holds_across_identifiers() {
             })
             .build()
             .unwrap(),
-        settings(),
+        protecting_api(),
     );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
     for i in 0..3 {
-        let r = post(
-            &client,
-            format!("{base}/auth/otp/send"),
-            json!({"email": format!("u{i}@example.com")}),
-        )
-        .await;
+        let r = send_code(&client, &base, &format!("u{i}@example.com")).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let r = post(
-        &client,
-        format!("{base}/auth/otp/send"),
-        json!({"email": "u9@example.com"}),
-    )
-    .await;
+    let r = send_code(&client, &base, "u9@example.com").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
 }
@@ -424,26 +371,22 @@ async fn known_and_unknown_identities_get_byte_identical_send_answers() {
             })
             .build()
             .unwrap(),
-        settings(),
+        protecting_api(),
     );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
 
-    let answer = |email: &'static str| {
-        let client = client.clone();
-        let url = format!("{base}/auth/otp/send");
-        async move {
-            let r = post(&client, url, json!({"email": email})).await;
-            let status = r.status();
-            let mut headers: Vec<(String, String)> = r
-                .headers()
-                .iter()
-                .filter(|(name, _)| *name != "date")
-                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-                .collect();
-            headers.sort();
-            (status, headers, r.bytes().await.unwrap())
-        }
+    let answer = async |email: &str| {
+        let r = send_code(&client, &base, email).await;
+        let status = r.status();
+        let mut headers: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != "date")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        (status, headers, r.bytes().await.unwrap())
     };
     let for_known = answer("known@example.com").await;
     let for_unknown = answer("stranger@example.com").await;
@@ -465,21 +408,15 @@ async fn known_and_unknown_identities_get_byte_identical_send_answers() {
     );
 
     // The known account signs in with the directory's subject.
-    let verified: Value = post(
-        &client,
-        format!("{base}/auth/otp/verify"),
-        json!({"email": "known@example.com", "code": delivered["code"]}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let me: Value = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(verified["access_token"].as_str().unwrap())
-        .send()
+    let code = delivered["code"].as_str().unwrap();
+    let verified: Value = verify_code(&client, &base, "known@example.com", code)
         .await
-        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = verified["access_token"].as_str().unwrap();
+    let me: Value = get_with_token(&client, format!("{base}/api/me"), token)
+        .await
         .json()
         .await
         .unwrap();
@@ -496,47 +433,28 @@ async fn wrong_expired_used_and_unknown_codes_get_the_same_answer() {
             .clock(Arc::new(clock.clone()))
             .build()
             .unwrap(),
-        settings(),
+        protecting_api(),
     );
     let (base, _) = start_app(gate).await;
     let client = reqwest::Client::new();
-    let verify = |email: &'static str, code: String| {
-        let client = client.clone();
-        let url = format!("{base}/auth/otp/verify");
-        async move {
-            let r = post(&client, url, json!({"email": email, "code": code})).await;
-            (r.status(), r.bytes().await.unwrap())
-        }
+    let verify = async |email: &str, code: &str| {
+        let r = verify_code(&client, &base, email, code).await;
+        (r.status(), r.bytes().await.unwrap())
     };
 
-    post(
-        &client,
-        format!("{base}/auth/otp/send"),
-        json!({"email": "carol@example.com"}),
-    )
-    .await;
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-    let wrong_code = if code == "000000" { "111111" } else { "000000" }.to_owned();
+    send_code(&client, &base, "carol@example.com").await;
+    let code = hook.next_code().await;
+    let wrong_code = if code == "000000" { "111111" } else { "000000" };
 
     let wrong = verify("carol@example.com", wrong_code).await;
-    let unknown = verify("nobody@example.com", code.clone()).await;
-    assert!(
-        verify("carol@example.com", code.clone())
-            .await
-            .0
-            .is_success()
-    );
-    let used = verify("carol@example.com", code).await;
+    let unknown = verify("nobody@example.com", &code).await;
+    assert!(verify("carol@example.com", &code).await.0.is_success());
+    let used = verify("carol@example.com", &code).await;
 
-    post(
-        &client,
-        format!("{base}/auth/otp/send"),
-        json!({"email": "dave@example.com"}),
-    )
-    .await;
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    send_code(&client, &base, "dave@example.com").await;
+    let code = hook.next_code().await;
     clock.advance(Duration::from_secs(301));
-    let expired = verify("dave@example.com", code).await;
+    let expired = verify("dave@example.com", &code).await;
 
     assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
     for other in [&unknown, &used, &expired] {
@@ -592,7 +510,7 @@ channels = ["email"]
     let client = reqwest::Client::new();
 
     // SMS is not offered by this tenant.
-    let r = post(
+    let r = post_json(
         &client,
         format!("{base}/login/otp/send"),
         json!({"phone": "+14155552671"}),
@@ -604,16 +522,16 @@ channels = ["email"]
         "channel_disabled"
     );
 
-    let r = post(
+    let r = post_json(
         &client,
         format!("{base}/login/otp/send"),
         json!({"email": "erin@example.com"}),
     )
     .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let code = hook.next_code().await;
     assert_eq!(code.len(), 8);
-    let verified = post(
+    let verified = post_json(
         &client,
         format!("{base}/login/otp/verify"),
         json!({"email": "erin@example.com", "code": code.to_lowercase()}),
@@ -660,7 +578,7 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
             .clock(Arc::new(clock.clone()))
             .build()
             .unwrap(),
-        settings(),
+        protecting_api(),
     );
     let (base, calls) = start_app(gate.clone()).await;
     let client = reqwest::Client::new();
@@ -704,20 +622,12 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
     .unwrap()
     .token;
 
-    let status = |token: String| {
-        let client = client.clone();
-        let url = format!("{base}/api/me");
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+    let status = async |token: &str| {
+        get_with_token(&client, format!("{base}/api/me"), token)
+            .await
+            .status()
     };
-    assert_eq!(status(good.clone()).await, StatusCode::OK);
+    assert_eq!(status(&good).await, StatusCode::OK);
     for forged in [
         alg_none,
         other_audience,
@@ -725,15 +635,11 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
         other_algorithm,
         "garbage".into(),
     ] {
-        assert_eq!(
-            status(forged.clone()).await,
-            StatusCode::UNAUTHORIZED,
-            "{forged}"
-        );
+        assert_eq!(status(&forged).await, StatusCode::UNAUTHORIZED, "{forged}");
     }
     // The good token, already verified and cached, still dies at its expiry.
     clock.advance(Duration::from_secs(3600 + 6));
-    assert_eq!(status(good).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&good).await, StatusCode::UNAUTHORIZED);
     assert_eq!(calls.count(), 1, "the app saw only the one valid request");
 }
 
