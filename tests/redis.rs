@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Form, RedisServer, RunningGate, WebhookReceiver, capture, next_message, start_form};
-use otpgate::delivery::{Message, Senders};
+use common::{
+    Form, Inbox, RedisServer, RunningGate, WebhookReceiver, both_forms, capture, email_and_sms,
+    get_with_token, next_message, post_json, protecting_api, send_code, send_to, sign_in,
+    start_form, verify_code, verify_for,
+};
+use otpgate::delivery::Message;
 use otpgate::http::Front;
-use otpgate::http::HttpSettings;
 use otpgate::identifier::Identifier;
 use otpgate::otp::ServerSecret;
 use otpgate::store::{RedisSettings, RedisStore, SetMode, conformance};
@@ -52,23 +55,14 @@ fn instance(
         .store(Arc::new(store(url, namespace, Duration::from_millis(300))))
         .secret(secret())
         .signing_key(SigningKey::from_hmac_secret(TOKEN_SECRET).unwrap())
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Senders::default()
-        })
+        .senders(email_and_sms(sender))
         .revocation_fallback(fallback)
         .build()
         .unwrap();
     (gate, inbox)
 }
 
-/// `gate` served with `/api/` protected.
-fn protecting_api(gate: Gate) -> Front {
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
-    Front::new(gate, http)
-}
+both_forms!(redis_goes_away_and_comes_back);
 
 fn alice() -> Identifier {
     Identifier::email("alice@example.com").unwrap()
@@ -76,20 +70,13 @@ fn alice() -> Identifier {
 
 fn send_alice(ip: Option<IpAddr>) -> SendRequest<'static> {
     SendRequest {
-        tenant: None,
-        identifier: alice(),
         client_ip: ip,
-        locale: None,
+        ..send_to(alice())
     }
 }
 
 fn verify_alice(code: &str) -> VerifyRequest<'_> {
-    VerifyRequest {
-        tenant: None,
-        identifier: alice(),
-        code,
-        client_ip: None,
-    }
+    verify_for(alice(), code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,30 +259,17 @@ async fn redis_goes_away_and_comes_back(form: Form) {
     let mut server = RedisServer::start().await;
     let (gate, mut inbox) = instance(&server.url(), "faults", RevocationFallback::Allow);
     let (strict, _) = instance(&server.url(), "faults", RevocationFallback::Deny);
-    let (base, calls) = start_form(form, protecting_api(gate.clone())).await;
-    let (strict_base, _) = start_form(form, protecting_api(strict)).await;
+    let (base, calls) = start_form(form, Front::new(gate.clone(), protecting_api())).await;
+    let (strict_base, _) = start_form(form, Front::new(strict, protecting_api())).await;
     let client = reqwest::Client::new();
-    let send = |base: &str, email: &str| {
-        client
-            .post(format!("{base}/auth/otp/send"))
-            .json(&json!({ "email": email }))
-            .send()
+    let me = async |base: &str, token: &str| {
+        get_with_token(&client, format!("{base}/api/me"), token)
+            .await
+            .status()
     };
-    assert_eq!(
-        send(&base, "alice@example.com").await.unwrap().status(),
-        StatusCode::OK
-    );
-    let code = next_message(&mut inbox).await.code.expose().to_owned();
-    let verified: Value = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({"email": "alice@example.com", "code": code}))
-        .send()
+    let token = sign_in(&client, &base, &mut inbox, "alice@example.com")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = verified["access_token"].as_str().unwrap().to_owned();
+        .access_token;
 
     server.kill();
     for (path, body) in [
@@ -306,12 +280,7 @@ async fn redis_goes_away_and_comes_back(form: Form) {
         ),
     ] {
         let started = Instant::now();
-        let answer = client
-            .post(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let answer = post_json(&client, format!("{base}{path}"), body).await;
         let took = started.elapsed();
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(answer.headers()["retry-after"], "1");
@@ -325,28 +294,21 @@ async fn redis_goes_away_and_comes_back(form: Form) {
         "no code is sent while Redis is down"
     );
     // The token's signature and expiry need no store: with "allow" it passes...
-    let me = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me(&base, &token).await, StatusCode::OK);
     assert_eq!(calls.count(), 1);
     // ...with "deny" it waits for the revocation check: 503.
-    let me = client
-        .get(format!("{strict_base}/api/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        me(&strict_base, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     server.restart().await;
     // The same gate process reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = send(&base, "carol@example.com").await.unwrap().status();
+        let status = send_code(&client, &base, "carol@example.com")
+            .await
+            .status();
         if status == StatusCode::OK {
             break;
         }
@@ -354,31 +316,14 @@ async fn redis_goes_away_and_comes_back(form: Form) {
         assert!(Instant::now() < deadline, "no recovery within 10 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let code = next_message(&mut inbox).await.code.expose().to_owned();
-    let verified = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({"email": "carol@example.com", "code": code}))
-        .send()
-        .await
-        .unwrap();
+    let code = inbox.next_code().await;
+    let verified = verify_code(&client, &base, "carol@example.com", &code).await;
     assert_eq!(verified.status(), StatusCode::OK);
-    let me = client
-        .get(format!("{strict_base}/api/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::OK, "the strict gate is back too");
-}
-
-#[tokio::test]
-async fn redis_going_away_and_back_through_the_tower_layer() {
-    redis_goes_away_and_comes_back(Form::Tower).await;
-}
-
-#[tokio::test]
-async fn redis_going_away_and_back_through_the_proxy() {
-    redis_goes_away_and_comes_back(Form::Pingora).await;
+    assert_eq!(
+        me(&strict_base, &token).await,
+        StatusCode::OK,
+        "the strict gate is back too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,34 +360,19 @@ prefix = "/api/"
     );
     let client = reqwest::Client::new();
     let first = RunningGate::start(&config).await;
-    let sent = client
-        .post(format!("{}/auth/otp/send", first.base))
-        .json(&json!({"email": "alice@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = send_code(&client, &first.base, "alice@example.com").await;
     assert_eq!(sent.status(), StatusCode::OK);
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let code = hook.next_code().await;
     // The gate dies (SIGKILL, no goodbye) and a new process takes over.
     drop(first);
 
     let second = RunningGate::start(&config).await;
-    let verified = client
-        .post(format!("{}/auth/otp/verify", second.base))
-        .json(&json!({"email": "alice@example.com", "code": code}))
-        .send()
-        .await
-        .unwrap();
+    let verified = verify_code(&client, &second.base, "alice@example.com", &code).await;
     assert_eq!(verified.status(), StatusCode::OK);
     let token = verified.json::<Value>().await.unwrap()["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    let me = client
-        .get(format!("{}/api/me", second.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let me = get_with_token(&client, format!("{}/api/me", second.base), &token).await;
     assert_eq!(me.status(), StatusCode::OK);
 }
