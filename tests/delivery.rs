@@ -8,14 +8,16 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use common::{
+    Form, StuckSender, capture, email_and_sms, free_port, next_message, send_to, serve, start_form,
+};
 use otpgate::delivery::{
     DeliveryError, DeliveryStats, Message, Outbox, OutboxPolicy, Rendered, Sender, Senders,
     SmtpSecurity, SmtpSender, SmtpSettings, TwilioFrom, TwilioSender, WebhookSender,
@@ -23,7 +25,7 @@ use otpgate::delivery::{
 use otpgate::http::Front;
 use otpgate::identifier::Identifier;
 use otpgate::otp::CodeFormat;
-use otpgate::{Gate, GateError, SendRequest, Tenant};
+use otpgate::{Gate, GateError, Tenant};
 use wiremock::matchers::{body_string, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -172,7 +174,7 @@ async fn a_provider_failing_twice_then_succeeding_delivers_exactly_one_sms() {
 #[tokio::test]
 async fn a_primary_that_is_down_fails_over_to_the_secondary() {
     // Nothing listens on the primary's port.
-    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let primary = Arc::new(
         TwilioSender::new(
             &dead,
@@ -239,26 +241,11 @@ async fn a_rejected_message_is_not_retried_and_a_slow_provider_times_out() {
     assert_eq!((stats.failed, stats.retried), (1, 2));
 }
 
-/// A provider that never answers, to fill the outbox.
-struct Stuck(Arc<AtomicUsize>);
-
-#[async_trait]
-impl Sender for Stuck {
-    async fn send(&self, _message: &Message) -> Result<(), DeliveryError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        std::future::pending().await
-    }
-}
-
 #[tokio::test]
 async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
-    let calls = Arc::new(AtomicUsize::new(0));
+    let stuck = StuckSender::default();
     let gate = Gate::builder()
-        .senders(Senders {
-            email: Some(Arc::new(Stuck(calls.clone()))),
-            sms: Some(Arc::new(Stuck(calls.clone()))),
-            ..Senders::default()
-        })
+        .senders(email_and_sms(Arc::new(stuck.clone())))
         .outbox_policy(OutboxPolicy {
             capacity: 1,
             concurrency: 1,
@@ -270,14 +257,8 @@ async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
         .unwrap();
     let mut answers = Vec::new();
     for i in 0..8 {
-        let result = gate
-            .send(SendRequest {
-                tenant: None,
-                identifier: Identifier::email(&format!("user{i}@example.com")).unwrap(),
-                client_ip: None,
-                locale: None,
-            })
-            .await;
+        let user = Identifier::email(&format!("user{i}@example.com")).unwrap();
+        let result = gate.send(send_to(user)).await;
         answers.push(result);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -304,7 +285,7 @@ async fn a_full_outbox_answers_503_and_a_failing_provider_changes_no_answer() {
         gate.store().peek_code_state(&refused_key).await.unwrap(),
         None
     );
-    assert!(calls.load(Ordering::SeqCst) >= 1);
+    assert!(stuck.0.load(Ordering::SeqCst) >= 1);
 }
 
 #[tokio::test]
@@ -318,7 +299,7 @@ async fn webhook_bodies_are_signed_with_the_secret() {
             async { StatusCode::OK }
         }),
     );
-    let addr = common::serve(app).await;
+    let addr = serve(app).await;
     let sender = WebhookSender::new(format!("http://{addr}/hook").parse().unwrap())
         .signing_secret(b"webhook-secret");
     sender.send(&sms()).await.unwrap();
@@ -361,7 +342,7 @@ impl SmtpServer {
         std::fs::write(certs.path().join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(certs.path().join("key.pem"), key.serialize_pem()).unwrap();
         let outdir = tempfile::tempdir().unwrap();
-        let port = common::free_port();
+        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -483,7 +464,7 @@ async fn smtp_delivers_text_and_html_over_plain_starttls_and_tls() {
 async fn the_request_locale_and_the_tenant_choose_the_template() {
     use otpgate::delivery::{Template, TemplateScope, Templates};
     use otpgate::http::HttpSettings;
-    let (sender, mut inbox) = common::capture();
+    let (sender, mut inbox) = capture();
     let templates = Templates::new(vec![(
         TemplateScope {
             tenant: None,
@@ -499,11 +480,7 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
     .unwrap();
     let gate = Front::new(
         Gate::builder()
-            .senders(Senders {
-                email: Some(sender.clone()),
-                sms: Some(sender),
-                ..Senders::default()
-            })
+            .senders(email_and_sms(sender))
             .templates(templates)
             .tenant(Tenant {
                 display_name: Some("Acme".into()),
@@ -513,7 +490,7 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
             .unwrap(),
         HttpSettings::default(),
     );
-    let (base, _) = common::start_form(common::Form::Tower, gate).await;
+    let (base, _) = start_form(Form::Tower, gate).await;
     let client = reqwest::Client::new();
     let send = |email: &str, language: Option<&str>, body_locale: Option<&str>| {
         let mut body = serde_json::json!({"email": email});
@@ -529,7 +506,7 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
     send("a@example.com", Some("fr-CA,fr;q=0.9,en;q=0.5"), None)
         .await
         .unwrap();
-    let french = common::next_message(&mut inbox).await;
+    let french = next_message(&mut inbox).await;
     let code = french.code.expose().to_owned();
     assert_eq!(french.content.subject, format!("Votre code Acme : {code}"));
     assert_eq!(
@@ -543,7 +520,7 @@ async fn the_request_locale_and_the_tenant_choose_the_template() {
     assert_eq!(french.content.from_name.as_deref(), Some("Acme"));
 
     send("b@example.com", Some("fr"), Some("en")).await.unwrap();
-    let english = common::next_message(&mut inbox).await;
+    let english = next_message(&mut inbox).await;
     assert!(
         english
             .content
@@ -696,7 +673,7 @@ async fn a_webhook_answer_that_echoes_the_message_is_scrubbed() {
             )
         }),
     );
-    let addr = common::serve(app).await;
+    let addr = serve(app).await;
     let sender = WebhookSender::new(format!("http://{addr}/hook").parse().unwrap());
     let to = Identifier::email("hidden.person@example.com").unwrap();
     let error = sender.send(&message(to)).await.unwrap_err();

@@ -11,11 +11,10 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use common::{capture, serve};
-use otpgate::delivery::Senders;
+use common::{capture, email_and_sms, members_only, send_to, serve};
 use otpgate::directory::{Directory, HttpDirectory};
 use otpgate::identifier::Identifier;
-use otpgate::{Gate, GateError, SendRequest, Tenant};
+use otpgate::{Gate, GateError, Tenant};
 use serde_json::json;
 
 struct Lookups {
@@ -82,26 +81,14 @@ async fn a_failing_directory_is_a_503_and_nothing_is_sent() {
             url.parse().unwrap(),
             Duration::from_millis(1),
         )))
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
+        .senders(email_and_sms(sender))
         .tenant(Tenant {
-            auto_create: false,
             reveal_account: true,
-            ..Tenant::new("default")
+            ..members_only()
         })
         .build()
         .unwrap();
-    let send = |email: &str| {
-        gate.send(SendRequest {
-            tenant: None,
-            identifier: Identifier::email(email).unwrap(),
-            client_ip: None,
-            locale: None,
-        })
-    };
+    let send = |email: &str| gate.send(send_to(Identifier::email(email).unwrap()));
     let outcome = send("ann@example.com").await.unwrap();
     assert_eq!(outcome.account_exists, Some(true));
     assert_eq!(inbox.recv().await.unwrap().to.as_str(), "ann@example.com");

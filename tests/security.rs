@@ -5,11 +5,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{capture, next_message};
-use otpgate::delivery::Senders;
+use common::{
+    Inbox, StuckSender, capture, email_and_sms, members_only, next_message, send_to, verify_for,
+};
+use otpgate::delivery::{Message, Senders};
+use otpgate::directory::StaticDirectory;
 use otpgate::identifier::Identifier;
 use otpgate::otp::{ManualClock, OtpPolicy};
-use otpgate::{Gate, GateError, SendRequest, VerifyRequest};
+use otpgate::{Gate, GateBuilder, GateError};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 fn alice() -> Identifier {
     Identifier::email("alice@example.com").unwrap()
@@ -18,7 +22,7 @@ fn alice() -> Identifier {
 struct Setup {
     gate: Gate,
     clock: ManualClock,
-    inbox: tokio::sync::mpsc::UnboundedReceiver<otpgate::delivery::Message>,
+    inbox: UnboundedReceiver<Message>,
 }
 
 fn setup(policy: OtpPolicy) -> Setup {
@@ -27,11 +31,7 @@ fn setup(policy: OtpPolicy) -> Setup {
     let gate = Gate::builder()
         .policy(policy)
         .clock(Arc::new(clock.clone()))
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
+        .senders(email_and_sms(sender))
         .build()
         .unwrap();
     Setup { gate, clock, inbox }
@@ -39,25 +39,13 @@ fn setup(policy: OtpPolicy) -> Setup {
 
 impl Setup {
     async fn send(&mut self) -> Result<String, GateError> {
-        self.gate
-            .send(SendRequest {
-                tenant: None,
-                identifier: alice(),
-                client_ip: None,
-                locale: None,
-            })
-            .await?;
-        Ok(next_message(&mut self.inbox).await.code.expose().to_owned())
+        self.gate.send(send_to(alice())).await?;
+        Ok(self.inbox.next_code().await)
     }
 
     async fn verify(&self, code: &str) -> Result<(), GateError> {
         self.gate
-            .verify(VerifyRequest {
-                tenant: None,
-                identifier: alice(),
-                code,
-                client_ip: None,
-            })
+            .verify(verify_for(alice(), code))
             .await
             .map(|_| ())
     }
@@ -80,15 +68,7 @@ async fn exactly_one_of_1000_concurrent_verifies_of_one_code_wins() {
         .map(|_| {
             let gate = gate.clone();
             let code = code.clone();
-            tokio::spawn(async move {
-                gate.verify(VerifyRequest {
-                    tenant: None,
-                    identifier: alice(),
-                    code: &code,
-                    client_ip: None,
-                })
-                .await
-            })
+            tokio::spawn(async move { gate.verify(verify_for(alice(), &code)).await })
         })
         .collect();
     let mut wins = 0;
@@ -268,39 +248,25 @@ async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
     ));
 }
 
+/// A gate whose default tenant serves only the accounts of `members`, delivering through
+/// `senders`.
+fn members_only_gate(members: StaticDirectory, senders: Senders) -> GateBuilder {
+    Gate::builder()
+        .directory(Arc::new(members))
+        .tenant(members_only())
+        .senders(senders)
+}
+
 #[tokio::test]
 async fn an_unknown_account_gets_a_message_queued_and_dropped_never_sent() {
     let (sender, mut inbox) = capture();
-    let members =
-        otpgate::directory::StaticDirectory::new().with_account("default", alice(), "alice-1");
-    let gate = Gate::builder()
-        .directory(Arc::new(members))
-        .tenant(otpgate::Tenant {
-            auto_create: false,
-            ..otpgate::Tenant::new("default")
-        })
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
+    let members = StaticDirectory::new().with_account("default", alice(), "alice-1");
+    let gate = members_only_gate(members, email_and_sms(sender))
         .build()
         .unwrap();
-    let send = |identifier: Identifier| {
-        let gate = gate.clone();
-        async move {
-            gate.send(SendRequest {
-                tenant: None,
-                identifier,
-                client_ip: None,
-                locale: None,
-            })
-            .await
-        }
-    };
     let stranger = Identifier::email("mallory@example.com").unwrap();
-    let unknown = send(stranger.clone()).await.unwrap();
-    let known = send(alice()).await.unwrap();
+    let unknown = gate.send(send_to(stranger)).await.unwrap();
+    let known = gate.send(send_to(alice())).await.unwrap();
     // The same answer for both: the tenant does not reveal accounts.
     assert_eq!(unknown, known);
 
@@ -324,37 +290,13 @@ async fn an_unknown_account_gets_a_message_queued_and_dropped_never_sent() {
     assert_eq!((stats.sent, stats.failed, stats.retried), (1, 0, 0));
 }
 
-/// A provider that never answers: what it is given stays in delivery.
-struct Stuck;
-
-#[async_trait::async_trait]
-impl otpgate::delivery::Sender for Stuck {
-    async fn send(
-        &self,
-        _message: &otpgate::delivery::Message,
-    ) -> Result<(), otpgate::delivery::DeliveryError> {
-        std::future::pending().await
-    }
-}
-
 #[tokio::test]
 async fn a_full_outbox_refuses_known_and_unknown_accounts_alike() {
     let member = |i: usize| Identifier::email(&format!("member{i}@example.com")).unwrap();
-    let members = (0..20).fold(otpgate::directory::StaticDirectory::new(), |d, i| {
+    let members = (0..20).fold(StaticDirectory::new(), |d, i| {
         d.with_account("default", member(i), &format!("m{i}"))
     });
-    let stuck: Arc<dyn otpgate::delivery::Sender> = Arc::new(Stuck);
-    let gate = Gate::builder()
-        .directory(Arc::new(members))
-        .tenant(otpgate::Tenant {
-            auto_create: false,
-            ..otpgate::Tenant::new("default")
-        })
-        .senders(Senders {
-            email: Some(stuck.clone()),
-            sms: Some(stuck),
-            ..Default::default()
-        })
+    let gate = members_only_gate(members, email_and_sms(Arc::new(StuckSender::default())))
         .outbox_policy(otpgate::delivery::OutboxPolicy {
             capacity: 1,
             concurrency: 1,
@@ -362,18 +304,7 @@ async fn a_full_outbox_refuses_known_and_unknown_accounts_alike() {
         })
         .build()
         .unwrap();
-    let send = |identifier: Identifier| {
-        let gate = gate.clone();
-        async move {
-            gate.send(SendRequest {
-                tenant: None,
-                identifier,
-                client_ip: None,
-                locale: None,
-            })
-            .await
-        }
-    };
+    let send = async |identifier: Identifier| gate.send(send_to(identifier)).await;
     // Members' messages fill the outbox: one stuck in delivery, one waiting for it, one
     // queued; nothing leaves after that.
     let mut next = 0;
