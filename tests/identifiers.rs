@@ -4,40 +4,38 @@
 
 mod common;
 
-use common::{Form, capture, next_message, start_form};
+use common::{
+    Form, both_forms, capture, email_and_sms, get_with_token, next_message, post_json,
+    protecting_api, start_form, verify_code,
+};
 use otpgate::Gate;
-use otpgate::delivery::{Message, Senders};
+use otpgate::delivery::Message;
 use otpgate::http::Front;
-use otpgate::http::HttpSettings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+both_forms!(
+    smuggled_addresses_are_refused,
+    every_spelling_of_a_mailbox_is_one_identity,
+);
+
 fn gate() -> (Front, UnboundedReceiver<Message>) {
     let (sender, messages) = capture();
-    let mut http = HttpSettings::default();
-    http.protect.push("/api/".into());
     let gate = Front::new(
         Gate::builder()
-            .senders(Senders {
-                email: Some(sender.clone()),
-                sms: Some(sender),
-                ..Default::default()
-            })
+            .senders(email_and_sms(sender))
             .build()
             .unwrap(),
-        http,
+        protecting_api(),
     );
     (gate, messages)
 }
 
+/// Asks for a code for `email`: the status and the JSON answer, if any.
 async fn send(client: &reqwest::Client, base: &str, email: &str) -> (StatusCode, Value) {
-    let response = client
-        .post(format!("{base}/auth/otp/send"))
-        .json(&json!({ "email": email }))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({ "email": email });
+    let response = post_json(client, format!("{base}/auth/otp/send"), body).await;
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -117,12 +115,7 @@ async fn every_spelling_of_a_mailbox_is_one_identity(form: Form) {
     );
 
     // The code sent to one spelling verifies with another.
-    let verified = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({ "email": "VIDN@xn--exmple-cua.com", "code": code }))
-        .send()
-        .await
-        .unwrap();
+    let verified = verify_code(&client, &base, "VIDN@xn--exmple-cua.com", &code).await;
     assert_eq!(verified.status(), StatusCode::OK, "{form:?}");
     let token = verified.json::<Value>().await.unwrap()["access_token"]
         .as_str()
@@ -130,12 +123,8 @@ async fn every_spelling_of_a_mailbox_is_one_identity(form: Form) {
         .to_owned();
 
     // The app receives the one spelling, in A-labels.
-    let seen: Value = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&token)
-        .send()
+    let seen: Value = get_with_token(&client, format!("{base}/api/me"), &token)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -147,24 +136,4 @@ async fn every_spelling_of_a_mailbox_is_one_identity(form: Form) {
         seen["headers"]["x-auth-email"], "vidn@xn--exmple-cua.com",
         "{form:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tower_smuggled_addresses_are_refused() {
-    smuggled_addresses_are_refused(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pingora_smuggled_addresses_are_refused() {
-    smuggled_addresses_are_refused(Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tower_every_spelling_of_a_mailbox_is_one_identity() {
-    every_spelling_of_a_mailbox_is_one_identity(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pingora_every_spelling_of_a_mailbox_is_one_identity() {
-    every_spelling_of_a_mailbox_is_one_identity(Form::Pingora).await;
 }

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Form, WebhookReceiver, start_form};
-use otpgate::config::Config;
-use otpgate::delivery::{Senders, WebhookSender};
+use common::{
+    Form, Inbox, WebhookReceiver, both_forms, gate_from_file, start_form, webhook_senders,
+};
 use otpgate::http::Front;
 use otpgate::otp::ManualClock;
 use reqwest::StatusCode;
@@ -16,21 +15,10 @@ use serde_json::{Value, json};
 
 const BASE: &str = "/api/v1/public/projects";
 
+both_forms!(conformance);
+
 fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> Front {
-    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    let (builder, http) = Config::from_file("config/aerocall.toml".as_ref())
-        .unwrap()
-        .into_parts();
-    let gate = builder
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Default::default()
-        })
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    Front::new(gate, http)
+    gate_from_file("config/aerocall.toml", webhook_senders(hook), clock)
 }
 
 async fn call(client: &reqwest::Client, url: String, body: Value) -> (StatusCode, Value) {
@@ -55,7 +43,7 @@ async fn conformance(form: Form) {
             json!({"message": "OTP sent successfully", "accountExists": false})
         )
     );
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let code = hook.next_code().await;
 
     // Verify: a JWT and the user.
     let (status, body) = call(
@@ -178,7 +166,7 @@ async fn conformance(form: Form) {
 
     // 401 for a wrong code and for an expired one.
     call(&client, send("demo"), json!({"email": "late@example.com"})).await;
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
+    let code = hook.next_code().await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let (status, body) = call(
         &client,
@@ -198,16 +186,6 @@ async fn conformance(form: Form) {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aerocall_through_the_tower_layer() {
-    conformance(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aerocall_through_the_pingora_proxy() {
-    conformance(Form::Pingora).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

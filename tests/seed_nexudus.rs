@@ -6,29 +6,25 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Form, WebhookReceiver, start_form};
-use otpgate::config::Config;
+use common::{
+    Form, Inbox, WebhookReceiver, both_forms, gate_from_file, get_with_token, start_form,
+};
 use otpgate::delivery::{Senders, WebhookSender};
 use otpgate::http::Front;
 use otpgate::otp::ManualClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+both_forms!(conformance);
+
+/// The Nexudus gate, its email delivered to `hook`; it sends no SMS.
 fn gate(hook: &WebhookReceiver, clock: &ManualClock) -> Front {
-    let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    let (builder, http) = Config::from_file("config/nexudus.toml".as_ref())
-        .unwrap()
-        .into_parts();
-    let gate = builder
-        .senders(Senders {
-            email: Some(sender),
-            sms: None,
-            ..Default::default()
-        })
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    Front::new(gate, http)
+    let email = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
+    let senders = Senders {
+        email: Some(email),
+        ..Senders::default()
+    };
+    gate_from_file("config/nexudus.toml", senders, clock)
 }
 
 const OK_ENVELOPE: &str =
@@ -42,6 +38,15 @@ async fn conformance(form: Form) {
     let users = format!("{base}/api/sys/users");
     let get = |query: &str| client.get(format!("{users}/sendOtp?{query}")).send();
     let post = |path: &str, query: String| client.post(format!("{users}/{path}?{query}")).send();
+    let verify_jane = async |code: &str| {
+        post(
+            "verifyOtp",
+            format!("email=jane.doe%40example.com&businessId=7&code={code}"),
+        )
+        .await
+        .unwrap()
+    };
+    let me = async |token: &str| get_with_token(&client, format!("{base}/api/me"), token).await;
 
     // A member and a stranger get the same bytes; only the member gets a code.
     let member = get("email=jane.doe%40example.com&businessId=7")
@@ -115,32 +120,13 @@ async fn conformance(form: Form) {
     // Verify: a one-time JWT in Value.
     let code = delivered["code"].as_str().unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let refused = post(
-        "verifyOtp",
-        format!("email=jane.doe%40example.com&businessId=7&code={wrong}"),
-    )
-    .await
-    .unwrap();
+    let refused = verify_jane(wrong).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let verified: Value = post(
-        "verifyOtp",
-        format!("email=jane.doe%40example.com&businessId=7&code={code}"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let verified: Value = verify_jane(code).await.json().await.unwrap();
     assert_eq!(verified["WasSuccessful"], true);
     let one_time = verified["Value"].as_str().unwrap().to_owned();
     // It is no access token.
-    let app = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&one_time)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(app.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&one_time).await.status(), StatusCode::UNAUTHORIZED);
 
     // Exchange, once.
     let exchanged = post("exchange", format!("token={one_time}&validForInMinutes=30"))
@@ -160,15 +146,7 @@ async fn conformance(form: Form) {
     );
 
     // The session reaches the app as the member's id.
-    let seen: Value = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = me(&token).await.json().await.unwrap();
     assert_eq!(seen["headers"]["x-auth-subject"], "1001");
     assert_eq!(seen["headers"]["x-auth-tenant"], "7");
     assert_eq!(calls.count(), 1);
@@ -206,16 +184,8 @@ async fn conformance(form: Form) {
     get("email=jane.doe%40example.com&businessId=7")
         .await
         .unwrap();
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-    let verified: Value = post(
-        "verifyOtp",
-        format!("email=jane.doe%40example.com&businessId=7&code={code}"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let code = hook.next_code().await;
+    let verified: Value = verify_jane(&code).await.json().await.unwrap();
     let late = verified["Value"].as_str().unwrap().to_owned();
     let bad_minutes = post("exchange", format!("token={late}&validForInMinutes=abc"))
         .await
@@ -239,14 +209,4 @@ async fn conformance(form: Form) {
         .await
         .unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nexudus_through_the_tower_layer() {
-    conformance(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nexudus_through_the_pingora_proxy() {
-    conformance(Form::Pingora).await;
 }
