@@ -26,9 +26,11 @@ use crate::http::{
 };
 
 mod guard;
+mod limits;
 mod settings;
 
-pub use guard::{ConnectionLimits, GuardedApp, HeadDeadline};
+pub use guard::{GuardedApp, HeadDeadline};
+pub use limits::ConnectionLimits;
 pub use settings::{ProxySettings, Upstream};
 
 /// Per-request state of [`OtpFilter`].

@@ -1,0 +1,97 @@
+//! The request-head and idle deadlines, on in-memory connections with paused time.
+
+use super::*;
+use tokio::io::{AsyncReadExt, DuplexStream};
+
+fn limits() -> ConnectionLimits {
+    ConnectionLimits {
+        header_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        max_connections: 3,
+        max_connections_per_ip: 2,
+    }
+}
+
+/// A guarded server end and the client's end of an in-memory connection.
+fn pair() -> (HeadDeadline, DuplexStream) {
+    let (client, server) = tokio::io::duplex(4096);
+    let permit = Arc::new(Counter::new(limits())).admit(None).unwrap();
+    (
+        HeadDeadline::new(Box::new(server), limits(), permit),
+        client,
+    )
+}
+
+async fn read(stream: &mut HeadDeadline) -> io::Result<usize> {
+    let mut buf = [0u8; 64];
+    stream.read(&mut buf).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_sent_slowly_fails_at_the_total_deadline() {
+    let (mut server, mut client) = pair();
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        loop {
+            if let Err(e) = read(&mut server).await {
+                return e;
+            }
+        }
+    });
+    // One byte every 3 s: each read succeeds, but the head as a whole is too slow.
+    for _ in 0..5 {
+        if client.write_all(b"x").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let error = reader.await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert!(start.elapsed() <= Duration::from_secs(15));
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.ok();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_head_is_not_timed_and_an_idle_connection_is() {
+    let (mut server, mut client) = pair();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(read(&mut server).await.unwrap() > 0);
+    server.head_done();
+
+    // Body and answer take longer than the head deadline: not the guard's to stop.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    client.write_all(b"body").await.unwrap();
+    assert_eq!(read(&mut server).await.unwrap(), 4);
+
+    // Done: idle until keepalive_timeout, then the read fails.
+    server.request_done();
+    let start = Instant::now();
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    // Nothing is written to a connection that never started another request.
+    drop(server);
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_head_is_timed_from_its_first_byte() {
+    let (mut server, mut client) = pair();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    read(&mut server).await.unwrap();
+    server.head_done();
+    server.request_done();
+
+    // Idle for 50 s (under keepalive_timeout), then the next head starts.
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    client.write_all(b"GET").await.unwrap();
+    read(&mut server).await.unwrap();
+    let start = Instant::now();
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
