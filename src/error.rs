@@ -49,6 +49,9 @@ pub enum GateError {
     /// The app behind the gate could not be reached.
     #[error("the app behind the gate is unavailable")]
     UpstreamUnavailable,
+    /// The proxy could not serve the request, for a reason it answers with this status.
+    #[error("the request could not be served")]
+    RequestFailed(StatusCode),
     /// A refresh, one-time or revoked token that is invalid, used, expired or forged.
     #[error("the token is invalid, expired or already used")]
     InvalidToken,
@@ -119,6 +122,7 @@ impl GateError {
             | GateError::DeliveryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            GateError::RequestFailed(status) => *status,
         }
     }
 
@@ -138,6 +142,7 @@ impl GateError {
             GateError::InvalidToken => "invalid_token",
             GateError::InvalidClientKey => "invalid_client_key",
             GateError::UpstreamUnavailable => "upstream_unavailable",
+            GateError::RequestFailed(_) => "request_failed",
             GateError::PayloadTooLarge { .. } => "payload_too_large",
             GateError::InvalidPath(_) => "invalid_path",
             GateError::HeadersTooLarge { .. } => "headers_too_large",

@@ -13,6 +13,36 @@ pub struct Upstream {
     pub host: String,
 }
 
+/// How long the gate waits on the app.
+///
+/// `connect` bounds every connection to the app. `read` bounds each wait for the app's
+/// answer to a request whose answer the gate reads itself (the mediated baanx login);
+/// requests proxied through stream for as long as the app takes, since websockets and
+/// long polls may rightly stay quiet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// How long connecting to the app may take.
+    pub connect: Duration,
+    /// How long the app may stay silent while the gate waits for its answer.
+    pub read: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// The default connect timeout: 5 s.
+    pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+    /// The default read timeout: 30 s.
+    pub const DEFAULT_READ: Duration = Duration::from_secs(30);
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: UpstreamTimeouts::DEFAULT_CONNECT,
+            read: UpstreamTimeouts::DEFAULT_READ,
+        }
+    }
+}
+
 /// How the edge proxy runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxySettings {

@@ -1,0 +1,275 @@
+//! [`OtpFilter`]: the gate's steps as functions any [`ProxyHttp`](::pingora::proxy::ProxyHttp)
+//! can call, and the translation between pingora's session and the front's types.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ::pingora::http::{RequestHeader, ResponseHeader};
+use ::pingora::proxy::Session;
+use ::pingora::{Error, ErrorType};
+use bytes::Bytes;
+
+use super::app_client::AppClient;
+use super::{Upstream, UpstreamTimeouts};
+use crate::engine::Identity;
+use crate::error::GateError;
+use crate::http::{
+    CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, RequestView, Route, UpstreamPlan,
+};
+
+/// Per-request state of [`OtpFilter`].
+#[derive(Debug, Default)]
+pub struct OtpCtx {
+    plan: Option<UpstreamPlan>,
+}
+
+impl OtpCtx {
+    /// The verified identity of a request bound for the app, if it carried a valid token.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.plan.as_ref().and_then(|plan| plan.identity.as_ref())
+    }
+}
+
+/// The gate's steps for a pingora proxy of your own: call
+/// [`request_filter`](OtpFilter::request_filter) from `ProxyHttp::request_filter` and
+/// [`upstream_request_filter`](OtpFilter::upstream_request_filter) from
+/// `ProxyHttp::upstream_request_filter`.
+#[derive(Clone, Debug)]
+pub struct OtpFilter {
+    front: Front,
+    timeouts: UpstreamTimeouts,
+    // For mediated routes (the baanx login), which the gate forwards itself.
+    app: Option<AppClient>,
+}
+
+impl OtpFilter {
+    /// A filter driven by `front`: a [`Front`], or a [`crate::Gate`] with the default
+    /// HTTP settings.
+    pub fn new(front: impl Into<Front>) -> OtpFilter {
+        OtpFilter {
+            front: front.into(),
+            timeouts: UpstreamTimeouts::default(),
+            app: None,
+        }
+    }
+
+    /// The app that mediated routes (the baanx login, whose answer the gate must read)
+    /// are forwarded to. Without it such routes answer 502.
+    pub fn with_upstream(mut self, upstream: Upstream) -> OtpFilter {
+        self.app = Some(AppClient::new(upstream, self.timeouts));
+        self
+    }
+
+    /// How long mediated routes wait on the app (the default: [`UpstreamTimeouts::default`]).
+    pub fn with_upstream_timeouts(mut self, timeouts: UpstreamTimeouts) -> OtpFilter {
+        self.timeouts = timeouts;
+        if let Some(app) = self.app.take() {
+            self.app = Some(AppClient::new(app.upstream().clone(), timeouts));
+        }
+        self
+    }
+
+    /// The front.
+    pub fn front(&self) -> &Front {
+        &self.front
+    }
+
+    /// Answers the gate's endpoints and refuses protected paths without a valid token.
+    /// `Ok(true)` means the response is written and the request must not be proxied.
+    pub async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut OtpCtx,
+    ) -> ::pingora::Result<bool> {
+        let target = match self.canonical_request(session) {
+            Ok(target) => target,
+            Err(refusal) => {
+                write_response(session, *refusal).await?;
+                return Ok(true);
+            }
+        };
+        match self.front.route(&target) {
+            Route::Endpoint(route) => {
+                let response = match self.read_body(session, route).await {
+                    Ok(body) => {
+                        let (method, uri, headers) = request_parts(session);
+                        let view = self.view(session, &method, &uri, &headers);
+                        self.front.handle(route, &view, body).await
+                    }
+                    Err(refusal) => refusal,
+                };
+                write_response(session, response).await?;
+                Ok(true)
+            }
+            Route::Mediated(route) => {
+                let response = match self.read_body(session, route).await {
+                    Ok(body) => self.mediate(session, route, body).await,
+                    Err(refusal) => refusal,
+                };
+                write_response(session, response).await?;
+                Ok(true)
+            }
+            Route::Upstream { protected } => match self
+                .front
+                .plan_upstream(&session.req_header().headers, peer_ip(session), protected)
+                .await
+            {
+                Ok(plan) => {
+                    ctx.plan = Some(plan);
+                    Ok(false)
+                }
+                Err(refusal) => {
+                    write_response(session, *refusal).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    /// Checks the request head and puts the canonical target in place of the one the
+    /// client sent, so that the app receives exactly the path that was judged.
+    fn canonical_request(
+        &self,
+        session: &mut Session,
+    ) -> Result<CanonicalTarget, Box<GateResponse>> {
+        let request = session.req_header();
+        self.front.check_head(&request.headers)?;
+        let target = self
+            .front
+            .canonical_target(&request.method, request.raw_path())?;
+        if !target.is_spelled(request.raw_path()) || request.uri.authority().is_some() {
+            let uri = http::Uri::try_from(target.to_origin_form()).map_err(|_| {
+                Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
+                    "the request target is invalid".into(),
+                )))
+            })?;
+            session.req_header_mut().set_uri(uri);
+        }
+        Ok(target)
+    }
+
+    /// Strips the client's identity headers from the request to the app and injects the
+    /// verified identity. Fails, so that nothing is forwarded, when
+    /// [`request_filter`](Self::request_filter) did not run for the request.
+    pub fn upstream_request_filter(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &OtpCtx,
+    ) -> ::pingora::Result<()> {
+        match &ctx.plan {
+            Some(plan) => apply(plan, upstream_request),
+            // request_filter did not run (a mistake in the caller's proxy): the gate never
+            // judged this path or its token, so nothing of it is forwarded.
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "OtpFilter::request_filter did not run for this request",
+            ),
+        }
+    }
+
+    /// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        route: EndpointRoute,
+    ) -> Result<Bytes, GateResponse> {
+        let Some(mut reader) = self
+            .front
+            .body_reader(route, &session.req_header().headers)?
+        else {
+            return Ok(Bytes::new());
+        };
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => reader.push(&chunk)?,
+                Ok(None) => return Ok(reader.finish()),
+                Err(_) => return Err(reader.unreadable()),
+            }
+        }
+    }
+
+    fn view<'a>(
+        &self,
+        session: &Session,
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> RequestView<'a> {
+        let peer = peer_ip(session);
+        RequestView {
+            method,
+            path: uri.path(),
+            headers,
+            query: uri.query(),
+            client_ip: self.front.client_ip(peer, headers),
+        }
+    }
+
+    /// A mediated route: the gate forwards the (possibly rewritten) request to the app
+    /// itself, so that it can read the answer before the client does.
+    async fn mediate(&self, session: &Session, route: EndpointRoute, body: Bytes) -> GateResponse {
+        let (method, uri, mut headers) = request_parts(session);
+        // What every request to the app gets: no identity the client wrote, and
+        // X-Forwarded-For from the peer.
+        self.front
+            .strip_only_plan(&headers, peer_ip(session))
+            .apply(&mut headers);
+        let view = self.view(session, &method, &uri, &headers);
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let (app, forward_method, forward_headers) =
+            (self.app.as_ref(), method.clone(), headers.clone());
+        let forward = move |body: Bytes, extra: Vec<(http::HeaderName, http::HeaderValue)>| async move {
+            let app = app.ok_or(GateError::UpstreamUnavailable)?;
+            app.send(forward_method, target, forward_headers, extra, body)
+                .await
+        };
+        self.front.mediate(route, &view, body, forward).await
+    }
+}
+
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(SocketAddr::ip)
+}
+
+fn request_parts(session: &Session) -> (http::Method, http::Uri, http::HeaderMap) {
+    let request = session.req_header();
+    (
+        request.method.clone(),
+        request.uri.clone(),
+        request.headers.clone(),
+    )
+}
+
+fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<()> {
+    for name in &plan.strip {
+        request.remove_header(name);
+    }
+    for (name, value) in &plan.inject {
+        request.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// Writes an answer of the gate's own, with its length.
+pub(super) async fn write_response(
+    session: &mut Session,
+    response: GateResponse,
+) -> ::pingora::Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+    for (name, value) in &response.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
+    let empty = response.body.is_empty();
+    session
+        .write_response_header(Box::new(header), empty)
+        .await?;
+    if !empty {
+        session
+            .write_response_body(Some(response.body), true)
+            .await?;
+    }
+    Ok(())
+}
