@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
@@ -15,7 +15,7 @@ use axum::routing::post;
 use common::{Form, WebhookReceiver, serve, start_proxy};
 use otpgate::config::Config;
 use otpgate::delivery::{Senders, WebhookSender};
-use otpgate::http::Front;
+use otpgate::http::{Front, HttpSettings};
 use otpgate::tower::OtpLayer;
 use serde_json::{Value, json};
 
@@ -27,6 +27,30 @@ struct AppSeen {
     logins: AtomicUsize,
     with_assertion: AtomicUsize,
     saw_otp_code: AtomicUsize,
+    /// Every login's `X-Forwarded-For` lines, and the names of the headers in another
+    /// spelling of it (`x_forwarded_for`, ...).
+    forwarded_for: Mutex<Vec<(Vec<String>, Vec<String>)>>,
+}
+
+impl AppSeen {
+    fn last_forwarded_for(&self) -> (Vec<String>, Vec<String>) {
+        self.forwarded_for.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+fn forwarded_for(headers: &HeaderMap) -> (Vec<String>, Vec<String>) {
+    let lines = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    let other_spellings = headers
+        .keys()
+        .map(|name| name.as_str())
+        .filter(|name| *name != "x-forwarded-for" && name.replace('_', "-") == "x-forwarded-for")
+        .map(str::to_owned)
+        .collect();
+    (lines, other_spellings)
 }
 
 /// The app: password login with `isOtpRequired`, and an access token only for a login
@@ -39,6 +63,7 @@ fn existing_app(jwks: jsonwebtoken::jwk::JwkSet, seen: Arc<AppSeen>) -> axum::Ro
             let jwks = jwks.clone();
             async move {
                 seen.logins.fetch_add(1, Ordering::SeqCst);
+                seen.forwarded_for.lock().unwrap().push(forwarded_for(&headers));
                 if body.get("otpCode").is_some() {
                     seen.saw_otp_code.fetch_add(1, Ordering::SeqCst);
                 }
@@ -68,10 +93,21 @@ fn existing_app(jwks: jsonwebtoken::jwk::JwkSet, seen: Arc<AppSeen>) -> axum::Ro
 }
 
 async fn start(form: Form, hook: &WebhookReceiver, seen: Arc<AppSeen>) -> String {
+    start_with(form, hook, seen, |_| {}).await
+}
+
+/// [`start`] with the HTTP settings of config/baanx.toml changed by `adjust`.
+async fn start_with(
+    form: Form,
+    hook: &WebhookReceiver,
+    seen: Arc<AppSeen>,
+    adjust: impl FnOnce(&mut HttpSettings),
+) -> String {
     let sender = Arc::new(WebhookSender::new(hook.url.parse().unwrap()));
-    let (builder, http) = Config::from_file("config/baanx.toml".as_ref())
+    let (builder, mut http) = Config::from_file("config/baanx.toml".as_ref())
         .unwrap()
         .into_parts();
+    adjust(&mut http);
     let gate = Front::new(
         builder
             .senders(Senders {
@@ -114,6 +150,11 @@ async fn conformance(form: Form) {
     assert_eq!(
         first.json::<Value>().await.unwrap(),
         json!({"isOtpRequired": true, "userId": USER_ID, "phoneNumber": "+1******2671"})
+    );
+    // The app is told who the client is, as on every request that reaches it.
+    assert_eq!(
+        seen.last_forwarded_for(),
+        (vec!["127.0.0.1".into()], vec![])
     );
     // A wrong password is the app's to refuse.
     let wrong = call(
@@ -240,4 +281,55 @@ async fn baanx_through_the_tower_layer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baanx_through_the_pingora_proxy() {
     conformance(Form::Pingora).await;
+}
+
+/// The login the gate forwards itself carries `X-Forwarded-For` as every proxied request
+/// does: a list from an untrusted client is replaced by its address, in every spelling;
+/// a trusted proxy's list is extended.
+async fn forwarded_for_on_the_mediated_login(form: Form) {
+    let login = json!({"email": "ann@example.com", "password": "correct horse"});
+    let forged_login = |base: String| {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/auth/login"))
+            .header("x-client-key", CLIENT_KEY)
+            .header("X-Forwarded-For", "203.0.113.9")
+            .header("X_Forwarded_For", "198.51.100.7")
+            .json(&login)
+            .send()
+    };
+
+    let hook = WebhookReceiver::start().await;
+    let seen = Arc::new(AppSeen::default());
+    let base = start(form, &hook, seen.clone()).await;
+    let answer = forged_login(base).await.unwrap();
+    assert_eq!(answer.json::<Value>().await.unwrap()["isOtpRequired"], true);
+    assert_eq!(seen.logins.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        seen.last_forwarded_for(),
+        (vec!["127.0.0.1".into()], vec![]),
+        "an untrusted client's list is replaced"
+    );
+
+    let seen = Arc::new(AppSeen::default());
+    let base = start_with(form, &hook, seen.clone(), |http| {
+        http.trusted_proxies.push("127.0.0.0/8".parse().unwrap());
+    })
+    .await;
+    let answer = forged_login(base).await.unwrap();
+    assert_eq!(answer.json::<Value>().await.unwrap()["isOtpRequired"], true);
+    assert_eq!(
+        seen.last_forwarded_for(),
+        (vec!["203.0.113.9, 127.0.0.1".into()], vec![]),
+        "a trusted proxy's list is extended, and only in the spelling proxies write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_on_the_mediated_login_through_the_tower_layer() {
+    forwarded_for_on_the_mediated_login(Form::Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_on_the_mediated_login_through_the_pingora_proxy() {
+    forwarded_for_on_the_mediated_login(Form::Pingora).await;
 }
