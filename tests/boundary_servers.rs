@@ -24,10 +24,10 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{WebhookReceiver, free_port};
+use common::{Form, WebhookReceiver, both_forms, free_port, sign_in, spawn_gate, with_listen};
 use http_body_util::BodyExt;
 use otpgate::tower::OtpLayer;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -639,14 +639,6 @@ async fn start_python(server: Server, dir: &Path, log: &Path) -> (Child, u16) {
 
 // --- The two forms of the gate ------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Form {
-    /// `OtpLayer` around a service that forwards the request verbatim, served by axum.
-    Tower,
-    /// `otpgate run`, the pingora proxy.
-    Pingora,
-}
-
 /// The config both forms read: `/api/` protected, codes to a webhook, `TRUSTED_PROXY`
 /// trusted to say who the client is.
 fn config(upstream: u16, hook: &str) -> String {
@@ -761,6 +753,8 @@ struct Gate {
 }
 
 impl Gate {
+    /// The tower form is `OtpLayer` around a service that forwards the request verbatim,
+    /// served by axum; the pingora form is `otpgate run`.
     async fn start(form: Form, app_port: u16) -> Gate {
         let hook = WebhookReceiver::start().await;
         let text = config(app_port, &hook.url);
@@ -779,29 +773,23 @@ impl Gate {
                 let dir = tempfile::tempdir().unwrap();
                 let port = free_port();
                 let path = dir.path().join("gate.toml");
-                let text = text.replacen(
-                    "[server]",
-                    &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
-                    1,
-                );
-                std::fs::write(&path, text).unwrap();
+                std::fs::write(&path, with_listen(&text, port)).unwrap();
                 let log = dir.path().join("gate.log");
                 let output = std::fs::File::create(&log).unwrap();
-                let child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-                    .args(["run", "--config"])
-                    .arg(&path)
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(output.try_clone().unwrap())
-                    .stderr(output)
-                    .spawn()
-                    .unwrap();
+                let child = spawn_gate(
+                    &path,
+                    "warn",
+                    output.try_clone().unwrap().into(),
+                    output.into(),
+                );
                 let mut process = GateProcess { child, _dir: dir };
                 wait_until_listening(&mut process.child, port, &log, "otpgate run").await;
                 (port, Some(process))
             }
         };
-        let token = sign_in(port, &hook).await;
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let token = sign_in(&client, &base, &hook, SUBJECT).await.access_token;
         Gate {
             port,
             bearer: format!("Bearer {token}"),
@@ -809,31 +797,6 @@ impl Gate {
             _hook: hook,
         }
     }
-}
-
-/// Signs `SUBJECT` in through the gate's endpoints; the access token.
-async fn sign_in(port: u16, hook: &WebhookReceiver) -> String {
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let sent = client
-        .post(format!("{base}/auth/otp/send"))
-        .json(&json!({"email": SUBJECT}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200, "send: {}", sent.text().await.unwrap());
-    let code = hook.next().await["code"].as_str().unwrap().to_owned();
-    let verified = client
-        .post(format!("{base}/auth/otp/verify"))
-        .json(&json!({"email": SUBJECT, "code": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200);
-    verified.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 // --- The checks ---------------------------------------------------------------------
@@ -1102,62 +1065,11 @@ async fn run(server: Server, form: Form) {
         .unwrap_or_else(|_| panic!("{server:?} behind {form:?}: not done within 180 s"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_behind_the_layer() {
-    run(Server::Nginx, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_behind_the_proxy() {
-    run(Server::Nginx, Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_server_behind_the_layer() {
-    run(Server::SimpleHttp, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_server_behind_the_proxy() {
-    run(Server::SimpleHttp, Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wsgiref_behind_the_layer() {
-    run(Server::Wsgiref, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wsgiref_behind_the_proxy() {
-    run(Server::Wsgiref, Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn werkzeug_behind_the_layer() {
-    run(Server::Werkzeug, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn werkzeug_behind_the_proxy() {
-    run(Server::Werkzeug, Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lighttpd_cgi_behind_the_layer() {
-    run(Server::Lighttpd, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lighttpd_cgi_behind_the_proxy() {
-    run(Server::Lighttpd, Form::Pingora).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_server_behind_the_layer() {
-    run(Server::Php, Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_server_behind_the_proxy() {
-    run(Server::Php, Form::Pingora).await;
+both_forms! {
+    nginx => |form| run(Server::Nginx, form),
+    http_server => |form| run(Server::SimpleHttp, form),
+    wsgiref => |form| run(Server::Wsgiref, form),
+    werkzeug => |form| run(Server::Werkzeug, form),
+    lighttpd_cgi => |form| run(Server::Lighttpd, form),
+    php_server => |form| run(Server::Php, form),
 }
