@@ -1,5 +1,7 @@
-//! The TOML file, as written. Every table refuses unknown keys, so a typo is an error
-//! that names the key and its line instead of a silently ignored setting.
+//! The TOML file, as written (the first step of reading a config). Every table refuses
+//! unknown keys, so a typo is an error that names the key and its line instead of a
+//! silently ignored setting. A value whose line a later error may need is `Spanned`; a
+//! default made here carries the empty span `0..0`, which reads as "not written".
 
 use std::time::Duration;
 
@@ -85,15 +87,15 @@ pub(crate) fn expand_env(
 }
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
     pub store: StoreSection,
-    #[serde(default)]
-    pub otp: OtpSection,
+    #[serde(default = "default_otp")]
+    pub otp: Spanned<OtpSection>,
     #[serde(default)]
     pub token: TokenSection,
     #[serde(default)]
@@ -114,6 +116,10 @@ pub struct FileConfig {
     pub templates: Vec<Spanned<TemplateSection>>,
 }
 
+fn default_otp() -> Spanned<OtpSection> {
+    Spanned::new(0..0, OtpSection::default())
+}
+
 #[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum DirectoryKind {
@@ -126,8 +132,8 @@ pub enum DirectoryKind {
 #[serde(deny_unknown_fields)]
 pub struct DirectorySection {
     pub kind: DirectoryKind,
-    pub file: Option<String>,
-    pub url: Option<EnvString>,
+    pub file: Option<Spanned<String>>,
+    pub url: Option<Spanned<EnvString>>,
     pub cache_ttl: Option<ConfigDuration>,
 }
 
@@ -154,7 +160,7 @@ pub struct ServerSection {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Spanned<usize>,
     #[serde(default = "default_tenant")]
-    pub default_tenant: String,
+    pub default_tenant: Spanned<String>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -172,8 +178,8 @@ fn default_max_headers() -> Spanned<usize> {
 fn default_max_header_bytes() -> Spanned<usize> {
     Spanned::new(0..0, 32 * 1024)
 }
-fn default_tenant() -> String {
-    "default".into()
+fn default_tenant() -> Spanned<String> {
+    Spanned::new(0..0, "default".into())
 }
 
 impl Default for ServerSection {
@@ -209,8 +215,13 @@ pub enum StoreBackend {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub backend: Option<Spanned<StoreBackend>>,
+    // Read only where the Redis store is built in; without it `backend = "redis"` is
+    // refused before these are looked at.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub redis_url: Option<Spanned<EnvString>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub namespace: Option<Spanned<String>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub timeout: Option<ConfigDuration>,
     pub revocation_fallback: Option<RevocationFallbackName>,
     pub max_entries: Option<u64>,
@@ -223,19 +234,19 @@ pub enum RevocationFallbackName {
     Deny,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtpSection {
     pub length: Option<Spanned<usize>>,
     pub alphabet: Option<Alphabet>,
-    pub ttl: Option<ConfigDuration>,
-    pub max_attempts: Option<u32>,
-    pub resend_cooldown: Option<ConfigDuration>,
-    pub sends_per_identifier: Option<ConfigRate>,
+    pub ttl: Option<Spanned<ConfigDuration>>,
+    pub max_attempts: Option<Spanned<u32>>,
+    pub resend_cooldown: Option<Spanned<ConfigDuration>>,
+    pub sends_per_identifier: Option<Spanned<ConfigRate>>,
     pub sends_per_ip: Option<ConfigRate>,
     pub verifies_per_ip: Option<ConfigRate>,
     pub failure_budget: Option<Spanned<u32>>,
-    pub failure_memory: Option<ConfigDuration>,
+    pub failure_memory: Option<Spanned<ConfigDuration>>,
     /// Keys code hashes; required when several instances share a store.
     pub secret: Option<Spanned<EnvString>>,
 }
@@ -366,9 +377,9 @@ pub struct TemplateSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSection {
-    pub id: String,
+    pub id: Spanned<String>,
     #[serde(default = "all_channels")]
-    pub channels: Vec<Channel>,
+    pub channels: Spanned<Vec<Channel>>,
     #[serde(default = "yes")]
     pub auto_create: bool,
     #[serde(default)]
@@ -376,8 +387,8 @@ pub struct TenantSection {
     pub name: Option<String>,
 }
 
-fn all_channels() -> Vec<Channel> {
-    vec![Channel::Email, Channel::Sms]
+fn all_channels() -> Spanned<Vec<Channel>> {
+    Spanned::new(0..0, vec![Channel::Email, Channel::Sms])
 }
 fn yes() -> bool {
     true

@@ -1,0 +1,199 @@
+//! `[server]`, as the edge proxy reads it: where it listens, the app behind it, threads,
+//! shutdown and connection bounds. The request limits and trusted proxies written here
+//! belong to the HTTP front (`http.rs`), the default tenant to `tenants.rs`.
+//!
+//! The section is checked in every build, so a file is judged the same everywhere; only
+//! a build with the `proxy` feature goes on to resolve the upstream and use the rest.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::schema::{ConfigDuration, ServerSection};
+use super::{ConfigError, Place, Source};
+
+#[cfg(feature = "proxy")]
+use crate::pingora::{ProxySettings, Upstream};
+
+/// `[server]`, checked; the upstream's name is not resolved yet.
+#[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+pub(super) struct ServerModel {
+    listen: SocketAddr,
+    /// The upstream's host, without IPv6 brackets.
+    upstream_host: String,
+    upstream_port: u16,
+    upstream_place: Place,
+    /// `None`: one per available core.
+    threads: Option<usize>,
+    grace_period: Duration,
+    shutdown_timeout: Duration,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+}
+
+/// Checks the proxy's part of `[server]`.
+pub(super) fn check(
+    server: &ServerSection,
+    source: &Source<'_>,
+) -> Result<ServerModel, ConfigError> {
+    let listen: SocketAddr = server.listen.get_ref().parse().map_err(|_| {
+        source.invalid(
+            "server.listen",
+            Some(server.listen.span()),
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080",
+                server.listen.get_ref()
+            ),
+        )
+    })?;
+    let upstream_place = source.place("server.upstream", Some(server.upstream.span()));
+    let invalid_upstream = |message: String| source.at(&upstream_place, message);
+    let url: reqwest::Url = server
+        .upstream
+        .get_ref()
+        .parse()
+        .map_err(|e| invalid_upstream(format!("invalid URL: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(invalid_upstream(format!(
+            "scheme `{}` is not supported: the upstream is reached over plain http (put TLS in front of the gate)",
+            url.scheme()
+        )));
+    }
+    let upstream_host = url
+        .host_str()
+        .ok_or_else(|| invalid_upstream("the URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let upstream_port = url.port_or_known_default().unwrap_or(80);
+    let threads = match &server.threads {
+        Some(threads) if *threads.get_ref() == 0 || *threads.get_ref() > 1024 => {
+            return Err(source.invalid(
+                "server.threads",
+                Some(threads.span()),
+                "must be between 1 and 1024",
+            ));
+        }
+        Some(threads) => Some(*threads.get_ref()),
+        None => None,
+    };
+    // Every slow or numerous client is bounded, so no bound may be zero (no connection
+    // could work) or unbounded in effect. A head slower than 5 minutes is an attack, not
+    // a client.
+    let header_timeout = bounded_duration(
+        "server.header_timeout",
+        &server.header_timeout,
+        10,
+        300,
+        source,
+    )?;
+    let keepalive_timeout = bounded_duration(
+        "server.keepalive_timeout",
+        &server.keepalive_timeout,
+        60,
+        3600,
+        source,
+    )?;
+    let max_connections = bounded_count(
+        "server.max_connections",
+        &server.max_connections,
+        (4096, 1 << 20),
+        "1048576",
+        source,
+    )?;
+    let max_connections_per_ip = bounded_count(
+        "server.max_connections_per_ip",
+        &server.max_connections_per_ip,
+        (256.min(max_connections), max_connections),
+        &format!("server.max_connections ({max_connections})"),
+        source,
+    )?;
+    Ok(ServerModel {
+        listen,
+        upstream_host,
+        upstream_port,
+        upstream_place,
+        threads,
+        grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
+        shutdown_timeout: server
+            .shutdown_timeout
+            .map_or(Duration::from_secs(5), |d| d.0),
+        header_timeout,
+        keepalive_timeout,
+        max_connections,
+        max_connections_per_ip,
+    })
+}
+
+/// A duration between 1s and `max_secs`; `default_secs` when not written.
+fn bounded_duration(
+    key: &str,
+    value: &Option<Spanned<ConfigDuration>>,
+    default_secs: u64,
+    max_secs: u64,
+    source: &Source<'_>,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs(default_secs));
+    };
+    let duration = value.get_ref().0;
+    let max = Duration::from_secs(max_secs);
+    if duration < Duration::from_secs(1) || duration > max {
+        return Err(source.invalid(
+            key,
+            Some(value.span()),
+            format!("must be between 1s and {}", humantime::format_duration(max)),
+        ));
+    }
+    Ok(duration)
+}
+
+/// A count between 1 and `max` (named `max_name` in the error); `default` when not
+/// written.
+fn bounded_count(
+    key: &str,
+    value: &Option<Spanned<usize>>,
+    (default, max): (usize, usize),
+    max_name: &str,
+    source: &Source<'_>,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) if *value.get_ref() == 0 || *value.get_ref() > max => Err(source.invalid(
+            key,
+            Some(value.span()),
+            format!("must be between 1 and {max_name}"),
+        )),
+        Some(value) => Ok(*value.get_ref()),
+    }
+}
+
+#[cfg(feature = "proxy")]
+impl ServerModel {
+    /// Resolves the upstream, once: a name lookup per request would stall the proxy.
+    pub(super) fn build(self, source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
+        use std::net::ToSocketAddrs;
+        let host = self.upstream_host;
+        let addr = (host.as_str(), self.upstream_port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| source.at(&self.upstream_place, format!("cannot resolve `{host}`")))?;
+        Ok(ProxySettings {
+            listen: self.listen,
+            upstream: Upstream { addr, host },
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            grace_period: self.grace_period,
+            shutdown_timeout: self.shutdown_timeout,
+            header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! `[store]`: where codes, counters and revocations live, and what protected requests get
+//! while the store cannot answer.
+
+use std::sync::Arc;
+
+use super::otp::OtpModel;
+use super::schema::{RevocationFallbackName, StoreBackend, StoreSection};
+use super::token::TokenModel;
+use super::{ConfigError, Source};
+use crate::engine::RevocationFallback;
+use crate::store::{MemoryStore, Store};
+
+#[cfg(feature = "redis")]
+use super::Place;
+#[cfg(feature = "redis")]
+use crate::otp::ServerSecret;
+#[cfg(feature = "redis")]
+use crate::store::{RedisSettings, RedisStore};
+
+/// `[store]`, checked; nothing is connected or allocated yet.
+pub(super) struct StoreModel {
+    backend: Backend,
+    /// What a protected request gets while revocations cannot be checked.
+    pub(super) revocation_fallback: RevocationFallback,
+}
+
+enum Backend {
+    Memory {
+        max_entries: u64,
+    },
+    #[cfg(feature = "redis")]
+    Redis {
+        settings: RedisSettings,
+        /// `otp.secret`: code hashes and the store's own keys derive from it.
+        secret: ServerSecret,
+        /// `store.redis_url`, where a URL the client refuses is reported.
+        url_place: Place,
+    },
+}
+
+/// Checks `[store]`. A Redis store is shared by several instances, so it is refused
+/// without what they must share: `otp.secret` (code hashes and the store's own keys
+/// derive from it) and a configured token key (a token minted by one instance must
+/// verify on the others).
+pub(super) fn check(
+    store: &StoreSection,
+    otp: &OtpModel,
+    token: &TokenModel,
+    source: &Source<'_>,
+) -> Result<StoreModel, ConfigError> {
+    let revocation_fallback = match store.revocation_fallback {
+        None | Some(RevocationFallbackName::Allow) => RevocationFallback::Allow,
+        Some(RevocationFallbackName::Deny) => RevocationFallback::Deny,
+    };
+    let backend = match store.backend.as_ref().map(|b| (*b.get_ref(), b.span())) {
+        None | Some((StoreBackend::Memory, _)) => Backend::Memory {
+            max_entries: store
+                .max_entries
+                .unwrap_or(MemoryStore::DEFAULT_MAX_ENTRIES),
+        },
+        #[cfg(not(feature = "redis"))]
+        Some((StoreBackend::Redis, span)) => {
+            // Shared secrets are not asked for: no fix to them would make this build work.
+            let _ = (otp, token);
+            return Err(source.invalid(
+                "store.backend",
+                Some(span),
+                "the redis backend is not in this build (the crate's \"redis\" feature is off); \
+                 use \"memory\", or build with the \"redis\" feature",
+            ));
+        }
+        #[cfg(feature = "redis")]
+        Some((StoreBackend::Redis, span)) => redis(store, span, otp, token, source)?,
+    };
+    Ok(StoreModel {
+        backend,
+        revocation_fallback,
+    })
+}
+
+/// The Redis backend's settings and the secret it shares with the other instances.
+#[cfg(feature = "redis")]
+fn redis(
+    store: &StoreSection,
+    backend_span: std::ops::Range<usize>,
+    otp: &OtpModel,
+    token: &TokenModel,
+    source: &Source<'_>,
+) -> Result<Backend, ConfigError> {
+    let Some(secret) = otp.secret.clone() else {
+        return Err(source.invalid(
+            "otp.secret",
+            Some(backend_span.clone()),
+            "store.backend = \"redis\" needs otp.secret (32+ bytes, the same on every instance)",
+        ));
+    };
+    if !token.has_configured_key() {
+        return Err(source.invalid(
+            "token.private_key",
+            Some(backend_span),
+            "store.backend = \"redis\" needs token.private_key (or token.secret for HS256), \
+             the same on every instance, so tokens minted by one verify on the others",
+        ));
+    }
+    let Some(url) = &store.redis_url else {
+        return Err(source.invalid(
+            "store.redis_url",
+            Some(backend_span),
+            "store.backend = \"redis\" needs store.redis_url (redis://host:6379)",
+        ));
+    };
+    let defaults = RedisSettings::default();
+    let namespace = match &store.namespace {
+        Some(namespace) => {
+            let name = namespace.get_ref();
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+            if name.is_empty() || !name.chars().all(allowed) {
+                return Err(source.invalid(
+                    "store.namespace",
+                    Some(namespace.span()),
+                    "letters, digits, '-', '_' and '.' only",
+                ));
+            }
+            name.clone()
+        }
+        None => defaults.namespace,
+    };
+    Ok(Backend::Redis {
+        settings: RedisSettings {
+            url: url.get_ref().0.clone(),
+            namespace,
+            timeout: store.timeout.map_or(defaults.timeout, |d| d.0),
+        },
+        secret,
+        url_place: source.place("store.redis_url", Some(url.span())),
+    })
+}
+
+impl StoreModel {
+    /// Makes the store. A Redis store does not connect here: its first operation does.
+    pub(super) fn build(self, source: &Source<'_>) -> Result<Arc<dyn Store>, ConfigError> {
+        #[cfg(not(feature = "redis"))]
+        let _ = source;
+        match self.backend {
+            Backend::Memory { max_entries } => Ok(Arc::new(MemoryStore::new(max_entries))),
+            #[cfg(feature = "redis")]
+            Backend::Redis {
+                settings,
+                secret,
+                url_place,
+            } => {
+                let store = RedisStore::new(settings, &secret)
+                    .map_err(|e| source.at(&url_place, e.to_string()))?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `[token]`: the signing algorithm and key, and the tokens' claims and lifetimes. The
+//! session cookie written here belongs to the HTTP front (`http.rs`).
+
+use toml::Spanned;
+
+use super::schema::TokenSection;
+use super::{ConfigError, Place, Source};
+use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
+
+/// `[token]`, checked; a key file is named, not read yet.
+pub(super) struct TokenModel {
+    key: KeySource,
+    settings: TokenSettings,
+}
+
+/// Where the signing key comes from.
+enum KeySource {
+    /// None is configured: the engine makes a fresh EdDSA key at start.
+    Fresh,
+    /// An HS256 secret from the file, already checked.
+    Secret(Box<SigningKey>),
+    /// A PEM file, read when building.
+    File {
+        algorithm: SigningAlgorithm,
+        /// As written, relative to the config's directory.
+        path: String,
+        place: Place,
+    },
+}
+
+/// Checks `[token]`.
+pub(super) fn check(token: &TokenSection, source: &Source<'_>) -> Result<TokenModel, ConfigError> {
+    let algorithm_span = token.algorithm.as_ref().map(Spanned::span);
+    let algorithm = match &token.algorithm {
+        Some(name) => name
+            .get_ref()
+            .parse::<SigningAlgorithm>()
+            .map_err(|e| source.invalid("token.algorithm", Some(name.span()), e.to_string()))?,
+        None => SigningAlgorithm::EdDSA,
+    };
+    let key = match (algorithm, &token.private_key, &token.secret) {
+        (SigningAlgorithm::HS256, _, Some(secret)) => KeySource::Secret(Box::new(
+            SigningKey::from_hmac_secret(secret.get_ref().0.as_bytes())
+                .map_err(|e| source.invalid("token.secret", Some(secret.span()), e.to_string()))?,
+        )),
+        (SigningAlgorithm::HS256, _, None) => {
+            return Err(source.invalid(
+                "token.secret",
+                algorithm_span,
+                "HS256 needs token.secret (at least 32 bytes)",
+            ));
+        }
+        (_, Some(path), _) => KeySource::File {
+            algorithm,
+            path: path.get_ref().clone(),
+            place: source.place("token.private_key", Some(path.span())),
+        },
+        (SigningAlgorithm::EdDSA, None, _) => KeySource::Fresh,
+        (_, None, _) => {
+            return Err(source.invalid(
+                "token.private_key",
+                algorithm_span,
+                format!("{algorithm:?} needs token.private_key"),
+            ));
+        }
+    };
+    Ok(TokenModel {
+        key,
+        settings: settings(token),
+    })
+}
+
+/// Claims and lifetimes, over the defaults.
+fn settings(token: &TokenSection) -> TokenSettings {
+    let defaults = TokenSettings::default();
+    TokenSettings {
+        issuer: token.issuer.clone().unwrap_or(defaults.issuer),
+        audience: token.audience.clone().unwrap_or(defaults.audience),
+        ttl: token.ttl.map_or(defaults.ttl, |d| d.0),
+        leeway: token.leeway.map_or(defaults.leeway, |d| d.0),
+        cache_entries: defaults.cache_entries,
+        refresh_ttl: match token.refresh_ttl {
+            // "0s" turns refresh tokens off.
+            Some(d) if d.0.is_zero() => None,
+            Some(d) => Some(d.0),
+            None => defaults.refresh_ttl,
+        },
+        exchange_ttl: token.exchange_ttl.map_or(defaults.exchange_ttl, |d| d.0),
+    }
+}
+
+impl TokenModel {
+    /// Whether a key is configured, rather than made fresh at start: only then do tokens
+    /// minted by one instance verify on another.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn has_configured_key(&self) -> bool {
+        !matches!(self.key, KeySource::Fresh)
+    }
+
+    /// Reads the key file, if one is named. `None` leaves the engine to make a fresh key.
+    pub(super) fn build(
+        self,
+        source: &Source<'_>,
+    ) -> Result<(Option<SigningKey>, TokenSettings), ConfigError> {
+        let key = match self.key {
+            KeySource::Fresh => None,
+            KeySource::Secret(key) => Some(*key),
+            KeySource::File {
+                algorithm,
+                path,
+                place,
+            } => Some(read_key(algorithm, &path, &place, source)?),
+        };
+        Ok((key, self.settings))
+    }
+}
+
+/// A PEM key file, relative to the config's directory.
+fn read_key(
+    algorithm: SigningAlgorithm,
+    path: &str,
+    place: &Place,
+    source: &Source<'_>,
+) -> Result<SigningKey, ConfigError> {
+    let full = source.dir.join(path);
+    let pem = std::fs::read(&full).map_err(|e| {
+        source.at(
+            place,
+            format!(
+                "cannot read {}: {e} (make one with `otpgate keygen --algorithm {algorithm:?} --out {path}`)",
+                full.display(),
+            ),
+        )
+    })?;
+    SigningKey::from_pem(algorithm, &pem).map_err(|e| source.at(place, e.to_string()))
+}
