@@ -1,5 +1,8 @@
 //! The `otpgate` command, run as a user would.
 
+// The command is built with the proxy only.
+#![cfg(feature = "proxy")]
+
 use std::path::Path;
 use std::process::Command;
 
