@@ -12,12 +12,14 @@ use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{Form, WebhookReceiver, serve, start_proxy};
+use common::{Form, WebhookReceiver, both_forms, serve, start_proxy};
 use otpgate::config::Config;
 use otpgate::delivery::{Senders, WebhookSender};
 use otpgate::http::{Front, HttpSettings};
 use otpgate::tower::OtpLayer;
 use serde_json::{Value, json};
+
+both_forms!(conformance, forwarded_for_on_the_mediated_login);
 
 const USER_ID: &str = "b6b9168c-bb56-4c6a-9c0d-4650ea74f5f9";
 const CLIENT_KEY: &str = "demo-client-key";
@@ -273,16 +275,6 @@ async fn conformance(form: Form) {
     assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baanx_through_the_tower_layer() {
-    conformance(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baanx_through_the_pingora_proxy() {
-    conformance(Form::Pingora).await;
-}
-
 /// The login the gate forwards itself carries `X-Forwarded-For` as every proxied request
 /// does: a list from an untrusted client is replaced by its address, in every spelling;
 /// a trusted proxy's list is extended.
@@ -322,14 +314,4 @@ async fn forwarded_for_on_the_mediated_login(form: Form) {
         (vec!["203.0.113.9, 127.0.0.1".into()], vec![]),
         "a trusted proxy's list is extended, and only in the spelling proxies write"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_for_on_the_mediated_login_through_the_tower_layer() {
-    forwarded_for_on_the_mediated_login(Form::Tower).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_for_on_the_mediated_login_through_the_pingora_proxy() {
-    forwarded_for_on_the_mediated_login(Form::Pingora).await;
 }
