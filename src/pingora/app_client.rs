@@ -106,3 +106,150 @@ fn too_large() -> GateError {
     );
     GateError::UpstreamUnavailable
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An app on a loopback port that answers one request with `answer` (none: it never
+    /// answers) and hands back the request head it read, in lower case.
+    async fn one_shot_app(answer: Option<Vec<u8>>) -> (Upstream, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            match answer {
+                // The client may hang up before all of it is written.
+                Some(answer) => drop(stream.write_all(&answer).await),
+                None => tokio::time::sleep(Duration::from_secs(30)).await,
+            }
+            String::from_utf8_lossy(&head).to_lowercase()
+        });
+        let upstream = Upstream {
+            addr,
+            host: "127.0.0.1".into(),
+        };
+        (upstream, app)
+    }
+
+    fn client_for(upstream: Upstream) -> AppClient {
+        AppClient::new(
+            upstream,
+            UpstreamTimeouts {
+                connect: Duration::from_secs(1),
+                read: Duration::from_millis(300),
+            },
+        )
+    }
+
+    fn header(value: &'static str) -> HeaderValue {
+        HeaderValue::from_static(value)
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_pass_neither_way_and_the_extra_headers_are_set() {
+        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                      connection: close, x-app-private\r\nx-app-private: 1\r\n\
+                      keep-alive: timeout=5\r\ncontent-length: 2\r\n\r\n{}";
+        let (upstream, app) = one_shot_app(Some(answer.as_bytes().to_vec())).await;
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", header("keep-alive, x-private, x-assertion"));
+        headers.insert("x-private", header("1"));
+        headers.insert("keep-alive", header("timeout=5"));
+        headers.insert("te", header("trailers"));
+        headers.insert("x-forwarded-for", header("192.0.2.7"));
+        let extra = vec![(HeaderName::from_static("x-assertion"), header("signed"))];
+        let response = client_for(upstream)
+            .send(
+                Method::POST,
+                "/login?next=%2F",
+                headers,
+                extra,
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+
+        let head = app.await.unwrap();
+        assert!(
+            head.starts_with("post /login?next=%2f http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nx-forwarded-for: 192.0.2.7\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nx-assertion: signed\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-length: 2\r\n"), "{head}");
+        for gone in ["x-private", "keep-alive", "te:", "connection: keep-alive"] {
+            assert!(!head.contains(gone), "{gone} reached the app: {head}");
+        }
+        assert_eq!(response.status, http::StatusCode::OK);
+        assert_eq!(response.body, Bytes::from_static(b"{}"));
+        assert_eq!(response.headers["content-type"], "application/json");
+        for gone in [
+            "connection",
+            "x-app-private",
+            "keep-alive",
+            "content-length",
+        ] {
+            assert!(!response.headers.contains_key(gone), "{gone} came back");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_not_read() {
+        let declared = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MEDIATED_RESPONSE_LIMIT + 1
+        );
+        let mut chunked = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+            MEDIATED_RESPONSE_LIMIT + 1
+        )
+        .into_bytes();
+        chunked.extend(std::iter::repeat_n(b'x', MEDIATED_RESPONSE_LIMIT + 1));
+        chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+        for answer in [declared.into_bytes(), chunked] {
+            let (upstream, _app) = one_shot_app(Some(answer)).await;
+            let sent = client_for(upstream)
+                .send(Method::GET, "/", HeaderMap::new(), Vec::new(), Bytes::new())
+                .await;
+            assert!(
+                matches!(sent, Err(GateError::UpstreamUnavailable)),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_app_that_does_not_answer_is_given_up_after_the_read_timeout() {
+        let (upstream, _app) = one_shot_app(None).await;
+        let started = std::time::Instant::now();
+        let sent = client_for(upstream)
+            .send(Method::GET, "/", HeaderMap::new(), Vec::new(), Bytes::new())
+            .await;
+        assert!(
+            matches!(sent, Err(GateError::UpstreamUnavailable)),
+            "{sent:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
