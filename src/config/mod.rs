@@ -240,6 +240,8 @@ impl Model {
         }
         #[cfg(feature = "proxy")]
         let proxy = self.server.build(source)?;
+        // Checked like every section, so a file is judged alike in every build; only the
+        // proxy runs on it.
         #[cfg(not(feature = "proxy"))]
         let _ = self.server;
         Ok(Config {
@@ -253,8 +255,9 @@ impl Model {
 }
 
 impl Config {
-    /// Reads and checks the file at `path`. Relative paths in it (the private key) are
-    /// taken from the working directory.
+    /// Reads the file at `path` and takes it through [`Config::parse`]. Relative paths in
+    /// it (the private key, a CA file, the users file) are taken from the working
+    /// directory.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -263,13 +266,14 @@ impl Config {
         Config::parse(&text, &path.display().to_string(), Path::new("."))
     }
 
-    /// The embedded default configuration, with key paths taken from `dir`.
+    /// The embedded default configuration, with relative paths taken from `dir`.
     pub fn embedded_default(dir: &Path) -> Result<Config, ConfigError> {
         Config::parse(DEFAULT_CONFIG, "<embedded default config>", dir)
     }
 
-    /// Parses and checks `text`, named `name` in errors; relative paths in it are taken
-    /// from `dir`.
+    /// Takes `text`, named `name` in errors, through the three steps: parsed, checked,
+    /// then built (the files it names read from `dir`, the upstream resolved). What is
+    /// left for [`Config::build`] is making the engine itself.
     pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Config, ConfigError> {
         let source = Source { name, text, dir };
         let file: schema::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -294,7 +298,9 @@ impl Config {
                 BuildError::MissingDefaultTenant(_) => "server.default_tenant",
             };
             let message = match &error {
-                BuildError::Key(e) => format!("cannot make a signing key: {e}"),
+                BuildError::Key(e) => {
+                    format!("none is configured, and a fresh EdDSA key cannot be made: {e}")
+                }
                 other => other.to_string(),
             };
             ConfigError::Invalid {
