@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Form, WebhookReceiver, both_forms, get_with_token, post_json, protecting_api, sign_in,
+    Form, WebhookReceiver, assert_refused_without_token, both_forms, claims_from_jwks,
+    email_identity_headers, get_with_token, json_of, post_json, protecting_api, sign_in,
     start_form, verify_code, webhook_senders,
 };
 use otpgate::Gate;
@@ -41,17 +42,7 @@ async fn sign_in_and_reach_the_app(form: Form) {
     let cookie = session.cookie.expect("a session cookie");
 
     // No token: refused before the app.
-    let refused = client
-        .get(format!("{base}/api/me"))
-        .header("X-Auth-Subject", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap()["error"],
-        "unauthorized"
-    );
+    assert_refused_without_token(&client, &base).await;
     assert_eq!(calls.count(), 0);
 
     // With the token: the app sees the identity and the JWT, never the forgeries.
@@ -59,57 +50,32 @@ async fn sign_in_and_reach_the_app(form: Form) {
         ("authorization", format!("Bearer {token}")),
         ("cookie", cookie.clone()),
     ] {
-        let seen: Value = client
-            .get(format!("{base}/api/me"))
-            .header(auth.0, auth.1)
-            .header("X-Auth-Subject", "admin")
-            .header("X-Auth-Role", "root")
-            .header("X-Otpgate-Jwt", "forged")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let seen = json_of(
+            client
+                .get(format!("{base}/api/me"))
+                .header(auth.0, auth.1)
+                .header("X-Auth-Subject", "admin")
+                .header("X-Auth-Role", "root")
+                .header("X-Otpgate-Jwt", "forged"),
+        )
+        .await;
         assert_eq!(
             seen["headers"],
-            json!({
-                "x-auth-subject": "alice@example.com",
-                "x-auth-email": "alice@example.com",
-                "x-auth-tenant": "default",
-                "x-otpgate-jwt": token,
-            })
+            email_identity_headers("alice@example.com", &token)
         );
     }
 
     // The JWT the app received verifies with the JWKS the gate publishes.
-    let jwks: jsonwebtoken::jwk::JwkSet = client
-        .get(format!("{base}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    validation.set_audience(&["app"]);
-    let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
-        .unwrap()
-        .claims;
+    let claims = claims_from_jwks(&client, &base, &token).await;
     assert_eq!(claims["sub"], "alice@example.com");
 
     // Public paths pass, stripped of forgeries, with or without a token.
-    let public: Value = client
-        .get(format!("{base}/public/page"))
-        .header("X-Auth-Subject", "admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = json_of(
+        client
+            .get(format!("{base}/public/page"))
+            .header("X-Auth-Subject", "admin"),
+    )
+    .await;
     assert_eq!(
         public,
         json!({"path": "/public/page", "headers": {}, "body_bytes": 0})
@@ -219,14 +185,7 @@ async fn bad_input_is_refused_the_same_way(form: Form) {
     assert_eq!(calls.count(), 0, "the app saw none of these");
 
     // What passes reaches the app in the canonical form it was judged in, query untouched.
-    let seen: Value = client
-        .get(format!("{base}//public//%70age/?q=%2F..%2F"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = json_of(client.get(format!("{base}//public//%70age/?q=%2F..%2F"))).await;
     assert_eq!(seen["path"], "/public/page/", "{form:?}");
     let refused = client.get(format!("{base}//API//me")).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{form:?}");

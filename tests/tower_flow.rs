@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Inbox, WebhookReceiver, get_with_token, post_json, protecting_api, send_code, start_app,
+    Inbox, WebhookReceiver, assert_refused_without_token, claims_from_jwks, email_identity_headers,
+    email_subject, get_with_token, json_of, post_json, protecting_api, send_code, start_app,
     verify_code, webhook_senders,
 };
 use otpgate::directory::StaticDirectory;
@@ -73,42 +74,24 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     let token = body["access_token"].as_str().unwrap().to_owned();
 
     // Without a token the protected route is refused and the app never called.
-    let refused = client
-        .get(format!("{base}/api/me"))
-        .header("X-Auth-Subject", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap()["error"],
-        "unauthorized"
-    );
+    assert_refused_without_token(&client, &base).await;
     assert_eq!(calls.count(), 0);
 
     // With it, the app sees the identity, and the client's forgeries are gone.
-    let me: Value = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&token)
-        .header("X-Auth-Subject", "admin")
-        .header("x-auth-email", "admin@example.com")
-        .header("X-Auth-Role", "superuser")
-        .header("X-Otpgate-Jwt", "forged")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(
+        client
+            .get(format!("{base}/api/me"))
+            .bearer_auth(&token)
+            .header("X-Auth-Subject", "admin")
+            .header("x-auth-email", "admin@example.com")
+            .header("X-Auth-Role", "superuser")
+            .header("X-Otpgate-Jwt", "forged"),
+    )
+    .await;
     assert_eq!(me["subject"], "alice@example.com");
     assert_eq!(
         me["headers"],
-        json!({
-            "x-auth-subject": "alice@example.com",
-            "x-auth-email": "alice@example.com",
-            "x-auth-tenant": "default",
-            "x-otpgate-jwt": token,
-        })
+        email_identity_headers("alice@example.com", &token)
     );
 
     // The cookie works as well as the bearer header.
@@ -122,16 +105,13 @@ async fn email_sign_in_reaches_the_app_with_the_identity_and_never_a_forged_head
     assert_eq!(by_cookie.status(), StatusCode::OK);
 
     // On a public path, forged headers are stripped even without any token.
-    let public: Value = client
-        .get(format!("{base}/public"))
-        .header("X-Auth-Subject", "admin")
-        .header("X-Otpgate-Jwt", "forged")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = json_of(
+        client
+            .get(format!("{base}/public"))
+            .header("X-Auth-Subject", "admin")
+            .header("X-Otpgate-Jwt", "forged"),
+    )
+    .await;
     assert_eq!(public, json!({"subject": null, "headers": {}}));
 
     // The code was single use.
@@ -159,25 +139,7 @@ async fn sms_sign_in_and_the_app_can_verify_the_token_from_the_jwks() {
     let token = verified["access_token"].as_str().unwrap();
 
     // The app's side: fetch the JWKS and verify the token with nothing but it.
-    let jwks: jsonwebtoken::jwk::JwkSet = client
-        .get(format!("{base}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let header = jsonwebtoken::decode_header(token).unwrap();
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("kid published");
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    validation.set_audience(&["app"]);
-    validation.set_issuer(&["otpgate"]);
-    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
-        .unwrap()
-        .claims;
+    let claims = claims_from_jwks(&client, &base, token).await;
     assert_eq!(claims["sub"], "+14155552671");
     assert_eq!(claims["phone"], "+14155552671");
     assert_eq!(claims["amr"], json!(["otp"]));
@@ -550,16 +512,13 @@ channels = ["email"]
         jsonwebtoken::decode_header(&token).unwrap().alg,
         jsonwebtoken::Algorithm::ES256
     );
-    let me: Value = client
-        .get(format!("{base}/api/me"))
-        .bearer_auth(&token)
-        .header("X-User-Role", "admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(
+        client
+            .get(format!("{base}/api/me"))
+            .bearer_auth(&token)
+            .header("X-User-Role", "admin"),
+    )
+    .await;
     assert_eq!(me["subject"], "erin@example.com");
     // The renamed subject header is injected; the forged header under the strip pattern is gone.
     assert_eq!(me["headers"]["x-user"], "erin@example.com");
@@ -569,7 +528,7 @@ channels = ["email"]
 
 #[tokio::test]
 async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
-    use otpgate::token::{SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
+    use otpgate::token::{SigningAlgorithm, SigningKey, TokenSettings, Tokens};
     let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
     let clock = otpgate::otp::ManualClock::starting_now();
     let gate = Front::new(
@@ -582,12 +541,7 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
     );
     let (base, calls) = start_app(gate.clone()).await;
     let client = reqwest::Client::new();
-    let subject = Subject {
-        id: "alice@example.com".into(),
-        email: Some("alice@example.com".into()),
-        phone: None,
-        tenant: "default".into(),
-    };
+    let subject = email_subject("alice@example.com", "alice@example.com");
     let now = otpgate::otp::Clock::now(&clock);
     let good = gate.gate().tokens().mint(&subject, now).unwrap().token;
 
@@ -597,30 +551,22 @@ async fn protected_routes_refuse_forged_expired_and_foreign_tokens() {
     };
     let payload = good.split('.').nth(1).unwrap();
     let alg_none = format!("{}.{payload}.", b64(&json!({"alg": "none", "typ": "JWT"})));
-    let other_audience = Tokens::new(
+    let minted_by = |key: SigningKey, settings: TokenSettings| {
+        Tokens::new(key, settings)
+            .mint(&subject, now)
+            .unwrap()
+            .token
+    };
+    let other_audience = minted_by(
         key.clone(),
         TokenSettings {
             audience: "other".into(),
             ..TokenSettings::default()
         },
-    )
-    .mint(&subject, now)
-    .unwrap()
-    .token;
-    let other_key = Tokens::new(
-        SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0,
-        TokenSettings::default(),
-    )
-    .mint(&subject, now)
-    .unwrap()
-    .token;
-    let other_algorithm = Tokens::new(
-        SigningKey::generate(SigningAlgorithm::ES256).unwrap().0,
-        TokenSettings::default(),
-    )
-    .mint(&subject, now)
-    .unwrap()
-    .token;
+    );
+    let fresh_key = |algorithm| SigningKey::generate(algorithm).unwrap().0;
+    let other_key = minted_by(fresh_key(SigningAlgorithm::EdDSA), TokenSettings::default());
+    let other_algorithm = minted_by(fresh_key(SigningAlgorithm::ES256), TokenSettings::default());
 
     let status = async |token: &str| {
         get_with_token(&client, format!("{base}/api/me"), token)
@@ -651,16 +597,10 @@ async fn an_identity_extension_from_before_the_layer_is_not_believed() {
     use axum::routing::get;
     use otpgate::Identity;
     use otpgate::otp::{Clock, SystemClock};
-    use otpgate::token::Subject;
     use otpgate::tower::OtpLayer;
 
     let gate = Front::new(Gate::builder().build().unwrap(), HttpSettings::default());
-    let subject = Subject {
-        id: "mallory@example.com".into(),
-        email: Some("mallory@example.com".into()),
-        phone: None,
-        tenant: "default".into(),
-    };
+    let subject = email_subject("mallory@example.com", "mallory@example.com");
     let minted = gate
         .gate()
         .tokens()

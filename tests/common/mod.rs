@@ -61,6 +61,8 @@ use otpgate::delivery::{DeliveryError, Message, Sender, Senders, WebhookSender};
 use otpgate::http::{Front, HttpSettings};
 use otpgate::identifier::Identifier;
 use otpgate::otp::ManualClock;
+use otpgate::pingora::{OtpProxy, Upstream};
+use otpgate::token::Subject;
 use otpgate::tower::OtpLayer;
 use otpgate::{Identity, SendRequest, Tenant, VerifyRequest};
 use reqwest::StatusCode;
@@ -257,6 +259,16 @@ pub fn gate_from_file(path: &str, senders: Senders, clock: &ManualClock) -> Fron
     Front::new(gate, http)
 }
 
+/// A subject of the default tenant with `id`, signed in by `email`.
+pub fn email_subject(id: &str, email: &str) -> Subject {
+    Subject {
+        id: id.into(),
+        email: Some(email.into()),
+        phone: None,
+        tenant: "default".into(),
+    }
+}
+
 /// The default tenant, open to its directory's accounts only.
 pub fn members_only() -> Tenant {
     Tenant {
@@ -318,6 +330,11 @@ pub fn address_json(address: &str) -> Value {
     }
 }
 
+/// The JSON answer to `request`.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// `POST url` with `body` as JSON.
 pub async fn post_json(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
     client.post(url).json(&body).send().await.unwrap()
@@ -365,6 +382,55 @@ pub struct SignedIn {
     pub refresh_token: Option<String>,
     /// The session cookie as a client sends it back (`name=value`), where the gate sets one.
     pub cookie: Option<String>,
+}
+
+/// The identity headers the app receives for `email` signed in to the default tenant with
+/// `token`, and no other header of the gate's.
+pub fn email_identity_headers(email: &str, token: &str) -> Value {
+    json!({
+        "x-auth-subject": email,
+        "x-auth-email": email,
+        "x-auth-tenant": "default",
+        "x-otpgate-jwt": token,
+    })
+}
+
+/// `GET {base}/api/me` without a token, with a forged identity header: the gate answers
+/// 401 `unauthorized`.
+pub async fn assert_refused_without_token(client: &reqwest::Client, base: &str) {
+    let refused = client
+        .get(format!("{base}/api/me"))
+        .header("X-Auth-Subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "unauthorized"
+    );
+}
+
+/// The claims of `token`, checked as an app would with nothing but the JWKS the gate at
+/// `base` publishes: EdDSA, audience `app`, issuer `otpgate`.
+pub async fn claims_from_jwks(client: &reqwest::Client, base: &str, token: &str) -> Value {
+    let jwks = client
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json::<jsonwebtoken::jwk::JwkSet>()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid;
+    let jwk = jwks.find(kid.as_deref().unwrap()).expect("kid published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["app"]);
+    validation.set_issuer(&["otpgate"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
 }
 
 /// Signs `address` in at the gate at `base`: send (200), the code from `inbox`, verify
@@ -465,15 +531,22 @@ pub async fn start_form(form: Form, gate: impl Into<Front>) -> (String, AppCalls
 /// Runs the pingora proxy for `gate` in front of `upstream` on a free port, inside the
 /// test's runtime (never `run_forever`); returns its base URL. It stops with the test.
 pub async fn start_proxy(gate: impl Into<Front>, upstream: SocketAddr) -> String {
+    serve_proxy(OtpProxy::new(gate, upstream_at(upstream))).await
+}
+
+/// The app at `addr` as the proxy's upstream.
+pub fn upstream_at(addr: SocketAddr) -> Upstream {
+    Upstream {
+        addr,
+        host: "127.0.0.1".into(),
+    }
+}
+
+/// Runs `proxy` on a free port, inside the test's runtime (never `run_forever`); returns
+/// its base URL. It stops with the test.
+pub async fn serve_proxy(proxy: OtpProxy) -> String {
     use pingora::services::Service as _;
     let conf = Arc::new(pingora::server::configuration::ServerConf::default());
-    let proxy = otpgate::pingora::OtpProxy::new(
-        gate,
-        otpgate::config::Upstream {
-            addr: upstream,
-            host: "127.0.0.1".into(),
-        },
-    );
     let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
     let port = free_port();
     service.add_tcp(&format!("127.0.0.1:{port}"));
@@ -617,4 +690,13 @@ pub fn spawn_gate(path: &Path, level: &str, stdout: Stdio, stderr: Stdio) -> Chi
         .stderr(stderr)
         .spawn()
         .unwrap()
+}
+
+/// The `[delivery.email]` and `[delivery.sms]` sections of a config file that deliver
+/// every code to the webhook at `url`.
+pub fn webhook_delivery_toml(url: &str) -> String {
+    format!(
+        "[delivery.email]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [delivery.sms]\nkind = \"webhook\"\nurl = \"{url}\"\n"
+    )
 }
