@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Inbox, StuckSender, capture, email_and_sms, members_only, next_message, send_to, verify_for,
+    Inbox, StuckSender, capture, email_and_sms, email_subject, members_only, next_message, send_to,
+    verify_for,
 };
 use otpgate::delivery::{Message, Senders};
 use otpgate::directory::StaticDirectory;
@@ -41,6 +42,14 @@ impl Setup {
     async fn send(&mut self) -> Result<String, GateError> {
         self.gate.send(send_to(alice())).await?;
         Ok(self.inbox.next_code().await)
+    }
+
+    /// Verifies a wrong code: refused as invalid.
+    async fn guess_wrong(&self, code: &str) {
+        assert!(matches!(
+            self.verify(&wrong(code)).await,
+            Err(GateError::InvalidCode)
+        ));
     }
 
     async fn verify(&self, code: &str) -> Result<(), GateError> {
@@ -90,10 +99,7 @@ async fn the_attempt_cap_holds_even_for_the_right_code() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
-        assert!(matches!(
-            s.verify(&wrong(&code)).await,
-            Err(GateError::InvalidCode)
-        ));
+        s.guess_wrong(&code).await;
         // Step past the growing back-off so each guess is judged on the code alone.
         s.clock.advance(Duration::from_secs(2));
     }
@@ -124,10 +130,7 @@ async fn the_failure_budget_holds_across_resends() {
                 break;
             }
             s.clock.advance(Duration::from_secs(60));
-            assert!(matches!(
-                s.verify(&wrong(&last_code)).await,
-                Err(GateError::InvalidCode)
-            ));
+            s.guess_wrong(&last_code).await;
             failures += 1;
         }
     }
@@ -152,10 +155,7 @@ async fn backoff_grows_between_failures() {
     let mut s = setup(OtpPolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
-        assert!(matches!(
-            s.verify(&wrong(&code)).await,
-            Err(GateError::InvalidCode)
-        ));
+        s.guess_wrong(&code).await;
     }
     // Five failures in a row: the sixth try must wait.
     match s.verify(&code).await {
@@ -210,7 +210,7 @@ async fn a_resend_invalidates_the_previous_code() {
 #[tokio::test]
 async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
     use otpgate::store::MemoryStore;
-    use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
+    use otpgate::token::{SigningAlgorithm, SigningKey};
     // Two gates on one memory store and one key, as an app embedding two layers would.
     let store = Arc::new(MemoryStore::default());
     let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
@@ -223,12 +223,7 @@ async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
     };
     let (a, b) = (gate(&store), gate(&store));
     let session = a
-        .start_session(&Subject {
-            id: "u-1".into(),
-            email: Some("alice@example.com".into()),
-            phone: None,
-            tenant: "default".into(),
-        })
+        .start_session(&email_subject("u-1", "alice@example.com"))
         .unwrap();
     let token = &session.access.token;
     // Checked twice through each gate (and so answered from the verified-token cache)...
