@@ -24,7 +24,10 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{Form, WebhookReceiver, both_forms, free_port, sign_in, spawn_gate, with_listen};
+use common::{
+    Form, WebhookReceiver, both_forms, free_port, sign_in, spawn_gate, webhook_delivery_toml,
+    with_listen,
+};
 use http_body_util::BodyExt;
 use otpgate::tower::OtpLayer;
 use serde_json::{Map, Value};
@@ -651,14 +654,8 @@ trusted_proxies = ["{TRUSTED_PROXY}/32"]
 [[protect]]
 prefix = "/api/"
 
-[delivery.email]
-kind = "webhook"
-url = "{hook}"
-
-[delivery.sms]
-kind = "webhook"
-url = "{hook}"
-"#
+{delivery}"#,
+        delivery = webhook_delivery_toml(hook)
     )
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{
     Form, Inbox, RedisServer, RunningGate, WebhookReceiver, both_forms, capture, email_and_sms,
     get_with_token, next_message, post_json, protecting_api, send_code, send_to, sign_in,
-    start_form, verify_code, verify_for,
+    start_form, verify_code, verify_for, webhook_delivery_toml,
 };
 use otpgate::delivery::Message;
 use otpgate::http::Front;
@@ -344,19 +344,13 @@ secret = "{secret}"
 [token]
 algorithm = "HS256"
 secret = "{token_secret}"
-[delivery.email]
-kind = "webhook"
-url = "{hook}"
-[delivery.sms]
-kind = "webhook"
-url = "{hook}"
 [[protect]]
 prefix = "/api/"
-"#,
+{delivery}"#,
         url = server.url(),
         secret = std::str::from_utf8(SECRET).unwrap(),
         token_secret = std::str::from_utf8(TOKEN_SECRET).unwrap(),
-        hook = hook.url,
+        delivery = webhook_delivery_toml(&hook.url),
     );
     let client = reqwest::Client::new();
     let first = RunningGate::start(&config).await;
