@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{AppCalls, Form, RunningGate, echo_app, free_port, serve, start_form};
 use futures_util::{SinkExt, StreamExt};
 use otpgate::Gate;
-use otpgate::pingora::{OtpProxy, Upstream, UpstreamTimeouts};
+use otpgate::pingora::{OtpProxy, UpstreamTimeouts};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -225,34 +225,6 @@ async fn a_client_hanging_up_is_not_logged_as_an_error() {
     assert!(!logs.contains("ERROR"), "{logs}");
 }
 
-/// The pingora proxy for `front` in front of `upstream` with `timeouts`, on a free port.
-async fn start_proxy_with_timeouts(
-    front: otpgate::http::Front,
-    upstream: std::net::SocketAddr,
-    timeouts: UpstreamTimeouts,
-) -> String {
-    use pingora::services::Service as _;
-    let conf = std::sync::Arc::new(pingora::server::configuration::ServerConf::default());
-    let proxy = OtpProxy::with_timeouts(
-        front,
-        Upstream {
-            addr: upstream,
-            host: "127.0.0.1".into(),
-        },
-        timeouts,
-    );
-    let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
-    let port = free_port();
-    service.add_tcp(&format!("127.0.0.1:{port}"));
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let _shutdown = shutdown_tx;
-        service.start_service(None, shutdown_rx, 1).await;
-    });
-    common::wait_for_port(port).await;
-    format!("http://127.0.0.1:{port}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mediated_login_the_app_does_not_answer_gets_a_502_after_the_read_timeout() {
     let app = axum::Router::new().route(
@@ -271,7 +243,12 @@ async fn a_mediated_login_the_app_does_not_answer_gets_a_502_after_the_read_time
         connect: Duration::from_secs(1),
         read: Duration::from_millis(500),
     };
-    let base = start_proxy_with_timeouts(front, upstream, timeouts).await;
+    let base = common::serve_proxy(OtpProxy::with_timeouts(
+        front,
+        common::upstream_at(upstream),
+        timeouts,
+    ))
+    .await;
     let started = std::time::Instant::now();
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/auth/login"))
