@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{
-    Form, WebhookReceiver, both_forms, free_port, sign_in, spawn_gate, webhook_delivery_toml,
+    Form, WebhookReceiver, both_forms, free_port, gate_command, sign_in, webhook_delivery_toml,
     with_listen,
 };
 use http_body_util::BodyExt;
@@ -469,23 +469,35 @@ impl Drop for App {
     }
 }
 
-/// Waits until `port` accepts connections; panics with `log` if `child` exits first or
-/// 10 s pass.
-async fn wait_until_listening(child: &mut Child, port: u16, log: &Path, what: &str) {
+/// Starts `command` with its output in the file `log` and waits until it accepts
+/// connections on `port`. Panics with `missing` if it cannot start, and with the log if it
+/// exits first or does not listen within 10 s (killed then).
+async fn start_listening(mut command: Command, port: u16, log: &Path, missing: &str) -> Child {
+    let what = command.get_program().to_string_lossy().into_owned();
+    let output = std::fs::File::create(log).unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .expect(missing);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
+            return child;
         }
         let log_text = || std::fs::read_to_string(log).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited ({status}) before listening:\n{}", log_text());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on port {port} after 10 s:\n{}",
-            log_text()
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} is not listening on port {port} after 10 s:\n{}",
+                log_text()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -509,21 +521,15 @@ async fn start_nginx(dir: &Path) -> (Child, u16) {
         .replace("@PORT@", &port.to_string());
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config).unwrap();
-    let error_log = dir.join("error.log");
-    let output = std::fs::File::create(dir.join("nginx.out")).unwrap();
-    let mut child = Command::new(sbin_binary("nginx"))
+    let mut nginx = Command::new(sbin_binary("nginx"));
+    nginx
         .arg("-p")
         .arg(dir)
         .arg("-e")
-        .arg(&error_log)
-        .arg("-c")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect("nginx is missing: `make test-deps` installs it (apt-get install nginx)");
-    wait_until_listening(&mut child, port, &dir.join("nginx.out"), "nginx").await;
+        .arg(dir.join("error.log"));
+    nginx.arg("-c").arg(&config_path);
+    let missing = "nginx is missing: `make test-deps` installs it (apt-get install nginx)";
+    let child = start_listening(nginx, port, &dir.join("nginx.out"), missing).await;
     (child, port)
 }
 
@@ -555,38 +561,24 @@ async fn start_lighttpd(dir: &Path) -> (Child, u16) {
         .replace("@APPS@", support("boundary_apps.py").to_str().unwrap());
     let config_path = dir.join("lighttpd.conf");
     std::fs::write(&config_path, config).unwrap();
-    let output_path = dir.join("lighttpd.out");
-    let output = std::fs::File::create(&output_path).unwrap();
-    let mut child = Command::new(sbin_binary("lighttpd"))
-        .arg("-D")
-        .arg("-f")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect("lighttpd is missing: `make test-deps` installs it (apt-get install lighttpd)");
-    wait_until_listening(&mut child, port, &output_path, "lighttpd").await;
+    let mut lighttpd = Command::new(sbin_binary("lighttpd"));
+    lighttpd.arg("-D").arg("-f").arg(&config_path);
+    let missing = "lighttpd is missing: `make test-deps` installs it (apt-get install lighttpd)";
+    let child = start_listening(lighttpd, port, &dir.join("lighttpd.out"), missing).await;
     (child, port)
 }
 
 async fn start_php(dir: &Path, log: &Path) -> (Child, u16) {
     let port = free_port();
-    let output_path = dir.join("php.out");
-    let output = std::fs::File::create(&output_path).unwrap();
-    let mut child = Command::new("php")
-        .arg("-S")
+    let mut php = Command::new("php");
+    php.arg("-S")
         .arg(format!("127.0.0.1:{port}"))
         .arg("-t")
-        .arg(dir)
-        .arg(support("boundary_router.php"))
-        .env("BOUNDARY_LOG", log)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect("php is missing: `make test-deps` installs it (apt-get install php-cli)");
-    wait_until_listening(&mut child, port, &output_path, "php -S").await;
+        .arg(dir);
+    php.arg(support("boundary_router.php"))
+        .env("BOUNDARY_LOG", log);
+    let missing = "php is missing: `make test-deps` installs it (apt-get install php-cli)";
+    let child = start_listening(php, port, &dir.join("php.out"), missing).await;
     (child, port)
 }
 
@@ -771,17 +763,10 @@ impl Gate {
                 let port = free_port();
                 let path = dir.path().join("gate.toml");
                 std::fs::write(&path, with_listen(&text, port)).unwrap();
+                let command = gate_command(&path, "warn");
                 let log = dir.path().join("gate.log");
-                let output = std::fs::File::create(&log).unwrap();
-                let child = spawn_gate(
-                    &path,
-                    "warn",
-                    output.try_clone().unwrap().into(),
-                    output.into(),
-                );
-                let mut process = GateProcess { child, _dir: dir };
-                wait_until_listening(&mut process.child, port, &log, "otpgate run").await;
-                (port, Some(process))
+                let child = start_listening(command, port, &log, "otpgate did not start").await;
+                (port, Some(GateProcess { child, _dir: dir }))
             }
         };
         let client = reqwest::Client::new();

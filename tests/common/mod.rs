@@ -652,7 +652,11 @@ impl RunningGate {
         let port = free_port();
         let path = dir.path().join("gate.toml");
         std::fs::write(&path, with_listen(config, port)).unwrap();
-        let child = spawn_gate(&path, "info", Stdio::piped(), Stdio::piped());
+        let child = gate_command(&path, "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         wait_for_port(port).await;
         RunningGate {
             child,
@@ -679,17 +683,15 @@ pub fn with_listen(config: &str, port: u16) -> String {
     }
 }
 
-/// Starts `otpgate run --config path`, logging at `level` (`RUST_LOG`).
-pub fn spawn_gate(path: &Path, level: &str, stdout: Stdio, stderr: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_otpgate"))
+/// `otpgate run --config path`, logging at `level` (`RUST_LOG`), reading nothing.
+pub fn gate_command(path: &Path, level: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_otpgate"));
+    command
         .args(["run", "--config"])
         .arg(path)
         .env("RUST_LOG", level)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
+        .stdin(Stdio::null());
+    command
 }
 
 /// The `[delivery.email]` and `[delivery.sms]` sections of a config file that deliver
