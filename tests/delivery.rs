@@ -69,15 +69,21 @@ async fn settled(outbox: &Outbox, n: u64) -> DeliveryStats {
     panic!("outbox did not settle: {:?}", outbox.stats());
 }
 
-fn sms_outbox(primary: Arc<dyn Sender>, fallback: Option<Arc<dyn Sender>>) -> Outbox {
-    Outbox::new(
-        Senders {
-            sms: Some(primary),
-            sms_fallback: fallback,
-            ..Senders::default()
-        },
-        fast_policy(),
-    )
+/// Queues `message` on an outbox that sends SMS through `primary` (and `fallback` where
+/// that fails) and waits until it is settled.
+async fn through_sms_outbox(
+    message: Message,
+    primary: Arc<dyn Sender>,
+    fallback: Option<Arc<dyn Sender>>,
+) -> DeliveryStats {
+    let senders = Senders {
+        sms: Some(primary),
+        sms_fallback: fallback,
+        ..Senders::default()
+    };
+    let outbox = Outbox::new(senders, fast_policy());
+    outbox.enqueue(message).unwrap();
+    settled(&outbox, 1).await
 }
 
 fn twilio(server: &MockServer) -> Arc<TwilioSender> {
@@ -156,9 +162,7 @@ async fn a_provider_failing_twice_then_succeeding_delivers_exactly_one_sms() {
         .expect(1)
         .mount(&server)
         .await;
-    let outbox = sms_outbox(twilio(&server), None);
-    outbox.enqueue(sms()).unwrap();
-    let stats = settled(&outbox, 1).await;
+    let stats = through_sms_outbox(sms(), twilio(&server), None).await;
     assert_eq!(
         stats,
         DeliveryStats {
@@ -191,9 +195,7 @@ async fn a_primary_that_is_down_fails_over_to_the_secondary() {
         .expect(1)
         .mount(&secondary)
         .await;
-    let outbox = sms_outbox(primary, Some(twilio(&secondary)));
-    outbox.enqueue(sms()).unwrap();
-    let stats = settled(&outbox, 1).await;
+    let stats = through_sms_outbox(sms(), primary, Some(twilio(&secondary))).await;
     assert_eq!(
         stats,
         DeliveryStats {
@@ -216,10 +218,8 @@ async fn a_rejected_message_is_not_retried_and_a_slow_provider_times_out() {
         .expect(1)
         .mount(&server)
         .await;
-    let outbox = sms_outbox(twilio(&server), None);
-    outbox.enqueue(sms()).unwrap();
     assert_eq!(
-        settled(&outbox, 1).await,
+        through_sms_outbox(sms(), twilio(&server), None).await,
         DeliveryStats {
             failed: 1,
             ..DeliveryStats::default()
@@ -231,10 +231,8 @@ async fn a_rejected_message_is_not_retried_and_a_slow_provider_times_out() {
         .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
         .mount(&slow)
         .await;
-    let outbox = sms_outbox(twilio(&slow), None);
-    outbox.enqueue(sms()).unwrap();
     // Three tries of at most 500 ms each, then given up.
-    let stats = settled(&outbox, 1).await;
+    let stats = through_sms_outbox(sms(), twilio(&slow), None).await;
     assert_eq!((stats.failed, stats.retried), (1, 2));
 }
 
@@ -619,9 +617,8 @@ async fn a_twilio_21211_names_no_number_in_errors_or_logs() {
     }
 
     // Through the outbox, which logs why a delivery was rejected.
-    let outbox = sms_outbox(twilio(&server), None);
-    outbox.enqueue(message(to)).unwrap();
-    assert_eq!(settled(&outbox, 1).await.failed, 1);
+    let stats = through_sms_outbox(message(to), twilio(&server), None).await;
+    assert_eq!(stats.failed, 1);
     let logged = logs.text();
     assert!(logged.contains("delivery rejected"), "{logged}");
     assert_scrubbed(&logged, PHONE_SPELLINGS, &["21211"]);

@@ -46,6 +46,7 @@ async fn conformance(form: Form) {
         .await
         .unwrap()
     };
+    let status_of = async |path: &str, query: String| post(path, query).await.unwrap().status();
     let me = async |token: &str| get_with_token(&client, format!("{base}/api/me"), token).await;
 
     // A member and a stranger get the same bytes; only the member gets a code.
@@ -161,23 +162,17 @@ async fn conformance(form: Form) {
         8 * 3600
     );
     assert_eq!(
-        post("refreshToken", format!("refresh_token={refresh}"))
-            .await
-            .unwrap()
-            .status(),
+        status_of("refreshToken", format!("refresh_token={refresh}")).await,
         StatusCode::UNAUTHORIZED
     );
 
     // Forged, malformed and expired one-time tokens are refused.
     assert_eq!(
-        post("exchange", "token=forged.jwt.value".into())
-            .await
-            .unwrap()
-            .status(),
+        status_of("exchange", "token=forged.jwt.value".into()).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        post("exchange", String::new()).await.unwrap().status(),
+        status_of("exchange", String::new()).await,
         StatusCode::BAD_REQUEST
     );
     clock.advance(Duration::from_secs(31));
@@ -193,10 +188,7 @@ async fn conformance(form: Form) {
     assert_eq!(bad_minutes.status(), StatusCode::BAD_REQUEST);
     clock.advance(Duration::from_secs(6 * 60));
     assert_eq!(
-        post("exchange", format!("token={late}"))
-            .await
-            .unwrap()
-            .status(),
+        status_of("exchange", format!("token={late}")).await,
         StatusCode::UNAUTHORIZED
     );
 
