@@ -149,6 +149,8 @@ pub struct ServerSection {
     pub shutdown_timeout: Option<ConfigDuration>,
     pub header_timeout: Option<Spanned<ConfigDuration>>,
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
+    pub upstream_connect_timeout: Option<Spanned<ConfigDuration>>,
+    pub upstream_read_timeout: Option<Spanned<ConfigDuration>>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_connections_per_ip: Option<Spanned<usize>>,
     #[serde(default)]
@@ -192,6 +194,8 @@ impl Default for ServerSection {
             shutdown_timeout: None,
             header_timeout: None,
             keepalive_timeout: None,
+            upstream_connect_timeout: None,
+            upstream_read_timeout: None,
             max_connections: None,
             max_connections_per_ip: None,
             trusted_proxies: Vec::new(),

@@ -14,7 +14,7 @@ use super::schema::{ConfigDuration, ServerSection};
 use super::{ConfigError, Place, Source};
 
 #[cfg(feature = "proxy")]
-use crate::pingora::{ProxySettings, Upstream};
+use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts};
 
 /// `[server]`, checked; the upstream's name is not resolved yet.
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
@@ -30,6 +30,8 @@ pub(super) struct ServerModel {
     shutdown_timeout: Duration,
     header_timeout: Duration,
     keepalive_timeout: Duration,
+    upstream_connect_timeout: Duration,
+    upstream_read_timeout: Duration,
     max_connections: usize,
     max_connections_per_ip: usize,
 }
@@ -97,6 +99,21 @@ pub(super) fn check(
         3600,
         source,
     )?;
+    // A stuck app must not hold a client forever; one slower than these is down.
+    let upstream_connect_timeout = bounded_duration(
+        "server.upstream_connect_timeout",
+        &server.upstream_connect_timeout,
+        5,
+        60,
+        source,
+    )?;
+    let upstream_read_timeout = bounded_duration(
+        "server.upstream_read_timeout",
+        &server.upstream_read_timeout,
+        30,
+        600,
+        source,
+    )?;
     let max_connections = bounded_count(
         "server.max_connections",
         &server.max_connections,
@@ -123,6 +140,8 @@ pub(super) fn check(
             .map_or(Duration::from_secs(5), |d| d.0),
         header_timeout,
         keepalive_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
         max_connections,
         max_connections_per_ip,
     })
@@ -194,6 +213,10 @@ impl ServerModel {
             keepalive_timeout: self.keepalive_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            upstream_timeouts: UpstreamTimeouts {
+                connect: self.upstream_connect_timeout,
+                read: self.upstream_read_timeout,
+            },
         })
     }
 }

@@ -243,12 +243,24 @@ fn connection_bounds_default() {
         (proxy.max_connections, proxy.max_connections_per_ip),
         (4096, 256)
     );
+    assert_eq!(
+        proxy.upstream_timeouts,
+        crate::pingora::UpstreamTimeouts::default()
+    );
     let proxy = parse(
         "[server]\nheader_timeout = \"2s\"\nkeepalive_timeout = \"5m\"\n\
-         max_connections = 100\nmax_connections_per_ip = 100\n",
+         max_connections = 100\nmax_connections_per_ip = 100\n\
+         upstream_connect_timeout = \"2s\"\nupstream_read_timeout = \"1m\"\n",
     )
     .unwrap()
     .proxy;
+    assert_eq!(
+        proxy.upstream_timeouts,
+        crate::pingora::UpstreamTimeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(60),
+        }
+    );
     assert_eq!(proxy.header_timeout, Duration::from_secs(2));
     assert_eq!(proxy.keepalive_timeout, Duration::from_secs(300));
     assert_eq!(
@@ -264,6 +276,14 @@ fn connection_bounds_refuse_zero_or_absurd_values() {
         ("header_timeout = \"1h\"", "server.header_timeout"),
         ("keepalive_timeout = \"100ms\"", "server.keepalive_timeout"),
         ("keepalive_timeout = \"2days\"", "server.keepalive_timeout"),
+        (
+            "upstream_connect_timeout = \"0s\"",
+            "server.upstream_connect_timeout",
+        ),
+        (
+            "upstream_read_timeout = \"1h\"",
+            "server.upstream_read_timeout",
+        ),
         ("max_connections = 0", "server.max_connections"),
         ("max_connections = 100000000", "server.max_connections"),
         (

@@ -5,7 +5,7 @@ use ::pingora::server::configuration::ServerConf;
 use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use async_trait::async_trait;
 
-use super::{ConnectionLimits, GuardedApp, OtpProxy, ProxySettings, UpstreamTimeouts};
+use super::{ConnectionLimits, GuardedApp, OtpProxy, ProxySettings};
 use crate::http::Front;
 
 /// Treats SIGINT like SIGTERM: stop accepting, let in-flight requests finish.
@@ -47,11 +47,8 @@ pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let store = front.gate().store().describe();
-    let proxy = OtpProxy::with_timeouts(
-        front,
-        settings.upstream.clone(),
-        UpstreamTimeouts::default(),
-    );
+    let proxy =
+        OtpProxy::with_timeouts(front, settings.upstream.clone(), settings.upstream_timeouts);
     let app = GuardedApp::new(
         ::pingora::proxy::http_proxy(&server.configuration, proxy),
         ConnectionLimits::from(settings).fitted_to_open_file_limit(),

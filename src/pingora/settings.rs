@@ -64,4 +64,6 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// Client connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// How long the gate waits on the app.
+    pub upstream_timeouts: UpstreamTimeouts,
 }
