@@ -5,8 +5,7 @@
 pub mod config;
 pub mod delivery;
 pub mod directory;
-pub mod engine;
-mod error;
+pub mod gate;
 pub mod http;
 pub mod identifier;
 pub mod otp;
@@ -17,8 +16,8 @@ pub mod token;
 pub mod tower;
 mod util;
 
-pub use engine::{
+pub use gate::GateError;
+pub use gate::{
     BuildError, Gate, GateBuilder, Identity, IpLimits, RevocationFallback, SendOutcome,
     SendRequest, Session, Tenant, VerifyRequest,
 };
-pub use error::GateError;

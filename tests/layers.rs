@@ -24,7 +24,7 @@ fn layer_of_module(module: &str) -> Option<Layer> {
     Some(match module {
         "otp" | "identifier" | "util" | "error" => Layer::Core,
         "store" | "token" | "delivery" | "directory" => Layer::Parts,
-        "engine" => Layer::Engine,
+        "gate" => Layer::Engine,
         "http" => Layer::Front,
         "tower" | "pingora" => Layer::Adapters,
         "config" => Layer::Config,

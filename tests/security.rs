@@ -12,7 +12,7 @@ use common::{
 use otpgate::delivery::{Message, Senders};
 use otpgate::directory::StaticDirectory;
 use otpgate::identifier::Identifier;
-use otpgate::otp::{ManualClock, OtpPolicy};
+use otpgate::otp::{CodePolicy, ManualClock};
 use otpgate::{Gate, GateBuilder, GateError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -26,7 +26,7 @@ struct Setup {
     inbox: UnboundedReceiver<Message>,
 }
 
-fn setup(policy: OtpPolicy) -> Setup {
+fn setup(policy: CodePolicy) -> Setup {
     let (sender, inbox) = capture();
     let clock = ManualClock::starting_now();
     let gate = Gate::builder()
@@ -70,7 +70,7 @@ fn wrong(code: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_of_1000_concurrent_verifies_of_one_code_wins() {
-    let mut s = setup(OtpPolicy::default());
+    let mut s = setup(CodePolicy::default());
     let code = s.send().await.unwrap();
     let gate = s.gate.clone();
     let tasks: Vec<_> = (0..1000)
@@ -96,7 +96,7 @@ async fn exactly_one_of_1000_concurrent_verifies_of_one_code_wins() {
 
 #[tokio::test]
 async fn the_attempt_cap_holds_even_for_the_right_code() {
-    let mut s = setup(OtpPolicy::default());
+    let mut s = setup(CodePolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
         s.guess_wrong(&code).await;
@@ -113,10 +113,10 @@ async fn the_attempt_cap_holds_even_for_the_right_code() {
 
 #[tokio::test]
 async fn the_failure_budget_holds_across_resends() {
-    let policy = OtpPolicy {
+    let policy = CodePolicy {
         failure_budget: 10,
         max_attempts: 3,
-        ..OtpPolicy::default()
+        ..CodePolicy::default()
     };
     let mut s = setup(policy);
     let mut failures = 0;
@@ -152,7 +152,7 @@ async fn the_failure_budget_holds_across_resends() {
 
 #[tokio::test]
 async fn backoff_grows_between_failures() {
-    let mut s = setup(OtpPolicy::default());
+    let mut s = setup(CodePolicy::default());
     let code = s.send().await.unwrap();
     for _ in 0..5 {
         s.guess_wrong(&code).await;
@@ -168,7 +168,7 @@ async fn backoff_grows_between_failures() {
 
 #[tokio::test]
 async fn the_store_never_holds_a_plaintext_code() {
-    let mut s = setup(OtpPolicy::default());
+    let mut s = setup(CodePolicy::default());
     let code = s.send().await.unwrap();
     let key = otpgate::store::keys::code_record("default", &alice());
     let state = s
@@ -194,7 +194,7 @@ async fn the_store_never_holds_a_plaintext_code() {
 
 #[tokio::test]
 async fn a_resend_invalidates_the_previous_code() {
-    let mut s = setup(OtpPolicy::default());
+    let mut s = setup(CodePolicy::default());
     let first = s.send().await.unwrap();
     s.clock.advance(Duration::from_secs(30));
     let second = s.send().await.unwrap();

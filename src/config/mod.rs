@@ -25,7 +25,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{BuildError, GateBuilder};
+use crate::gate::{BuildError, GateBuilder};
 use crate::http::{Front, HttpSettings};
 
 mod delivery;

@@ -7,13 +7,13 @@ use toml::Spanned;
 
 use super::schema::OtpSection;
 use super::{ConfigError, Source};
-use crate::engine::{BuildError, IpLimits, validate_policy};
-use crate::otp::{Backoff, CodeFormat, OtpPolicy, ServerSecret};
+use crate::gate::{BuildError, IpLimits, validate_policy};
+use crate::otp::{Backoff, CodeFormat, CodePolicy, ServerSecret};
 
 /// `[otp]`, checked.
 pub(super) struct OtpModel {
     /// The code policy, accepted by the engine's rule book.
-    pub(super) policy: OtpPolicy,
+    pub(super) policy: CodePolicy,
     /// Sends and verifications per client address.
     pub(super) ip_limits: IpLimits,
     /// Keys code hashes; random when not written.
@@ -58,8 +58,8 @@ pub(super) fn check(
 
 /// The policy `[otp]` writes, over the defaults. Fails only on a code format that cannot
 /// be (`length` against `alphabet`).
-fn policy(otp: &OtpSection) -> Result<OtpPolicy, String> {
-    let defaults = OtpPolicy::default();
+fn policy(otp: &OtpSection) -> Result<CodePolicy, String> {
+    let defaults = CodePolicy::default();
     let length = otp
         .length
         .as_ref()
@@ -70,7 +70,7 @@ fn policy(otp: &OtpSection) -> Result<OtpPolicy, String> {
         .max_attempts
         .as_ref()
         .map_or(defaults.max_attempts, |m| *m.get_ref());
-    Ok(OtpPolicy {
+    Ok(CodePolicy {
         format,
         ttl: otp.ttl.as_ref().map_or(defaults.ttl, |d| d.get_ref().0),
         max_attempts,

@@ -7,7 +7,7 @@ use super::otp::OtpModel;
 use super::schema::{RevocationFallbackName, StoreBackend, StoreSection};
 use super::token::TokenModel;
 use super::{ConfigError, Source};
-use crate::engine::RevocationFallback;
+use crate::gate::RevocationFallback;
 use crate::store::{MemoryStore, Store};
 
 #[cfg(feature = "redis")]

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::delivery::DeliveryModel;
 use super::schema::{ServerSection, TenantSection};
 use super::{ConfigError, Place, Source};
-use crate::engine::Tenant;
+use crate::gate::Tenant;
 use crate::identifier::Channel;
 
 /// The tenants, checked.

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::{EndpointRoute, GateResponse};
-use crate::error::GateError;
+use crate::gate::GateError;
 
 /// The most the gate reads of an app's answer that it must inspect (a mediated login).
 pub const MEDIATED_RESPONSE_LIMIT: usize = 256 * 1024;

@@ -16,8 +16,8 @@ use super::{
     Action, BodyReader, CanonicalTarget, Dialect, EndpointRoute, GateResponse, HttpSettings,
     RequestView, Route, UpstreamPlan, dialect, target,
 };
-use crate::engine::Gate;
-use crate::error::GateError;
+use crate::gate::Gate;
+use crate::gate::GateError;
 
 /// The gate's HTTP front: the engine and the HTTP settings it is served with. Both
 /// adapters hold one (the tower layer and the pingora filter) and ask it every HTTP
@@ -126,8 +126,11 @@ impl Front {
         method: &Method,
         raw: &[u8],
     ) -> Result<CanonicalTarget, Box<GateResponse>> {
-        target::canonicalize(raw, *method == Method::OPTIONS, &self.settings().paths)
-            .map_err(|invalid| Box::new(Dialect::Generic.error(&GateError::InvalidPath(invalid))))
+        target::canonicalize(raw, *method == Method::OPTIONS, &self.settings().paths).map_err(
+            |invalid| {
+                Box::new(Dialect::Generic.error(&GateError::InvalidPath(invalid.to_string())))
+            },
+        )
     }
 
     /// Refuses a request head the gate will not pass on: more header lines or bytes than

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
 use super::IdentityHeaders;
-use crate::engine::Identity;
+use crate::gate::Identity;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
 /// framing the gate recomputes when it rewrites a body: never passed on as received.

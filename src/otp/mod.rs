@@ -13,7 +13,7 @@ pub use code::{
     Alphabet, Code, CodeFormat, CodeHash, CodeHasher, InvalidCodeLength, MAX_CODE_LENGTH,
     MIN_CODE_LENGTH, SecretTooShort, ServerSecret,
 };
-pub use policy::{Backoff, InvalidRate, OtpPolicy, Rate};
+pub use policy::{Backoff, CodePolicy, InvalidRate, Rate};
 pub use state::{
     Challenge, CodeState, IssueDecision, VerifyDecision, Write, decide_issue, decide_verify,
 };

@@ -76,7 +76,7 @@ impl Backoff {
 
 /// Everything that decides what a send or a verify may do.
 #[derive(Clone, Debug)]
-pub struct OtpPolicy {
+pub struct CodePolicy {
     /// Shape of generated codes.
     pub format: CodeFormat,
     /// How long a code stays valid.
@@ -97,9 +97,9 @@ pub struct OtpPolicy {
     pub failure_memory: Duration,
 }
 
-impl Default for OtpPolicy {
+impl Default for CodePolicy {
     fn default() -> Self {
-        OtpPolicy {
+        CodePolicy {
             format: CodeFormat::default(),
             ttl: Duration::from_secs(5 * 60),
             max_attempts: 5,
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_caps() {
-        let backoff = OtpPolicy::default().backoff;
+        let backoff = CodePolicy::default().backoff;
         assert_eq!(backoff.delay(0), Duration::ZERO);
         assert_eq!(backoff.delay(4), Duration::ZERO);
         assert_eq!(backoff.delay(5), Duration::from_secs(1));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::code::CodeHash;
-use super::policy::OtpPolicy;
+use super::policy::CodePolicy;
 
 /// The live code of a destination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ impl CodeState {
         self.challenge.as_ref().filter(|c| c.expires_at > now)
     }
 
-    fn failures_remembered(&self, now: Timestamp, policy: &OtpPolicy) -> u32 {
+    fn failures_remembered(&self, now: Timestamp, policy: &CodePolicy) -> u32 {
         match self.last_failure_at {
             Some(at) if at.plus(policy.failure_memory) > now => self.consecutive_failures,
             _ => 0,
@@ -100,7 +100,7 @@ impl CodeState {
     }
 
     /// How long any verify or send must wait because of past failures.
-    fn failure_wait(&self, now: Timestamp, policy: &OtpPolicy) -> Option<Duration> {
+    fn failure_wait(&self, now: Timestamp, policy: &CodePolicy) -> Option<Duration> {
         let failures = self.failures_remembered(now, policy);
         let last = self.last_failure_at?;
         let until = if failures >= policy.failure_budget {
@@ -113,7 +113,7 @@ impl CodeState {
     }
 
     /// Until when the store must keep this record so that no rule is forgotten early.
-    fn keep_until(&self, policy: &OtpPolicy) -> Timestamp {
+    fn keep_until(&self, policy: &CodePolicy) -> Timestamp {
         let mut until = Timestamp(0);
         if let Some(challenge) = &self.challenge {
             until = until.max(challenge.expires_at);
@@ -132,7 +132,7 @@ impl CodeState {
         until
     }
 
-    fn into_write(self, now: Timestamp, policy: &OtpPolicy) -> Write {
+    fn into_write(self, now: Timestamp, policy: &CodePolicy) -> Write {
         let until = self.keep_until(policy);
         if until <= now {
             Write::Delete
@@ -150,7 +150,7 @@ pub fn decide_issue(
     current: Option<CodeState>,
     new_code: CodeHash,
     now: Timestamp,
-    policy: &OtpPolicy,
+    policy: &CodePolicy,
 ) -> (Write, IssueDecision) {
     let mut state = current.unwrap_or_default();
 
@@ -203,7 +203,7 @@ pub fn decide_verify(
     current: Option<CodeState>,
     presented: CodeHash,
     now: Timestamp,
-    policy: &OtpPolicy,
+    policy: &CodePolicy,
 ) -> (Write, VerifyDecision) {
     let mut state = current.unwrap_or_default();
 
@@ -241,7 +241,7 @@ mod tests {
     use crate::otp::code::{CodeFormat, CodeHasher, ServerSecret};
 
     struct World {
-        policy: OtpPolicy,
+        policy: CodePolicy,
         hasher: CodeHasher,
         state: Option<CodeState>,
         now: Timestamp,
@@ -250,7 +250,7 @@ mod tests {
     impl World {
         fn new() -> World {
             World {
-                policy: OtpPolicy::default(),
+                policy: CodePolicy::default(),
                 hasher: CodeHasher::new(&ServerSecret::new(vec![9; 32]).unwrap()),
                 state: None,
                 now: Timestamp(1_700_000_000_000),

@@ -7,7 +7,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
 use super::{Upstream, UpstreamTimeouts};
-use crate::error::GateError;
+use crate::gate::GateError;
 use crate::http::{GateResponse, MEDIATED_RESPONSE_LIMIT, remove_hop_by_hop};
 
 /// The app behind the gate, and the one client the gate reaches it with.

@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::app_client::AppClient;
 use super::{Upstream, UpstreamTimeouts};
-use crate::engine::Identity;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::Identity;
 use crate::http::{
     CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, RequestView, Route, UpstreamPlan,
 };

@@ -9,7 +9,7 @@ use http::StatusCode;
 
 use super::filter::write_response;
 use super::{OtpCtx, OtpFilter, Upstream, UpstreamTimeouts};
-use crate::error::GateError;
+use crate::gate::GateError;
 use crate::http::{Dialect, Front};
 
 /// The ready edge proxy: the gate in front of one upstream app.

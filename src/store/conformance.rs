@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{SetMode, Store};
 use crate::otp::{
-    CodeFormat, CodeHasher, CodeState, OtpPolicy, ServerSecret, Timestamp, VerifyDecision, Write,
+    CodeFormat, CodeHasher, CodePolicy, CodeState, ServerSecret, Timestamp, VerifyDecision, Write,
     decide_issue, decide_verify,
 };
 
@@ -174,7 +174,7 @@ pub async fn concurrent_updates_are_serialized<S: Store>(handles: &[Arc<S>]) {
 /// The security rule itself: of 1000 concurrent verifies of one right code, spread over
 /// `handles`, exactly one is accepted.
 pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[Arc<S>]) {
-    let policy = Arc::new(OtpPolicy::default());
+    let policy = Arc::new(CodePolicy::default());
     let hasher = CodeHasher::new(&ServerSecret::random());
     let code = CodeFormat::default().generate();
     let hash = hasher.hash("race", &code);

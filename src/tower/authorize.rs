@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_http::auth::AsyncAuthorizeRequest;
 
-use crate::engine::Identity;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::Identity;
 use crate::http::{Dialect, Front};
 
 /// Lets through only requests with a token this gate verified, for tower-http's

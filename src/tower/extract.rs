@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::engine::Identity;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::Identity;
 use crate::http::Dialect;
 
 /// The caller's verified identity, put in place by [`OtpLayer`](super::OtpLayer) or

@@ -13,8 +13,8 @@ use tower_service::Service;
 
 use super::future::{BoxResponse, ResponseFuture};
 use super::{OtpBody, OtpLayer};
-use crate::engine::Identity;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::Identity;
 use crate::http::{
     CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, MEDIATED_RESPONSE_LIMIT,
     RequestView, Route, remove_hop_by_hop,

@@ -7,8 +7,8 @@ use http::StatusCode;
 
 use super::Context;
 use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
-use crate::engine::{SendRequest, VerifyRequest};
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::{SendRequest, VerifyRequest};
 use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Channel;
 

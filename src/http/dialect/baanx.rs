@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::Context;
 use super::Dialect;
 use super::request::{is_json, parse, request_locale};
-use crate::error::GateError;
+use crate::gate::GateError;
 use crate::http::{EndpointMount, GateResponse, RequestView};
 
 /// The header the assertion travels in unless configured otherwise.

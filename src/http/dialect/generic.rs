@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::Context;
 use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
-use crate::engine::{SendRequest, Session, VerifyRequest};
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::{SendRequest, Session, VerifyRequest};
 use crate::http::{Action, GateResponse, RequestView};
 
 /// Answers one of the generic endpoints.

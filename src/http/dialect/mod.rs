@@ -1,5 +1,5 @@
 //! API shapes. Each dialect maps its own paths, bodies and answers onto the one engine;
-//! the decisions stay in [`crate::engine`]. Handlers take a [`Context`] (the engine and the
+//! the decisions stay in [`crate::gate`]. Handlers take a [`Context`] (the engine and the
 //! HTTP settings, never the front itself) and return `Result<GateResponse, GateError>`; the
 //! front renders the error once, in the dialect's shape ([`Dialect::error`]).
 
@@ -7,8 +7,8 @@ use http::header::HeaderValue;
 use http::{Method, StatusCode};
 
 use super::{Action, GateResponse, HttpSettings};
-use crate::engine::Gate;
-use crate::error::GateError;
+use crate::gate::Gate;
+use crate::gate::GateError;
 
 pub(crate) mod aerocall;
 pub(crate) mod baanx;

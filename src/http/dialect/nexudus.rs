@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::request::{query_pairs, query_value, request_locale};
-use crate::engine::{SendRequest, Session, VerifyRequest};
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::{SendRequest, Session, VerifyRequest};
 use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Identifier;
 

@@ -4,7 +4,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
-use crate::error::GateError;
+use crate::gate::GateError;
 use crate::identifier::Identifier;
 
 /// Where a code goes, as the JSON dialects spell it: `email` or `phone`, and optionally

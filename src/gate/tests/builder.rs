@@ -5,40 +5,40 @@ use std::time::Duration;
 
 use super::{FailingStore, capture};
 use crate::delivery::Senders;
-use crate::engine::{BuildError, Gate, Tenant, validate_policy};
+use crate::gate::{BuildError, Gate, Tenant, validate_policy};
 use crate::identifier::Channel;
-use crate::otp::OtpPolicy;
+use crate::otp::CodePolicy;
 use crate::store::{MemoryStore, Store};
 
 /// Policies that break one rule each, with the rule's name.
-fn invalid_policies() -> Vec<(&'static str, OtpPolicy)> {
+fn invalid_policies() -> Vec<(&'static str, CodePolicy)> {
     vec![
         (
             "zero attempts",
-            OtpPolicy {
+            CodePolicy {
                 max_attempts: 0,
-                ..OtpPolicy::default()
+                ..CodePolicy::default()
             },
         ),
         (
             "zero failure budget",
-            OtpPolicy {
+            CodePolicy {
                 failure_budget: 0,
-                ..OtpPolicy::default()
+                ..CodePolicy::default()
             },
         ),
         (
             "failure budget over 100",
-            OtpPolicy {
+            CodePolicy {
                 failure_budget: 101,
-                ..OtpPolicy::default()
+                ..CodePolicy::default()
             },
         ),
         (
             "zero ttl",
-            OtpPolicy {
+            CodePolicy {
                 ttl: Duration::ZERO,
-                ..OtpPolicy::default()
+                ..CodePolicy::default()
             },
         ),
     ]
@@ -56,12 +56,12 @@ fn validate_policy_refuses_each_broken_rule() {
 
 #[test]
 fn validate_policy_accepts_the_default_and_the_limits() {
-    assert!(validate_policy(&OtpPolicy::default()).is_ok());
-    let at_limits = OtpPolicy {
+    assert!(validate_policy(&CodePolicy::default()).is_ok());
+    let at_limits = CodePolicy {
         max_attempts: 1,
         failure_budget: 100,
         ttl: Duration::from_secs(1),
-        ..OtpPolicy::default()
+        ..CodePolicy::default()
     };
     assert!(validate_policy(&at_limits).is_ok());
 }
@@ -155,7 +155,7 @@ fn the_defaults_build_one_default_tenant() {
     let gate = Gate::builder().build().expect("the defaults build");
     assert_eq!(gate.default_tenant(), "default");
     let policy = gate.policy();
-    let default = OtpPolicy::default();
+    let default = CodePolicy::default();
     assert_eq!(policy.ttl, default.ttl);
     assert_eq!(policy.max_attempts, default.max_attempts);
     assert_eq!(policy.failure_budget, default.failure_budget);

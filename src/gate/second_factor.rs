@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
+use super::GateError;
 use super::{Gate, SendRequest, VerifyRequest};
-use crate::error::GateError;
 use crate::identifier::Identifier;
 use crate::store::{SetMode, keys};
 use crate::token::{MintedToken, Subject};

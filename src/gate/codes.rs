@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::GateError;
 use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
 use crate::delivery::{Message, TemplateContext};
 use crate::directory::Account;
-use crate::error::GateError;
 use crate::identifier::Identifier;
 use crate::otp::{
     CodeState, IssueDecision, Rate, VerifyDecision, Write, decide_issue, decide_verify,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{Fixture, gate, gate_with, wrong};
 use crate::directory::{Account, StaticDirectory};
-use crate::engine::PendingSecondFactor;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::PendingSecondFactor;
 use crate::otp::Clock;
 
 const PHONE: &str = "+14155552671";

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::GateError;
 use super::{Gate, Identity, RevocationFallback, Session};
-use crate::error::GateError;
 use crate::otp::{Clock, SystemClock};
 use crate::store::{SetMode, keys};
 use crate::token::{Claims, MintedToken, Subject, TokenKind};

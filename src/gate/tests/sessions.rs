@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{FailingStore, Fixture, alice, gate, gate_with};
-use crate::engine::RevocationFallback;
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::RevocationFallback;
 use crate::token::{Subject, TokenSettings};
 
 fn member() -> Subject {
@@ -19,7 +19,7 @@ fn member() -> Subject {
 }
 
 /// The refresh token of a session; sessions here always have one.
-fn refresh_token(session: &crate::engine::Session) -> &str {
+fn refresh_token(session: &crate::gate::Session) -> &str {
     &session
         .refresh
         .as_ref()
@@ -116,7 +116,7 @@ async fn a_refresh_rotates_and_a_reused_refresh_token_revokes_its_family() {
         .expect("rotated");
     assert_ne!(refresh_token(&second), refresh_token(&first));
     assert_ne!(second.access.token, first.access.token);
-    let family = |session: &crate::engine::Session| {
+    let family = |session: &crate::gate::Session| {
         session
             .refresh
             .as_ref()

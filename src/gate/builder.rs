@@ -7,7 +7,7 @@ use super::{Gate, Inner, IpLimits, Tenant};
 use crate::delivery::{ConsoleSender, Outbox, OutboxPolicy, Senders, Templates};
 use crate::directory::{Directory, NoDirectory};
 use crate::identifier::Channel;
-use crate::otp::{Clock, CodeHasher, OtpPolicy, ServerSecret, SystemClock};
+use crate::otp::{Clock, CodeHasher, CodePolicy, ServerSecret, SystemClock};
 use crate::store::{MemoryStore, Store};
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings, Tokens};
 
@@ -39,7 +39,7 @@ pub enum BuildError {
 /// Builds a [`Gate`]. Every part has a development-friendly default: the memory store,
 /// console delivery, a fresh EdDSA key, one tenant `default`.
 pub struct GateBuilder {
-    policy: OtpPolicy,
+    policy: CodePolicy,
     secret: Option<ServerSecret>,
     store: Option<Arc<dyn Store>>,
     key: Option<SigningKey>,
@@ -70,7 +70,7 @@ pub enum RevocationFallback {
 impl Default for GateBuilder {
     fn default() -> Self {
         GateBuilder {
-            policy: OtpPolicy::default(),
+            policy: CodePolicy::default(),
             secret: None,
             store: None,
             key: None,
@@ -90,7 +90,7 @@ impl Default for GateBuilder {
 
 impl GateBuilder {
     /// The OTP policy.
-    pub fn policy(mut self, policy: OtpPolicy) -> Self {
+    pub fn policy(mut self, policy: CodePolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -246,7 +246,7 @@ impl GateBuilder {
 
 /// Checks an OTP policy: the one rule book, used by [`GateBuilder::build`] and by the
 /// config file's validation, so a value is refused the same way from code and from TOML.
-pub fn validate_policy(policy: &OtpPolicy) -> Result<(), BuildError> {
+pub fn validate_policy(policy: &CodePolicy) -> Result<(), BuildError> {
     if policy.max_attempts == 0 || policy.failure_budget == 0 {
         return Err(BuildError::InvalidPolicy(
             "otp.max_attempts and otp.failure_budget must be at least 1".into(),

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::{FailingStore, alice, gate, gate_with, ip, phone, send_to, verify_with, wrong};
 use crate::directory::StaticDirectory;
-use crate::engine::{IpLimits, SendRequest, Tenant, VerifyRequest};
-use crate::error::GateError;
+use crate::gate::GateError;
+use crate::gate::{IpLimits, SendRequest, Tenant, VerifyRequest};
 use crate::identifier::{Channel, Identifier};
-use crate::otp::{Backoff, OtpPolicy, Rate};
+use crate::otp::{Backoff, CodePolicy, Rate};
 use crate::token::Subject;
 
 fn person(n: u8) -> Identifier {
@@ -188,15 +188,15 @@ async fn wrong_guesses_past_max_attempts_spend_the_code() {
 async fn the_failure_budget_locks_the_destination() {
     let memory = Duration::from_secs(3600);
     let mut fixture = gate_with(|builder| {
-        builder.policy(OtpPolicy {
+        builder.policy(CodePolicy {
             max_attempts: 10,
             failure_budget: 3,
             backoff: Backoff {
                 free_failures: 10,
-                ..OtpPolicy::default().backoff
+                ..CodePolicy::default().backoff
             },
             failure_memory: memory,
-            ..OtpPolicy::default()
+            ..CodePolicy::default()
         })
     });
     let code = fixture.send_code(&alice()).await;

@@ -48,14 +48,14 @@ use std::sync::Arc;
 
 use crate::delivery::{DeliveryStats, Outbox, Templates};
 use crate::directory::Directory;
-use crate::error::GateError;
 use crate::identifier::Channel;
-use crate::otp::{Clock, CodeHasher, OtpPolicy};
+use crate::otp::{Clock, CodeHasher, CodePolicy};
 use crate::store::Store;
 use crate::token::Tokens;
 
 mod builder;
 mod codes;
+mod error;
 mod second_factor;
 mod sessions;
 mod types;
@@ -64,11 +64,12 @@ mod types;
 mod tests;
 
 pub use builder::{BuildError, GateBuilder, RevocationFallback, validate_policy};
+pub use error::GateError;
 pub use second_factor::PendingSecondFactor;
 pub use types::{Identity, IpLimits, SendOutcome, SendRequest, Session, Tenant, VerifyRequest};
 
 struct Inner {
-    policy: OtpPolicy,
+    policy: CodePolicy,
     hasher: CodeHasher,
     store: Arc<dyn Store>,
     tokens: Tokens,
@@ -111,7 +112,7 @@ impl Gate {
     }
 
     /// The OTP policy.
-    pub fn policy(&self) -> &OtpPolicy {
+    pub fn policy(&self) -> &CodePolicy {
         &self.inner.policy
     }
 

@@ -57,7 +57,7 @@ pub enum GateError {
     InvalidToken,
     /// A request target that cannot be read one way only.
     #[error("invalid request path: {0}")]
-    InvalidPath(#[from] crate::http::target::InvalidTarget),
+    InvalidPath(String),
     /// More header lines or bytes than the gate accepts.
     #[error("request headers too large (limit {limit} {unit})")]
     HeadersTooLarge {
