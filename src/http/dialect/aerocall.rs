@@ -6,9 +6,8 @@
 use http::StatusCode;
 
 use super::Context;
-use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
+use super::request::{Destination, VerifyBody, is_json, parse, sent_answer};
 use crate::gate::GateError;
-use crate::gate::{SendRequest, VerifyRequest};
 use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Channel;
 
@@ -42,32 +41,14 @@ pub(crate) async fn handle(
         Action::Send => {
             let destination: Destination = parse(body)?;
             let outcome = gate
-                .send(SendRequest {
-                    tenant: Some(slug),
-                    identifier: identifier(&destination)?,
-                    client_ip: request.client_ip,
-                    locale: request_locale(destination.locale.as_deref(), request.headers),
-                })
+                .send(destination.send_request(Some(slug), request)?)
                 .await?;
-            let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
-            if let Some(exists) = outcome.account_exists {
-                answer["accountExists"] = exists.into();
-            }
-            answer
+            sent_answer(outcome)
         }
         _ => {
             let parsed: VerifyBody = parse(body)?;
-            let identifier = identifier(&parsed.destination)?;
-            let code = parsed
-                .code
-                .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
             let subject = gate
-                .verify(VerifyRequest {
-                    tenant: Some(slug),
-                    identifier,
-                    code: &code,
-                    client_ip: request.client_ip,
-                })
+                .verify(parsed.verify_request(Some(slug), request)?)
                 .await?;
             let session = gate.start_session(&subject)?;
             let mut user = serde_json::json!({ "id": subject.id });

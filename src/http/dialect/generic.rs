@@ -4,9 +4,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::Context;
-use super::request::{Destination, VerifyBody, identifier, is_json, parse, request_locale};
+use super::request::{Destination, VerifyBody, is_json, parse, sent_answer};
 use crate::gate::GateError;
-use crate::gate::{SendRequest, Session, VerifyRequest};
+use crate::gate::Session;
 use crate::http::{Action, GateResponse, RequestView};
 
 /// Answers one of the generic endpoints.
@@ -38,18 +38,9 @@ async fn send(
     let destination: Destination = parse(body)?;
     let outcome = ctx
         .gate
-        .send(SendRequest {
-            tenant: destination.tenant.as_deref(),
-            identifier: identifier(&destination)?,
-            client_ip: request.client_ip,
-            locale: request_locale(destination.locale.as_deref(), request.headers),
-        })
+        .send(destination.send_request(destination.tenant.as_deref(), request)?)
         .await?;
-    let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
-    if let Some(exists) = outcome.account_exists {
-        answer["accountExists"] = exists.into();
-    }
-    Ok(GateResponse::json(StatusCode::OK, &answer))
+    Ok(GateResponse::json(StatusCode::OK, &sent_answer(outcome)))
 }
 
 /// `POST {prefix}/otp/verify`.
@@ -59,18 +50,9 @@ async fn verify(
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
     let parsed: VerifyBody = parse(body)?;
-    let identifier = identifier(&parsed.destination)?;
-    let code = parsed
-        .code
-        .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
     let subject = ctx
         .gate
-        .verify(VerifyRequest {
-            tenant: parsed.destination.tenant.as_deref(),
-            identifier,
-            code: &code,
-            client_ip: request.client_ip,
-        })
+        .verify(parsed.verify_request(parsed.destination.tenant.as_deref(), request)?)
         .await?;
     let session = ctx.gate.start_session(&subject)?;
     Ok(session_response(ctx, &session))

@@ -4,7 +4,8 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
-use crate::gate::GateError;
+use crate::gate::{GateError, SendOutcome, SendRequest, VerifyRequest};
+use crate::http::RequestView;
 use crate::identifier::Identifier;
 
 /// Where a code goes, as the JSON dialects spell it: `email` or `phone`, and optionally
@@ -53,6 +54,53 @@ pub(crate) fn identifier(destination: &Destination) -> Result<Identifier, GateEr
             "email or phone is required".into(),
         )),
     }
+}
+
+impl Destination {
+    /// The engine's send request for this destination, in `tenant` (the body's own
+    /// `tenant` unless the dialect names it elsewhere).
+    pub(crate) fn send_request<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        request: &'a RequestView<'_>,
+    ) -> Result<SendRequest<'a>, GateError> {
+        Ok(SendRequest {
+            tenant,
+            identifier: identifier(self)?,
+            client_ip: request.client_ip,
+            locale: request_locale(self.locale.as_deref(), request.headers),
+        })
+    }
+}
+
+impl VerifyBody {
+    /// The engine's verify request for this body, in `tenant`.
+    pub(crate) fn verify_request<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        request: &RequestView<'_>,
+    ) -> Result<VerifyRequest<'a>, GateError> {
+        let code = self
+            .code
+            .as_deref()
+            .ok_or_else(|| GateError::InvalidRequest("code is required".into()))?;
+        Ok(VerifyRequest {
+            tenant,
+            identifier: identifier(&self.destination)?,
+            code,
+            client_ip: request.client_ip,
+        })
+    }
+}
+
+/// The JSON dialects' answer to a send: the same words whether or not the account
+/// exists, with `accountExists` only where the tenant reveals it.
+pub(crate) fn sent_answer(outcome: SendOutcome) -> serde_json::Value {
+    let mut answer = serde_json::json!({ "message": "OTP sent successfully" });
+    if let Some(exists) = outcome.account_exists {
+        answer["accountExists"] = exists.into();
+    }
+    answer
 }
 
 /// The decoded pairs of a query string.
