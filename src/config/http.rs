@@ -155,13 +155,9 @@ fn protect_prefix(
     source: &Source<'_>,
 ) -> Result<String, ConfigError> {
     let text = prefix.get_ref();
-    let canonical = crate::http::target::canonicalize(text.as_bytes(), false, paths)
-        .ok()
-        .filter(|target| target.query().is_none())
-        .map(|target| target.path().to_owned());
-    match canonical {
-        Some(path) if path == *text || path == format!("{text}/") => Ok(text.clone()),
-        _ => Err(source.invalid(
+    match paths.is_canonical_prefix(text) {
+        true => Ok(text.clone()),
+        false => Err(source.invalid(
             "protect.prefix",
             Some(prefix.span()),
             format!("`{text}` is not a canonical path; write it like \"/api/\""),

@@ -53,6 +53,21 @@ impl Default for PathPolicy {
     }
 }
 
+impl PathPolicy {
+    /// Whether `prefix` is written as requests will be compared with it: canonical, with
+    /// no query (a trailing `/` aside). Requests are matched in canonical form, so a
+    /// prefix written any other way (`api/`, `/api//`, `/%61pi/`) would protect nothing.
+    pub fn is_canonical_prefix(&self, prefix: &str) -> bool {
+        canonicalize(prefix.as_bytes(), false, self)
+            .ok()
+            .filter(|target| target.query().is_none())
+            .is_some_and(|target| {
+                let path = target.path();
+                path == prefix || path.strip_suffix('/') == Some(prefix)
+            })
+    }
+}
+
 /// Why a request target was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidTarget {

@@ -50,16 +50,8 @@ impl OtpLayer {
     /// When `prefix` is not a canonical path (`api/`, `/api//`, `/%61pi/`): requests are
     /// compared in canonical form, so such a prefix would silently protect nothing.
     pub fn protect(self, prefix: &str) -> OtpLayer {
-        let settings = self.front.settings();
-        let canonical =
-            crate::http::target::canonicalize(prefix.as_bytes(), false, &settings.paths)
-                .ok()
-                .filter(|target| target.query().is_none())
-                .is_some_and(|target| {
-                    target.path() == prefix || target.path() == format!("{prefix}/")
-                });
         assert!(
-            canonical,
+            self.front.settings().paths.is_canonical_prefix(prefix),
             "OtpLayer::protect: `{prefix}` is not a canonical path; write it like \"/api/\""
         );
         self.with_settings(|settings| {
