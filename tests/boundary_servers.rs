@@ -848,6 +848,59 @@ fn header_problems(seen: &Seen, protected: bool, forwarded: &str) -> Vec<String>
     problems
 }
 
+/// Where a request with headers comes from, and which `X-Forwarded-For` the gate sends for
+/// it.
+struct Origin<'a> {
+    /// The loopback address the request is sent from.
+    source: Ipv4Addr,
+    /// The `X-Forwarded-For` the gate sends for this client.
+    forwarded: &'a str,
+    /// Whether the app must see `forwarded` (else it may see nothing).
+    must_forward: bool,
+    /// Where the request came from, for failure messages.
+    label: &'a str,
+}
+
+/// Sends `headers` from `origin` to `/public` without a token and to `/api/me` with one,
+/// and checks what the app saw of them: a failure line for each request the app saw amiss.
+async fn check_headers(
+    app: &mut App,
+    gate: &Gate,
+    origin: &Origin<'_>,
+    headers: &[(&str, &str)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (path, protected) in [("/public", false), ("/api/me", true)] {
+        let mut sent = headers.to_vec();
+        if protected {
+            sent.push(("Authorization", gate.bearer.as_str()));
+        }
+        let reply = get_from(origin.source, gate.port, path, &sent).await;
+        let seen = app.take_seen().await;
+        let mut problems = match seen.as_slice() {
+            [one] if reply.status == 200 => header_problems(one, protected, origin.forwarded),
+            _ => vec![format!("gate answered {}", reply.short())],
+        };
+        if let [one] = seen.as_slice()
+            && origin.must_forward
+            && one.get("x_forwarded_for") != Some(origin.forwarded)
+        {
+            problems.push(format!("no x_forwarded_for={:?}", origin.forwarded));
+        }
+        if !problems.is_empty() {
+            let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+            failures.push(format!(
+                "{path} {}{} {names:?}: {}; {}",
+                if protected { "with token" } else { "no token" },
+                origin.label,
+                problems.join(", "),
+                describe(&seen)
+            ));
+        }
+    }
+    failures
+}
+
 async fn boundary(server: Server, form: Form) {
     let mut app = App::start(server).await;
     let gate = Gate::start(form, app.port).await;
@@ -926,37 +979,28 @@ async fn boundary(server: Server, form: Form) {
     }
 
     // Forged headers, one at a time and all at once, on a public and a protected path.
+    let direct = Origin {
+        source: Ipv4Addr::LOCALHOST,
+        forwarded: "127.0.0.1",
+        must_forward: false,
+        label: "",
+    };
     let one_by_one = FORGED_HEADERS.iter().map(|h| vec![*h]);
     for headers in one_by_one.chain([FORGED_HEADERS.to_vec()]) {
-        for (path, protected) in [("/public", false), ("/api/me", true)] {
-            cases += 1;
-            let mut sent = headers.clone();
-            if protected {
-                sent.push(("Authorization", bearer));
-            }
-            let reply = get(gate.port, path, &sent).await;
-            let seen = app.take_seen().await;
-            let problems = match seen.as_slice() {
-                [one] if reply.status == 200 => header_problems(one, protected, "127.0.0.1"),
-                _ => vec![format!("gate answered {}", reply.short())],
-            };
-            if !problems.is_empty() {
-                let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
-                failures.push(format!(
-                    "{path} {} {names:?}: {}; {}",
-                    if protected { "with token" } else { "no token" },
-                    problems.join(", "),
-                    describe(&seen)
-                ));
-            }
-        }
+        cases += 2;
+        failures.extend(check_headers(&mut app, &gate, &direct, &headers).await);
     }
 
     // From a trusted proxy: its `X-Forwarded-For` is extended by the proxy's address, and a
     // second list in another spelling is dropped, whichever comes first (lighttpd and PHP
     // keep one value per folded name, http.server and wsgiref join them).
-    let trusted = TRUSTED_PROXY.parse().unwrap();
     let forwarded = format!("{PROXIED_CLIENT}, {TRUSTED_PROXY}");
+    let trusted = Origin {
+        source: TRUSTED_PROXY.parse().unwrap(),
+        forwarded: &forwarded,
+        must_forward: true,
+        label: " from a trusted proxy",
+    };
     let lists: [&[(&str, &str)]; 3] = [
         &[
             ("X_Forwarded_For", FORGED_IP),
@@ -972,33 +1016,8 @@ async fn boundary(server: Server, form: Form) {
         ],
     ];
     for headers in lists {
-        for (path, protected) in [("/public", false), ("/api/me", true)] {
-            cases += 1;
-            let mut sent = headers.to_vec();
-            if protected {
-                sent.push(("Authorization", bearer));
-            }
-            let reply = get_from(trusted, gate.port, path, &sent).await;
-            let seen = app.take_seen().await;
-            let mut problems = match seen.as_slice() {
-                [one] if reply.status == 200 => header_problems(one, protected, &forwarded),
-                _ => vec![format!("gate answered {}", reply.short())],
-            };
-            if let [one] = seen.as_slice()
-                && one.get("x_forwarded_for") != Some(forwarded.as_str())
-            {
-                problems.push(format!("no x_forwarded_for={forwarded:?}"));
-            }
-            if !problems.is_empty() {
-                let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
-                failures.push(format!(
-                    "{path} {} from a trusted proxy {names:?}: {}; {}",
-                    if protected { "with token" } else { "no token" },
-                    problems.join(", "),
-                    describe(&seen)
-                ));
-            }
-        }
+        cases += 2;
+        failures.extend(check_headers(&mut app, &gate, &trusted, headers).await);
     }
 
     // Two Authorization headers: 400, whatever their order.
