@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;
 
-    let gate = OtpLayer::new(Gate::builder().build()?)
+    let gate = OtpLayer::with_defaults(Gate::builder().build()?)
         .protect("/api/")
         // Plain-HTTP demo: the cookie must not demand HTTPS.
         .cookie(Some(CookieSettings {

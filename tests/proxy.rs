@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{AppCalls, Form, RunningGate, echo_app, free_port, serve, start_form};
 use futures_util::{SinkExt, StreamExt};
 use otpgate::Gate;
+use otpgate::http::Front;
 use otpgate::pingora::{OtpProxy, UpstreamTimeouts};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -17,7 +18,8 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_app_gets_a_502_json() {
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let base = common::start_proxy(Gate::builder().build().unwrap(), dead).await;
+    let base =
+        common::start_proxy(Front::with_defaults(Gate::builder().build().unwrap()), dead).await;
     let response = reqwest::get(format!("{base}/anything")).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -29,7 +31,11 @@ async fn an_unreachable_app_gets_a_502_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_pass_through() {
-    let (base, _) = start_form(Form::Pingora, Gate::builder().build().unwrap()).await;
+    let (base, _) = start_form(
+        Form::Pingora,
+        Front::with_defaults(Gate::builder().build().unwrap()),
+    )
+    .await;
     let url = base.replace("http://", "ws://") + "/ws";
     // Many short-lived sockets: the app's 101 racing the request's end must never tear a
     // tunnel down (the case the patched pingora-proxy fixes).

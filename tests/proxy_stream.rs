@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Form, start_form};
 use otpgate::Gate;
+use otpgate::http::Front;
 use serde_json::Value;
 
 const BODY: u64 = 50 * 1024 * 1024;
@@ -29,7 +30,7 @@ fn peak_rss() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mib_upload_streams_through_the_proxy() {
     let gate = Gate::builder().build().unwrap();
-    let (base, _) = start_form(Form::Pingora, gate).await;
+    let (base, _) = start_form(Form::Pingora, Front::with_defaults(gate)).await;
     let client = reqwest::Client::new();
     // Warm up connections and allocator pools so the measurement sees only the upload.
     client.get(format!("{base}/warm")).send().await.unwrap();

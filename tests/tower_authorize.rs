@@ -143,7 +143,7 @@ async fn a_verified_token_passes_with_its_identity_and_nothing_else_does() {
 /// the request before the authorizer is removed.
 #[tokio::test]
 async fn an_identity_extension_from_before_the_authorizer_is_not_believed() {
-    let front = Front::from(Gate::builder().build().unwrap());
+    let front = Front::with_defaults(Gate::builder().build().unwrap());
     let token = front
         .gate()
         .tokens()
@@ -203,7 +203,7 @@ impl Store for DownStore {
 /// the store: the 503 the gate gives on a protected path, not a 401 nor a pass.
 #[tokio::test]
 async fn a_store_outage_under_deny_is_answered_503() {
-    let front = Front::from(
+    let front = Front::with_defaults(
         Gate::builder()
             .store(Arc::new(DownStore))
             .revocation_fallback(RevocationFallback::Deny)

@@ -58,12 +58,23 @@ impl Default for IpLimits {
 
 /// A verified identity: what the app behind the gate learns about the caller. It is
 /// also put in the request's extensions.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Identity {
     /// The token's claims.
     pub claims: Arc<Claims>,
     /// The token itself (forwarded so the app can verify it independently).
     pub token: Arc<str>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a bearer credential: whoever reads a debug log must not be able to
+        // replay it.
+        f.debug_struct("Identity")
+            .field("claims", &self.claims)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Identity {

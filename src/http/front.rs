@@ -67,14 +67,6 @@ impl std::fmt::Debug for Front {
     }
 }
 
-impl From<Gate> for Front {
-    /// The engine with the default HTTP settings: the generic endpoints under `/auth`,
-    /// nothing protected.
-    fn from(gate: Gate) -> Front {
-        Front::new(gate, HttpSettings::default())
-    }
-}
-
 impl Front {
     /// `gate` served with `settings`.
     pub fn new(gate: Gate, mut settings: HttpSettings) -> Front {
@@ -98,6 +90,13 @@ impl Front {
                 strip_rules,
             }),
         }
+    }
+
+    /// `gate` with the default HTTP settings: the generic endpoints under `/auth`,
+    /// nothing protected. There is no silent conversion from a [`Gate`]: a gate built
+    /// from a config file must keep the settings that came with it.
+    pub fn with_defaults(gate: Gate) -> Front {
+        Front::new(gate, HttpSettings::default())
     }
 
     /// The engine.

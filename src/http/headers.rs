@@ -188,7 +188,9 @@ pub(crate) fn identity_headers(
         .collect()
     });
     let mut headers = Vec::with_capacity(from_claims.len() + 1);
-    if let Some(token) = header_value(&settings.jwt, &identity.token) {
+    if let Some(mut token) = header_value(&settings.jwt, &identity.token) {
+        // A credential: HTTP/2 encoders never index it, and Debug never prints it.
+        token.set_sensitive(true);
         headers.push((settings.jwt.clone(), token));
     }
     headers.extend(from_claims.iter().cloned());

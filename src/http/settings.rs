@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::{Dialect, PathPolicy};
 
 /// Where a dialect's endpoints are mounted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EndpointMount {
     /// The API shape.
     pub dialect: Dialect,
@@ -19,6 +19,21 @@ pub struct EndpointMount {
     pub client_keys: Vec<String>,
     /// Where a second-factor assertion JWT reaches the app (the baanx dialect).
     pub assertion_header: Option<HeaderName>,
+}
+
+impl std::fmt::Debug for EndpointMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Client keys are secrets: a debug log of the settings shows how many, never which.
+        f.debug_struct("EndpointMount")
+            .field("dialect", &self.dialect)
+            .field("prefix", &self.prefix)
+            .field(
+                "client_keys",
+                &format_args!("<{} keys>", self.client_keys.len()),
+            )
+            .field("assertion_header", &self.assertion_header)
+            .finish()
+    }
 }
 
 impl EndpointMount {

@@ -277,3 +277,31 @@ fn protection_and_routing_use_the_canonical_path() {
     assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&refusal.body).contains("invalid_path"));
 }
+
+#[tokio::test]
+async fn debug_output_never_carries_a_credential() {
+    use crate::token::Subject;
+    let mut settings = HttpSettings::default();
+    let mut mount = super::EndpointMount::new(super::Dialect::Baanx, "/api");
+    mount.client_keys = vec!["client-key-secret".into()];
+    settings.endpoints.push(mount);
+    let front = Front::new(Gate::builder().build().unwrap(), settings);
+    let token = front
+        .gate()
+        .start_session(&Subject {
+            id: "u-1".into(),
+            email: None,
+            phone: None,
+            tenant: "default".into(),
+        })
+        .unwrap()
+        .access
+        .token;
+    let headers = headers(&[("authorization", &format!("Bearer {token}"))]);
+    let plan = front.plan_upstream(&headers, None, true).await.unwrap();
+    let printed = format!("{front:?} {plan:?}");
+    assert!(plan.identity.is_some());
+    assert!(!printed.contains("client-key-secret"), "{printed}");
+    assert!(!printed.contains(&token), "{printed}");
+    assert!(printed.contains("<1 keys>"), "{printed}");
+}

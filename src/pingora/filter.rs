@@ -42,11 +42,10 @@ pub struct OtpFilter {
 }
 
 impl OtpFilter {
-    /// A filter driven by `front`: a [`Front`], or a [`crate::Gate`] with the default
-    /// HTTP settings.
-    pub fn new(front: impl Into<Front>) -> OtpFilter {
+    /// A filter driven by `front`: the engine with its HTTP settings.
+    pub fn new(front: Front) -> OtpFilter {
         OtpFilter {
-            front: front.into(),
+            front,
             timeouts: UpstreamTimeouts::default(),
             app: None,
         }

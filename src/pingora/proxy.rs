@@ -23,16 +23,12 @@ pub struct OtpProxy {
 impl OtpProxy {
     /// A proxy for `front` in front of `upstream`, with the default
     /// [`UpstreamTimeouts`].
-    pub fn new(front: impl Into<Front>, upstream: Upstream) -> OtpProxy {
+    pub fn new(front: Front, upstream: Upstream) -> OtpProxy {
         OtpProxy::with_timeouts(front, upstream, UpstreamTimeouts::default())
     }
 
     /// A proxy for `front` in front of `upstream`, waiting on it at most `timeouts`.
-    pub fn with_timeouts(
-        front: impl Into<Front>,
-        upstream: Upstream,
-        timeouts: UpstreamTimeouts,
-    ) -> OtpProxy {
+    pub fn with_timeouts(front: Front, upstream: Upstream, timeouts: UpstreamTimeouts) -> OtpProxy {
         OtpProxy {
             filter: OtpFilter::new(front)
                 .with_upstream_timeouts(timeouts)

@@ -70,11 +70,10 @@ pub struct OtpAuthorizer<ResBody> {
 }
 
 impl<ResBody> OtpAuthorizer<ResBody> {
-    /// An authorizer asking `front`: a [`Front`], or a [`Gate`](crate::Gate) with the
-    /// default HTTP settings (whose session cookie is `otpgate_session`).
-    pub fn new(front: impl Into<Front>) -> Self {
+    /// An authorizer asking `front` (its engine, and its session cookie's name).
+    pub fn new(front: Front) -> Self {
         OtpAuthorizer {
-            front: front.into(),
+            front,
             body: PhantomData,
         }
     }

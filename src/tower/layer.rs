@@ -3,6 +3,7 @@
 use tower_layer::Layer;
 
 use super::OtpService;
+use crate::Gate;
 use crate::http::{CookieSettings, Dialect, EndpointMount, Front, HttpSettings};
 
 /// Adds OTP sign-in in front of a service; see the [module docs](super).
@@ -16,7 +17,7 @@ use crate::http::{CookieSettings, Dialect, EndpointMount, Front, HttpSettings};
 /// use otpgate::tower::OtpLayer;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let layer = OtpLayer::new(Gate::builder().build()?)
+/// let layer = OtpLayer::with_defaults(Gate::builder().build()?)
 ///     .protect("/api/")
 ///     .endpoints_at("/login");
 /// assert_eq!(layer.front().settings().protect, ["/api/"]);
@@ -28,12 +29,16 @@ pub struct OtpLayer {
 }
 
 impl OtpLayer {
-    /// A layer driven by `front`: a [`Front`], or a [`Gate`](crate::Gate) with the
-    /// default HTTP settings (the generic endpoints under `/auth`, nothing protected).
-    pub fn new(front: impl Into<Front>) -> OtpLayer {
-        OtpLayer {
-            front: front.into(),
-        }
+    /// A layer driven by `front`: the engine with its HTTP settings, e.g. from a config
+    /// file.
+    pub fn new(front: Front) -> OtpLayer {
+        OtpLayer { front }
+    }
+
+    /// A layer for `gate` with the default HTTP settings (the generic endpoints under
+    /// `/auth`, nothing protected), to adjust with the methods below.
+    pub fn with_defaults(gate: Gate) -> OtpLayer {
+        OtpLayer::new(Front::with_defaults(gate))
     }
 
     /// The front the layer's services use.
@@ -63,7 +68,16 @@ impl OtpLayer {
 
     /// Serves the generic endpoints (`/otp/send`, `/otp/verify`, `/logout`,
     /// `/token/refresh`) under `prefix` instead of `/auth`.
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` is not a canonical path (`auth`, `//auth`): requests are routed in
+    /// canonical form, so the endpoints would never be reached.
     pub fn endpoints_at(self, prefix: &str) -> OtpLayer {
+        assert!(
+            self.front.settings().paths.is_canonical_prefix(prefix),
+            "OtpLayer::endpoints_at: `{prefix}` is not a canonical path; write it like \"/auth\""
+        );
         self.with_settings(|settings| {
             let prefix = prefix.trim_end_matches('/');
             let mut mounted = false;
@@ -112,7 +126,7 @@ mod tests {
 
     #[test]
     fn settings_methods_change_only_their_setting() {
-        let layer = OtpLayer::new(Gate::builder().build().unwrap())
+        let layer = OtpLayer::with_defaults(Gate::builder().build().unwrap())
             .protect("/api/")
             .protect("/api/")
             .endpoints_at("/login/")
@@ -130,6 +144,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "is not a canonical path")]
     fn a_prefix_that_would_protect_nothing_is_refused() {
-        let _ = OtpLayer::new(Gate::builder().build().unwrap()).protect("/%61pi/");
+        let _ = OtpLayer::with_defaults(Gate::builder().build().unwrap()).protect("/%61pi/");
     }
 }

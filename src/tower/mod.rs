@@ -12,7 +12,7 @@
 //!
 //! let app = Router::new()
 //!     .route("/api/me", get(|identity: Identity| async move { identity.subject().to_owned() }))
-//!     .layer(OtpLayer::new(gate).protect("/api/"))
+//!     .layer(OtpLayer::with_defaults(gate).protect("/api/"))
 //!     // Credentials are marked sensitive, so that no trace layer ever prints them.
 //!     .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION, COOKIE]));
 //!

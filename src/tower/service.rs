@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
@@ -33,17 +33,13 @@ pub struct OtpService<S> {
 }
 
 impl<S> OtpService<S> {
-    /// Puts the gate in front of `inner`: `front` is a [`Front`], or a
-    /// [`Gate`](crate::Gate) with the default HTTP settings.
-    pub fn new(inner: S, front: impl Into<Front>) -> Self {
-        OtpService {
-            inner,
-            front: front.into(),
-        }
+    /// Puts the gate, `front`, in front of `inner`.
+    pub fn new(inner: S, front: Front) -> Self {
+        OtpService { inner, front }
     }
 
     /// A layer that wraps services in an `OtpService`; the same as [`OtpLayer::new`].
-    pub fn layer(front: impl Into<Front>) -> OtpLayer {
+    pub fn layer(front: Front) -> OtpLayer {
         OtpLayer::new(front)
     }
 
@@ -265,8 +261,7 @@ async fn read_body<B>(
     body: B,
 ) -> Result<Bytes, GateResponse>
 where
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let Some(mut reader) = front.body_reader(route, headers)? else {
@@ -277,7 +272,7 @@ where
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    reader.push(data.chunk())?;
+                    reader.push(&data)?;
                 }
             }
             Err(_) => return Err(reader.unreadable()),

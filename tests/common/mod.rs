@@ -155,7 +155,7 @@ fn seen_headers(headers: &HeaderMap) -> Value {
 
 /// An app with `/api/me` (protected by the test's gate settings) and `/public`, each
 /// echoing the identity headers it received, behind the gate's layer.
-pub async fn start_app(gate: impl Into<Front>) -> (String, AppCalls) {
+pub async fn start_app(gate: Front) -> (String, AppCalls) {
     let calls = AppCalls::default();
     let counter = calls.clone();
     let counter2 = calls.clone();
@@ -515,7 +515,7 @@ pub enum Form {
 
 /// Starts the echo app behind `gate` in the given form; returns the base URL clients use
 /// and the app's call counter.
-pub async fn start_form(form: Form, gate: impl Into<Front>) -> (String, AppCalls) {
+pub async fn start_form(form: Form, gate: Front) -> (String, AppCalls) {
     let calls = AppCalls::default();
     let app = echo_app(calls.clone());
     let base = match form {
@@ -530,7 +530,7 @@ pub async fn start_form(form: Form, gate: impl Into<Front>) -> (String, AppCalls
 
 /// Runs the pingora proxy for `gate` in front of `upstream` on a free port, inside the
 /// test's runtime (never `run_forever`); returns its base URL. It stops with the test.
-pub async fn start_proxy(gate: impl Into<Front>, upstream: SocketAddr) -> String {
+pub async fn start_proxy(gate: Front, upstream: SocketAddr) -> String {
     serve_proxy(OtpProxy::new(gate, upstream_at(upstream))).await
 }
 
