@@ -11,7 +11,7 @@ worktree=$root/target/bench-base
 mkdir -p "$out"
 [ -d "$worktree" ] || git -C "$root" worktree add -q "$worktree" "$base_rev"
 git -C "$worktree" checkout -q "$base_rev"
-export CARGO_TARGET_DIR=$root/target/bench-shared
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/bench-shared}
 crit="--warm-up-time 2 --measurement-time 6 --noplot"
 run_tree() { # name dir
   cd "$2"
