@@ -6,12 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
 use otpgate::http::{Front, HttpSettings};
-use otpgate::otp::{Clock, CodeState, ManualClock, Timestamp};
-use otpgate::store::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
+use otpgate::otp::{Clock, ManualClock};
+use otpgate::store::conformance::UnreachableStore;
 use otpgate::token::{SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
 use otpgate::tower::OtpAuthorizer;
 use otpgate::{Gate, Identity, RevocationFallback};
@@ -158,54 +157,13 @@ async fn an_identity_extension_from_before_the_authorizer_is_not_believed() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// A store that cannot be reached.
-struct DownStore;
-
-#[async_trait]
-impl Store for DownStore {
-    async fn update_code_state(
-        &self,
-        _key: &str,
-        _update: &mut CodeStateUpdate<'_>,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-
-    async fn hit(
-        &self,
-        _key: &str,
-        _window: Duration,
-        _now: Timestamp,
-    ) -> Result<WindowCount, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-
-    async fn peek_code_state(&self, _key: &str) -> Result<Option<CodeState>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-
-    async fn set_value(
-        &self,
-        _key: &str,
-        _value: &str,
-        _ttl: Duration,
-        _mode: SetMode,
-    ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-
-    async fn get_value(&self, _key: &str) -> Result<Option<String>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-}
-
 /// With `RevocationFallback::Deny`, a token whose revocation cannot be checked waits for
 /// the store: the 503 the gate gives on a protected path, not a 401 nor a pass.
 #[tokio::test]
 async fn a_store_outage_under_deny_is_answered_503() {
     let front = Front::with_defaults(
         Gate::builder()
-            .store(Arc::new(DownStore))
+            .store(Arc::new(UnreachableStore))
             .revocation_fallback(RevocationFallback::Deny)
             .build()
             .unwrap(),

@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SetMode, Store};
+use async_trait::async_trait;
+
+use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
 use crate::otp::{
     CodeFormat, CodeHasher, CodePolicy, CodeState, ServerSecret, Timestamp, VerifyDecision, Write,
     decide_issue, decide_verify,
@@ -330,4 +332,51 @@ pub async fn exactly_one_of_many_concurrent_if_absent_sets_wins<S: Store>(store:
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// A store whose backend is down: every call fails with [`StoreError::Unavailable`]. For
+/// testing what a gate does during an outage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnreachableStore;
+
+fn outage() -> StoreError {
+    StoreError::Unavailable("connection refused".into())
+}
+
+#[async_trait]
+impl Store for UnreachableStore {
+    async fn update_code_state(
+        &self,
+        _key: &str,
+        _update: &mut CodeStateUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        Err(outage())
+    }
+
+    async fn hit(
+        &self,
+        _key: &str,
+        _window: Duration,
+        _now: Timestamp,
+    ) -> Result<WindowCount, StoreError> {
+        Err(outage())
+    }
+
+    async fn peek_code_state(&self, _key: &str) -> Result<Option<CodeState>, StoreError> {
+        Err(outage())
+    }
+
+    async fn set_value(
+        &self,
+        _key: &str,
+        _value: &str,
+        _ttl: Duration,
+        _mode: SetMode,
+    ) -> Result<bool, StoreError> {
+        Err(outage())
+    }
+
+    async fn get_value(&self, _key: &str) -> Result<Option<String>, StoreError> {
+        Err(outage())
+    }
 }

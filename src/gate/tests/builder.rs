@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FailingStore, capture};
+use super::{UnreachableStore, capture};
 use crate::delivery::Senders;
 use crate::gate::{BuildError, Gate, Tenant, validate_policy};
 use crate::identifier::Channel;
@@ -175,7 +175,7 @@ fn a_default_tenant_alone_is_made_under_its_chosen_id() {
 
 #[test]
 fn the_store_handed_in_is_the_one_used() {
-    let store: Arc<dyn Store> = Arc::new(FailingStore);
+    let store: Arc<dyn Store> = Arc::new(UnreachableStore);
     let gate = Gate::builder()
         .store(Arc::clone(&store))
         .build()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FailingStore, alice, gate, gate_with, ip, phone, send_to, verify_with, wrong};
+use super::{UnreachableStore, alice, gate, gate_with, ip, phone, send_to, verify_with, wrong};
 use crate::directory::StaticDirectory;
 use crate::gate::GateError;
 use crate::gate::{IpLimits, SendRequest, Tenant, VerifyRequest};
@@ -419,7 +419,7 @@ async fn an_auto_created_account_is_remembered() {
 #[tokio::test]
 async fn a_malformed_code_is_refused_before_the_store() {
     // The store is down: anything that reached it would be a StoreUnavailable.
-    let fixture = gate_with(|builder| builder.store(Arc::new(FailingStore)));
+    let fixture = gate_with(|builder| builder.store(Arc::new(UnreachableStore)));
     let too_long = "1".repeat(65);
     for typed in [too_long.as_str(), "", " - "] {
         let refused = fixture.gate.verify(verify_with(&alice(), typed)).await;
@@ -437,7 +437,7 @@ async fn a_malformed_code_is_refused_before_the_store() {
 
 #[tokio::test]
 async fn a_store_outage_is_store_unavailable() {
-    let mut fixture = gate_with(|builder| builder.store(Arc::new(FailingStore)));
+    let mut fixture = gate_with(|builder| builder.store(Arc::new(UnreachableStore)));
     let sent = fixture.gate.send(send_to(&alice())).await;
     assert!(
         matches!(sent, Err(GateError::StoreUnavailable(_))),

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::{Gate, GateBuilder, SendRequest, VerifyRequest};
 use crate::delivery::{DeliveryError, Message, Sender, Senders};
 use crate::identifier::Identifier;
-use crate::otp::{CodeState, ManualClock, ServerSecret, Timestamp};
-use crate::store::{CodeStateUpdate, MemoryStore, SetMode, Store, StoreError, WindowCount};
+use crate::otp::{ManualClock, ServerSecret, Timestamp};
+use crate::store::MemoryStore;
 use crate::token::Subject;
 
 mod builder;
@@ -180,47 +180,4 @@ pub(super) fn ip(last: u8) -> Option<IpAddr> {
     Some(IpAddr::from([203, 0, 113, last]))
 }
 
-/// A store whose backend is down: every call fails.
-pub(super) struct FailingStore;
-
-fn outage() -> StoreError {
-    StoreError::Unavailable("connection refused".into())
-}
-
-#[async_trait]
-impl Store for FailingStore {
-    async fn update_code_state(
-        &self,
-        _key: &str,
-        _update: &mut CodeStateUpdate<'_>,
-    ) -> Result<(), StoreError> {
-        Err(outage())
-    }
-
-    async fn hit(
-        &self,
-        _key: &str,
-        _window: Duration,
-        _now: Timestamp,
-    ) -> Result<WindowCount, StoreError> {
-        Err(outage())
-    }
-
-    async fn peek_code_state(&self, _key: &str) -> Result<Option<CodeState>, StoreError> {
-        Err(outage())
-    }
-
-    async fn set_value(
-        &self,
-        _key: &str,
-        _value: &str,
-        _ttl: Duration,
-        _mode: SetMode,
-    ) -> Result<bool, StoreError> {
-        Err(outage())
-    }
-
-    async fn get_value(&self, _key: &str) -> Result<Option<String>, StoreError> {
-        Err(outage())
-    }
-}
+pub(super) use crate::store::conformance::UnreachableStore;

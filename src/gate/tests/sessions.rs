@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FailingStore, Fixture, alice, gate, gate_with};
+use super::{Fixture, UnreachableStore, alice, gate, gate_with};
 use crate::gate::GateError;
 use crate::gate::RevocationFallback;
 use crate::token::{Subject, TokenSettings};
@@ -275,7 +275,7 @@ async fn an_assertion_is_a_one_minute_access_token() {
 async fn an_outage_lets_valid_tokens_through_when_the_fallback_allows() {
     let fixture = gate_with(|builder| {
         builder
-            .store(Arc::new(FailingStore))
+            .store(Arc::new(UnreachableStore))
             .revocation_fallback(RevocationFallback::Allow)
     });
     let session = fixture.gate.start_session(&member()).expect("a session");
@@ -293,7 +293,7 @@ async fn an_outage_lets_valid_tokens_through_when_the_fallback_allows() {
 async fn an_outage_refuses_every_token_when_the_fallback_denies() {
     let fixture = gate_with(|builder| {
         builder
-            .store(Arc::new(FailingStore))
+            .store(Arc::new(UnreachableStore))
             .revocation_fallback(RevocationFallback::Deny)
     });
     let session = fixture.gate.start_session(&member()).expect("a session");
