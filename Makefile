@@ -69,6 +69,7 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --no-default-features --features axum --lib
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
 
 # otpgate against nginx, HAProxy and a bare axum app on loopback, plus sign-ins over
 # HTTP, memory per pending code and cold start: writes bench/RESULTS.md (release build,

@@ -38,7 +38,7 @@ impl Tenant {
     }
 }
 
-/// Per-IP limits (per-identifier limits are in [`CodePolicy`]).
+/// Per-IP limits (per-identifier limits are in [`CodePolicy`](crate::otp::CodePolicy)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpLimits {
     /// Sends from one client IP.

@@ -1,5 +1,5 @@
 //! API shapes. Each dialect maps its own paths, bodies and answers onto the one engine;
-//! the decisions stay in [`crate::gate`]. Handlers take a [`Context`] (the engine and the
+//! the decisions stay in [`crate::gate`]. Handlers take a `Context` (the engine and the
 //! HTTP settings, never the front itself) and return `Result<GateResponse, GateError>`; the
 //! front renders the error once, in the dialect's shape ([`Dialect::error`]).
 
