@@ -132,6 +132,46 @@ impl Front {
         )
     }
 
+    /// Reads a request's head the one way the gate and the app will both use: the caps
+    /// and headers ([`check_head`](Self::check_head)), then the target
+    /// ([`canonical_target`](Self::canonical_target)); `raw` is the target as the client
+    /// sent it and `uri` as the adapter parsed it. Returns the target and, when the app
+    /// must get it written otherwise, the URI to put in the request's place: the canonical
+    /// origin form for a target spelled any other way, and for an absolute-form target
+    /// (whose authority the gate did not judge) unless `keep_authority` (HTTP/2, where
+    /// scheme and authority always travel with the path).
+    pub fn read_head(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        raw: &[u8],
+        uri: &http::Uri,
+        keep_authority: bool,
+    ) -> Result<(CanonicalTarget, Option<http::Uri>), Box<GateResponse>> {
+        self.check_head(headers)?;
+        let target = self.canonical_target(method, raw)?;
+        let drop_authority = !keep_authority && uri.authority().is_some();
+        if target.is_spelled(raw) && !drop_authority {
+            return Ok((target, None));
+        }
+        let invalid = |_: http::Error| {
+            Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
+                "the request target is invalid".into(),
+            )))
+        };
+        let mut parts = uri.clone().into_parts();
+        if drop_authority {
+            parts.scheme = None;
+            parts.authority = None;
+        }
+        parts.path_and_query = Some(
+            http::uri::PathAndQuery::try_from(target.to_origin_form())
+                .map_err(|e| invalid(e.into()))?,
+        );
+        let rewritten = http::Uri::from_parts(parts).map_err(|e| invalid(e.into()))?;
+        Ok((target, Some(rewritten)))
+    }
+
     /// Refuses a request head the gate will not pass on: more header lines or bytes than
     /// allowed (431), or more than one `Authorization` header (400), which the gate and
     /// the app could each read differently.

@@ -13,7 +13,7 @@ use super::{Upstream, UpstreamTimeouts};
 use crate::gate::GateError;
 use crate::gate::Identity;
 use crate::http::{
-    CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, RequestView, Route, UpstreamPlan,
+    CanonicalTarget, EndpointRoute, Front, GateResponse, RequestView, Route, UpstreamPlan,
 };
 
 /// Per-request state of [`OtpFilter`].
@@ -131,16 +131,15 @@ impl OtpFilter {
         session: &mut Session,
     ) -> Result<CanonicalTarget, Box<GateResponse>> {
         let request = session.req_header();
-        self.front.check_head(&request.headers)?;
-        let target = self
-            .front
-            .canonical_target(&request.method, request.raw_path())?;
-        if !target.is_spelled(request.raw_path()) || request.uri.authority().is_some() {
-            let uri = http::Uri::try_from(target.to_origin_form()).map_err(|_| {
-                Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
-                    "the request target is invalid".into(),
-                )))
-            })?;
+        // HTTP/1 only: an absolute-form target is reduced to its path.
+        let (target, rewritten) = self.front.read_head(
+            &request.method,
+            &request.headers,
+            request.raw_path(),
+            &request.uri,
+            false,
+        )?;
+        if let Some(uri) = rewritten {
             session.req_header_mut().set_uri(uri);
         }
         Ok(target)

@@ -16,8 +16,8 @@ use super::{OtpBody, OtpLayer};
 use crate::gate::GateError;
 use crate::gate::Identity;
 use crate::http::{
-    CanonicalTarget, Dialect, EndpointRoute, Front, GateResponse, MEDIATED_RESPONSE_LIMIT,
-    RequestView, Route, remove_hop_by_hop,
+    CanonicalTarget, EndpointRoute, Front, GateResponse, MEDIATED_RESPONSE_LIMIT, RequestView,
+    Route, remove_hop_by_hop,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -132,27 +132,17 @@ fn canonical_request(
     front: &Front,
     parts: &mut http::request::Parts,
 ) -> Result<CanonicalTarget, Box<GateResponse>> {
-    front.check_head(&parts.headers)?;
     // Authority-form (`CONNECT host:443`) has no path: the empty target is refused.
     let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
-    let target = front.canonical_target(&parts.method, raw.as_bytes())?;
-    // HTTP/1 absolute-form is reduced to its path; HTTP/2 always carries scheme and
-    // authority, which stay.
-    let keep_authority = parts.version >= http::Version::HTTP_2;
-    if !target.is_spelled(raw.as_bytes()) || (!keep_authority && parts.uri.authority().is_some()) {
-        let origin_form = target.to_origin_form();
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        if !keep_authority {
-            uri.scheme = None;
-            uri.authority = None;
-        }
-        fn invalid<E>(_: E) -> Box<GateResponse> {
-            Box::new(Dialect::Generic.error(&GateError::InvalidRequest(
-                "the request target is invalid".into(),
-            )))
-        }
-        uri.path_and_query = Some(http::uri::PathAndQuery::try_from(origin_form).map_err(invalid)?);
-        parts.uri = http::Uri::from_parts(uri).map_err(invalid)?;
+    let (target, rewritten) = front.read_head(
+        &parts.method,
+        &parts.headers,
+        raw.as_bytes(),
+        &parts.uri,
+        parts.version >= http::Version::HTTP_2,
+    )?;
+    if let Some(uri) = rewritten {
+        parts.uri = uri;
     }
     Ok(target)
 }
