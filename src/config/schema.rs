@@ -261,6 +261,8 @@ pub struct TokenSection {
     #[serde(default)]
     pub algorithm: Option<Spanned<String>>,
     pub private_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub previous_keys: Vec<Spanned<String>>,
     pub secret: Option<Spanned<EnvString>>,
     pub issuer: Option<String>,
     pub audience: Option<String>,

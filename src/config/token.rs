@@ -1,15 +1,18 @@
-//! `[token]`: the signing algorithm and key, and the tokens' claims and lifetimes. The
-//! session cookie written here belongs to the HTTP front (`http.rs`).
+//! `[token]`: the signing algorithm and key, the previous keys that still verify, and the
+//! tokens' claims and lifetimes. The session cookie written here belongs to the HTTP
+//! front (`http.rs`).
 
 use toml::Spanned;
 
 use super::schema::TokenSection;
 use super::{ConfigError, Place, Source};
-use crate::token::{SigningAlgorithm, SigningKey, TokenSettings};
+use crate::token::{SigningAlgorithm, SigningKey, TokenSettings, VerifyingKey};
 
-/// `[token]`, checked; a key file is named, not read yet.
+/// `[token]`, checked; key files are named, not read yet.
 pub(super) struct TokenModel {
     key: KeySource,
+    /// `previous_keys`: PEM files as written, each with its place.
+    previous_keys: Vec<(String, Place)>,
     settings: TokenSettings,
 }
 
@@ -64,8 +67,32 @@ pub(super) fn check(token: &TokenSection, source: &Source<'_>) -> Result<TokenMo
             ));
         }
     };
+    if algorithm == SigningAlgorithm::HS256
+        && let Some(first) = token.previous_keys.first()
+    {
+        return Err(source.invalid(
+            "token.previous_keys",
+            Some(first.span()),
+            format!(
+                "`{}`: previous keys are PEM keys for EdDSA, ES256 or RS256; \
+                 HS256 signs with a shared secret, which has no previous keys",
+                first.get_ref()
+            ),
+        ));
+    }
+    let previous_keys = token
+        .previous_keys
+        .iter()
+        .map(|path| {
+            (
+                path.get_ref().clone(),
+                source.place("token.previous_keys", Some(path.span())),
+            )
+        })
+        .collect();
     Ok(TokenModel {
         key,
+        previous_keys,
         settings: settings(token),
     })
 }
@@ -86,6 +113,8 @@ fn settings(token: &TokenSection) -> TokenSettings {
             None => defaults.refresh_ttl,
         },
         exchange_ttl: token.exchange_ttl.map_or(defaults.exchange_ttl, |d| d.0),
+        // Read when building.
+        previous_keys: Vec::new(),
     }
 }
 
@@ -97,7 +126,8 @@ impl TokenModel {
         !matches!(self.key, KeySource::Fresh)
     }
 
-    /// Reads the key file, if one is named. `None` leaves the engine to make a fresh key.
+    /// Reads the key file, if one is named, and the previous keys. `None` leaves the
+    /// engine to make a fresh key.
     pub(super) fn build(
         self,
         source: &Source<'_>,
@@ -111,8 +141,45 @@ impl TokenModel {
                 place,
             } => Some(read_key(algorithm, &path, &place, source)?),
         };
-        Ok((key, self.settings))
+        let mut settings = self.settings;
+        for (path, place) in &self.previous_keys {
+            let previous = read_previous_key(path, place, source)?;
+            // The same kid is the same key: listed twice, or still the signing key.
+            if key.as_ref().is_some_and(|key| key.kid() == previous.kid()) {
+                return Err(source.at(
+                    place,
+                    format!(
+                        "{path} is the current signing key (kid {}); list only keys that no longer sign",
+                        previous.kid()
+                    ),
+                ));
+            }
+            if settings
+                .previous_keys
+                .iter()
+                .any(|earlier| earlier.kid() == previous.kid())
+            {
+                return Err(source.at(
+                    place,
+                    format!("{path} is listed twice (kid {})", previous.kid()),
+                ));
+            }
+            settings.previous_keys.push(previous);
+        }
+        Ok((key, settings))
     }
+}
+
+/// A previous key's PEM file (private or public), relative to the config's directory.
+fn read_previous_key(
+    path: &str,
+    place: &Place,
+    source: &Source<'_>,
+) -> Result<VerifyingKey, ConfigError> {
+    let full = source.dir.join(path);
+    let pem = std::fs::read(&full)
+        .map_err(|e| source.at(place, format!("cannot read {}: {e}", full.display())))?;
+    VerifyingKey::from_pem(&pem).map_err(|e| source.at(place, format!("{path}: {e}")))
 }
 
 /// A PEM key file, relative to the config's directory.

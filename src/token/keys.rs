@@ -5,7 +5,9 @@ use std::fmt;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
-use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -74,6 +76,16 @@ pub enum KeyError {
     /// Key generation failed in the crypto library.
     #[error("key generation failed")]
     Generation,
+    /// A verification key that is no PKCS#8 private or SPKI public key for EdDSA
+    /// (Ed25519), ES256 (P-256) or RS256.
+    #[error(
+        "not a PEM key for EdDSA (Ed25519), ES256 (P-256) or RS256 \
+         (a PKCS#8 private key or an SPKI public key): {0}"
+    )]
+    UnsupportedKey(String),
+    /// Two keys with one kid: the same key listed twice.
+    #[error("the key with kid {0} is listed twice")]
+    DuplicateKid(String),
 }
 
 /// The one key that signs and verifies the gate's tokens.
@@ -194,12 +206,119 @@ impl SigningKey {
         self.public_jwk.as_ref()
     }
 
+    /// The public half (the secret itself for HS256): what verifies this key's tokens.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey {
+            algorithm: self.algorithm,
+            kid: self.kid.clone(),
+            decoding: self.decoding.clone(),
+            public_jwk: self.public_jwk.clone(),
+        }
+    }
+
     pub(crate) fn encoding(&self) -> &EncodingKey {
         &self.encoding
+    }
+}
+
+/// A key that verifies tokens but never signs: a previous signing key kept through a
+/// rotation, so that tokens it signed still verify until they expire.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    algorithm: SigningAlgorithm,
+    kid: String,
+    decoding: DecodingKey,
+    public_jwk: Option<Jwk>,
+}
+
+/// The algorithms a PEM key may be for, tried in turn: each loader refuses a key of
+/// another type, so at most one accepts it.
+const PEM_ALGORITHMS: [SigningAlgorithm; 3] = [
+    SigningAlgorithm::EdDSA,
+    SigningAlgorithm::ES256,
+    SigningAlgorithm::RS256,
+];
+
+impl VerifyingKey {
+    /// Loads a PEM key: a PKCS#8 private key (as `otpgate keygen` writes it) or an SPKI
+    /// public key (`openssl pkey -pubout`) for EdDSA, ES256 or RS256. The algorithm
+    /// follows from the key's type; its kid is the one the key had when it signed.
+    pub fn from_pem(pem: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let block = pem::parse(pem).map_err(|e| KeyError::UnsupportedKey(e.to_string()))?;
+        match block.tag() {
+            "PRIVATE KEY" | "RSA PRIVATE KEY" => PEM_ALGORITHMS
+                .iter()
+                .find_map(|&algorithm| SigningKey::from_pem(algorithm, pem).ok())
+                .map(|key| key.verifying_key())
+                .ok_or_else(|| KeyError::UnsupportedKey("a private key of another type".into())),
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => PEM_ALGORITHMS
+                .iter()
+                .find_map(|&algorithm| VerifyingKey::from_public_pem(algorithm, pem))
+                .ok_or_else(|| KeyError::UnsupportedKey("a public key of another type".into())),
+            other => Err(KeyError::UnsupportedKey(format!(
+                "a `{other}` PEM block, not `PRIVATE KEY` or `PUBLIC KEY`"
+            ))),
+        }
+    }
+
+    /// A public key for `algorithm`, or `None` when the PEM holds another type.
+    fn from_public_pem(algorithm: SigningAlgorithm, pem: &[u8]) -> Option<VerifyingKey> {
+        let decoding = match algorithm {
+            SigningAlgorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+            SigningAlgorithm::ES256 => DecodingKey::from_ec_pem(pem),
+            SigningAlgorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+            SigningAlgorithm::HS256 => return None,
+        }
+        .ok()?;
+        let mut jwk = Jwk::from_decoding_key(&decoding, Some(algorithm.jwt_algorithm())).ok()?;
+        if algorithm == SigningAlgorithm::ES256
+            && !matches!(
+                &jwk.algorithm,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256
+            )
+        {
+            // ES256 is P-256 only; a P-384 key would publish a JWK no verifier can use.
+            return None;
+        }
+        // The same thumbprint as the private key's: tokens it signed name this kid.
+        let kid = jwk.thumbprint(ThumbprintHash::SHA256).ok()?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_jwk(&jwk).ok()?;
+        Some(VerifyingKey {
+            algorithm,
+            kid,
+            decoding,
+            public_jwk: Some(jwk),
+        })
+    }
+
+    /// The algorithm its tokens must name; never taken from a token header.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// The key id its tokens carry.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a JWK; `None` for HS256, whose key is secret.
+    pub fn public_jwk(&self) -> Option<&Jwk> {
+        self.public_jwk.as_ref()
     }
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::otp::Timestamp;
 
 mod keys;
 
-pub use keys::{KeyError, SigningAlgorithm, SigningKey};
+pub use keys::{KeyError, SigningAlgorithm, SigningKey, VerifyingKey};
 
 /// The claims of an otpgate token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +118,9 @@ pub struct TokenSettings {
     pub refresh_ttl: Option<Duration>,
     /// Lifetime of one-time exchange tokens.
     pub exchange_ttl: Duration,
+    /// Keys that signed before the current one: tokens naming their kid still verify,
+    /// and the JWKS still publishes them, until they are removed from here.
+    pub previous_keys: Vec<VerifyingKey>,
 }
 
 impl Default for TokenSettings {
@@ -130,6 +133,7 @@ impl Default for TokenSettings {
             cache_entries: 100_000,
             refresh_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
             exchange_ttl: Duration::from_secs(5 * 60),
+            previous_keys: Vec::new(),
         }
     }
 }
@@ -175,48 +179,88 @@ pub struct MintedToken {
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Mints and verifies the gate's tokens with one pinned key and algorithm.
+/// Mints with the current key; verifies with the current key or a previous one, each
+/// pinned to its own algorithm and chosen by the token's kid.
 pub struct Tokens {
     key: SigningKey,
     settings: TokenSettings,
-    validations: [Validation; 3],
-    // Keyed by SHA-256 of the token, so the cache never holds a usable token.
+    /// The current key first, then the previous ones.
+    verifiers: Vec<Verifier>,
+    // Keyed by SHA-256 of the token, so the cache never holds a usable token. It lives
+    // and dies with this `Tokens`, which is made anew from each loaded config: a token
+    // of a key removed from the config is never answered from here.
     verified: Option<moka::sync::Cache<[u8; 32], Arc<Claims>>>,
     jwks: Bytes,
 }
 
-impl Tokens {
-    /// Tokens signed by `key` under `settings`.
-    pub fn new(key: SigningKey, settings: TokenSettings) -> Tokens {
+/// One key that verifies, with its checks for each token kind.
+struct Verifier {
+    key: VerifyingKey,
+    validations: [Validation; 3],
+}
+
+impl Verifier {
+    fn new(key: VerifyingKey, settings: &TokenSettings) -> Verifier {
         let validations =
             [TokenKind::Access, TokenKind::Refresh, TokenKind::Exchange].map(|kind| {
-                // Pinned: only the configured algorithm, never a choice made by the token header.
+                // Pinned: only this key's algorithm, never a choice made by the token header.
                 let mut validation = Validation::new(key.algorithm().jwt_algorithm());
                 validation.set_issuer(&[&settings.issuer]);
-                validation.set_audience(&[audience(&settings, kind)]);
+                validation.set_audience(&[audience(settings, kind)]);
                 validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
                 // exp and nbf are checked against the gate's Clock below, not the system time.
                 validation.validate_exp = false;
                 validation.validate_nbf = false;
                 validation
             });
+        Verifier { key, validations }
+    }
+}
+
+impl Tokens {
+    /// Tokens signed by `key` under `settings`, verified with `key` and
+    /// `settings.previous_keys`. A previous key whose kid is already taken is the same
+    /// key listed again and is left out; [`Tokens::try_new`] refuses it instead.
+    pub fn new(key: SigningKey, settings: TokenSettings) -> Tokens {
+        let mut verifiers = vec![Verifier::new(key.verifying_key(), &settings)];
+        for previous in &settings.previous_keys {
+            if !verifiers.iter().any(|v| v.key.kid() == previous.kid()) {
+                verifiers.push(Verifier::new(previous.clone(), &settings));
+            }
+        }
         let verified = (settings.cache_entries > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(settings.cache_entries)
                 .time_to_live(settings.ttl + settings.leeway)
                 .build()
         });
-        let keys: Vec<_> = key.public_jwk().into_iter().collect();
+        // Public parts only: HS256 keys have none and are never published.
+        let keys: Vec<_> = verifiers
+            .iter()
+            .filter_map(|v| v.key.public_jwk())
+            .collect();
         let jwks = Bytes::from(
             serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default(),
         );
         Tokens {
             key,
             settings,
-            validations,
+            verifiers,
             verified,
             jwks,
         }
+    }
+
+    /// Like [`Tokens::new`], but refuses a previous key whose kid is the current key's
+    /// or another previous key's.
+    pub fn try_new(key: SigningKey, settings: TokenSettings) -> Result<Tokens, KeyError> {
+        let mut kids = HashSet::from([key.kid()]);
+        for previous in &settings.previous_keys {
+            if !kids.insert(previous.kid()) {
+                return Err(KeyError::DuplicateKid(previous.kid().to_owned()));
+            }
+        }
+        Ok(Tokens::new(key, settings))
     }
 
     /// The settings.
@@ -229,7 +273,13 @@ impl Tokens {
         &self.key
     }
 
-    /// The JWKS document (`{"keys": [...]}`) with the public key; empty for HS256.
+    /// The keys that verify: the current key's public half first, then the previous keys.
+    pub fn verifying_keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.verifiers.iter().map(|v| &v.key)
+    }
+
+    /// The JWKS document (`{"keys": [...]}`) with the public key of the current key and
+    /// of every previous key; HS256 keys are left out.
     pub fn jwks(&self) -> &Bytes {
         &self.jwks
     }
@@ -285,9 +335,9 @@ impl Tokens {
         })
     }
 
-    /// Verifies an access token at `now`: pinned algorithm and key, signature, iss, aud,
-    /// exp, nbf. A token verified before is answered from a cache without a signature
-    /// check, but never past its `exp`.
+    /// Verifies an access token at `now`: the key its kid names, that key's pinned
+    /// algorithm, signature, iss, aud, exp, nbf. A token verified before is answered from
+    /// a cache without a signature check, but never past its `exp`.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Claims>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
@@ -323,28 +373,31 @@ impl Tokens {
             jsonwebtoken::errors::ErrorKind::Json(_) => TokenError::WrongAlgorithm,
             _ => TokenError::Malformed,
         })?;
-        if header.alg != self.key.algorithm().jwt_algorithm() {
+        let pinned = |verifier: &Verifier| verifier.key.algorithm().jwt_algorithm() == header.alg;
+        if !self.verifiers.iter().any(pinned) {
             // Algorithm confusion (an RS256 public key used as an HS256 secret, etc.)
             // is impossible: the header's choice is never followed.
             return Err(TokenError::WrongAlgorithm);
         }
-        if header
+        // Every token this gate signs names its key; one that names none, or a key not
+        // configured (any more), is refused rather than tried against each key.
+        let verifier = header
             .kid
             .as_deref()
-            .is_some_and(|kid| kid != self.key.kid())
-        {
-            return Err(TokenError::UnknownKey);
+            .and_then(|kid| self.verifiers.iter().find(|v| v.key.kid() == kid))
+            .ok_or(TokenError::UnknownKey)?;
+        if !pinned(verifier) {
+            return Err(TokenError::WrongAlgorithm);
         }
-        let validation = &self.validations[kind as usize];
-        let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), validation).map_err(
-            |e| match e.kind() {
+        let validation = &verifier.validations[kind as usize];
+        let data = jsonwebtoken::decode::<Claims>(token, verifier.key.decoding(), validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
                 jsonwebtoken::errors::ErrorKind::InvalidToken
                 | jsonwebtoken::errors::ErrorKind::Base64(_)
                 | jsonwebtoken::errors::ErrorKind::Utf8(_) => TokenError::Malformed,
                 _ => TokenError::Invalid(e.to_string()),
-            },
-        )?;
+            })?;
         let claims = Arc::new(data.claims);
         self.check_times(&claims, now)?;
         Ok(claims)
@@ -364,7 +417,7 @@ impl Tokens {
 
     /// Audiences accepted for access tokens (for diagnostics).
     pub fn audiences(&self) -> HashSet<String> {
-        self.validations[TokenKind::Access as usize]
+        self.verifiers[0].validations[TokenKind::Access as usize]
             .aud
             .clone()
             .unwrap_or_default()

@@ -218,3 +218,225 @@ fn jwks_publishes_the_public_key_only() {
     let hs = super::tests::tokens(SigningAlgorithm::HS256);
     assert_eq!(&hs.jwks()[..], br#"{"keys":[]}"#);
 }
+
+/// The SPKI public PEM of a PKCS#8 private key, as `openssl pkey -pubout` writes it.
+fn public_pem(algorithm: SigningAlgorithm, private_pem: &str) -> String {
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    };
+    let der = pem::parse(private_pem).unwrap().into_contents();
+    let spki: PublicKeyX509Der<'static> = match algorithm {
+        SigningAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8(&der)
+            .unwrap()
+            .public_key()
+            .as_der()
+            .unwrap(),
+        SigningAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            .unwrap()
+            .public_key()
+            .as_der()
+            .unwrap(),
+        SigningAlgorithm::RS256 => aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
+            .unwrap()
+            .public_key()
+            .as_der()
+            .unwrap(),
+        SigningAlgorithm::HS256 => unreachable!("HS256 has no public key"),
+    };
+    pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()))
+}
+
+/// Tokens signed by `current`, with `previous` still verifying.
+fn rotated(current: &SigningKey, previous: &[&SigningKey]) -> Tokens {
+    Tokens::try_new(
+        current.clone(),
+        TokenSettings {
+            previous_keys: previous.iter().map(|key| key.verifying_key()).collect(),
+            ..TokenSettings::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_token_of_a_previous_key_verifies_and_new_tokens_are_signed_by_the_current_key() {
+    let old = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let new = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let before = Tokens::new(old.clone(), TokenSettings::default());
+    let old_token = before.mint(&subject(), NOW).unwrap().token;
+
+    let during = rotated(&new, &[&old]);
+    assert_eq!(
+        during.verify(&old_token, NOW).unwrap().sub,
+        "alice@example.com"
+    );
+    let new_token = during.mint(&subject(), NOW).unwrap().token;
+    let header = jsonwebtoken::decode_header(&new_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(new.kid()));
+    assert!(during.verify(&new_token, NOW).is_ok());
+    // Every kind, not only access tokens.
+    let refresh = before
+        .mint_kind(TokenKind::Refresh, &subject(), NOW, None, Some("f".into()))
+        .unwrap();
+    assert!(
+        during
+            .verify_kind(TokenKind::Refresh, &refresh.token, NOW)
+            .is_ok()
+    );
+
+    let after = Tokens::new(new.clone(), TokenSettings::default());
+    assert_eq!(
+        after.verify(&old_token, NOW),
+        Err(TokenError::UnknownKey),
+        "a removed key's tokens stop working"
+    );
+    assert!(after.verify(&new_token, NOW).is_ok());
+}
+
+#[test]
+fn a_previous_key_may_be_of_another_algorithm_and_keeps_its_own() {
+    let old = SigningKey::generate(SigningAlgorithm::RS256).unwrap().0;
+    let new = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let old_token = Tokens::new(old.clone(), TokenSettings::default())
+        .mint(&subject(), NOW)
+        .unwrap();
+    let tokens = rotated(&new, &[&old]);
+    assert!(tokens.verify(&old_token.token, NOW).is_ok());
+    // The old key's kid with the new key's algorithm: the kid picks the key, and the
+    // key's own algorithm is the only one it accepts.
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(old.kid().to_owned());
+    let forged = jsonwebtoken::encode(&header, &*old_token.claims, new.encoding()).unwrap();
+    assert_eq!(tokens.verify(&forged, NOW), Err(TokenError::WrongAlgorithm));
+}
+
+#[test]
+fn a_token_without_a_kid_is_refused() {
+    let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let tokens = Tokens::new(key.clone(), TokenSettings::default());
+    let claims = tokens.mint(&subject(), NOW).unwrap().claims;
+    let header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    let unnamed = jsonwebtoken::encode(&header, &*claims, key.encoding()).unwrap();
+    assert_eq!(tokens.verify(&unnamed, NOW), Err(TokenError::UnknownKey));
+}
+
+#[test]
+fn the_jwks_lists_the_current_and_every_previous_key() {
+    let old = SigningKey::generate(SigningAlgorithm::ES256).unwrap().0;
+    let older = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let secret = SigningKey::generate(SigningAlgorithm::HS256).unwrap().0;
+    let new = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let tokens = rotated(&new, &[&old, &older, &secret]);
+    let jwks: serde_json::Value = serde_json::from_slice(tokens.jwks()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap())
+        .collect();
+    // The HS256 secret is never published.
+    assert_eq!(kids, [new.kid(), old.kid(), older.kid()]);
+    for key in jwks["keys"].as_array().unwrap() {
+        assert!(key.get("d").is_none(), "no private part: {key}");
+        assert_eq!(key["use"], "sig");
+    }
+    assert_eq!(tokens.verifying_keys().count(), 4);
+}
+
+#[test]
+fn a_duplicate_kid_is_refused() {
+    let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let old = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
+    let with_previous = |previous: Vec<VerifyingKey>| {
+        Tokens::try_new(
+            key.clone(),
+            TokenSettings {
+                previous_keys: previous,
+                ..TokenSettings::default()
+            },
+        )
+    };
+    assert!(matches!(
+        with_previous(vec![key.verifying_key()]),
+        Err(KeyError::DuplicateKid(kid)) if kid == key.kid()
+    ));
+    assert!(matches!(
+        with_previous(vec![old.verifying_key(), old.verifying_key()]),
+        Err(KeyError::DuplicateKid(kid)) if kid == old.kid()
+    ));
+    // `new` keeps one of each.
+    let tokens = Tokens::new(
+        key.clone(),
+        TokenSettings {
+            previous_keys: vec![key.verifying_key(), old.verifying_key()],
+            ..TokenSettings::default()
+        },
+    );
+    assert_eq!(tokens.verifying_keys().count(), 2);
+}
+
+#[test]
+fn a_previous_key_loads_from_a_private_or_a_public_pem_with_the_same_kid() {
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+    ] {
+        let (key, private_pem) = SigningKey::generate(algorithm).unwrap();
+        let token = Tokens::new(key.clone(), TokenSettings::default())
+            .mint(&subject(), NOW)
+            .unwrap()
+            .token;
+        for pem in [private_pem.to_string(), public_pem(algorithm, &private_pem)] {
+            let previous = VerifyingKey::from_pem(pem.as_bytes()).unwrap();
+            assert_eq!(previous.algorithm(), algorithm);
+            assert_eq!(previous.kid(), key.kid(), "{algorithm:?}");
+            assert_eq!(previous.public_jwk(), key.public_jwk(), "{algorithm:?}");
+            let tokens = Tokens::try_new(
+                SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0,
+                TokenSettings {
+                    previous_keys: vec![previous],
+                    ..TokenSettings::default()
+                },
+            )
+            .unwrap();
+            assert!(tokens.verify(&token, NOW).is_ok(), "{algorithm:?}");
+        }
+    }
+}
+
+#[test]
+fn a_previous_key_of_an_unsupported_kind_is_refused() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let p384 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
+    let p384_private = pem::encode(&pem::Pem::new("PRIVATE KEY", p384.as_ref().to_vec()));
+    let p384_public = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, p384.as_ref())
+            .unwrap()
+            .public_key()
+            .as_der()
+            .unwrap()
+            .as_ref()
+            .to_vec(),
+    ));
+    let certificate = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x30, 0x00]));
+    for pem in [
+        p384_private.as_str(),
+        p384_public.as_str(),
+        certificate.as_str(),
+        "not a pem",
+        "",
+    ] {
+        assert!(
+            matches!(
+                VerifyingKey::from_pem(pem.as_bytes()),
+                Err(KeyError::UnsupportedKey(_))
+            ),
+            "{pem}"
+        );
+    }
+}
