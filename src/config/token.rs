@@ -25,7 +25,7 @@ enum KeySource {
     /// A PEM file, read when building.
     File {
         algorithm: SigningAlgorithm,
-        /// As written, relative to the config's directory.
+        /// As written, relative to the directory the config's paths are taken from.
         path: String,
         place: Place,
     },
@@ -170,7 +170,7 @@ impl TokenModel {
     }
 }
 
-/// A previous key's PEM file (private or public), relative to the config's directory.
+/// A previous key's PEM file (private or public), found as the signing key's is.
 fn read_previous_key(
     path: &str,
     place: &Place,
@@ -182,7 +182,7 @@ fn read_previous_key(
     VerifyingKey::from_pem(&pem).map_err(|e| source.at(place, format!("{path}: {e}")))
 }
 
-/// A PEM key file, relative to the config's directory.
+/// A PEM key file, relative to the directory the config's paths are taken from.
 fn read_key(
     algorithm: SigningAlgorithm,
     path: &str,
