@@ -2,7 +2,8 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -45,10 +46,13 @@ struct ConfigArg {
 enum Command {
     /// Serve the edge proxy: the gate in front of the configured upstream app.
     Run {
-        /// The config file; without one, and with no config/otpgate.toml, the embedded
-        /// default configuration is used.
+        /// The config file; config/otpgate.toml when absent.
         #[arg(short, long, env = "OTPGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Without a config file, serve the embedded development defaults: codes printed
+        /// to the console, a memory store, a token key made at start.
+        #[arg(long)]
+        dev: bool,
     },
     /// Check a config file and print what it sets up.
     Check {
@@ -126,28 +130,105 @@ macro_rules! say {
 
 const DEFAULT_CONFIG_PATH: &str = "config/otpgate.toml";
 
-fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+/// The environment variable that picks the log format.
+const LOG_FORMAT_VAR: &str = "OTPGATE_LOG_FORMAT";
+
+/// How `otpgate run` writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines; coloured only on a terminal.
+    Text,
+    /// One JSON object per line, the event's fields at its top level.
+    Json,
+}
+
+impl LogFormat {
+    /// The format `OTPGATE_LOG_FORMAT` asks for: `text` (the default) or `json`.
+    fn from_env() -> Result<LogFormat, String> {
+        match std::env::var(LOG_FORMAT_VAR) {
+            Err(std::env::VarError::NotPresent) => Ok(LogFormat::Text),
+            Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+                "" | "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!(
+                    "{LOG_FORMAT_VAR}={value:?} is not a log format: use \"text\" or \"json\""
+                )),
+            },
+            Err(std::env::VarError::NotUnicode(value)) => Err(format!(
+                "{LOG_FORMAT_VAR}={value:?} is not a log format: use \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// Logs to standard output, filtered by `RUST_LOG` (default `info`), in the format
+/// `OTPGATE_LOG_FORMAT` names. pingora's own `log` records come through the same way.
+fn init_logs() -> Result<(), String> {
+    let format = LogFormat::from_env()?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        // Colour codes would corrupt the JSON and any file or collector reading it.
+        LogFormat::Json => logs
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        // Colour only where a person reads it: a pipe or a file gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).try_init(),
+    }
+    .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// The configuration `otpgate run` serves: the file given, config/otpgate.toml, or with
+/// `dev` the embedded development defaults. Anything else is refused, so that a gate
+/// started in the wrong directory never runs on development settings unnoticed.
+fn run_config(path: Option<PathBuf>, dev: bool) -> Result<Config, String> {
+    let path = path.or_else(|| {
+        Path::new(DEFAULT_CONFIG_PATH)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    });
+    match path {
+        Some(path) => {
+            tracing::info!(config = %path.display(), "reading the config file");
+            Config::from_file(&path).map_err(|e| e.to_string())
+        }
+        None if dev => {
+            tracing::warn!(
+                "no config file: serving the embedded development defaults (console delivery \
+                 prints codes, memory store, a token key made at start); not for production"
+            );
+            Config::embedded_default(Path::new(".")).map_err(|e| e.to_string())
+        }
+        None => Err(format!(
+            "no config file: pass --config FILE (or set OTPGATE_CONFIG), run where \
+             {DEFAULT_CONFIG_PATH} is, or pass --dev for the embedded development defaults"
+        )),
+    }
+}
+
+/// Fails at once, naming `listen`, when the address cannot be bound (in use, not local,
+/// not permitted): pingora would only find out in its listener thread, after the start
+/// was logged, and retry, panic and leave the process running without listening.
+fn check_listen(listen: SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(listen)
+        .map(drop)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Run { config } => {
-            init_logs();
-            let parsed = match config {
-                Some(path) => Config::from_file(&path),
-                None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::from_file(Path::new(DEFAULT_CONFIG_PATH)),
-                None => {
-                    tracing::info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded defaults");
-                    Config::embedded_default(Path::new("."))
-                }
-            }
-            .map_err(|e| e.to_string())?;
+        Command::Run { config, dev } => {
+            init_logs()?;
+            let parsed = run_config(config, dev)?;
             let settings = parsed.proxy.clone();
+            check_listen(settings.listen)?;
             let front = parsed.build().map_err(|e| e.to_string())?;
             otpgate::pingora::serve(front, &settings).map_err(|e| e.to_string())
         }

@@ -1,5 +1,7 @@
 //! [`OtpProxy`]: the ready edge proxy, [`OtpFilter`] in front of one app.
 
+use std::time::Instant;
+
 use ::pingora::http::RequestHeader;
 use ::pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use ::pingora::upstreams::peer::HttpPeer;
@@ -39,18 +41,45 @@ impl OtpProxy {
     }
 }
 
+/// Per-request state of [`OtpProxy`]: the filter's, and what its request log line needs.
+#[derive(Debug)]
+pub struct ProxyCtx {
+    filter: OtpCtx,
+    // Ties the request's log lines together, and to what a client reports.
+    request_id: String,
+    // When the request head was read: the log line's latency counts from here.
+    started: Instant,
+}
+
+impl ProxyCtx {
+    /// The state of a request whose head was just read, with a fresh request id.
+    fn new() -> ProxyCtx {
+        ProxyCtx {
+            filter: OtpCtx::default(),
+            // 64 random bits as 16 hex digits: unique enough to find one request in logs.
+            request_id: format!("{:016x}", rand::random::<u64>()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The id of this request in the logs.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for OtpProxy {
-    type CTX = OtpCtx;
+    type CTX = ProxyCtx;
 
-    fn new_ctx(&self) -> OtpCtx {
-        OtpCtx::default()
+    fn new_ctx(&self) -> ProxyCtx {
+        ProxyCtx::new()
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut OtpCtx,
+        _ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<()> {
         self.filter.early_request_filter(session);
         Ok(())
@@ -59,15 +88,15 @@ impl ProxyHttp for OtpProxy {
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut OtpCtx,
+        ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<bool> {
-        self.filter.request_filter(session, ctx).await
+        self.filter.request_filter(session, &mut ctx.filter).await
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut OtpCtx,
+        _ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.upstream.addr, false, self.upstream.host.clone());
         peer.options.connection_timeout = Some(self.timeouts.connect);
@@ -80,17 +109,18 @@ impl ProxyHttp for OtpProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut OtpCtx,
+        ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<()> {
         // The plan also tells the app who the client is, in X-Forwarded-For.
-        self.filter.upstream_request_filter(upstream_request, ctx)
+        self.filter
+            .upstream_request_filter(upstream_request, &ctx.filter)
     }
 
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut OtpCtx,
+        ctx: &mut ProxyCtx,
     ) -> FailToProxy {
         let error = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(status)) => Some(GateError::RequestFailed(
@@ -112,7 +142,13 @@ impl ProxyHttp for OtpProxy {
         };
         let response = Dialect::Generic.error(&error);
         let status = response.status.as_u16();
-        tracing::warn!(status, error = e.etype().as_str(), source = ?e.esource(), "request failed");
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            status,
+            error = e.etype().as_str(),
+            source = ?e.esource(),
+            "request failed"
+        );
         if let Err(write_error) = write_response(session, response).await {
             tracing::debug!(error = %write_error, "could not write the error response");
         }
@@ -122,27 +158,41 @@ impl ProxyHttp for OtpProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &OtpCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &ProxyCtx, error: &Error) -> bool {
         // A client that hangs up before its answer is not an error of the gate's: pingora
         // would log it at ERROR for every impatient client. `logging` still records it.
         client_went_away(error)
     }
 
-    fn request_summary(&self, session: &Session, _ctx: &OtpCtx) -> String {
-        // Used in pingora's own error logs: the path only, as in ours.
+    fn request_summary(&self, session: &Session, ctx: &ProxyCtx) -> String {
+        // Used in pingora's own error logs: the path only, as in ours, and the request id
+        // that finds our line for the same request.
         let request = session.req_header();
-        format!("{} {}", request.method, request.uri.path())
+        format!(
+            "{} {} request_id={}",
+            request.method,
+            request.uri.path(),
+            ctx.request_id
+        )
     }
 
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut OtpCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut ProxyCtx) {
+        let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        // Rounded to microseconds: finer digits are noise in a log line.
+        let latency_ms = (latency_ms * 1000.0).round() / 1000.0;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        // The path only: query strings may carry destinations or codes.
+        let client = session.client_addr().map(ToString::to_string);
+        // The path only, as the gate rewrote it to its canonical form: query strings may
+        // carry destinations or codes.
         let request = session.req_header();
         tracing::info!(
+            request_id = %ctx.request_id,
+            client = %client.as_deref().unwrap_or("-"),
             method = %request.method,
             path = %request.uri.path(),
             status,
-            authenticated = ctx.identity().is_some(),
+            latency_ms,
+            authenticated = ctx.filter.identity().is_some(),
             error = error.map(|e| e.etype().as_str()),
             "request"
         );
