@@ -22,6 +22,6 @@ mod settings;
 pub use filter::{OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
 pub use limits::ConnectionLimits;
-pub use proxy::OtpProxy;
+pub use proxy::{OtpProxy, ProxyCtx};
 pub use serve::{serve, server_conf};
 pub use settings::{ProxySettings, Upstream, UpstreamTimeouts};
