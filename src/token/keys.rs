@@ -244,7 +244,7 @@ impl VerifyingKey {
     /// public key (`openssl pkey -pubout`) for EdDSA, ES256 or RS256. The algorithm
     /// follows from the key's type; its kid is the one the key had when it signed.
     pub fn from_pem(pem: &[u8]) -> Result<VerifyingKey, KeyError> {
-        let block = pem::parse(pem).map_err(|e| KeyError::UnsupportedKey(e.to_string()))?;
+        let block = pem::parse(pem).map_err(|_| KeyError::UnsupportedKey("no PEM block".into()))?;
         match block.tag() {
             "PRIVATE KEY" | "RSA PRIVATE KEY" => PEM_ALGORITHMS
                 .iter()
