@@ -252,6 +252,14 @@ fn run(command: Command) -> Result<(), String> {
                 gate.tokens().key().algorithm(),
                 gate.tokens().key().kid()
             );
+            // The current key verifies too; only the others are previous keys.
+            for previous in gate.tokens().verifying_keys().skip(1) {
+                say!(
+                    "  verifies   {:?}, kid {} (previous key)",
+                    previous.algorithm(),
+                    previous.kid()
+                );
+            }
             for mount in &front.settings().endpoints {
                 say!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
             }
