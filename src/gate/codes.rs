@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::GateError;
+use super::audit::{self, FailReason};
 use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
 use crate::delivery::{Message, TemplateContext};
 use crate::directory::Account;
@@ -145,6 +146,13 @@ impl Gate {
                 return Err(GateError::RateLimited { retry_after });
             }
             IssueDecision::Locked { retry_after } => {
+                audit::locked_out(
+                    &tenant.id,
+                    &request.identifier,
+                    "send",
+                    retry_after,
+                    request.client_ip,
+                );
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
@@ -161,6 +169,9 @@ impl Gate {
                 tenant_name: tenant.display_name.as_deref(),
             },
         );
+        // Written before the message takes the identifier; known and unknown accounts
+        // get the same line.
+        audit::code_sent(&tenant.id, &request.identifier, request.client_ip);
         slot.queue(
             Message {
                 to: request.identifier,
@@ -214,6 +225,12 @@ impl Gate {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         let code = self.inner.policy.format.normalize(request.code);
         if code.expose().is_empty() || code.expose().len() > MAX_TYPED_CODE {
+            audit::code_failed(
+                &tenant.id,
+                Some(&request.identifier),
+                FailReason::Malformed,
+                request.client_ip,
+            );
             return Err(GateError::InvalidRequest(
                 "code must be a non-empty string of at most 64 characters".into(),
             ));
@@ -230,8 +247,23 @@ impl Gate {
             .await?;
         match decision {
             VerifyDecision::Accepted => {}
-            VerifyDecision::Rejected => return Err(GateError::InvalidCode),
+            VerifyDecision::Rejected => {
+                audit::code_failed(
+                    &tenant.id,
+                    Some(&request.identifier),
+                    FailReason::Rejected,
+                    request.client_ip,
+                );
+                return Err(GateError::InvalidCode);
+            }
             VerifyDecision::Throttled { retry_after } => {
+                audit::locked_out(
+                    &tenant.id,
+                    &request.identifier,
+                    "verify",
+                    retry_after,
+                    request.client_ip,
+                );
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
@@ -242,8 +274,23 @@ impl Gate {
                 self.create_account(&tenant.id, &request.identifier).await?
             }
             // Codes for unknown identities are never delivered; a match is a lucky guess.
-            None => return Err(GateError::InvalidCode),
+            // Logged like any wrong code: the log does not say who has an account.
+            None => {
+                audit::code_failed(
+                    &tenant.id,
+                    Some(&request.identifier),
+                    FailReason::Rejected,
+                    request.client_ip,
+                );
+                return Err(GateError::InvalidCode);
+            }
         };
+        audit::code_verified(
+            &tenant.id,
+            &subject_id,
+            &request.identifier,
+            request.client_ip,
+        );
         let (email, phone) = match &request.identifier {
             Identifier::Email(e) => (Some(e.clone()), None),
             Identifier::Phone(p) => (None, Some(p.clone())),

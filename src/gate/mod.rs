@@ -53,6 +53,7 @@ use crate::otp::{Clock, CodeHasher, CodePolicy};
 use crate::store::Store;
 use crate::token::Tokens;
 
+pub mod audit;
 mod builder;
 mod codes;
 mod error;

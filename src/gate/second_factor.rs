@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::GateError;
+use super::audit::{self, FailReason};
 use super::{Gate, SendRequest, VerifyRequest};
 use crate::identifier::Identifier;
 use crate::store::{SetMode, keys};
@@ -130,11 +131,11 @@ impl Gate {
         code: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<MintedToken, GateError> {
-        let pending = self
-            .pending_second_factor(login)
-            .await?
-            .ok_or(GateError::InvalidCode)?;
         let tenant = self.default_tenant();
+        let Some(pending) = self.pending_second_factor(login).await? else {
+            audit::code_failed(tenant, None, FailReason::NoPendingLogin, client_ip);
+            return Err(GateError::InvalidCode);
+        };
         self.verify(VerifyRequest {
             tenant: Some(tenant),
             identifier: Identifier::phone(&pending.phone)?,

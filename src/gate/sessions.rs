@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::GateError;
+use super::audit;
 use super::{Gate, Identity, RevocationFallback, Session};
 use crate::otp::{Clock, SystemClock};
 use crate::store::{SetMode, keys};
@@ -132,10 +133,12 @@ impl Gate {
         if self.consume(&claims).await.is_err() {
             // Reuse of a rotated token: whoever holds the newer one may be a thief.
             self.revoke_family(&family).await?;
-            tracing::warn!(tenant = %claims.tenant, "refresh token reused; its family is revoked");
+            audit::refresh_reuse_detected(&claims);
             return Err(GateError::InvalidToken);
         }
-        self.session(&subject_of(&claims), None, family)
+        let session = self.session(&subject_of(&claims), None, family)?;
+        audit::session_refreshed(&claims);
+        Ok(session)
     }
 
     /// Revokes an access token until it expires.
@@ -146,6 +149,7 @@ impl Gate {
             .set_value(&keys::revoked(&claims.jti), "1", ttl, SetMode::Always)
             .await
             .map_err(GateError::StoreUnavailable)?;
+        audit::logged_out(claims, "access");
         Ok(())
     }
 
@@ -153,7 +157,9 @@ impl Gate {
     pub async fn revoke_refresh(&self, token: &str) -> Result<(), GateError> {
         let claims = self.verify_kind(TokenKind::Refresh, token)?;
         let family = claims.fam.clone().ok_or(GateError::InvalidToken)?;
-        self.revoke_family(&family).await
+        self.revoke_family(&family).await?;
+        audit::logged_out(&claims, "refresh");
+        Ok(())
     }
 
     fn verify_kind(&self, kind: TokenKind, token: &str) -> Result<Arc<Claims>, GateError> {
