@@ -146,6 +146,32 @@ fn check_templates(
         .map_err(|e| source.invalid("templates", Some(first.span()), e.to_string()))
 }
 
+/// Where a configuration prints codes to the log instead of sending them.
+pub(super) enum ConsoleDelivery {
+    /// No channel is configured: the default prints both email and SMS codes.
+    Default,
+    /// These senders print codes: each by its key (`delivery.email`,
+    /// `delivery.sms.fallback`, ...); empty when none does.
+    Senders(Vec<Place>),
+}
+
+impl DeliveryModel {
+    /// The senders that print codes to the log instead of sending them.
+    pub(super) fn console_delivery(&self) -> ConsoleDelivery {
+        let Some(channels) = &self.channels else {
+            return ConsoleDelivery::Default;
+        };
+        let places = [&channels.email, &channels.sms]
+            .into_iter()
+            .flatten()
+            .flat_map(|pair| std::iter::once(&pair.primary).chain(&pair.fallback))
+            .filter(|plan| matches!(plan.kind, PlanKind::Console))
+            .map(|plan| plan.place.clone())
+            .collect();
+        ConsoleDelivery::Senders(places)
+    }
+}
+
 /// A channel's table, with its one fallback.
 fn pair(
     key: &str,

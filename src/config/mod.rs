@@ -16,6 +16,10 @@
 //! Every error of steps 2 and 3 names the file, the dotted key and, where the file writes
 //! it, the line. Each section lives in its own file here, with its model and its building.
 //!
+//! A file that reads but sets up something rarely wanted (nothing protected, codes printed
+//! to the log, a key made at start, a shared store that does not answer) is not refused:
+//! [`Config::warnings`] lists it, the same way.
+//!
 //! ```no_run
 //! let config = otpgate::config::Config::from_file("config/otpgate.toml".as_ref())?;
 //! let front = config.build()?;
@@ -37,12 +41,14 @@ mod server;
 mod store;
 mod tenants;
 mod token;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
 
 #[cfg(feature = "proxy")]
 pub use crate::pingora::{ProxySettings, Upstream};
+pub use warnings::{SetupWarning, SetupWarningKind};
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/otpgate.toml");
@@ -90,8 +96,10 @@ pub struct Config {
     /// `[identity]`, `[paths]`, the cookie).
     pub http: HttpSettings,
     builder: GateBuilder,
-    /// The file's name, for errors of [`Config::build`].
+    /// The file's name, for errors of [`Config::build`] and for warnings.
     file: String,
+    /// What [`Config::warnings`] looks at.
+    facts: warnings::SetupFacts,
 }
 
 impl std::fmt::Debug for Config {
@@ -217,14 +225,18 @@ impl Model {
         if let Some(secret) = self.otp.secret {
             builder = builder.secret(secret);
         }
+        let generated_key = !self.token.has_configured_key();
+        let console = self.delivery.console_delivery();
         let (key, token_settings) = self.token.build(source)?;
         if let Some(key) = key {
             builder = builder.signing_key(key);
         }
+        let revocation_fallback = self.store.revocation_fallback;
+        let store = self.store.build(source)?;
         builder = builder
             .token_settings(token_settings)
-            .revocation_fallback(self.store.revocation_fallback)
-            .store(self.store.build(source)?);
+            .revocation_fallback(revocation_fallback)
+            .store(store.store);
         let delivery = self.delivery.build(source)?;
         if let Some(senders) = delivery.senders {
             builder = builder.senders(senders);
@@ -250,6 +262,11 @@ impl Model {
             http: self.http,
             builder,
             file: source.name.to_owned(),
+            facts: warnings::SetupFacts {
+                console,
+                generated_key,
+                store_probe: store.probe,
+            },
         })
     }
 }

@@ -10,7 +10,6 @@ use super::{ConfigError, Source};
 use crate::gate::RevocationFallback;
 use crate::store::{MemoryStore, Store};
 
-#[cfg(feature = "redis")]
 use super::Place;
 #[cfg(feature = "redis")]
 use crate::otp::ServerSecret;
@@ -136,22 +135,72 @@ fn redis(
     })
 }
 
+/// What [`StoreModel::build`] makes.
+pub(super) struct BuiltStore {
+    /// The store the engine uses.
+    pub(super) store: Arc<dyn Store>,
+    /// For a Redis store, a second client on the same settings that only asks whether
+    /// Redis answers, and where the file names it.
+    pub(super) probe: Option<StoreProbe>,
+}
+
+/// How to ask a shared store whether it answers, apart from the store requests use: a
+/// Redis connection is bound to the runtime that first uses it, and a check at start runs
+/// before (and outside) the runtime that serves requests.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(super) struct StoreProbe {
+    #[cfg(feature = "redis")]
+    settings: RedisSettings,
+    #[cfg(feature = "redis")]
+    secret: ServerSecret,
+    /// The store as `describe()` tells it: the address only, never the URL's password.
+    pub(super) description: String,
+    /// `store.redis_url`.
+    pub(super) place: Place,
+}
+
+impl StoreProbe {
+    /// Whether the store answers one `PING` within its timeout; why not when it does not.
+    /// Each call connects afresh, in the runtime at hand, and drops the connection.
+    pub(super) async fn ping(&self) -> Result<(), String> {
+        #[cfg(feature = "redis")]
+        {
+            let store =
+                RedisStore::new(self.settings.clone(), &self.secret).map_err(|e| e.to_string())?;
+            store.ping().await.map_err(|e| e.to_string())
+        }
+        #[cfg(not(feature = "redis"))]
+        Ok(())
+    }
+}
+
 impl StoreModel {
     /// Makes the store. A Redis store does not connect here: its first operation does.
-    pub(super) fn build(self, source: &Source<'_>) -> Result<Arc<dyn Store>, ConfigError> {
+    pub(super) fn build(self, source: &Source<'_>) -> Result<BuiltStore, ConfigError> {
         #[cfg(not(feature = "redis"))]
         let _ = source;
         match self.backend {
-            Backend::Memory { max_entries } => Ok(Arc::new(MemoryStore::new(max_entries))),
+            Backend::Memory { max_entries } => Ok(BuiltStore {
+                store: Arc::new(MemoryStore::new(max_entries)),
+                probe: None,
+            }),
             #[cfg(feature = "redis")]
             Backend::Redis {
                 settings,
                 secret,
                 url_place,
             } => {
-                let store = RedisStore::new(settings, &secret)
+                let store = RedisStore::new(settings.clone(), &secret)
                     .map_err(|e| source.at(&url_place, e.to_string()))?;
-                Ok(Arc::new(store))
+                Ok(BuiltStore {
+                    probe: Some(StoreProbe {
+                        description: store.describe(),
+                        settings,
+                        secret,
+                        place: url_place,
+                    }),
+                    store: Arc::new(store),
+                })
             }
         }
     }

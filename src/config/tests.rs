@@ -404,3 +404,124 @@ fn a_redis_store_is_refused_by_a_build_without_it() {
         "{error}"
     );
 }
+
+#[test]
+fn an_upstream_with_a_path_query_or_credentials_is_refused() {
+    for (upstream, says) in [
+        ("http://app:3000/api", "the path `/api` is not supported"),
+        ("http://app:3000/api/", "the path `/api/` is not supported"),
+        (
+            "http://app:3000/?v=1",
+            "a query or fragment is not supported",
+        ),
+        (
+            "http://app:3000#top",
+            "a query or fragment is not supported",
+        ),
+        (
+            "http://user:pw@app:3000",
+            "a user name or password is not supported",
+        ),
+    ] {
+        let error = parse(&format!("[server]\n\nupstream = \"{upstream}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("test.toml:3: `server.upstream`"), "{error}");
+        assert!(error.contains(says), "{error}");
+        if says.contains("path") {
+            assert!(
+                error.contains("forwards each request's own path unchanged"),
+                "{error}"
+            );
+            assert!(error.contains("http://app:3000"), "{error}");
+        }
+    }
+    // A trailing slash is no path.
+    parse("[server]\nupstream = \"http://app:3000/\"\n").unwrap();
+}
+
+#[cfg(feature = "proxy")]
+#[test]
+fn an_upstream_host_name_is_not_looked_up_while_reading_the_file() {
+    let config = parse("[server]\nupstream = \"http://nonexistent.invalid:3000\"\n").unwrap();
+    let upstream = &config.proxy.upstream;
+    assert_eq!(
+        (upstream.host.as_str(), upstream.port),
+        ("nonexistent.invalid", 3000)
+    );
+    assert_eq!(upstream.current(), None);
+    assert_eq!(
+        upstream.dns_interval(),
+        Some(crate::pingora::Upstream::DEFAULT_DNS_INTERVAL)
+    );
+    let config = parse(
+        "[server]\nupstream = \"http://app.internal:3000\"\nupstream_dns_interval = \"5m\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.proxy.upstream.dns_interval(),
+        Some(std::time::Duration::from_secs(300))
+    );
+    let config = parse("[server]\nupstream = \"http://[::1]:3000\"\n").unwrap();
+    assert_eq!(
+        config.proxy.upstream.current(),
+        Some("[::1]:3000".parse().unwrap())
+    );
+}
+
+#[test]
+fn the_upstream_dns_interval_is_bounded() {
+    for interval in ["0s", "500ms", "2h"] {
+        let error = parse(&format!(
+            "[server]\nupstream = \"http://app:3000\"\nupstream_dns_interval = \"{interval}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error
+                .contains("test.toml:3: `server.upstream_dns_interval`: must be between 1s and 1h"),
+            "{error}"
+        );
+    }
+    for interval in ["1s", "1h"] {
+        parse(&format!(
+            "[server]\nupstream = \"http://app:3000\"\nupstream_dns_interval = \"{interval}\"\n"
+        ))
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_empty_file_is_warned_about_as_a_development_gate() {
+    let config = parse("").unwrap();
+    let kinds: Vec<_> = config.warnings().await.iter().map(|w| w.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            SetupWarningKind::GeneratedKey,
+            SetupWarningKind::NothingProtected,
+            SetupWarningKind::ConsoleDelivery,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn warnings_name_the_key_and_line() {
+    let config = parse(
+        "[token]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+         [[protect]]\nprefix = \"/app/\"\n\
+         [delivery.email]\nkind = \"console\"\n\
+         [delivery.sms]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+         fallback = { kind = \"console\" }\n",
+    )
+    .unwrap();
+    let warnings: Vec<String> = config
+        .warnings()
+        .await
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(warnings[0].starts_with("test.toml:6: `delivery.email`: kind = \"console\""));
+    assert!(warnings[1].starts_with("test.toml:8: `delivery.sms.fallback`: kind = \"console\""));
+}
