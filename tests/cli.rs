@@ -42,7 +42,7 @@ fn keygen_check_mint_and_verify() {
         &["keygen", "--algorithm", "ES256", "--out", "keys/gate.pem"],
     );
     assert!(
-        !ok && err.contains("--force"),
+        !ok && err.contains("exists and is kept"),
         "never overwrites silently: {err}"
     );
 

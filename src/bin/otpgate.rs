@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use otpgate::config::Config;
+use otpgate::config::{Config, SetupWarning, SetupWarningKind};
 use otpgate::identifier::Identifier;
 use otpgate::otp::{Clock, SystemClock};
 use otpgate::token::{SigningAlgorithm, SigningKey, Subject};
@@ -222,6 +222,16 @@ fn check_listen(listen: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
+/// The set-up warnings of `config`. Called outside any runtime, so a small one is made
+/// for the store's `PING`, and dropped with the connection it made.
+fn setup_warnings(config: &Config) -> Result<Vec<SetupWarning>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot check the set-up: {e}"))?;
+    Ok(runtime.block_on(config.warnings()))
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Run { config, dev } => {
@@ -229,12 +239,23 @@ fn run(command: Command) -> Result<(), String> {
             let parsed = run_config(config, dev)?;
             let settings = parsed.proxy.clone();
             check_listen(settings.listen)?;
+            for warning in setup_warnings(&parsed)? {
+                if warning.kind() == SetupWarningKind::ConsoleDelivery && !dev {
+                    // Outside development this hands sign-in to whoever reads the log.
+                    tracing::warn!(
+                        "NOT FOR PRODUCTION: one-time codes are written to this log: {warning}"
+                    );
+                } else {
+                    tracing::warn!("{warning}");
+                }
+            }
             let front = parsed.build().map_err(|e| e.to_string())?;
             otpgate::pingora::serve(front, &settings).map_err(|e| e.to_string())
         }
         Command::Check { config } => {
             let config = config.config;
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;
+            let warnings = setup_warnings(&parsed)?;
             let proxy = parsed.proxy.clone();
             let front = parsed.build().map_err(|e| e.to_string())?;
             let gate = front.gate();
@@ -265,6 +286,10 @@ fn run(command: Command) -> Result<(), String> {
             }
             for prefix in &front.settings().protect {
                 say!("  protect    {prefix}");
+            }
+            // Warnings only: each of these runs, and someone may mean it.
+            for warning in &warnings {
+                let _ = writeln!(std::io::stderr(), "warning: {warning}");
             }
             Ok(())
         }
@@ -366,7 +391,11 @@ fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), Strin
     }
     let mut file = options.open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => {
-            format!("{} exists; pass --force to replace it", path.display())
+            format!(
+                "{} exists and is kept: tokens signed by the key in it would stop verifying; \
+                 write the new key to another file",
+                path.display()
+            )
         }
         _ => format!("cannot write {}: {e}", path.display()),
     })?;
