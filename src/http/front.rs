@@ -263,43 +263,49 @@ impl Front {
         request: &RequestView<'_>,
         body: Bytes,
     ) -> GateResponse {
-        let allowed = route.dialect.method(route.action);
-        if *request.method != allowed {
-            let mut response = route.dialect.error(&GateError::MethodNotAllowed);
-            response.headers.insert(
-                http::header::ALLOW,
-                HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("POST")),
-            );
-            return response;
-        }
-        let answer = match (route.dialect, route.action) {
-            (_, Action::Jwks) => {
-                let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
-                response.body = self.gate().tokens().jwks().clone();
-                // Public keys may be cached briefly by verifiers.
+        // Every audit event of this request names its dialect and client.
+        let dialect_name = format!("{:?}", route.dialect).to_ascii_lowercase();
+        crate::gate::audit::within(dialect_name, request.client_ip, async {
+            let allowed = route.dialect.method(route.action);
+            if *request.method != allowed {
+                let mut response = route.dialect.error(&GateError::MethodNotAllowed);
                 response.headers.insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
+                    http::header::ALLOW,
+                    HeaderValue::from_str(allowed.as_str())
+                        .unwrap_or(HeaderValue::from_static("POST")),
                 );
-                Ok(response)
+                return response;
             }
-            (_, Action::Health) => Ok(GateResponse::json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok"}),
-            )),
-            (Dialect::Nexudus, action) => {
-                dialect::nexudus::handle(&self.context(), action, request).await
-            }
-            (Dialect::Aerocall, action) => {
-                dialect::aerocall::handle(&self.context(), action, request, &body).await
-            }
-            (Dialect::Baanx, _) => dialect::baanx::send(&self.context(), request, &body).await,
-            (Dialect::Generic, action) => {
-                dialect::generic::handle(&self.context(), action, request, &body).await
-            }
-        };
-        // Errors are rendered here, once, in the route's dialect.
-        answer.unwrap_or_else(|error| route.dialect.error(&error))
+            let answer = match (route.dialect, route.action) {
+                (_, Action::Jwks) => {
+                    let mut response = GateResponse::json(StatusCode::OK, &serde_json::Value::Null);
+                    response.body = self.gate().tokens().jwks().clone();
+                    // Public keys may be cached briefly by verifiers.
+                    response.headers.insert(
+                        http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=300"),
+                    );
+                    Ok(response)
+                }
+                (_, Action::Health) => Ok(GateResponse::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok"}),
+                )),
+                (Dialect::Nexudus, action) => {
+                    dialect::nexudus::handle(&self.context(), action, request).await
+                }
+                (Dialect::Aerocall, action) => {
+                    dialect::aerocall::handle(&self.context(), action, request, &body).await
+                }
+                (Dialect::Baanx, _) => dialect::baanx::send(&self.context(), request, &body).await,
+                (Dialect::Generic, action) => {
+                    dialect::generic::handle(&self.context(), action, request, &body).await
+                }
+            };
+            // Errors are rendered here, once, in the route's dialect.
+            answer.unwrap_or_else(|error| route.dialect.error(&error))
+        })
+        .await
     }
 
     /// Runs a [`Route::Mediated`] request: checks it on the way in, hands it to `forward`
@@ -316,11 +322,18 @@ impl Front {
         F: FnOnce(Bytes, Vec<(HeaderName, HeaderValue)>) -> Fut,
         Fut: std::future::Future<Output = Result<GateResponse, GateError>>,
     {
-        let answer = match route.dialect {
-            Dialect::Baanx => dialect::baanx::login(&self.context(), request, body, forward).await,
-            _ => Err(GateError::NotFound),
-        };
-        answer.unwrap_or_else(|error| route.dialect.error(&error))
+        // Every audit event of this request names its dialect and client.
+        let dialect_name = format!("{:?}", route.dialect).to_ascii_lowercase();
+        crate::gate::audit::within(dialect_name, request.client_ip, async {
+            let answer = match route.dialect {
+                Dialect::Baanx => {
+                    dialect::baanx::login(&self.context(), request, body, forward).await
+                }
+                _ => Err(GateError::NotFound),
+            };
+            answer.unwrap_or_else(|error| route.dialect.error(&error))
+        })
+        .await
     }
 
     /// Starts reading the body of a request to `route` (see [`BodyReader`]): `Ok(None)`
