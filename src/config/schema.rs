@@ -151,6 +151,7 @@ pub struct ServerSection {
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
     pub upstream_connect_timeout: Option<Spanned<ConfigDuration>>,
     pub upstream_read_timeout: Option<Spanned<ConfigDuration>>,
+    pub upstream_dns_interval: Option<Spanned<ConfigDuration>>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_connections_per_ip: Option<Spanned<usize>>,
     #[serde(default)]
@@ -196,6 +197,7 @@ impl Default for ServerSection {
             keepalive_timeout: None,
             upstream_connect_timeout: None,
             upstream_read_timeout: None,
+            upstream_dns_interval: None,
             max_connections: None,
             max_connections_per_ip: None,
             trusted_proxies: Vec::new(),

@@ -3,7 +3,8 @@
 //! belong to the HTTP front (`http.rs`), the default tenant to `tenants.rs`.
 //!
 //! The section is checked in every build, so a file is judged the same everywhere; only
-//! a build with the `proxy` feature goes on to resolve the upstream and use the rest.
+//! a build with the `proxy` feature goes on to use it. Nothing here looks a name up: the
+//! proxy resolves the upstream's host name once it runs, and again as DNS changes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,19 +12,19 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::schema::{ConfigDuration, ServerSection};
-use super::{ConfigError, Place, Source};
+use super::{ConfigError, Source};
 
 #[cfg(feature = "proxy")]
 use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts};
 
-/// `[server]`, checked; the upstream's name is not resolved yet.
+/// `[server]`, checked.
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
 pub(super) struct ServerModel {
     listen: SocketAddr,
     /// The upstream's host, without IPv6 brackets.
     upstream_host: String,
     upstream_port: u16,
-    upstream_place: Place,
+    upstream_dns_interval: Duration,
     /// `None`: one per available core.
     threads: Option<usize>,
     grace_period: Duration,
@@ -70,7 +71,36 @@ pub(super) fn check(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
+    // The gate forwards each request's own path and query; a base path would be silently
+    // dropped, and credentials in the URL would never be sent, so both are refused.
+    if url.path() != "/" {
+        return Err(invalid_upstream(format!(
+            "the path `{}` is not supported: the gate forwards each request's own path unchanged; write only the app's address, like http://{}",
+            url.path(),
+            authority(&url)
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid_upstream(format!(
+            "a query or fragment is not supported: the gate forwards each request's own path and query unchanged; write only the app's address, like http://{}",
+            authority(&url)
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid_upstream(format!(
+            "a user name or password is not supported: the gate sends the app no credentials of its own; write only the app's address, like http://{}",
+            authority(&url)
+        )));
+    }
     let upstream_port = url.port_or_known_default().unwrap_or(80);
+    // A name may move (a container restarted, a service failed over): looked up this often.
+    let upstream_dns_interval = bounded_duration(
+        "server.upstream_dns_interval",
+        &server.upstream_dns_interval,
+        30,
+        3600,
+        source,
+    )?;
     let threads = match &server.threads {
         Some(threads) if *threads.get_ref() == 0 || *threads.get_ref() > 1024 => {
             return Err(source.invalid(
@@ -132,7 +162,7 @@ pub(super) fn check(
         listen,
         upstream_host,
         upstream_port,
-        upstream_place,
+        upstream_dns_interval,
         threads,
         grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
         shutdown_timeout: server
@@ -145,6 +175,15 @@ pub(super) fn check(
         max_connections,
         max_connections_per_ip,
     })
+}
+
+/// `host:port` of `url`, brackets kept, for messages.
+fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
 }
 
 /// A duration between 1s and `max_secs`; `default_secs` when not written.
@@ -192,18 +231,16 @@ fn bounded_count(
 
 #[cfg(feature = "proxy")]
 impl ServerModel {
-    /// Resolves the upstream, once: a name lookup per request would stall the proxy.
-    pub(super) fn build(self, source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
-        use std::net::ToSocketAddrs;
-        let host = self.upstream_host;
-        let addr = (host.as_str(), self.upstream_port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| source.at(&self.upstream_place, format!("cannot resolve `{host}`")))?;
+    /// The proxy's settings. Infallible, and without I/O: the upstream's host name is
+    /// resolved by the proxy once it runs, so a start before DNS is ready still serves.
+    pub(super) fn build(self, _source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
         Ok(ProxySettings {
             listen: self.listen,
-            upstream: Upstream { addr, host },
+            upstream: Upstream::named(
+                self.upstream_host,
+                self.upstream_port,
+                self.upstream_dns_interval,
+            ),
             threads: self
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

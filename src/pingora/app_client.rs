@@ -60,7 +60,14 @@ impl AppClient {
         for (name, value) in extra {
             headers.insert(name, value);
         }
-        let url = format!("http://{}{}", self.upstream.addr, target);
+        // The address the proxied requests go to, not a lookup of reqwest's own: a mediated
+        // login reaches the same app as every other request, under the same DNS policy.
+        self.upstream.start_resolving();
+        let addr = self
+            .upstream
+            .current()
+            .ok_or(GateError::UpstreamUnavailable)?;
+        let url = format!("http://{addr}{target}");
         let mut response = client
             .request(method, url)
             .headers(headers)
@@ -138,10 +145,7 @@ mod tests {
             }
             String::from_utf8_lossy(&head).to_lowercase()
         });
-        let upstream = Upstream {
-            addr,
-            host: "127.0.0.1".into(),
-        };
+        let upstream = Upstream::at(addr);
         (upstream, app)
     }
 

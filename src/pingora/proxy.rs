@@ -98,7 +98,16 @@ impl ProxyHttp for OtpProxy {
         _session: &mut Session,
         _ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.upstream.addr, false, self.upstream.host.clone());
+        self.upstream.start_resolving();
+        let Some(addr) = self.upstream.current() else {
+            // A host name that never resolved yet: the app cannot be reached, as when down.
+            return Err(Error::explain(
+                ErrorType::Custom("UpstreamNotResolved"),
+                format!("`{}` has not resolved yet", self.upstream.host),
+            )
+            .into_up());
+        };
+        let mut peer = HttpPeer::new(addr, false, self.upstream.host.clone());
         peer.options.connection_timeout = Some(self.timeouts.connect);
         // No read timeout here: a proxied request streams, and a websocket or a long poll
         // may rightly stay quiet for longer.

@@ -2,10 +2,11 @@
 
 use ::pingora::Error;
 use ::pingora::server::configuration::ServerConf;
-use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use ::pingora::services::background::BackgroundService;
 use async_trait::async_trait;
 
-use super::{ConnectionLimits, GuardedApp, OtpProxy, ProxySettings};
+use super::{ConnectionLimits, GuardedApp, OtpProxy, ProxySettings, Upstream};
 use crate::http::Front;
 
 /// Treats SIGINT like SIGTERM: stop accepting, let in-flight requests finish.
@@ -27,6 +28,19 @@ impl ShutdownSignalWatch for GracefulOnSignals {
             _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
         }
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Keeps the upstream's address following DNS while the server runs.
+struct ResolveUpstream(Upstream);
+
+#[async_trait]
+impl BackgroundService for ResolveUpstream {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.0.resolve_forever() => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }
 
@@ -56,7 +70,13 @@ pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
     let mut service = ::pingora::services::listening::Service::new("otpgate proxy".to_owned(), app);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
-    tracing::info!(listen = %settings.listen, upstream = %settings.upstream.addr, threads = settings.threads, store = %store, "otpgate proxy started");
+    // The upstream's host name is looked up as the server starts, not at the first request,
+    // and again every interval; a name that does not resolve yet does not stop the start.
+    server.add_service(::pingora::services::background::background_service(
+        "upstream dns",
+        ResolveUpstream(settings.upstream.clone()),
+    ));
+    tracing::info!(listen = %settings.listen, upstream = %settings.upstream, threads = settings.threads, store = %store, "otpgate proxy started");
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulOnSignals),
     });

@@ -536,10 +536,7 @@ pub async fn start_proxy(gate: Front, upstream: SocketAddr) -> String {
 
 /// The app at `addr` as the proxy's upstream.
 pub fn upstream_at(addr: SocketAddr) -> Upstream {
-    Upstream {
-        addr,
-        host: "127.0.0.1".into(),
-    }
+    Upstream::at(addr)
 }
 
 /// Runs `proxy` on a free port, inside the test's runtime (never `run_forever`); returns
