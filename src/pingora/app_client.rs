@@ -256,4 +256,18 @@ mod tests {
             started.elapsed()
         );
     }
+
+    #[tokio::test]
+    async fn a_host_name_that_has_not_resolved_yet_is_unavailable_at_once() {
+        let upstream = Upstream::named("nonexistent.invalid", 3000, Duration::from_secs(3600));
+        let started = std::time::Instant::now();
+        let sent = client_for(upstream)
+            .send(Method::GET, "/", HeaderMap::new(), Vec::new(), Bytes::new())
+            .await;
+        assert!(
+            matches!(sent, Err(GateError::UpstreamUnavailable)),
+            "{sent:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 }
