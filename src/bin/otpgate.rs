@@ -262,9 +262,12 @@ fn run(command: Command) -> Result<(), String> {
             say!("{}: ok", config.display());
             say!("  listen     {}", proxy.listen);
             say!(
-                "  upstream   http://{} ({})",
-                proxy.upstream.host,
-                proxy.upstream.addr
+                "  upstream   http://{}{}",
+                proxy.upstream,
+                match proxy.upstream.host.parse::<std::net::IpAddr>() {
+                    Ok(_) => "",
+                    Err(_) => " (looked up when the proxy runs, then every upstream_dns_interval)",
+                }
             );
             say!("  threads    {}", proxy.threads);
             say!("  store      {}", gate.store().describe());

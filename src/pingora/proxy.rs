@@ -158,6 +158,8 @@ impl ProxyHttp for OtpProxy {
             source = ?e.esource(),
             "request failed"
         );
+        // The connection is not reused (below), so the answer must not promise it is.
+        session.set_keepalive(None);
         if let Err(write_error) = write_response(session, response).await {
             tracing::debug!(error = %write_error, "could not write the error response");
         }
