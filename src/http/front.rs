@@ -9,8 +9,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::headers::{
-    StripRules, X_FORWARDED_FOR, folded, forwarded_address, identity_headers, is_forwarding_header,
-    sanitized_connection,
+    StripRules, X_FORWARDED_FOR, X_REQUEST_ID, folded, forwarded_address, identity_headers,
+    is_forwarding_header, is_request_id_header, request_id, sanitized_connection,
 };
 use super::{
     Action, BodyReader, CanonicalTarget, Dialect, EndpointRoute, GateResponse, HttpSettings,
@@ -235,6 +235,12 @@ impl Front {
                 action: Action::Health,
             });
         }
+        if path == http.ready_path {
+            return Route::Endpoint(EndpointRoute {
+                dialect: Dialect::Generic,
+                action: Action::Ready,
+            });
+        }
         for mount in &http.endpoints {
             if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
                 let route = EndpointRoute {
@@ -291,6 +297,9 @@ impl Front {
                     StatusCode::OK,
                     &serde_json::json!({"status": "ok"}),
                 )),
+                (_, Action::Ready) => self.gate().readiness().await.map(|()| {
+                    GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+                }),
                 (Dialect::Nexudus, action) => {
                     dialect::nexudus::handle(&self.context(), action, request).await
                 }
@@ -302,8 +311,14 @@ impl Front {
                     dialect::generic::handle(&self.context(), action, request, &body).await
                 }
             };
-            // Errors are rendered here, once, in the route's dialect.
-            answer.unwrap_or_else(|error| route.dialect.error(&error))
+            // Errors are rendered here, once, in the route's dialect; the log says why a
+            // part the gate needs failed, which the answer does not.
+            answer.unwrap_or_else(|error| {
+                if let Some((reason, detail)) = error.unavailable_reason() {
+                    tracing::warn!(reason, detail, status = error.status().as_u16(), "a part the gate needs is unavailable");
+                }
+                route.dialect.error(&error)
+            })
         })
         .await
     }
@@ -385,8 +400,9 @@ impl Front {
 
     /// A plan that injects no identity: it removes every header the client may not set
     /// (identity headers in any spelling, rerouting headers, and forwarding headers from
-    /// an untrusted `peer`), sets `X-Forwarded-For`, and keeps `Connection` from naming
-    /// any of them.
+    /// an untrusted `peer`), sets `X-Forwarded-For` and `X-Request-Id` (a trusted `peer`'s
+    /// own, else a fresh one; see [`UpstreamPlan::request_id`]), and keeps `Connection`
+    /// from naming any of them.
     pub fn strip_only_plan(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> UpstreamPlan {
         let peer_trusted = peer.is_some_and(|peer| self.is_trusted_proxy(&peer));
         let mut strip: Vec<HeaderName> = headers
@@ -399,10 +415,14 @@ impl Front {
                     // spelling proxies write: `X_Forwarded_For` would be a second list.
                     || (is_forwarding_header(name)
                         && (!peer_trusted || folded(name.as_str()) != name.as_str()))
+                    // Replaced by the id chosen below, in every spelling: the app sees one
+                    // id, and a client cannot pick it.
+                    || is_request_id_header(name)
             })
             .cloned()
             .collect();
-        let mut inject = Vec::new();
+        let request_id = request_id(headers, peer_trusted);
+        let mut inject = vec![(HeaderName::from_static(X_REQUEST_ID), request_id.clone())];
         if let Some(peer) = peer {
             let peer = peer.to_string();
             // One line, so that apps reading only the first or only the last line of
@@ -436,6 +456,7 @@ impl Front {
             strip,
             inject,
             identity: None,
+            request_id: Some(request_id),
         }
     }
 

@@ -41,6 +41,41 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+
+/// The longest `X-Request-Id` kept from a trusted proxy.
+const REQUEST_ID_MAX: usize = 128;
+
+/// `X-Request-Id` in any spelling an app server folds onto it.
+pub(crate) fn is_request_id_header(name: &HeaderName) -> bool {
+    folded(name.as_str()) == X_REQUEST_ID
+}
+
+/// The request id to send to the app: the one a trusted proxy sent, when there is exactly
+/// one and it is short printable ASCII, else a fresh random one (16 hex characters).
+pub(crate) fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue {
+    let mut sent = headers.get_all(X_REQUEST_ID).iter();
+    if let (true, Some(value), None) = (peer_trusted, sent.next(), sent.next()) {
+        let bytes = value.as_bytes();
+        // Only a trusted proxy's id is kept, so that a client cannot make its requests'
+        // log lines collide with another's; anything unusual is replaced, not passed on.
+        if !bytes.is_empty()
+            && bytes.len() <= REQUEST_ID_MAX
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+        {
+            return value.clone();
+        }
+    }
+    fresh_request_id()
+}
+
+/// A new random request id: 16 lower-case hex characters.
+pub(crate) fn fresh_request_id() -> HeaderValue {
+    let id = format!("{:016x}", rand::random::<u64>());
+    // Hex digits are always a valid header value.
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
+}
+
 /// A header name as the most lenient app servers read it: lower case, and every
 /// character other than a letter or digit as `-`. CGI, PHP, Rack and WSGI fold `-` and `_`
 /// together, lighttpd folds every other character onto `_` too, PHP turns `.` into `_`:
@@ -151,7 +186,7 @@ pub(crate) fn sanitized_connection(
         for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let named = HeaderName::from_bytes(token.as_bytes());
             let protected = named.as_ref().map_or(true, |name| {
-                rules.matches(name) || is_forwarding_header(name)
+                rules.matches(name) || is_forwarding_header(name) || is_request_id_header(name)
             });
             if protected {
                 changed = true;
@@ -214,6 +249,10 @@ pub struct UpstreamPlan {
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// The verified identity, when the request carried a valid token.
     pub identity: Option<Identity>,
+    /// The `X-Request-Id` the app is sent (also in [`inject`](Self::inject)): a trusted
+    /// proxy's, else a fresh one. Set in every plan the front makes; `None` only in a
+    /// default plan.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl UpstreamPlan {

@@ -91,12 +91,14 @@ fn identity_headers_go_in_every_spelling_an_app_server_folds() {
             ("X_Rewrite_Url", "/api/me"),
             ("X-Authority", "kept"),
             ("x_custom_thing", "kept"),
+            ("X_Request_Id", "forged"),
         ],
         None,
     );
     let mut names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names, ["x-authority", "x_custom_thing"]);
+    assert_eq!(names, ["x-authority", "x-request-id", "x_custom_thing"]);
+    assert_ne!(left["x-request-id"], "forged");
 }
 
 #[test]
@@ -133,10 +135,12 @@ fn an_untrusted_peer_cannot_say_who_the_client_is() {
     );
     let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
     assert_eq!(values, ["192.0.2.7"]);
-    assert_eq!(left.len(), 1, "{left:?}");
+    // X-Forwarded-For and the gate's X-Request-Id.
+    assert_eq!(left.len(), 2, "{left:?}");
     // With no peer known, forged values still go and nothing is claimed.
     let left = planned(&gate, &[("x-forwarded-for", "6.6.6.6")], None);
-    assert!(left.is_empty(), "{left:?}");
+    let names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
+    assert_eq!(names, ["x-request-id"], "{left:?}");
 }
 
 #[test]
@@ -157,7 +161,8 @@ fn a_trusted_proxy_list_is_extended_on_one_line() {
     let values: Vec<&HeaderValue> = left.get_all("x-forwarded-for").iter().collect();
     assert_eq!(values, ["203.0.113.9, 10.1.1.1, 10.2.2.2, 10.0.0.5"]);
     assert_eq!(left["x-real-ip"], "203.0.113.9");
-    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains_key("x-request-id"), "{left:?}");
 }
 
 #[test]
@@ -208,7 +213,7 @@ fn connection_cannot_name_what_the_gate_sets_or_strips() {
         &gate,
         &[(
             "connection",
-            "keep-alive, X-Auth-Subject, x_otpgate_jwt, X-Forwarded-For, te",
+            "keep-alive, X-Auth-Subject, x_otpgate_jwt, X-Forwarded-For, X-Request-Id, te",
         )],
         Some("192.0.2.7"),
     );
@@ -304,4 +309,57 @@ async fn debug_output_never_carries_a_credential() {
     assert!(!printed.contains("client-key-secret"), "{printed}");
     assert!(!printed.contains(&token), "{printed}");
     assert!(printed.contains("<1 keys>"), "{printed}");
+}
+
+fn is_fresh_request_id(value: &HeaderValue) -> bool {
+    value.len() == 16
+        && value
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+#[test]
+fn the_app_gets_a_request_id_a_client_cannot_choose() {
+    let front = gate(&["10.0.0.0/8"]);
+    let plan_for = |pairs: &[(&str, &str)], peer: Option<&str>| {
+        let mut headers = headers(pairs);
+        let plan = front.strip_only_plan(&headers, peer.map(|p| p.parse().unwrap()));
+        plan.apply(&mut headers);
+        (plan, headers)
+    };
+    // An untrusted peer's id, in any spelling, is replaced by a fresh one.
+    let (plan, left) = plan_for(
+        &[("x-request-id", "mine"), ("X_Request_Id", "mine")],
+        Some("192.0.2.7"),
+    );
+    let ids: Vec<&HeaderValue> = left.get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1, "{left:?}");
+    assert!(is_fresh_request_id(ids[0]), "{ids:?}");
+    assert!(!left.contains_key("x_request_id"), "{left:?}");
+    assert_eq!(plan.request_id.as_ref(), Some(ids[0]));
+    // No id sent: a fresh one, different for each request.
+    let (first, _) = plan_for(&[], None);
+    let (second, _) = plan_for(&[], None);
+    assert!(is_fresh_request_id(first.request_id.as_ref().unwrap()));
+    assert_ne!(first.request_id, second.request_id);
+    // A trusted proxy's id is kept, and is the plan's id.
+    let (plan, left) = plan_for(&[("x-request-id", "edge-42/abc")], Some("10.0.0.5"));
+    assert_eq!(left["x-request-id"], "edge-42/abc");
+    assert_eq!(plan.request_id.unwrap(), "edge-42/abc");
+    // ...but not two ids, one with a space, an overlong one, or another spelling.
+    let long = "a".repeat(129);
+    for pairs in [
+        vec![("x-request-id", "one"), ("x-request-id", "two")],
+        vec![("x-request-id", "has space")],
+        vec![("x-request-id", long.as_str())],
+        vec![("X_Request_Id", "edge-42")],
+    ] {
+        let (plan, left) = plan_for(&pairs, Some("10.0.0.5"));
+        let ids: Vec<&HeaderValue> = left.get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "{pairs:?}: {left:?}");
+        assert!(is_fresh_request_id(ids[0]), "{pairs:?}: {ids:?}");
+        assert_eq!(plan.request_id.as_ref(), Some(ids[0]));
+        assert!(!left.contains_key("x_request_id"), "{left:?}");
+    }
 }
