@@ -93,4 +93,21 @@ impl Directory for HttpDirectory {
     async fn find_by_id(&self, tenant: &str, id: &str) -> Result<Option<Account>, DirectoryError> {
         self.lookup(tenant, "id", id).await
     }
+
+    /// `GET {url}` without a query, never cached: any answer below 500 shows the app is
+    /// there to answer lookups; no answer within the timeout, or a 5xx, does not.
+    async fn ping(&self) -> Result<(), DirectoryError> {
+        let response = self
+            .client
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| DirectoryError(format!("lookup failed: {}", e.without_url())))?;
+        match response.status() {
+            status if status.is_server_error() => {
+                Err(DirectoryError(format!("lookup answered {status}")))
+            }
+            _ => Ok(()),
+        }
+    }
 }

@@ -46,6 +46,12 @@ pub trait Directory: Send + Sync + 'static {
 
     /// The account with id `id` in `tenant`, if there is one.
     async fn find_by_id(&self, tenant: &str, id: &str) -> Result<Option<Account>, DirectoryError>;
+
+    /// Whether the directory can answer now, for readiness probes. A directory that
+    /// holds its accounts itself always can: the default answers `Ok`.
+    async fn ping(&self) -> Result<(), DirectoryError> {
+        Ok(())
+    }
 }
 
 /// Knows no one: every identity is new, and tenants decide by `auto_create` whether new

@@ -90,6 +90,14 @@ pub enum GateError {
     /// The outbox is full.
     #[error("temporarily unavailable")]
     DeliveryUnavailable,
+    /// A readiness probe found a part the gate needs unreachable.
+    #[error("{part} unavailable")]
+    NotReady {
+        /// Which part: `"store"`, `"directory"` or `"upstream"`; the client sees it.
+        part: &'static str,
+        /// Why, for the log only: the backend's own words may name hosts.
+        detail: String,
+    },
     /// Something inside the gate failed (a broken key).
     #[error("internal error")]
     Internal(String),
@@ -119,7 +127,8 @@ impl GateError {
             GateError::NotFound => StatusCode::NOT_FOUND,
             GateError::StoreUnavailable(_)
             | GateError::DirectoryUnavailable(_)
-            | GateError::DeliveryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | GateError::DeliveryUnavailable
+            | GateError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GateError::RequestFailed(status) => *status,
@@ -152,6 +161,7 @@ impl GateError {
             GateError::StoreUnavailable(_)
             | GateError::DirectoryUnavailable(_)
             | GateError::DeliveryUnavailable => "temporarily_unavailable",
+            GateError::NotReady { .. } => "not_ready",
             GateError::Internal(_) => "internal_error",
         }
     }
@@ -164,7 +174,27 @@ impl GateError {
             }
             GateError::StoreUnavailable(_)
             | GateError::DirectoryUnavailable(_)
-            | GateError::DeliveryUnavailable => Some(1),
+            | GateError::DeliveryUnavailable
+            | GateError::NotReady { .. } => Some(1),
+            _ => None,
+        }
+    }
+
+    /// For the log, where a part the gate needs failed: which one (`"store"`,
+    /// `"directory"`, `"outbox full"` or `"upstream"`) and why. `None` for every other
+    /// refusal. Clients get only [`code`](Self::code) and the message.
+    pub fn unavailable_reason(&self) -> Option<(&'static str, String)> {
+        match self {
+            GateError::StoreUnavailable(error) => Some(("store", error.to_string())),
+            GateError::DirectoryUnavailable(error) => Some(("directory", error.to_string())),
+            GateError::DeliveryUnavailable => Some((
+                "outbox full",
+                "the outbox has no room for another message".into(),
+            )),
+            GateError::UpstreamUnavailable => {
+                Some(("upstream", "the app behind the gate did not answer".into()))
+            }
+            GateError::NotReady { part, detail } => Some((part, detail.clone())),
             _ => None,
         }
     }

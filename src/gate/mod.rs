@@ -143,6 +143,24 @@ impl Gate {
         &self.inner.default_tenant
     }
 
+    /// Whether the gate can serve sign-ins now: the store answers ([`Store::ping`]) and
+    /// so does the directory ([`Directory::ping`]). Both are asked on every call, at
+    /// once; nothing is cached, so a part that comes back is seen at the next call.
+    /// Otherwise [`GateError::NotReady`] names the store, else the directory.
+    pub async fn readiness(&self) -> Result<(), GateError> {
+        let (store, directory) = tokio::join!(self.inner.store.ping(), self.inner.directory.ping());
+        if let Err(error) = store {
+            return Err(GateError::NotReady {
+                part: "store",
+                detail: error.to_string(),
+            });
+        }
+        directory.map_err(|error| GateError::NotReady {
+            part: "directory",
+            detail: error.to_string(),
+        })
+    }
+
     /// The tenant `id` (the default one when `None`), if it offers `channel`.
     fn tenant(&self, id: Option<&str>, channel: Channel) -> Result<&Tenant, GateError> {
         let tenant = self

@@ -315,7 +315,12 @@ impl Front {
             // part the gate needs failed, which the answer does not.
             answer.unwrap_or_else(|error| {
                 if let Some((reason, detail)) = error.unavailable_reason() {
-                    tracing::warn!(reason, detail, status = error.status().as_u16(), "a part the gate needs is unavailable");
+                    tracing::warn!(
+                        reason,
+                        detail,
+                        status = error.status().as_u16(),
+                        "a part the gate needs is unavailable"
+                    );
                 }
                 route.dialect.error(&error)
             })

@@ -47,6 +47,8 @@ pub enum Action {
     Jwks,
     /// Answer a liveness probe.
     Health,
+    /// Answer a readiness probe: whether the parts the gate needs answer now.
+    Ready,
 }
 
 /// A request the gate answers itself.

@@ -116,8 +116,11 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Where the JWKS is served.
     pub jwks_path: String,
-    /// Where the liveness probe is answered.
+    /// Where the liveness probe is answered: 200 while the process serves.
     pub health_path: String,
+    /// Where the readiness probe is answered: 200 while the store and the directory (and,
+    /// behind the edge proxy, the app) answer, 503 `not_ready` naming the one that does not.
+    pub ready_path: String,
 }
 
 impl Default for HttpSettings {
@@ -137,6 +140,7 @@ impl Default for HttpSettings {
             trusted_proxies: Vec::new(),
             jwks_path: "/.well-known/jwks.json".into(),
             health_path: "/healthz".into(),
+            ready_path: "/readyz".into(),
         }
     }
 }

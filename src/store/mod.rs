@@ -84,11 +84,21 @@ pub trait Store: Send + Sync + 'static {
     /// The live value under `key`.
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// Whether the backend answers now, for readiness probes. The default reads
+    /// [`READINESS_KEY`], which nothing writes; a backend with a cheaper probe (Redis's
+    /// `PING`) answers with that. Bounded like every other operation.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get_value(READINESS_KEY).await.map(drop)
+    }
+
     /// One line for operators (`otpgate check`, start-up logs); never a credential.
     fn describe(&self) -> String {
         "custom store".into()
     }
 }
+
+/// The key the default [`Store::ping`] reads: never written, so reading it changes nothing.
+pub const READINESS_KEY: &str = "ready:probe";
 
 /// How [`Store::set_value`] treats an existing value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

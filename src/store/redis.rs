@@ -400,6 +400,10 @@ impl Store for RedisStore {
         Ok(answer.is_some())
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        RedisStore::ping(self).await
+    }
+
     fn describe(&self) -> String {
         // The address only: the URL may carry a password.
         format!(

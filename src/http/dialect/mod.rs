@@ -104,7 +104,7 @@ impl Dialect {
     /// The method an action takes in this dialect.
     pub fn method(&self, action: Action) -> Method {
         match (self, action) {
-            (_, Action::Jwks | Action::Health) => Method::GET,
+            (_, Action::Jwks | Action::Health | Action::Ready) => Method::GET,
             (Dialect::Nexudus, Action::Send) => Method::GET,
             _ => Method::POST,
         }
@@ -112,10 +112,10 @@ impl Dialect {
 
     /// Whether an action reads the request body (otherwise its input is the query).
     pub fn reads_body(&self, action: Action) -> bool {
-        // Nexudus takes its input in the query; the JWKS and health probe take none.
+        // Nexudus takes its input in the query; the JWKS and the probes take none.
         !matches!(
             (self, action),
-            (_, Action::Jwks | Action::Health) | (Dialect::Nexudus, _)
+            (_, Action::Jwks | Action::Health | Action::Ready) | (Dialect::Nexudus, _)
         )
     }
 
