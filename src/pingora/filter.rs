@@ -96,6 +96,7 @@ impl OtpFilter {
                     }
                     Err(refusal) => refusal,
                 };
+                let response = self.with_app_readiness(route, response).await;
                 write_response(session, response).await?;
                 Ok(true)
             }
@@ -270,4 +271,54 @@ pub(super) async fn write_response(
             .await?;
     }
     Ok(())
+}
+
+// The edge proxy's readiness probe asks about the app too.
+impl OtpFilter {
+    /// A readiness answer that the front found ready becomes 503 `not_ready` naming the
+    /// upstream while the app accepts no TCP connection within the connect timeout. A
+    /// filter without an upstream (in a proxy of your own) leaves every answer as it is.
+    async fn with_app_readiness(
+        &self,
+        route: EndpointRoute,
+        response: GateResponse,
+    ) -> GateResponse {
+        let Some(app) = &self.app else {
+            return response;
+        };
+        if route.action != crate::http::Action::Ready || response.status != http::StatusCode::OK {
+            return response;
+        }
+        match app_accepts(app.upstream(), self.timeouts.connect).await {
+            Ok(()) => response,
+            Err(detail) => {
+                tracing::warn!(
+                    reason = "upstream",
+                    detail,
+                    status = 503,
+                    "a part the gate needs is unavailable"
+                );
+                route.dialect.error(&GateError::NotReady {
+                    part: "upstream",
+                    detail,
+                })
+            }
+        }
+    }
+}
+
+/// Whether the app accepts a TCP connection at its current address within `timeout`;
+/// the connection is closed at once. Otherwise why not, for the log.
+async fn app_accepts(upstream: &Upstream, timeout: std::time::Duration) -> Result<(), String> {
+    upstream.start_resolving();
+    let addr = upstream
+        .current()
+        .ok_or_else(|| format!("{upstream} has not resolved yet"))?;
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_connection)) => Ok(()),
+        Ok(Err(error)) => Err(format!("connecting to {upstream} ({addr}): {error}")),
+        Err(_) => Err(format!(
+            "no connection to {upstream} ({addr}) within {timeout:?}"
+        )),
+    }
 }
