@@ -8,6 +8,7 @@ pub mod directory;
 pub mod gate;
 pub mod http;
 pub mod identifier;
+pub mod metrics;
 pub mod otp;
 #[cfg(feature = "proxy")]
 pub mod pingora;

@@ -89,6 +89,7 @@ macro_rules! audit {
 
 /// A code was issued to `destination` and queued for delivery.
 pub(crate) fn code_sent(tenant: &str, destination: &Identifier, client: Option<IpAddr>) {
+    crate::metrics::code_sent();
     audit!(info, "code_sent", tenant, client, {
         destination = %destination.masked(),
     }, "code sent");
@@ -101,6 +102,7 @@ pub(crate) fn code_verified(
     destination: &Identifier,
     client: Option<IpAddr>,
 ) {
+    crate::metrics::code_verified();
     audit!(info, "code_verified", tenant, client, {
         subject = %shown_subject(subject, Some(destination.as_str())),
         destination = %destination.masked(),
@@ -135,6 +137,7 @@ pub(crate) fn code_failed(
     reason: FailReason,
     client: Option<IpAddr>,
 ) {
+    crate::metrics::code_failed(reason.as_str());
     audit!(info, "code_failed", tenant, client, {
         destination = destination.map(Identifier::masked),
         reason = reason.as_str(),
@@ -150,6 +153,7 @@ pub(crate) fn locked_out(
     retry_after: Duration,
     client: Option<IpAddr>,
 ) {
+    crate::metrics::locked_out(action);
     audit!(warn, "locked_out", tenant, client, {
         destination = %destination.masked(),
         action,
@@ -159,6 +163,7 @@ pub(crate) fn locked_out(
 
 /// The refresh token with `claims` was rotated.
 pub(crate) fn session_refreshed(claims: &Claims) {
+    crate::metrics::session_refreshed();
     audit!(info, "session_refreshed", claims.tenant.as_str(), None, {
         subject = %claims_subject(claims),
         destination = claims_destination(claims),
@@ -168,6 +173,7 @@ pub(crate) fn session_refreshed(claims: &Claims) {
 /// The refresh token with `claims` was presented after its rotation: its family is
 /// revoked.
 pub(crate) fn refresh_reuse_detected(claims: &Claims) {
+    crate::metrics::refresh_reuse_detected();
     audit!(warn, "refresh_reuse_detected", claims.tenant.as_str(), None, {
         subject = %claims_subject(claims),
         destination = claims_destination(claims),
@@ -176,6 +182,7 @@ pub(crate) fn refresh_reuse_detected(claims: &Claims) {
 
 /// The token with `claims`, of kind `revoked` (`access` or `refresh`), was revoked.
 pub(crate) fn logged_out(claims: &Claims, revoked: &'static str) {
+    crate::metrics::logged_out(revoked);
     audit!(info, "logged_out", claims.tenant.as_str(), None, {
         subject = %claims_subject(claims),
         destination = claims_destination(claims),

@@ -1,0 +1,301 @@
+//! Prometheus metrics: counters of the engine's sign-in decisions, the proxy's requests,
+//! and the delivery outbox, in the Prometheus text exposition format.
+//!
+//! The families live in one process-wide registry. The engine counts each audit event
+//! (see [`crate::gate::audit`]) as it is emitted, so a metric and its audit line never
+//! disagree; the edge proxy counts every answered request. [`render`] writes them all,
+//! with the delivery counters read at the time of the scrape.
+//!
+//! | family                                   | labels           | what                                  |
+//! |------------------------------------------|------------------|---------------------------------------|
+//! | `otpgate_codes_sent_total`               |                  | codes issued (a send to an unknown account counts the same) |
+//! | `otpgate_codes_verified_total`           |                  | codes accepted                        |
+//! | `otpgate_code_failures_total`            | `reason`         | codes refused                         |
+//! | `otpgate_lockouts_total`                 | `action`         | sends or verifies made to wait        |
+//! | `otpgate_sessions_refreshed_total`       |                  | refresh tokens rotated                |
+//! | `otpgate_refresh_reuse_total`            |                  | rotated refresh tokens presented again |
+//! | `otpgate_logouts_total`                  | `revoked`        | tokens revoked                        |
+//! | `otpgate_requests_total`                 | `status`         | requests answered by the edge proxy   |
+//! | `otpgate_request_duration_seconds`       | `status_class`   | their latency, head read to answer    |
+//! | `otpgate_deliveries_total`               | `outcome`        | `sent`, `retried`, `failed_over`, `failed` |
+//!
+//! No label carries an address, an account or a path: every label has a small, fixed set
+//! of values, so the number of series stays bounded whatever clients send.
+//!
+//! The edge proxy serves them on a listener of their own (`[metrics] listen`), never on
+//! its public port.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::delivery::DeliveryStats;
+
+/// The content type of [`render`]'s text: OpenMetrics, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A label with one value: `reason`, `action` or `revoked`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Action {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Revoked {
+    revoked: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusClass {
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// A histogram of request latencies: 1 ms to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every family, and the registry that writes them.
+struct Metrics {
+    registry: Registry,
+    codes_sent: Counter,
+    codes_verified: Counter,
+    code_failures: Family<Reason, Counter>,
+    lockouts: Family<Action, Counter>,
+    sessions_refreshed: Counter,
+    refresh_reuse: Counter,
+    logouts: Family<Revoked, Counter>,
+    requests: Family<Status, Counter>,
+    request_duration: Family<StatusClass, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("otpgate");
+        let metrics = Metrics {
+            codes_sent: Counter::default(),
+            codes_verified: Counter::default(),
+            code_failures: Family::default(),
+            lockouts: Family::default(),
+            sessions_refreshed: Counter::default(),
+            refresh_reuse: Counter::default(),
+            logouts: Family::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        // Counters are named without `_total`: the encoder adds it.
+        registry.register(
+            "codes_sent",
+            "Codes issued and queued for delivery",
+            metrics.codes_sent.clone(),
+        );
+        registry.register(
+            "codes_verified",
+            "Codes accepted",
+            metrics.codes_verified.clone(),
+        );
+        registry.register(
+            "code_failures",
+            "Codes refused, by reason",
+            metrics.code_failures.clone(),
+        );
+        registry.register(
+            "lockouts",
+            "Sends or verifies made to wait for past failures, by action",
+            metrics.lockouts.clone(),
+        );
+        registry.register(
+            "sessions_refreshed",
+            "Refresh tokens rotated",
+            metrics.sessions_refreshed.clone(),
+        );
+        registry.register(
+            "refresh_reuse",
+            "Rotated refresh tokens presented again (their family is revoked)",
+            metrics.refresh_reuse.clone(),
+        );
+        registry.register(
+            "logouts",
+            "Tokens revoked, by kind",
+            metrics.logouts.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests answered by the edge proxy, by status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Latency of the edge proxy's requests, from the head read to the answer, by status class",
+            metrics.request_duration.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+/// Where the metrics are to be served, as the last built config said.
+static SERVE_AT: Mutex<Option<SocketAddr>> = Mutex::new(None);
+
+/// Notes where the edge proxy is to serve the metrics (`None`: nowhere). The config's
+/// `Config::build` calls it with `[metrics] listen`.
+pub fn serve_at(listen: Option<SocketAddr>) {
+    *SERVE_AT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = listen;
+}
+
+/// Where the metrics are to be served, if anywhere: what [`serve_at`] last noted.
+pub fn serve_address() -> Option<SocketAddr> {
+    *SERVE_AT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// A code was issued.
+pub(crate) fn code_sent() {
+    metrics().codes_sent.inc();
+}
+
+/// A code was accepted.
+pub(crate) fn code_verified() {
+    metrics().codes_verified.inc();
+}
+
+/// A code was refused for `reason`.
+pub(crate) fn code_failed(reason: &'static str) {
+    metrics()
+        .code_failures
+        .get_or_create(&Reason { reason })
+        .inc();
+}
+
+/// A send or verify (`action`) was made to wait.
+pub(crate) fn locked_out(action: &'static str) {
+    metrics().lockouts.get_or_create(&Action { action }).inc();
+}
+
+/// A refresh token was rotated.
+pub(crate) fn session_refreshed() {
+    metrics().sessions_refreshed.inc();
+}
+
+/// A rotated refresh token came back.
+pub(crate) fn refresh_reuse_detected() {
+    metrics().refresh_reuse.inc();
+}
+
+/// A token of kind `revoked` was revoked.
+pub(crate) fn logged_out(revoked: &'static str) {
+    metrics().logouts.get_or_create(&Revoked { revoked }).inc();
+}
+
+/// A request was answered with `status` (0: no answer was written) after `elapsed`.
+pub fn request_answered(status: u16, elapsed: Duration) {
+    let metrics = metrics();
+    metrics.requests.get_or_create(&Status { status }).inc();
+    let status_class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    };
+    metrics
+        .request_duration
+        .get_or_create(&StatusClass { status_class })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Every metric in the text exposition format, with `delivery`'s counters as
+/// `otpgate_deliveries_total` when given.
+pub fn render(delivery: Option<DeliveryStats>) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail; an encoder error would be a bug in a metric.
+    let _ = encode_registry(&mut text, &metrics().registry);
+    if let Some(stats) = delivery {
+        let mut registry = Registry::with_prefix("otpgate");
+        let deliveries = Family::<Outcome, Counter>::default();
+        for (outcome, value) in [
+            ("sent", stats.sent),
+            ("retried", stats.retried),
+            ("failed_over", stats.failed_over),
+            ("failed", stats.failed),
+        ] {
+            deliveries.get_or_create(&Outcome { outcome }).inc_by(value);
+        }
+        registry.register(
+            "deliveries",
+            "Delivery outcomes since start: messages sent, tries retried, messages handed to a fallback provider, messages no provider delivered",
+            deliveries,
+        );
+        let _ = encode_registry(&mut text, &registry);
+    }
+    let _ = encode_eof(&mut text);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_in_the_text() {
+        code_sent();
+        code_failed("rejected");
+        request_answered(200, Duration::from_millis(3));
+        let text = render(Some(DeliveryStats {
+            sent: 4,
+            ..DeliveryStats::default()
+        }));
+        assert!(text.contains("otpgate_codes_sent_total "), "{text}");
+        assert!(
+            text.contains("otpgate_code_failures_total{reason=\"rejected\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_requests_total{status=\"200\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_request_duration_seconds_count{status_class=\"2xx\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_deliveries_total{outcome=\"sent\"} 4"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
