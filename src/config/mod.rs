@@ -35,6 +35,7 @@ use crate::http::{Front, HttpSettings};
 mod delivery;
 mod directory;
 mod http;
+mod metrics;
 mod otp;
 mod schema;
 mod server;
@@ -95,6 +96,9 @@ pub struct Config {
     /// The HTTP front's settings (`[server]` limits, `[[endpoints]]`, `[[protect]]`,
     /// `[identity]`, `[paths]`, the cookie).
     pub http: HttpSettings,
+    /// Where the edge proxy serves its Prometheus metrics (`[metrics] listen`); `None`:
+    /// nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
     builder: GateBuilder,
     /// The file's name, for errors of [`Config::build`] and for warnings.
     file: String,
@@ -189,6 +193,7 @@ struct Model {
     delivery: delivery::DeliveryModel,
     directory: directory::DirectoryModel,
     tenants: tenants::TenantsModel,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl Model {
@@ -204,6 +209,8 @@ impl Model {
         // After [delivery]: every channel a tenant offers needs a sender.
         let tenants = tenants::check(&file.server, &file.tenants, &delivery, source)?;
         let server = server::check(&file.server, source)?;
+        // After [server]: the metrics never share its public port.
+        let metrics = metrics::check(&file.metrics, &file.server, source)?;
         Ok(Model {
             server,
             otp,
@@ -213,6 +220,7 @@ impl Model {
             delivery,
             directory,
             tenants,
+            metrics,
         })
     }
 
@@ -260,6 +268,7 @@ impl Model {
             #[cfg(feature = "proxy")]
             proxy,
             http: self.http,
+            metrics: self.metrics,
             builder,
             file: source.name.to_owned(),
             facts: warnings::SetupFacts {
@@ -303,6 +312,9 @@ impl Config {
     /// Builds what the file describes: the engine behind its HTTP front.
     pub fn build(self) -> Result<Front, ConfigError> {
         let file = self.file.clone();
+        // The edge proxy's `serve` starts the metrics listener where the last built
+        // config says.
+        crate::metrics::serve_at(self.metrics);
         let (builder, http) = self.into_parts();
         let gate = builder.build().map_err(|error| {
             // The model has already refused every policy and tenant mistake with its

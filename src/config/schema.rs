@@ -114,6 +114,8 @@ pub struct FileConfig {
     pub directory: Option<Spanned<DirectorySection>>,
     #[serde(default)]
     pub templates: Vec<Spanned<TemplateSection>>,
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 fn default_otp() -> Spanned<OtpSection> {
@@ -400,4 +402,11 @@ fn all_channels() -> Spanned<Vec<Channel>> {
 }
 fn yes() -> bool {
     true
+}
+
+/// `[metrics]`: where the Prometheus metrics are served; nowhere when `listen` is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: Option<Spanned<String>>,
 }
