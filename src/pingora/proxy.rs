@@ -192,6 +192,7 @@ impl ProxyHttp for OtpProxy {
         // Rounded to microseconds: finer digits are noise in a log line.
         let latency_ms = (latency_ms * 1000.0).round() / 1000.0;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        crate::metrics::request_answered(status, ctx.started.elapsed());
         let client = session.client_addr().map(ToString::to_string);
         // The path only, as the gate rewrote it to its canonical form: query strings may
         // carry destinations or codes.
