@@ -151,3 +151,93 @@ fn check_names_the_key_and_line_of_semantic_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn paths_in_a_config_file_are_taken_from_its_own_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["keygen", "--out", "etc/keys/gate.pem"]);
+    assert!(ok, "{err}");
+    std::fs::write(
+        dir.path().join("etc/gate.toml"),
+        "[token]\nprivate_key = \"keys/gate.pem\"\n",
+    )
+    .unwrap();
+    // Run from the folder above, as a service manager would from `/`.
+    let (ok, out, err) = otpgate(dir.path(), &["check", "--config", "etc/gate.toml"]);
+    assert!(ok && out.contains("etc/gate.toml: ok"), "{out}{err}");
+    let (ok, token, err) = otpgate(
+        dir.path(),
+        &[
+            "token",
+            "mint",
+            "--config",
+            "etc/gate.toml",
+            "bob@example.com",
+        ],
+    );
+    assert!(ok, "{err}");
+    // Another process, same key file: the token verifies.
+    let (ok, claims, err) = otpgate(
+        dir.path(),
+        &["token", "verify", "--config", "etc/gate.toml", token.trim()],
+    );
+    assert!(ok, "{err}");
+    assert!(claims.contains("bob@example.com"), "{claims}");
+    // A key next to the working directory instead is not the one the file names.
+    std::fs::rename(dir.path().join("etc/keys"), dir.path().join("keys")).unwrap();
+    let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "etc/gate.toml"]);
+    assert!(
+        !ok && err.contains("etc/gate.toml:2: `token.private_key`")
+            && err.contains("etc/keys/gate.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_commands_refuse_a_config_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        "[[protect]]\nprefix = \"/api/\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = otpgate(
+        dir.path(),
+        &["token", "mint", "--config", "gate.toml", "bob@example.com"],
+    );
+    assert!(!ok && out.is_empty(), "no token is printed: {out}");
+    assert!(
+        err.contains("no token key is configured")
+            && err.contains("could not be verified by another process")
+            && err.contains("otpgate keygen --out keys/otpgate.pem"),
+        "{err}"
+    );
+    let (ok, _, err) = otpgate(
+        dir.path(),
+        &["token", "verify", "--config", "gate.toml", "a.b.c"],
+    );
+    assert!(!ok && err.contains("no token key is configured"), "{err}");
+    // Refusing makes no file: the hint is for the operator to follow.
+    assert!(!dir.path().join("keys").exists());
+    // With the config in another folder, the hint names the key's place there.
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    std::fs::rename(
+        dir.path().join("gate.toml"),
+        dir.path().join("etc/gate.toml"),
+    )
+    .unwrap();
+    let (ok, _, err) = otpgate(
+        dir.path(),
+        &[
+            "token",
+            "mint",
+            "--config",
+            "etc/gate.toml",
+            "bob@example.com",
+        ],
+    );
+    assert!(
+        !ok && err.contains("otpgate keygen --out etc/keys/otpgate.pem"),
+        "{err}"
+    );
+}

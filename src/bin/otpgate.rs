@@ -113,9 +113,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<otpgate::Gate, String> {
-    Config::from_file(path)
-        .and_then(Config::build)
+/// The engine of the config at `path`, for `otpgate token`. Refused when no token key is
+/// configured: a key made for this process alone would sign tokens nothing else verifies,
+/// and verify none that anything else signed.
+fn load_for_tokens(path: &Path) -> Result<otpgate::Gate, String> {
+    let config = Config::from_file(path).map_err(|e| e.to_string())?;
+    if config.token_key_is_generated() {
+        // Key paths in a config file are taken from its own folder.
+        let key = match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => dir.join("keys/otpgate.pem"),
+            None => PathBuf::from("keys/otpgate.pem"),
+        };
+        return Err(format!(
+            "{}: no token key is configured: tokens minted now could not be verified by \
+             another process; set token.private_key (make one with `otpgate keygen --out {}`, \
+             which refuses to overwrite an existing file, then set token.private_key = \
+             \"keys/otpgate.pem\")",
+            path.display(),
+            key.display()
+        ));
+    }
+    config
+        .build()
         .map(|front| front.gate().clone())
         .map_err(|e| e.to_string())
 }
@@ -331,7 +350,7 @@ fn run(command: Command) -> Result<(), String> {
                 tenant,
                 subject,
             } => {
-                let gate = load(&config.config)?;
+                let gate = load_for_tokens(&config.config)?;
                 let identifier = if identifier.starts_with('+') {
                     Identifier::phone(&identifier)
                 } else {
@@ -358,7 +377,7 @@ fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             TokenAction::Verify { config, token } => {
-                let gate = load(&config.config)?;
+                let gate = load_for_tokens(&config.config)?;
                 let claims = gate
                     .tokens()
                     .verify(token.trim(), SystemClock.now())

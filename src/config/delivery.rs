@@ -379,8 +379,10 @@ fn build_sender(plan: SenderPlan, source: &Source<'_>) -> Result<Arc<dyn Sender>
             ca_file,
         } => {
             if let Some(path) = ca_file {
-                let pem = std::fs::read(source.dir.join(&path))
-                    .map_err(|e| invalid("ca_file", format!("cannot read {path}: {e}")))?;
+                let full = source.dir.join(&path);
+                let pem = std::fs::read(&full).map_err(|e| {
+                    invalid("ca_file", format!("cannot read {}: {e}", full.display()))
+                })?;
                 settings.root_certificates.push(pem);
             }
             let sender = SmtpSender::new(settings).map_err(|e| invalid("host", e.to_string()))?;

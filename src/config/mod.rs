@@ -282,14 +282,25 @@ impl Model {
 
 impl Config {
     /// Reads the file at `path` and takes it through [`Config::parse`]. Relative paths in
-    /// it (the private key, a CA file, the users file) are taken from the working
-    /// directory.
+    /// it (the private key, previous keys, a CA file, the users file) are taken from the
+    /// file's own folder, wherever the command runs.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string(), Path::new("."))
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), dir)
+    }
+
+    /// Whether no token key is configured (neither `token.private_key` nor
+    /// `token.secret`), so that the engine makes a fresh one that lives only as long as
+    /// the process.
+    pub fn token_key_is_generated(&self) -> bool {
+        self.facts.generated_key
     }
 
     /// The embedded default configuration, with relative paths taken from `dir`.

@@ -525,3 +525,69 @@ async fn warnings_name_the_key_and_line() {
     assert!(warnings[0].starts_with("test.toml:6: `delivery.email`: kind = \"console\""));
     assert!(warnings[1].starts_with("test.toml:8: `delivery.sms.fallback`: kind = \"console\""));
 }
+
+#[test]
+fn relative_paths_are_taken_from_the_config_files_folder() {
+    use crate::token::{SigningAlgorithm, SigningKey};
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("keys")).unwrap();
+    let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap();
+    std::fs::write(etc.join("keys/gate.pem"), pem.as_bytes()).unwrap();
+    std::fs::write(
+        etc.join("users.toml"),
+        "[[users]]\nid = \"1001\"\nemail = \"jane@example.com\"\ntenant = \"default\"\n",
+    )
+    .unwrap();
+    let text = "[token]\nprivate_key = \"keys/gate.pem\"\n\
+                [directory]\nkind = \"static\"\nfile = \"users.toml\"\n";
+    let path = etc.join("gate.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::from_file(&path).unwrap();
+    assert!(!config.token_key_is_generated());
+    let front = config.build().unwrap();
+    assert_eq!(front.gate().tokens().key().kid(), key.kid());
+
+    // The same text taken from another folder does not find the key, and says where it
+    // looked and how to make one there.
+    let error = Config::parse(text, "gate.toml", dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    let looked = dir.path().join("keys/gate.pem").display().to_string();
+    assert!(
+        error.contains("gate.toml:2: `token.private_key`")
+            && error.contains(&format!("cannot read {looked}"))
+            && error.contains(&format!("otpgate keygen --algorithm EdDSA --out {looked}")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_key_path_that_exists_but_cannot_be_read_gets_no_keygen_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder where the key should be: there is something there, so no new key is
+    // suggested for that path.
+    std::fs::create_dir_all(dir.path().join("keys/gate.pem")).unwrap();
+    let error = Config::parse(
+        "[token]\nprivate_key = \"keys/gate.pem\"\n",
+        "gate.toml",
+        dir.path(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        error.contains("gate.toml:2: `token.private_key`") && error.contains("cannot read"),
+        "{error}"
+    );
+    assert!(!error.contains("keygen"), "{error}");
+}
+
+#[test]
+fn a_config_without_a_token_key_says_so() {
+    assert!(parse("").unwrap().token_key_is_generated());
+    let hs256 =
+        parse("[token]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n");
+    assert!(!hs256.unwrap().token_key_is_generated());
+}

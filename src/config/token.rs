@@ -182,7 +182,7 @@ fn read_previous_key(
     VerifyingKey::from_pem(&pem).map_err(|e| source.at(place, format!("{path}: {e}")))
 }
 
-/// A PEM key file, relative to the directory the config's paths are taken from.
+/// A PEM key file, relative to the config file's folder.
 fn read_key(
     algorithm: SigningAlgorithm,
     path: &str,
@@ -191,13 +191,16 @@ fn read_key(
 ) -> Result<SigningKey, ConfigError> {
     let full = source.dir.join(path);
     let pem = std::fs::read(&full).map_err(|e| {
-        source.at(
-            place,
-            format!(
-                "cannot read {}: {e} (make one with `otpgate keygen --algorithm {algorithm:?} --out {path}`)",
-                full.display(),
+        // The hint only where no file is there: keygen refuses to overwrite, and a key
+        // that exists but cannot be read needs its permissions fixed, not a new key.
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                " (make one with `otpgate keygen --algorithm {algorithm:?} --out {}`)",
+                full.display()
             ),
-        )
+            _ => String::new(),
+        };
+        source.at(place, format!("cannot read {}: {e}{hint}", full.display()))
     })?;
     SigningKey::from_pem(algorithm, &pem).map_err(|e| source.at(place, e.to_string()))
 }
