@@ -314,11 +314,14 @@ async fn app_accepts(upstream: &Upstream, timeout: std::time::Duration) -> Resul
     let addr = upstream
         .current()
         .ok_or_else(|| format!("{upstream} has not resolved yet"))?;
+    // The host name too, where there is one: the log names what the config says.
+    let app = match upstream.host.parse::<IpAddr>() {
+        Ok(_) => addr.to_string(),
+        Err(_) => format!("{upstream} ({addr})"),
+    };
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_connection)) => Ok(()),
-        Ok(Err(error)) => Err(format!("connecting to {upstream} ({addr}): {error}")),
-        Err(_) => Err(format!(
-            "no connection to {upstream} ({addr}) within {timeout:?}"
-        )),
+        Ok(Err(error)) => Err(format!("connecting to {app}: {error}")),
+        Err(_) => Err(format!("no connection to {app} within {timeout:?}")),
     }
 }
