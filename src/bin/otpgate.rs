@@ -2,6 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "otpgate/reload.rs"]
+mod reload;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,12 @@ enum Command {
         /// to the console, a memory store, a token key made at start.
         #[arg(long)]
         dev: bool,
+    },
+    /// Make a running `otpgate run` read its config file again (sends it SIGHUP).
+    Reload {
+        /// The process id of `otpgate run`, which it logs at start.
+        #[arg(long, env = "OTPGATE_PID")]
+        pid: u32,
     },
     /// Check a config file and print what it sets up.
     Check {
@@ -207,7 +216,11 @@ fn init_logs() -> Result<(), String> {
 /// The configuration `otpgate run` serves: the file given, config/otpgate.toml, or with
 /// `dev` the embedded development defaults. Anything else is refused, so that a gate
 /// started in the wrong directory never runs on development settings unnoticed.
-fn run_config(path: Option<PathBuf>, dev: bool) -> Result<Config, String> {
+/// With a file, its path and text too: SIGHUP reads it again.
+fn run_config(
+    path: Option<PathBuf>,
+    dev: bool,
+) -> Result<(Config, Option<(PathBuf, String)>), String> {
     let path = path.or_else(|| {
         Path::new(DEFAULT_CONFIG_PATH)
             .exists()
@@ -216,14 +229,16 @@ fn run_config(path: Option<PathBuf>, dev: bool) -> Result<Config, String> {
     match path {
         Some(path) => {
             tracing::info!(config = %path.display(), "reading the config file");
-            Config::from_file(&path).map_err(|e| e.to_string())
+            let (config, text) = reload::read(&path)?;
+            Ok((config, Some((path, text))))
         }
         None if dev => {
             tracing::warn!(
                 "no config file: serving the embedded development defaults (console delivery \
                  prints codes, memory store, a token key made at start); not for production"
             );
-            Config::embedded_default(Path::new(".")).map_err(|e| e.to_string())
+            let config = Config::embedded_default(Path::new(".")).map_err(|e| e.to_string())?;
+            Ok((config, None))
         }
         None => Err(format!(
             "no config file: pass --config FILE (or set OTPGATE_CONFIG), run where \
@@ -255,7 +270,7 @@ fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Run { config, dev } => {
             init_logs()?;
-            let parsed = run_config(config, dev)?;
+            let (parsed, file) = run_config(config, dev)?;
             let settings = parsed.proxy.clone();
             check_listen(settings.listen)?;
             for warning in setup_warnings(&parsed)? {
@@ -269,8 +284,17 @@ fn run(command: Command) -> Result<(), String> {
                 }
             }
             let front = parsed.build().map_err(|e| e.to_string())?;
-            otpgate::pingora::serve(front, &settings).map_err(|e| e.to_string())
+            match file {
+                Some((path, text)) => {
+                    let reloader = reload::ConfigReloader::new(path, text, settings.clone());
+                    otpgate::pingora::serve_reloadable(front, &settings, reloader)
+                }
+                // The embedded defaults have no file to read again.
+                None => otpgate::pingora::serve(front, &settings),
+            }
+            .map_err(|e| e.to_string())
         }
+        Command::Reload { pid } => reload::send_hangup(pid),
         Command::Check { config } => {
             let config = config.config;
             let parsed = Config::from_file(&config).map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! can call, and the translation between pingora's session and the front's types.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ::pingora::http::{RequestHeader, ResponseHeader};
 use ::pingora::proxy::Session;
@@ -17,9 +18,53 @@ use crate::http::{
 };
 
 /// Per-request state of [`OtpFilter`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct OtpCtx {
     plan: Option<UpstreamPlan>,
+    // The front the request started on: it finishes on it, whatever a reload does meanwhile.
+    front: Option<Front>,
+}
+
+impl std::fmt::Debug for OtpCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpCtx")
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The front a filter serves, replaceable while it runs: a reload puts a new one in,
+/// requests already under way keep the one they started on.
+#[derive(Clone)]
+pub struct FrontCell(Arc<RwLock<Front>>);
+
+impl FrontCell {
+    /// A cell holding `front`.
+    pub fn new(front: Front) -> FrontCell {
+        FrontCell(Arc::new(RwLock::new(front)))
+    }
+
+    /// The front new requests start on.
+    pub fn current(&self) -> Front {
+        // A panic while holding the lock cannot leave a half-written front: the write is
+        // one assignment, so a poisoned lock still holds a whole one.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `front` in for the requests that start from now on; returns the one it replaces.
+    pub fn replace(&self, front: Front) -> Front {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *current, front)
+    }
+}
+
+impl std::fmt::Debug for FrontCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrontCell(..)")
+    }
 }
 
 impl OtpCtx {
@@ -35,7 +80,7 @@ impl OtpCtx {
 /// `ProxyHttp::upstream_request_filter`.
 #[derive(Clone, Debug)]
 pub struct OtpFilter {
-    front: Front,
+    front: FrontCell,
     timeouts: UpstreamTimeouts,
     // For mediated routes (the baanx login), which the gate forwards itself.
     app: Option<AppClient>,
@@ -44,8 +89,14 @@ pub struct OtpFilter {
 impl OtpFilter {
     /// A filter driven by `front`: the engine with its HTTP settings.
     pub fn new(front: Front) -> OtpFilter {
+        OtpFilter::with_cell(FrontCell::new(front))
+    }
+
+    /// A filter driven by the front in `cell`, which whoever holds another clone of it
+    /// may replace while the filter runs (a config reload).
+    pub fn with_cell(cell: FrontCell) -> OtpFilter {
         OtpFilter {
-            front,
+            front: cell,
             timeouts: UpstreamTimeouts::default(),
             app: None,
         }
@@ -67,9 +118,20 @@ impl OtpFilter {
         self
     }
 
-    /// The front.
-    pub fn front(&self) -> &Front {
+    /// The front new requests start on.
+    pub fn front(&self) -> Front {
+        self.front.current()
+    }
+
+    /// The cell holding the front: replace its front to reload.
+    pub fn front_cell(&self) -> &FrontCell {
         &self.front
+    }
+
+    /// Serves `front` to the requests that start from now on; those under way finish on
+    /// the one they started with.
+    pub fn reload(&self, front: Front) {
+        self.front.replace(front);
     }
 
     /// Answers the gate's endpoints and refuses protected paths without a valid token.
@@ -79,20 +141,26 @@ impl OtpFilter {
         session: &mut Session,
         ctx: &mut OtpCtx,
     ) -> ::pingora::Result<bool> {
-        let target = match self.canonical_request(session) {
+        // Read once: the whole request is judged and answered by the same config.
+        let front = ctx
+            .front
+            .get_or_insert_with(|| self.front.current())
+            .clone();
+        let front = &front;
+        let target = match canonical_request(front, session) {
             Ok(target) => target,
             Err(refusal) => {
                 write_response(session, *refusal).await?;
                 return Ok(true);
             }
         };
-        match self.front.route(&target) {
+        match front.route(&target) {
             Route::Endpoint(route) => {
-                let response = match self.read_body(session, route).await {
+                let response = match read_body(front, session, route).await {
                     Ok(body) => {
                         let (method, uri, headers) = request_parts(session);
-                        let view = self.view(session, &method, &uri, &headers);
-                        self.front.handle(route, &view, body).await
+                        let view = view(front, session, &method, &uri, &headers);
+                        front.handle(route, &view, body).await
                     }
                     Err(refusal) => refusal,
                 };
@@ -101,15 +169,14 @@ impl OtpFilter {
                 Ok(true)
             }
             Route::Mediated(route) => {
-                let response = match self.read_body(session, route).await {
-                    Ok(body) => self.mediate(session, route, body).await,
+                let response = match read_body(front, session, route).await {
+                    Ok(body) => self.mediate(front, session, route, body).await,
                     Err(refusal) => refusal,
                 };
                 write_response(session, response).await?;
                 Ok(true)
             }
-            Route::Upstream { protected } => match self
-                .front
+            Route::Upstream { protected } => match front
                 .plan_upstream(&session.req_header().headers, peer_ip(session), protected)
                 .await
             {
@@ -123,27 +190,6 @@ impl OtpFilter {
                 }
             },
         }
-    }
-
-    /// Checks the request head and puts the canonical target in place of the one the
-    /// client sent, so that the app receives exactly the path that was judged.
-    fn canonical_request(
-        &self,
-        session: &mut Session,
-    ) -> Result<CanonicalTarget, Box<GateResponse>> {
-        let request = session.req_header();
-        // HTTP/1 only: an absolute-form target is reduced to its path.
-        let (target, rewritten) = self.front.read_head(
-            &request.method,
-            &request.headers,
-            request.raw_path(),
-            &request.uri,
-            false,
-        )?;
-        if let Some(uri) = rewritten {
-            session.req_header_mut().set_uri(uri);
-        }
-        Ok(target)
     }
 
     /// Strips the client's identity headers from the request to the app and injects the
@@ -165,54 +211,22 @@ impl OtpFilter {
         }
     }
 
-    /// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
-    async fn read_body(
-        &self,
-        session: &mut Session,
-        route: EndpointRoute,
-    ) -> Result<Bytes, GateResponse> {
-        let Some(mut reader) = self
-            .front
-            .body_reader(route, &session.req_header().headers)?
-        else {
-            return Ok(Bytes::new());
-        };
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => reader.push(&chunk)?,
-                Ok(None) => return Ok(reader.finish()),
-                Err(_) => return Err(reader.unreadable()),
-            }
-        }
-    }
-
-    fn view<'a>(
-        &self,
-        session: &Session,
-        method: &'a http::Method,
-        uri: &'a http::Uri,
-        headers: &'a http::HeaderMap,
-    ) -> RequestView<'a> {
-        let peer = peer_ip(session);
-        RequestView {
-            method,
-            path: uri.path(),
-            headers,
-            query: uri.query(),
-            client_ip: self.front.client_ip(peer, headers),
-        }
-    }
-
     /// A mediated route: the gate forwards the (possibly rewritten) request to the app
     /// itself, so that it can read the answer before the client does.
-    async fn mediate(&self, session: &Session, route: EndpointRoute, body: Bytes) -> GateResponse {
+    async fn mediate(
+        &self,
+        front: &Front,
+        session: &Session,
+        route: EndpointRoute,
+        body: Bytes,
+    ) -> GateResponse {
         let (method, uri, mut headers) = request_parts(session);
         // What every request to the app gets: no identity the client wrote, and
         // X-Forwarded-For from the peer.
-        self.front
+        front
             .strip_only_plan(&headers, peer_ip(session))
             .apply(&mut headers);
-        let view = self.view(session, &method, &uri, &headers);
+        let view = view(front, session, &method, &uri, &headers);
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let (app, forward_method, forward_headers) =
             (self.app.as_ref(), method.clone(), headers.clone());
@@ -221,7 +235,63 @@ impl OtpFilter {
             app.send(forward_method, target, forward_headers, extra, body)
                 .await
         };
-        self.front.mediate(route, &view, body, forward).await
+        front.mediate(route, &view, body, forward).await
+    }
+}
+
+/// Checks the request head and puts the canonical target in place of the one the
+/// client sent, so that the app receives exactly the path that was judged.
+fn canonical_request(
+    front: &Front,
+    session: &mut Session,
+) -> Result<CanonicalTarget, Box<GateResponse>> {
+    let request = session.req_header();
+    // HTTP/1 only: an absolute-form target is reduced to its path.
+    let (target, rewritten) = front.read_head(
+        &request.method,
+        &request.headers,
+        request.raw_path(),
+        &request.uri,
+        false,
+    )?;
+    if let Some(uri) = rewritten {
+        session.req_header_mut().set_uri(uri);
+    }
+    Ok(target)
+}
+
+/// Reads a body the gate needs, up to the limit; the refusal to answer otherwise.
+async fn read_body(
+    front: &Front,
+    session: &mut Session,
+    route: EndpointRoute,
+) -> Result<Bytes, GateResponse> {
+    let Some(mut reader) = front.body_reader(route, &session.req_header().headers)? else {
+        return Ok(Bytes::new());
+    };
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => reader.push(&chunk)?,
+            Ok(None) => return Ok(reader.finish()),
+            Err(_) => return Err(reader.unreadable()),
+        }
+    }
+}
+
+fn view<'a>(
+    front: &Front,
+    session: &Session,
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+) -> RequestView<'a> {
+    let peer = peer_ip(session);
+    RequestView {
+        method,
+        path: uri.path(),
+        headers,
+        query: uri.query(),
+        client_ip: front.client_ip(peer, headers),
     }
 }
 

@@ -19,9 +19,9 @@ mod proxy;
 mod serve;
 mod settings;
 
-pub use filter::{OtpCtx, OtpFilter};
+pub use filter::{FrontCell, OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
 pub use limits::ConnectionLimits;
 pub use proxy::{OtpProxy, ProxyCtx};
-pub use serve::{serve, server_conf};
+pub use serve::{Reloader, serve, serve_reloadable, server_conf};
 pub use settings::{ProxySettings, Upstream, UpstreamTimeouts};

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 
 use super::filter::write_response;
-use super::{OtpCtx, OtpFilter, Upstream, UpstreamTimeouts};
+use super::{FrontCell, OtpCtx, OtpFilter, Upstream, UpstreamTimeouts};
 use crate::gate::GateError;
 use crate::http::{Dialect, Front};
 
@@ -31,8 +31,14 @@ impl OtpProxy {
 
     /// A proxy for `front` in front of `upstream`, waiting on it at most `timeouts`.
     pub fn with_timeouts(front: Front, upstream: Upstream, timeouts: UpstreamTimeouts) -> OtpProxy {
+        OtpProxy::reloadable(FrontCell::new(front), upstream, timeouts)
+    }
+
+    /// A proxy for the front in `cell`, which a reload may replace while it runs
+    /// (requests under way finish on the front they started with).
+    pub fn reloadable(cell: FrontCell, upstream: Upstream, timeouts: UpstreamTimeouts) -> OtpProxy {
         OtpProxy {
-            filter: OtpFilter::new(front)
+            filter: OtpFilter::with_cell(cell)
                 .with_upstream_timeouts(timeouts)
                 .with_upstream(upstream.clone()),
             upstream,

@@ -6,8 +6,54 @@ use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Sh
 use ::pingora::services::background::BackgroundService;
 use async_trait::async_trait;
 
-use super::{ConnectionLimits, GuardedApp, OtpProxy, ProxySettings, Upstream};
+use super::{ConnectionLimits, FrontCell, GuardedApp, OtpProxy, ProxySettings, Upstream};
 use crate::http::Front;
+
+/// What SIGHUP does to a proxy [`serve_reloadable`] serves: makes the front to serve from
+/// now on, or keeps the current one.
+#[async_trait]
+pub trait Reloader: Send + Sync + 'static {
+    /// The front to serve to requests that start from now on, made from `current` and
+    /// whatever this reloader reads; `None` keeps `current` (the reloader logs why).
+    async fn reload(&self, current: &Front) -> Option<Front>;
+}
+
+/// Replaces the served front on every SIGHUP, with what the [`Reloader`] makes.
+struct ReloadOnHangup<R> {
+    cell: FrontCell,
+    reloader: R,
+}
+
+#[async_trait]
+impl<R: Reloader> BackgroundService for ReloadOnHangup<R> {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP: reloading is off");
+                return;
+            }
+        };
+        tracing::info!(pid = std::process::id(), "SIGHUP reloads the config");
+        loop {
+            tokio::select! {
+                received = hangup.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading the config");
+                    let current = self.cell.current();
+                    if let Some(front) = self.reloader.reload(&current).await {
+                        self.cell.replace(front);
+                        tracing::info!("config reloaded: new requests use it, those under way finish on the old one");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
 
 /// Treats SIGINT like SIGTERM: stop accepting, let in-flight requests finish.
 struct GracefulOnSignals;
@@ -57,12 +103,45 @@ pub fn server_conf(settings: &ProxySettings) -> ServerConf {
 /// Serves `front` as an edge proxy until SIGTERM or SIGINT, then lets in-flight requests
 /// finish. Blocks the calling thread.
 pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
+    serve_inner::<NoReload>(front, settings, None)
+}
+
+/// [`serve`], and on every SIGHUP the front `reloader` makes replaces the served one:
+/// requests that start afterwards use it, those under way finish on the old one, and no
+/// connection is closed.
+pub fn serve_reloadable(
+    front: Front,
+    settings: &ProxySettings,
+    reloader: impl Reloader,
+) -> Result<(), Box<Error>> {
+    serve_inner(front, settings, Some(reloader))
+}
+
+/// The reloader of a proxy that does not reload.
+struct NoReload;
+
+#[async_trait]
+impl Reloader for NoReload {
+    async fn reload(&self, _current: &Front) -> Option<Front> {
+        None
+    }
+}
+
+fn serve_inner<R: Reloader>(
+    front: Front,
+    settings: &ProxySettings,
+    reloader: Option<R>,
+) -> Result<(), Box<Error>> {
     let conf = server_conf(settings);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let store = front.gate().store().describe();
-    let proxy =
-        OtpProxy::with_timeouts(front, settings.upstream.clone(), settings.upstream_timeouts);
+    let cell = FrontCell::new(front);
+    let proxy = OtpProxy::reloadable(
+        cell.clone(),
+        settings.upstream.clone(),
+        settings.upstream_timeouts,
+    );
     let app = GuardedApp::new(
         ::pingora::proxy::http_proxy(&server.configuration, proxy),
         ConnectionLimits::from(settings).fitted_to_open_file_limit(),
@@ -76,6 +155,12 @@ pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
         "upstream dns",
         ResolveUpstream(settings.upstream.clone()),
     ));
+    if let Some(reloader) = reloader {
+        server.add_service(::pingora::services::background::background_service(
+            "config reload",
+            ReloadOnHangup { cell, reloader },
+        ));
+    }
     tracing::info!(listen = %settings.listen, upstream = %settings.upstream, threads = settings.threads, store = %store, "otpgate proxy started");
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulOnSignals),
