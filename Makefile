@@ -17,6 +17,7 @@ deps:
 # What the tests start: a real SMTP server (aiosmtpd, from PyPI) and a real redis-server.
 # tests/boundary_servers.rs also starts nginx (apt) and Werkzeug's server (PyPI).
 # It also starts lighttpd with mod_cgi and PHP's built-in server (apt: lighttpd, php-cli).
+# tests/deploy.rs runs systemd-analyze verify on deploy/otpgate.service (apt: systemd).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -49,6 +50,11 @@ test-deps: deps
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq php-cli >/dev/null; } \
 		|| { echo "error: php is missing and could not be installed (the boundary tests run php -S)" >&2; exit 1; }
 	@command -v php >/dev/null || { echo "error: php is missing" >&2; exit 1; }
+	@command -v systemd-analyze >/dev/null || { \
+		echo "installing systemd (systemd-analyze)..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq systemd >/dev/null; } \
+		|| { echo "error: systemd-analyze is missing and could not be installed (tests/deploy.rs verifies deploy/otpgate.service)" >&2; exit 1; }
+	@command -v systemd-analyze >/dev/null || { echo "error: systemd-analyze is missing" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.
