@@ -101,9 +101,9 @@ pub fn server_conf(settings: &ProxySettings) -> ServerConf {
 }
 
 /// Serves `front` as an edge proxy until SIGTERM or SIGINT, then lets in-flight requests
-/// finish. Blocks the calling thread.
+/// finish; SIGHUP changes nothing. Blocks the calling thread.
 pub fn serve(front: Front, settings: &ProxySettings) -> Result<(), Box<Error>> {
-    serve_inner::<NoReload>(front, settings, None)
+    serve_inner(front, settings, NoReload)
 }
 
 /// [`serve`], and on every SIGHUP the front `reloader` makes replaces the served one:
@@ -114,23 +114,24 @@ pub fn serve_reloadable(
     settings: &ProxySettings,
     reloader: impl Reloader,
 ) -> Result<(), Box<Error>> {
-    serve_inner(front, settings, Some(reloader))
+    serve_inner(front, settings, reloader)
 }
 
-/// The reloader of a proxy that does not reload.
+/// The reloader of a proxy that has nothing to read again.
 struct NoReload;
 
 #[async_trait]
 impl Reloader for NoReload {
     async fn reload(&self, _current: &Front) -> Option<Front> {
+        tracing::warn!("SIGHUP: no config file to read again; the running config stays");
         None
     }
 }
 
-fn serve_inner<R: Reloader>(
+fn serve_inner(
     front: Front,
     settings: &ProxySettings,
-    reloader: Option<R>,
+    reloader: impl Reloader,
 ) -> Result<(), Box<Error>> {
     let conf = server_conf(settings);
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -155,12 +156,11 @@ fn serve_inner<R: Reloader>(
         "upstream dns",
         ResolveUpstream(settings.upstream.clone()),
     ));
-    if let Some(reloader) = reloader {
-        server.add_service(::pingora::services::background::background_service(
-            "config reload",
-            ReloadOnHangup { cell, reloader },
-        ));
-    }
+    // Always listened for: SIGHUP's default action would end the process.
+    server.add_service(::pingora::services::background::background_service(
+        "config reload",
+        ReloadOnHangup { cell, reloader },
+    ));
     tracing::info!(listen = %settings.listen, upstream = %settings.upstream, threads = settings.threads, store = %store, "otpgate proxy started");
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulOnSignals),
