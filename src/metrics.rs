@@ -106,6 +106,17 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
+        // Every known label value shows from the start, at 0, so that a rate over a
+        // series that has not moved yet is 0 rather than missing.
+        for reason in ["rejected", "malformed", "no_pending_login"] {
+            drop(metrics.code_failures.get_or_create(&Reason { reason }));
+        }
+        for action in ["send", "verify"] {
+            drop(metrics.lockouts.get_or_create(&Action { action }));
+        }
+        for revoked in ["access", "refresh"] {
+            drop(metrics.logouts.get_or_create(&Revoked { revoked }));
+        }
         // Counters are named without `_total`: the encoder adds it.
         registry.register(
             "codes_sent",
@@ -294,6 +305,11 @@ mod tests {
         );
         assert!(
             text.contains("otpgate_deliveries_total{outcome=\"sent\"} 4"),
+            "{text}"
+        );
+        // Known label values show before they first move.
+        assert!(
+            text.contains("otpgate_lockouts_total{action=\"verify\"}"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
