@@ -90,6 +90,39 @@ impl BackgroundService for ResolveUpstream {
     }
 }
 
+/// Answers `GET /metrics` with the Prometheus metrics and the served front's delivery
+/// counters, on the metrics listener only; anything else there is 404.
+struct MetricsApp(FrontCell);
+
+#[async_trait]
+impl ::pingora::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(
+        &self,
+        session: &mut ::pingora::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        let request = session.req_header();
+        let (status, content_type, body) =
+            if request.method == http::Method::GET && request.uri.path() == "/metrics" {
+                let delivery = self.0.current().gate().delivery_stats();
+                let text = crate::metrics::render(Some(delivery));
+                (http::StatusCode::OK, crate::metrics::CONTENT_TYPE, text)
+            } else {
+                let text = "not found\n".to_owned();
+                (
+                    http::StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    text,
+                )
+            };
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body.into_bytes())
+            .unwrap_or_default()
+    }
+}
+
 /// The pingora server configuration for `settings`.
 pub fn server_conf(settings: &ProxySettings) -> ServerConf {
     ServerConf {
@@ -156,6 +189,23 @@ fn serve_inner(
         "upstream dns",
         ResolveUpstream(settings.upstream.clone()),
     ));
+    if let Some(listen) = crate::metrics::serve_address() {
+        // Bound here first, so that an address in use stops the start with its name
+        // rather than failing later in pingora's listener thread.
+        std::net::TcpListener::bind(listen).map_err(|e| {
+            Error::explain(
+                ::pingora::ErrorType::BindError,
+                format!("metrics.listen: cannot listen on {listen}: {e}"),
+            )
+        })?;
+        let mut metrics = ::pingora::services::listening::Service::new(
+            "otpgate metrics".to_owned(),
+            MetricsApp(cell.clone()),
+        );
+        metrics.add_tcp(&listen.to_string());
+        server.add_service(metrics);
+        tracing::info!(%listen, "metrics served at /metrics");
+    }
     // Always listened for: SIGHUP's default action would end the process.
     server.add_service(::pingora::services::background::background_service(
         "config reload",

@@ -1,0 +1,183 @@
+//! Prometheus metrics from `otpgate run` as a process: served on `[metrics] listen` only,
+//! read with a Prometheus text parser after a sign-in, and never on the public port.
+
+mod common;
+
+use std::process::Stdio;
+
+use axum::Router;
+use axum::routing::get;
+use common::{
+    WebhookReceiver, free_port, gate_command, serve, sign_in, wait_for_port, webhook_delivery_toml,
+    with_listen,
+};
+use prometheus_parse::{Sample, Scrape, Value};
+use reqwest::StatusCode;
+
+/// The gate as a process, killed when dropped.
+struct Gate {
+    child: std::process::Child,
+    base: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Gate {
+    async fn start(config: &str) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let path = dir.path().join("gate.toml");
+        let config = format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            with_listen(config, port)
+        );
+        std::fs::write(&path, config).unwrap();
+        let child = gate_command(&path, "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let gate = Gate {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            _dir: dir,
+        };
+        wait_for_port(port).await;
+        wait_for_port(metrics_port).await;
+        gate
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `sample`, whatever type the parser gave it.
+fn value(sample: &Sample) -> f64 {
+    match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        other => panic!("{} is not a single number: {other:?}", sample.metric),
+    }
+}
+
+/// The samples named `name`.
+fn samples<'a>(scrape: &'a Scrape, name: &str) -> Vec<&'a Sample> {
+    scrape.samples.iter().filter(|s| s.metric == name).collect()
+}
+
+/// The one sample named `name` with the label `label` = `expected`, if any.
+fn labelled<'a>(scrape: &'a Scrape, name: &str, label: &str, expected: &str) -> Option<&'a Sample> {
+    samples(scrape, name)
+        .into_iter()
+        .find(|s| s.labels.get(label) == Some(expected))
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> (String, Scrape) {
+    let answer = client.get(url).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = answer.text().await.unwrap();
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let parsed = Scrape::parse(lines).unwrap();
+    (text, parsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_moves_the_counters_on_the_metrics_listener_only() {
+    let hook = WebhookReceiver::start().await;
+    let upstream = serve(Router::new().route("/", get(|| async { "app" }))).await;
+    let gate = Gate::start(&format!(
+        "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\n\n{}",
+        webhook_delivery_toml(&hook.url)
+    ))
+    .await;
+    let client = reqwest::Client::new();
+
+    let (_, before) = scrape(&client, &gate.metrics).await;
+    let sent_before = samples(&before, "otpgate_codes_sent_total")
+        .first()
+        .map_or(0.0, |s| value(s));
+    assert_eq!(sent_before, 0.0, "nothing was sent yet");
+
+    let signed_in = sign_in(&client, &gate.base, &hook, "alice@example.com").await;
+    let proxied = client
+        .get(format!("{}/", gate.base))
+        .bearer_auth(&signed_in.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::OK);
+    assert_eq!(proxied.text().await.unwrap(), "app");
+
+    let (text, after) = scrape(&client, &gate.metrics).await;
+    let one = |name: &str| {
+        let found = samples(&after, name);
+        assert_eq!(found.len(), 1, "{name} in:\n{text}");
+        value(found[0])
+    };
+    assert!(one("otpgate_codes_sent_total") >= 1.0, "{text}");
+    assert!(one("otpgate_codes_verified_total") >= 1.0, "{text}");
+    let ok = labelled(&after, "otpgate_requests_total", "status", "200")
+        .unwrap_or_else(|| panic!("no requests with status 200 in:\n{text}"));
+    // The send, the verify and the proxied request, at least; the log line of the last
+    // may be written just after its answer, so it may or may not be counted yet.
+    assert!(value(ok) >= 2.0, "{text}");
+    let latencies = labelled(
+        &after,
+        "otpgate_request_duration_seconds_count",
+        "status_class",
+        "2xx",
+    );
+    assert!(latencies.is_some_and(|s| value(s) >= 2.0), "{text}");
+    // The webhook received the code, so the outbox counted one message sent.
+    let delivered = labelled(&after, "otpgate_deliveries_total", "outcome", "sent")
+        .unwrap_or_else(|| panic!("no delivery counter in:\n{text}"));
+    assert!(value(delivered) >= 1.0, "{text}");
+
+    // The public port does not serve the metrics: the path goes to the app, which has
+    // no such route.
+    let public = client
+        .get(format!("{}/metrics", gate.base))
+        .bearer_auth(&signed_in.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(!public.text().await.unwrap().contains("otpgate_"));
+
+    // Only GET /metrics on the metrics listener.
+    let other = client
+        .get(gate.metrics.replace("/metrics", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn metrics_on_the_public_port_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[metrics]\nlisten = \"127.0.0.1:8080\"\n",
+    )
+    .unwrap();
+    let error = otpgate::config::Config::from_file(&path).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("`metrics.listen`"), "{message}");
+    assert!(message.contains(":5:"), "{message}");
+}
