@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as Async
 use tokio::net::TcpStream;
 
 const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
 
 /// The gate as a process on a config file it can be told to read again, its standard
 /// output collected line by line. Killed when dropped.
@@ -229,4 +230,50 @@ async fn sighup_serves_the_changed_file_and_refuses_a_broken_one() {
     assert_eq!(connection.get("/b/x", None).await, 401);
     assert_eq!(connection.get("/a/x", None).await, 200);
     assert_eq!(connection.get("/b/x", Some(&token)).await, 200);
+}
+
+/// 32 bytes or more: the secret that keys code hashes, kept across the reload.
+const OTP_SECRET: &str = "reload-test-secret-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_engine_keeps_the_store_and_the_running_key() {
+    let hook = WebhookReceiver::start().await;
+    let upstream = serve(Router::new().fallback(|| async { "app" })).await;
+    let upstream = upstream.to_string();
+    let file = |ttl: &str| {
+        format!(
+            "{}\n[otp]\nsecret = \"{OTP_SECRET}\"\nttl = \"{ttl}\"\n",
+            config(&upstream, &hook.url, "/a/", 1)
+        )
+    };
+    let gate = ReloadingGate::start(&file("5m")).await;
+    let base = gate.base();
+    let client = reqwest::Client::new();
+    let mut connection = Connection::open(gate.port).await;
+
+    // A session from before, and a code sent before.
+    let signed_in = common::sign_in(&client, &base, &hook, ALICE).await;
+    assert_eq!(
+        connection.get("/a/x", Some(&signed_in.access_token)).await,
+        200
+    );
+    let sent = send_code(&client, &base, BOB).await;
+    assert_eq!(sent.status(), StatusCode::OK);
+    let code = (&hook).next_code().await;
+
+    // An engine setting changes: a new engine, on the running store and key.
+    let before = gate.reload(&file("6m"));
+    gate.wait_for_line("config reloaded", before).await;
+    let engine = gate.wait_for_line("reload: a new engine", before).await;
+    assert!(engine.contains("store_kept=true"), "{engine}");
+
+    // The token made before still passes (the key made at start was kept), and the code
+    // sent before still verifies (the store and the secret were kept).
+    assert_eq!(
+        connection.get("/a/x", Some(&signed_in.access_token)).await,
+        200
+    );
+    assert_eq!(connection.get("/a/x", None).await, 401);
+    let verified = verify_code(&client, &base, BOB, &code).await;
+    assert_eq!(verified.status(), StatusCode::OK);
 }
