@@ -25,8 +25,7 @@
 //! The edge proxy serves them on a listener of their own (`[metrics] listen`), never on
 //! its public port.
 
-use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -168,24 +167,6 @@ impl Metrics {
             ..metrics
         }
     }
-}
-
-/// Where the metrics are to be served, as the last built config said.
-static SERVE_AT: Mutex<Option<SocketAddr>> = Mutex::new(None);
-
-/// Notes where the edge proxy is to serve the metrics (`None`: nowhere). The config's
-/// `Config::build` calls it with `[metrics] listen`.
-pub fn serve_at(listen: Option<SocketAddr>) {
-    *SERVE_AT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = listen;
-}
-
-/// Where the metrics are to be served, if anywhere: what [`serve_at`] last noted.
-pub fn serve_address() -> Option<SocketAddr> {
-    *SERVE_AT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn metrics() -> &'static Metrics {

@@ -259,7 +259,10 @@ impl Model {
             builder = builder.tenant(tenant);
         }
         #[cfg(feature = "proxy")]
-        let proxy = self.server.build(source)?;
+        let proxy = ProxySettings {
+            metrics_listen: self.metrics,
+            ..self.server.build(source)?
+        };
         // Checked like every section, so a file is judged alike in every build; only the
         // proxy runs on it.
         #[cfg(not(feature = "proxy"))]
@@ -323,9 +326,6 @@ impl Config {
     /// Builds what the file describes: the engine behind its HTTP front.
     pub fn build(self) -> Result<Front, ConfigError> {
         let file = self.file.clone();
-        // The edge proxy's `serve` starts the metrics listener where the last built
-        // config says.
-        crate::metrics::serve_at(self.metrics);
         let (builder, http) = self.into_parts();
         let gate = builder.build().map_err(|error| {
             // The model has already refused every policy and tenant mistake with its

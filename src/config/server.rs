@@ -254,6 +254,8 @@ impl ServerModel {
                 connect: self.upstream_connect_timeout,
                 read: self.upstream_read_timeout,
             },
+            // Set from `[metrics]` once that section is read.
+            metrics_listen: None,
         })
     }
 }

@@ -117,8 +117,9 @@ impl Config {
                 &unwritten("token.private_key"),
                 "not set, so a fresh key is made at every start: tokens die with the process \
                  and several instances cannot share sessions; make one with `otpgate keygen \
-                 --out keys/otpgate.pem` (it refuses to overwrite an existing file) and set \
-                 token.private_key = \"keys/otpgate.pem\""
+                 --out keys/otpgate.pem` run in this file's folder (it refuses to overwrite an \
+                 existing file) and set token.private_key = \"keys/otpgate.pem\", which is \
+                 read from this file's folder"
                     .into(),
             );
         }

@@ -313,17 +313,7 @@ impl Front {
             };
             // Errors are rendered here, once, in the route's dialect; the log says why a
             // part the gate needs failed, which the answer does not.
-            answer.unwrap_or_else(|error| {
-                if let Some((reason, detail)) = error.unavailable_reason() {
-                    tracing::warn!(
-                        reason,
-                        detail,
-                        status = error.status().as_u16(),
-                        "a part the gate needs is unavailable"
-                    );
-                }
-                route.dialect.error(&error)
-            })
+            answer.unwrap_or_else(|error| refusal(route.dialect, &error))
         })
         .await
     }
@@ -351,7 +341,7 @@ impl Front {
                 }
                 _ => Err(GateError::NotFound),
             };
-            answer.unwrap_or_else(|error| route.dialect.error(&error))
+            answer.unwrap_or_else(|error| refusal(route.dialect, &error))
         })
         .await
     }
@@ -385,7 +375,7 @@ impl Front {
                 // The store could not rule out a revocation and the fallback is "deny":
                 // a protected path waits for the store rather than guessing.
                 Err(error @ GateError::StoreUnavailable(_)) if protected => {
-                    return Err(Box::new(Dialect::Generic.error(&error)));
+                    return Err(Box::new(refusal(Dialect::Generic, &error)));
                 }
                 Err(_) => None,
             },
@@ -511,4 +501,18 @@ impl Front {
     pub fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
         self.settings().session_cookie(token, max_age)
     }
+}
+
+/// `error` in `dialect`'s shape. Errors are rendered here, once; when a part the gate
+/// needs failed, the log says which and why, which the answer does not.
+fn refusal(dialect: Dialect, error: &GateError) -> GateResponse {
+    if let Some((reason, detail)) = error.unavailable_reason() {
+        tracing::warn!(
+            reason,
+            detail,
+            status = error.status().as_u16(),
+            "a part the gate needs is unavailable"
+        );
+    }
+    dialect.error(error)
 }

@@ -72,6 +72,14 @@ impl OtpCtx {
     pub fn identity(&self) -> Option<&Identity> {
         self.plan.as_ref().and_then(|plan| plan.identity.as_ref())
     }
+
+    /// The `X-Request-Id` the app gets, for a request bound for it.
+    pub fn request_id(&self) -> Option<&str> {
+        self.plan
+            .as_ref()
+            .and_then(|plan| plan.request_id.as_ref())
+            .and_then(|id| id.to_str().ok())
+    }
 }
 
 /// The gate's steps for a pingora proxy of your own: call

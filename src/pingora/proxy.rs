@@ -15,7 +15,7 @@ use crate::gate::GateError;
 use crate::http::{Dialect, Front};
 
 /// The ready edge proxy: the gate in front of one upstream app.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct OtpProxy {
     filter: OtpFilter,
     upstream: Upstream,
@@ -96,7 +96,12 @@ impl ProxyHttp for OtpProxy {
         session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<bool> {
-        self.filter.request_filter(session, &mut ctx.filter).await
+        let answered = self.filter.request_filter(session, &mut ctx.filter).await;
+        // One id in the log and at the app, for requests the app gets.
+        if let Some(id) = ctx.filter.request_id() {
+            ctx.request_id = id.to_owned();
+        }
+        answered
     }
 
     async fn upstream_peer(

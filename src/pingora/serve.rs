@@ -189,7 +189,7 @@ fn serve_inner(
         "upstream dns",
         ResolveUpstream(settings.upstream.clone()),
     ));
-    if let Some(listen) = crate::metrics::serve_address() {
+    if let Some(listen) = settings.metrics_listen {
         // Bound here first, so that an address in use stops the start with its name
         // rather than failing later in pingora's listener thread.
         std::net::TcpListener::bind(listen).map_err(|e| {

@@ -317,6 +317,8 @@ pub struct ProxySettings {
     pub max_connections_per_ip: usize,
     /// How long the gate waits on the app.
     pub upstream_timeouts: UpstreamTimeouts,
+    /// Where the Prometheus metrics are served (`[metrics] listen`); never when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[cfg(test)]

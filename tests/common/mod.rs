@@ -543,18 +543,31 @@ pub fn upstream_at(addr: SocketAddr) -> Upstream {
 /// its base URL. It stops with the test.
 pub async fn serve_proxy(proxy: OtpProxy) -> String {
     use pingora::services::Service as _;
-    let conf = Arc::new(pingora::server::configuration::ServerConf::default());
-    let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
-    let port = free_port();
-    service.add_tcp(&format!("127.0.0.1:{port}"));
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        // Held by the task so the proxy runs as long as the test's runtime does.
-        let _shutdown = shutdown_tx;
-        service.start_service(None, shutdown_rx, 1).await;
-    });
-    wait_for_port(port).await;
-    format!("http://127.0.0.1:{port}")
+    // A free port can be taken by another test's server before the proxy binds it: the
+    // proxy counts as started only once its own liveness probe answers there.
+    for _ in 0..5 {
+        let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+        let mut service = pingora::proxy::http_proxy_service(&conf, proxy.clone());
+        let port = free_port();
+        service.add_tcp(&format!("127.0.0.1:{port}"));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            // Held by the task so the proxy runs as long as the test's runtime does.
+            let _shutdown = shutdown_tx;
+            service.start_service(None, shutdown_rx, 1).await;
+        });
+        wait_for_port(port).await;
+        let base = format!("http://127.0.0.1:{port}");
+        let probe = reqwest::get(format!("{base}/healthz")).await;
+        if let Ok(answer) = probe
+            && answer.status() == reqwest::StatusCode::OK
+            && answer.json::<Value>().await.ok() == Some(json!({"status": "ok"}))
+        {
+            return base;
+        }
+        task.abort();
+    }
+    panic!("the proxy did not start on any of five free ports");
 }
 
 /// A port nothing listens on right now.

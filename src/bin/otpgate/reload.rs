@@ -109,6 +109,11 @@ impl ConfigReloader {
                 new.threads.to_string(),
             ),
             (
+                "metrics.listen",
+                format!("{:?}", old.metrics_listen),
+                format!("{:?}", new.metrics_listen),
+            ),
+            (
                 "server.upstream",
                 old.upstream.to_string(),
                 new.upstream.to_string(),
