@@ -237,12 +237,27 @@ const OTP_SECRET: &str = "reload-test-secret-0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_engine_keeps_the_store_and_the_running_key() {
+    a_new_engine_keeps_what_was_issued(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_engine_keeps_the_running_code_secret_when_the_file_sets_none() {
+    a_new_engine_keeps_what_was_issued(false).await;
+}
+
+/// An engine setting changes under a running gate, with `otp.secret` in the file or
+/// without it (then the secret made at start must carry over).
+async fn a_new_engine_keeps_what_was_issued(with_secret: bool) {
     let hook = WebhookReceiver::start().await;
     let upstream = serve(Router::new().fallback(|| async { "app" })).await;
     let upstream = upstream.to_string();
     let file = |ttl: &str| {
+        let secret = match with_secret {
+            true => format!("secret = \"{OTP_SECRET}\"\n"),
+            false => String::new(),
+        };
         format!(
-            "{}\n[otp]\nsecret = \"{OTP_SECRET}\"\nttl = \"{ttl}\"\n",
+            "{}\n[otp]\n{secret}ttl = \"{ttl}\"\n",
             config(&upstream, &hook.url, "/a/", 1)
         )
     };

@@ -8,7 +8,7 @@ use crate::delivery::{ConsoleSender, Outbox, OutboxPolicy, Senders, Templates};
 use crate::directory::{Directory, NoDirectory};
 use crate::identifier::Channel;
 use crate::otp::{Clock, CodeHasher, CodePolicy, ServerSecret, SystemClock};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MeasuredStore, MemoryStore, Store};
 use crate::token::{SigningAlgorithm, SigningKey, TokenSettings, Tokens};
 
 /// A gate that cannot be built from its parts.
@@ -41,6 +41,8 @@ pub enum BuildError {
 pub struct GateBuilder {
     policy: CodePolicy,
     secret: Option<ServerSecret>,
+    // Another gate's code hasher, taken over whole: its secret never leaves it.
+    hasher: Option<CodeHasher>,
     store: Option<Arc<dyn Store>>,
     key: Option<SigningKey>,
     token_settings: TokenSettings,
@@ -72,6 +74,7 @@ impl Default for GateBuilder {
         GateBuilder {
             policy: CodePolicy::default(),
             secret: None,
+            hasher: None,
             store: None,
             key: None,
             token_settings: TokenSettings::default(),
@@ -99,6 +102,15 @@ impl GateBuilder {
     /// Defaults to a random one.
     pub fn secret(mut self, secret: ServerSecret) -> Self {
         self.secret = Some(secret);
+        self
+    }
+
+    /// Keys code hashes exactly as `gate` does, whatever its secret (one it was given or
+    /// one it made): codes `gate` issued verify on the gate built here. For a gate that
+    /// replaces another on the same store, as a config reload does; overrides
+    /// [`secret`](Self::secret).
+    pub fn code_hasher_of(mut self, gate: &Gate) -> Self {
+        self.hasher = Some(gate.inner.hasher.clone());
         self
     }
 
@@ -222,14 +234,19 @@ impl GateBuilder {
                 SigningKey::generate(SigningAlgorithm::EdDSA)?.0
             }
         };
-        let secret = self.secret.unwrap_or_else(ServerSecret::random);
+        let hasher = match self.hasher {
+            Some(hasher) => hasher,
+            None => CodeHasher::new(&self.secret.unwrap_or_else(ServerSecret::random)),
+        };
         Ok(Gate {
             inner: Arc::new(Inner {
-                hasher: CodeHasher::new(&secret),
+                hasher,
                 policy,
-                store: self
-                    .store
-                    .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                // Measured here so that every gate's store shows in the metrics.
+                store: MeasuredStore::wrap(
+                    self.store
+                        .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                ),
                 tokens: Tokens::new(key, self.token_settings),
                 outbox: Outbox::new(senders, self.outbox),
                 templates: self.templates.unwrap_or_else(Templates::defaults),

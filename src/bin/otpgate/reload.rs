@@ -53,8 +53,12 @@ impl ConfigReloader {
         let gate = current.gate();
         let kept_store = same_store(&text, &self.served_text());
         if kept_store {
-            // Pending codes, counters and revoked sessions live there.
+            // Pending codes, counters and revoked sessions live there; codes hashed under a
+            // secret the running engine made itself must still verify.
             builder = builder.store(gate.store().clone());
+            if !sets_otp_secret(&text) {
+                builder = builder.code_hasher_of(gate);
+            }
         }
         if generated_key {
             // A key made afresh would sign every client out; the running one stays.
@@ -74,12 +78,6 @@ impl ConfigReloader {
             );
             gate.clone()
         } else {
-            if kept_store && !sets_otp_secret(&text) {
-                tracing::warn!(
-                    "{name}: `otp.secret`: not set, and the engine's settings changed, so a \
-                     fresh one is made: codes sent before this reload no longer verify"
-                );
-            }
             tracing::info!(store_kept = kept_store, "reload: a new engine");
             built
         };
