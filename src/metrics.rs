@@ -15,8 +15,12 @@
 //! | `otpgate_sessions_refreshed_total`       |                  | refresh tokens rotated                |
 //! | `otpgate_refresh_reuse_total`            |                  | rotated refresh tokens presented again |
 //! | `otpgate_logouts_total`                  | `revoked`        | tokens revoked                        |
-//! | `otpgate_requests_total`                 | `status`         | requests answered by the edge proxy   |
-//! | `otpgate_request_duration_seconds`       | `status_class`   | their latency, head read to answer    |
+//! | `otpgate_requests_total`                 | `status`, `route` | requests answered by the edge proxy  |
+//! | `otpgate_request_duration_seconds`       | `status_class`, `route` | their latency, head read to answer |
+//! | `otpgate_tokens_verified_total`          | `cache`, `result` | access tokens checked, answered from the verified-token cache or not |
+//! | `otpgate_store_duration_seconds`         | `operation`      | latency of each store operation       |
+//! | `otpgate_store_errors_total`             | `operation`      | store operations that failed          |
+//! | `otpgate_upstream_errors_total`          | `kind`           | failures reaching the app: `connect`, `timeout`, `other` |
 //! | `otpgate_deliveries_total`               | `outcome`        | `sent`, `retried`, `failed_over`, `failed` |
 //!
 //! No label carries an address, an account or a path: every label has a small, fixed set
@@ -59,11 +63,44 @@ struct Revoked {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Status {
     status: u16,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusClass {
     status_class: &'static str,
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenCheck {
+    cache: &'static str,
+    result: &'static str,
+}
+
+/// The store operations [`store_operation`] is called with.
+const STORE_OPERATIONS: [&str; 6] = [
+    "update_code_state",
+    "hit",
+    "peek_code_state",
+    "set_value",
+    "get_value",
+    "ping",
+];
+
+/// A histogram of store latencies: 0.1 ms to about 3 s.
+fn store_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +125,13 @@ struct Metrics {
     logouts: Family<Revoked, Counter>,
     requests: Family<Status, Counter>,
     request_duration: Family<StatusClass, Histogram, fn() -> Histogram>,
+    tokens_verified: Family<TokenCheck, Counter>,
+    // The family's four series, indexed by `cache_hit as usize * 2 + valid as usize`:
+    // looked up once, so a request adds to an atomic without a lookup.
+    token_checks: [Counter; 4],
+    store_duration: Family<Operation, Histogram, fn() -> Histogram>,
+    store_errors: Family<Operation, Counter>,
+    upstream_errors: Family<Kind, Counter>,
 }
 
 impl Metrics {
@@ -103,8 +147,32 @@ impl Metrics {
             logouts: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            tokens_verified: Family::default(),
+            token_checks: Default::default(),
+            store_duration: Family::new_with_constructor(store_histogram),
+            store_errors: Family::default(),
+            upstream_errors: Family::default(),
             registry: Registry::default(),
         };
+        let token_checks = std::array::from_fn(|index| {
+            let cache = if index >= 2 { "hit" } else { "miss" };
+            let result = if index % 2 == 1 { "valid" } else { "invalid" };
+            // A clone shares the series' atomic: adding to it moves the family's value.
+            metrics
+                .tokens_verified
+                .get_or_create_owned(&TokenCheck { cache, result })
+        });
+        for operation in STORE_OPERATIONS {
+            drop(metrics.store_errors.get_or_create(&Operation { operation }));
+            drop(
+                metrics
+                    .store_duration
+                    .get_or_create(&Operation { operation }),
+            );
+        }
+        for kind in ["connect", "timeout", "other"] {
+            drop(metrics.upstream_errors.get_or_create(&Kind { kind }));
+        }
         // Every known label value shows from the start, at 0, so that a rate over a
         // series that has not moved yet is 0 rather than missing.
         for reason in ["rejected", "malformed", "no_pending_login"] {
@@ -154,16 +222,37 @@ impl Metrics {
         );
         registry.register(
             "requests",
-            "Requests answered by the edge proxy, by status",
+            "Requests answered by the edge proxy, by status and route kind",
             metrics.requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
-            "Latency of the edge proxy's requests, from the head read to the answer, by status class",
+            "Latency of the edge proxy's requests, from the head read to the answer, by status class and route kind",
             metrics.request_duration.clone(),
+        );
+        registry.register(
+            "tokens_verified",
+            "Access tokens checked, by whether the verified-token cache answered and the result",
+            metrics.tokens_verified.clone(),
+        );
+        registry.register(
+            "store_duration_seconds",
+            "Latency of store operations, by operation",
+            metrics.store_duration.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store operations that failed, by operation",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failures reaching the app, by kind",
+            metrics.upstream_errors.clone(),
         );
         Metrics {
             registry,
+            token_checks,
             ..metrics
         }
     }
@@ -212,10 +301,44 @@ pub(crate) fn logged_out(revoked: &'static str) {
     metrics().logouts.get_or_create(&Revoked { revoked }).inc();
 }
 
-/// A request was answered with `status` (0: no answer was written) after `elapsed`.
-pub fn request_answered(status: u16, elapsed: Duration) {
+/// An access token was checked: answered from the verified-token cache (`cache_hit`) or
+/// not, and found `valid` or not. One atomic add.
+pub(crate) fn token_verified(cache_hit: bool, valid: bool) {
+    metrics().token_checks[usize::from(cache_hit) * 2 + usize::from(valid)].inc();
+}
+
+/// A store `operation` (one of the [`crate::store::Store`] methods) took `elapsed` and
+/// failed or not.
+pub(crate) fn store_operation(operation: &'static str, elapsed: Duration, failed: bool) {
     let metrics = metrics();
-    metrics.requests.get_or_create(&Status { status }).inc();
+    metrics
+        .store_duration
+        .get_or_create(&Operation { operation })
+        .observe(elapsed.as_secs_f64());
+    if failed {
+        metrics
+            .store_errors
+            .get_or_create(&Operation { operation })
+            .inc();
+    }
+}
+
+/// Reaching the app failed: `kind` is `connect`, `timeout` or `other`.
+pub fn upstream_error(kind: &'static str) {
+    metrics()
+        .upstream_errors
+        .get_or_create(&Kind { kind })
+        .inc();
+}
+
+/// A request was answered with `status` (0: no answer was written) after `elapsed`;
+/// `route` is the kind of route it took: `endpoint`, `mediated`, `upstream` or `refused`.
+pub fn request_answered(status: u16, route: &'static str, elapsed: Duration) {
+    let metrics = metrics();
+    metrics
+        .requests
+        .get_or_create(&Status { status, route })
+        .inc();
     let status_class = match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -226,7 +349,10 @@ pub fn request_answered(status: u16, elapsed: Duration) {
     };
     metrics
         .request_duration
-        .get_or_create(&StatusClass { status_class })
+        .get_or_create(&StatusClass {
+            status_class,
+            route,
+        })
         .observe(elapsed.as_secs_f64());
 }
 
@@ -266,7 +392,10 @@ mod tests {
     fn counts_show_in_the_text() {
         code_sent();
         code_failed("rejected");
-        request_answered(200, Duration::from_millis(3));
+        request_answered(200, "endpoint", Duration::from_millis(3));
+        token_verified(true, true);
+        store_operation("hit", Duration::from_millis(1), true);
+        upstream_error("connect");
         let text = render(Some(DeliveryStats {
             sent: 4,
             ..DeliveryStats::default()
@@ -277,11 +406,33 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("otpgate_requests_total{status=\"200\"}"),
+            text.contains("otpgate_requests_total{status=\"200\",route=\"endpoint\"}"),
             "{text}"
         );
         assert!(
-            text.contains("otpgate_request_duration_seconds_count{status_class=\"2xx\"}"),
+            text.contains(
+                "otpgate_request_duration_seconds_count{status_class=\"2xx\",route=\"endpoint\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_tokens_verified_total{cache=\"hit\",result=\"valid\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_tokens_verified_total{cache=\"miss\",result=\"invalid\"} "),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_store_duration_seconds_count{operation=\"hit\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_store_errors_total{operation=\"hit\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_upstream_errors_total{kind=\"connect\"}"),
             "{text}"
         );
         assert!(

@@ -121,8 +121,40 @@ async fn a_sign_in_moves_the_counters_on_the_metrics_listener_only() {
         .unwrap();
     assert_eq!(proxied.status(), StatusCode::OK);
     assert_eq!(proxied.text().await.unwrap(), "app");
+    // The same token again: answered from the verified-token cache.
+    let again = client
+        .get(format!("{}/", gate.base))
+        .bearer_auth(&signed_in.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    // Nothing is protected here, so a forged token still reaches the app, without identity.
+    let forged = client
+        .get(format!("{}/", gate.base))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::OK);
 
-    let (text, after) = scrape(&client, &gate.metrics).await;
+    // A request's log line, where it is counted, may be written just after its answer:
+    // wait until the proxied ones show.
+    let mut upstream_counted = 0.0;
+    let (mut text, mut after) = scrape(&client, &gate.metrics).await;
+    for _ in 0..50 {
+        upstream_counted = samples(&after, "otpgate_requests_total")
+            .into_iter()
+            .filter(|s| s.labels.get("route") == Some("upstream"))
+            .map(value)
+            .sum();
+        if upstream_counted >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (text, after) = scrape(&client, &gate.metrics).await;
+    }
+    assert!(upstream_counted >= 3.0, "{text}");
     let one = |name: &str| {
         let found = samples(&after, name);
         assert_eq!(found.len(), 1, "{name} in:\n{text}");
@@ -142,6 +174,47 @@ async fn a_sign_in_moves_the_counters_on_the_metrics_listener_only() {
         "2xx",
     );
     assert!(latencies.is_some_and(|s| value(s) >= 2.0), "{text}");
+    // The send and the verify were answered by the gate itself.
+    let answered_by_gate: f64 = samples(&after, "otpgate_requests_total")
+        .into_iter()
+        .filter(|s| s.labels.get("route") == Some("endpoint"))
+        .map(value)
+        .sum();
+    assert!(answered_by_gate >= 2.0, "{text}");
+    assert!(
+        samples(&after, "otpgate_request_duration_seconds_count")
+            .iter()
+            .any(|s| s.labels.get("route") == Some("upstream") && value(s) >= 3.0),
+        "{text}"
+    );
+    // Tokens: the first check of the token is a miss, the second a hit; the forged one
+    // is invalid.
+    let tokens = |cache: &str, result: &str| {
+        samples(&after, "otpgate_tokens_verified_total")
+            .into_iter()
+            .find(|s| {
+                s.labels.get("cache") == Some(cache) && s.labels.get("result") == Some(result)
+            })
+            .map_or(0.0, value)
+    };
+    assert!(tokens("miss", "valid") >= 1.0, "{text}");
+    assert!(tokens("hit", "valid") >= 1.0, "{text}");
+    assert!(tokens("miss", "invalid") >= 1.0, "{text}");
+    // The store: each code write timed, none failed.
+    let code_writes = labelled(
+        &after,
+        "otpgate_store_duration_seconds_count",
+        "operation",
+        "update_code_state",
+    )
+    .unwrap_or_else(|| panic!("no store latency in:\n{text}"));
+    assert!(value(code_writes) >= 2.0, "{text}");
+    let store_errors = samples(&after, "otpgate_store_errors_total");
+    assert!(!store_errors.is_empty(), "{text}");
+    assert!(store_errors.iter().all(|s| value(s) == 0.0), "{text}");
+    let upstream_errors = samples(&after, "otpgate_upstream_errors_total");
+    assert!(!upstream_errors.is_empty(), "{text}");
+    assert!(upstream_errors.iter().all(|s| value(s) == 0.0), "{text}");
     // The webhook received the code, so the outbox counted one message sent.
     let delivered = labelled(&after, "otpgate_deliveries_total", "outcome", "sent")
         .unwrap_or_else(|| panic!("no delivery counter in:\n{text}"));
@@ -165,6 +238,23 @@ async fn a_sign_in_moves_the_counters_on_the_metrics_listener_only() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_refuses_connections_counts_as_an_upstream_connect_error() {
+    // A port nothing listens on: every connection to the app is refused.
+    let down = free_port();
+    let gate = Gate::start(&format!(
+        "[server]\nupstream = \"http://127.0.0.1:{down}\"\nthreads = 1\n"
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let answer = client.get(format!("{}/", gate.base)).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+    let (text, after) = scrape(&client, &gate.metrics).await;
+    let connect = labelled(&after, "otpgate_upstream_errors_total", "kind", "connect")
+        .unwrap_or_else(|| panic!("no upstream errors in:\n{text}"));
+    assert!(value(connect) >= 1.0, "{text}");
 }
 
 #[test]

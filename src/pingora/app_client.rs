@@ -54,7 +54,10 @@ impl AppClient {
         extra: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> Result<GateResponse, GateError> {
-        let client = self.client.as_ref().ok_or(GateError::UpstreamUnavailable)?;
+        let Some(client) = self.client.as_ref() else {
+            crate::metrics::upstream_error("other");
+            return Err(GateError::UpstreamUnavailable);
+        };
         // They described the client's connection, not this one; the body is framed anew.
         remove_hop_by_hop(&mut headers);
         for (name, value) in extra {
@@ -63,10 +66,11 @@ impl AppClient {
         // The address the proxied requests go to, not a lookup of reqwest's own: a mediated
         // login reaches the same app as every other request, under the same DNS policy.
         self.upstream.start_resolving();
-        let addr = self
-            .upstream
-            .current()
-            .ok_or(GateError::UpstreamUnavailable)?;
+        let Some(addr) = self.upstream.current() else {
+            // Not resolved yet: the app cannot be reached, as when it is down.
+            crate::metrics::upstream_error("connect");
+            return Err(GateError::UpstreamUnavailable);
+        };
         let url = format!("http://{addr}{target}");
         let mut response = client
             .request(method, url)
@@ -102,11 +106,20 @@ impl AppClient {
 
 fn unavailable(error: reqwest::Error) -> GateError {
     // Without the URL: its query string may carry what the logs never do.
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "other"
+    };
+    crate::metrics::upstream_error(kind);
     tracing::warn!(error = %error.without_url(), "the app did not answer a mediated request");
     GateError::UpstreamUnavailable
 }
 
 fn too_large() -> GateError {
+    crate::metrics::upstream_error("other");
     tracing::warn!(
         limit = MEDIATED_RESPONSE_LIMIT,
         "the app's answer to a mediated request is over the limit"

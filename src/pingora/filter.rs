@@ -23,12 +23,15 @@ pub struct OtpCtx {
     plan: Option<UpstreamPlan>,
     // The front the request started on: it finishes on it, whatever a reload does meanwhile.
     front: Option<Front>,
+    // The kind of route `request_filter` chose; `None` until it routed the request.
+    route: Option<&'static str>,
 }
 
 impl std::fmt::Debug for OtpCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtpCtx")
             .field("plan", &self.plan)
+            .field("route", &self.route_kind())
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +74,14 @@ impl OtpCtx {
     /// The verified identity of a request bound for the app, if it carried a valid token.
     pub fn identity(&self) -> Option<&Identity> {
         self.plan.as_ref().and_then(|plan| plan.identity.as_ref())
+    }
+
+    /// The kind of route the request took, for metrics: `endpoint` (answered by the
+    /// gate), `mediated` (a gate endpoint that called the app), `upstream` (proxied to the
+    /// app) or `refused` (answered before it was routed: unreadable, or a protected path
+    /// without a valid token).
+    pub fn route_kind(&self) -> &'static str {
+        self.route.unwrap_or("refused")
     }
 
     /// The `X-Request-Id` the app gets, for a request bound for it.
@@ -164,6 +175,7 @@ impl OtpFilter {
         };
         match front.route(&target) {
             Route::Endpoint(route) => {
+                ctx.route = Some("endpoint");
                 let response = match read_body(front, session, route).await {
                     Ok(body) => {
                         let (method, uri, headers) = request_parts(session);
@@ -177,6 +189,7 @@ impl OtpFilter {
                 Ok(true)
             }
             Route::Mediated(route) => {
+                ctx.route = Some("mediated");
                 let response = match read_body(front, session, route).await {
                     Ok(body) => self.mediate(front, session, route, body).await,
                     Err(refusal) => refusal,
@@ -190,6 +203,7 @@ impl OtpFilter {
             {
                 Ok(plan) => {
                     ctx.plan = Some(plan);
+                    ctx.route = Some("upstream");
                     Ok(false)
                 }
                 Err(refusal) => {

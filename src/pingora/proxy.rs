@@ -146,7 +146,10 @@ impl ProxyHttp for OtpProxy {
             (_, ErrorType::HTTPStatus(status)) => Some(GateError::RequestFailed(
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             )),
-            (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnavailable),
+            (ErrorSource::Upstream, kind) => {
+                crate::metrics::upstream_error(upstream_error_kind(kind));
+                Some(GateError::UpstreamUnavailable)
+            }
             // The client is gone; nobody to answer.
             _ if client_went_away(e) => None,
             (ErrorSource::Downstream, _) => Some(GateError::InvalidRequest(
@@ -203,7 +206,7 @@ impl ProxyHttp for OtpProxy {
         // Rounded to microseconds: finer digits are noise in a log line.
         let latency_ms = (latency_ms * 1000.0).round() / 1000.0;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        crate::metrics::request_answered(status, ctx.started.elapsed());
+        crate::metrics::request_answered(status, ctx.filter.route_kind(), ctx.started.elapsed());
         let client = session.client_addr().map(ToString::to_string);
         // The path only, as the gate rewrote it to its canonical form: query strings may
         // carry destinations or codes.
@@ -219,6 +222,23 @@ impl ProxyHttp for OtpProxy {
             error = error.map(|e| e.etype().as_str()),
             "request"
         );
+    }
+}
+
+/// The `kind` label of `otpgate_upstream_errors_total` for an upstream error of `kind`.
+fn upstream_error_kind(kind: &ErrorType) -> &'static str {
+    match kind {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => "timeout",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::Custom("UpstreamNotResolved") => "connect",
+        _ => "other",
     }
 }
 

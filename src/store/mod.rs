@@ -14,12 +14,14 @@ use crate::otp::{CodeState, Timestamp, Write};
 
 pub mod conformance;
 pub mod keys;
+mod measured;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{InvalidRedisUrl, RedisSettings, RedisStore};
+pub use measured::MeasuredStore;
 pub use memory::MemoryStore;
 
 /// A store failure: the backend could not be reached or answered nonsense.

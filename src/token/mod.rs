@@ -348,10 +348,14 @@ impl Tokens {
             .as_ref()
             .and_then(|cache| cache.get(&fingerprint))
         {
-            self.check_times(&claims, now)?;
+            let checked = self.check_times(&claims, now);
+            crate::metrics::token_verified(true, checked.is_ok());
+            checked?;
             return Ok(claims);
         }
-        let claims = self.verify_kind(TokenKind::Access, token, now)?;
+        let claims = self.verify_kind(TokenKind::Access, token, now);
+        crate::metrics::token_verified(false, claims.is_ok());
+        let claims = claims?;
         if let Some(cache) = &self.verified {
             cache.insert(fingerprint, Arc::clone(&claims));
         }
