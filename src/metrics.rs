@@ -22,6 +22,8 @@
 //! | `otpgate_store_errors_total`             | `operation`      | store operations that failed          |
 //! | `otpgate_upstream_errors_total`          | `kind`           | failures reaching the app: `connect`, `timeout`, `other` |
 //! | `otpgate_deliveries_total`               | `outcome`        | `sent`, `retried`, `failed_over`, `failed` |
+//! | `otpgate_delivery_attempts_total`        | `provider`, `outcome` | the same outcomes by provider: `console`, `webhook`, `smtp`, `twilio`, `custom` |
+//! | `otpgate_outbox_depth`                   |                  | messages queued or in delivery now    |
 //!
 //! No label carries an address, an account or a path: every label has a small, fixed set
 //! of values, so the number of series stays bounded whatever clients send.
@@ -30,12 +32,14 @@
 //! its public port.
 
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -108,6 +112,15 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcome {
+    provider: &'static str,
+    outcome: &'static str,
+}
+
+/// The outcomes [`delivery_attempt`] is called with.
+const DELIVERY_OUTCOMES: [&str; 4] = ["sent", "retried", "failed_over", "failed"];
+
 /// A histogram of request latencies: 1 ms to about 16 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -116,6 +129,7 @@ fn latency_histogram() -> Histogram {
 /// Every family, and the registry that writes them.
 struct Metrics {
     registry: Registry,
+    delivery_attempts: Family<ProviderOutcome, Counter>,
     codes_sent: Counter,
     codes_verified: Counter,
     code_failures: Family<Reason, Counter>,
@@ -138,6 +152,7 @@ impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("otpgate");
         let metrics = Metrics {
+            delivery_attempts: Family::default(),
             codes_sent: Counter::default(),
             codes_verified: Counter::default(),
             code_failures: Family::default(),
@@ -250,6 +265,11 @@ impl Metrics {
             "Failures reaching the app, by kind",
             metrics.upstream_errors.clone(),
         );
+        registry.register(
+            "delivery_attempts",
+            "Delivery outcomes by provider: messages sent, tries retried, messages handed on to the fallback (under the provider that failed), messages no provider delivered (under the last one tried)",
+            metrics.delivery_attempts.clone(),
+        );
         Metrics {
             registry,
             token_checks,
@@ -356,9 +376,43 @@ pub fn request_answered(status: u16, route: &'static str, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// A delivery through `provider` (a [`crate::delivery::Sender::provider`] name) ended a
+/// try with `outcome`: `sent`, `retried`, `failed_over` or `failed`.
+pub(crate) fn delivery_attempt(provider: &'static str, outcome: &'static str) {
+    metrics()
+        .delivery_attempts
+        .get_or_create(&ProviderOutcome { provider, outcome })
+        .inc();
+}
+
+/// `provider` is configured: its series show from now, at 0 until they move.
+pub(crate) fn delivery_provider(provider: &'static str) {
+    for outcome in DELIVERY_OUTCOMES {
+        drop(
+            metrics()
+                .delivery_attempts
+                .get_or_create(&ProviderOutcome { provider, outcome }),
+        );
+    }
+}
+
+/// The count of `outcome` for `provider` so far.
+#[cfg(test)]
+pub(crate) fn delivery_attempts(provider: &'static str, outcome: &'static str) -> u64 {
+    metrics()
+        .delivery_attempts
+        .get_or_create(&ProviderOutcome { provider, outcome })
+        .get()
+}
+
 /// Every metric in the text exposition format, with `delivery`'s counters as
 /// `otpgate_deliveries_total` when given.
 pub fn render(delivery: Option<DeliveryStats>) -> String {
+    render_with_depth(delivery, None)
+}
+
+/// As [`render`], with the outbox's depth as the gauge `otpgate_outbox_depth` when given.
+pub fn render_with_depth(delivery: Option<DeliveryStats>, outbox_depth: Option<usize>) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail; an encoder error would be a bug in a metric.
     let _ = encode_registry(&mut text, &metrics().registry);
@@ -377,6 +431,17 @@ pub fn render(delivery: Option<DeliveryStats>) -> String {
             "deliveries",
             "Delivery outcomes since start: messages sent, tries retried, messages handed to a fallback provider, messages no provider delivered",
             deliveries,
+        );
+        let _ = encode_registry(&mut text, &registry);
+    }
+    if let Some(depth) = outbox_depth {
+        let mut registry = Registry::with_prefix("otpgate");
+        let gauge = Gauge::<i64, AtomicI64>::default();
+        gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        registry.register(
+            "outbox_depth",
+            "Messages queued for delivery or being delivered now",
+            gauge,
         );
         let _ = encode_registry(&mut text, &registry);
     }

@@ -11,6 +11,10 @@ pub struct ConsoleSender;
 
 #[async_trait]
 impl Sender for ConsoleSender {
+    fn provider(&self) -> &'static str {
+        "console"
+    }
+
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         // A closed standard output must not take the gate down.
         let _ = writeln!(

@@ -93,6 +93,12 @@ pub enum DeliveryError {
 pub trait Sender: Send + Sync + 'static {
     /// Delivers `message`, retrying as the implementation sees fit.
     async fn send(&self, message: &Message) -> Result<(), DeliveryError>;
+
+    /// The provider's name in the metrics' `provider` label: one of a small, fixed set
+    /// (`console`, `webhook`, `smtp`, `twilio`), or `custom` for a sender of the app's own.
+    fn provider(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// The senders for each channel: a primary, and a fallback that takes over when the

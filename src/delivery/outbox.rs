@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ struct Counters {
     retried: AtomicU64,
     failed_over: AtomicU64,
     decoys_dropped: AtomicU64,
+    /// Messages the worker has taken off the queue and not yet finished with.
+    in_hand: AtomicUsize,
 }
 
 /// A message in the queue, and whether the worker is to deliver it.
@@ -86,6 +88,18 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox delivering through `senders` under `policy`.
     pub fn new(senders: Senders, policy: OutboxPolicy) -> Outbox {
+        // Each configured provider's series show from the start, at 0.
+        for sender in [
+            &senders.email,
+            &senders.sms,
+            &senders.email_fallback,
+            &senders.sms_fallback,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::metrics::delivery_provider(sender.provider());
+        }
         Outbox {
             senders,
             policy: OutboxPolicy {
@@ -119,6 +133,17 @@ impl Outbox {
     /// neither sent nor failed, so [`DeliveryStats`] leaves them out.
     pub fn decoys_dropped(&self) -> u64 {
         self.counters.decoys_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued or in delivery now: places held in the queue, plus messages the
+    /// worker has taken and not finished (waiting for a delivery slot, or being sent).
+    /// Decoys count while they wait in the queue, like any message.
+    pub fn depth(&self) -> usize {
+        let queued = self
+            .queue
+            .get()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity());
+        queued + self.counters.in_hand.load(Ordering::Relaxed)
     }
 
     /// Holds a place in the queue without waiting, so that a caller can refuse a request
@@ -193,6 +218,7 @@ async fn drain(
             tracing::debug!(channel = %message.channel(), tenant = %message.tenant, "no such account: code not delivered");
             continue;
         }
+        counters.in_hand.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
@@ -206,6 +232,7 @@ async fn drain(
         let counters = Arc::clone(&counters);
         tokio::spawn(async move {
             deliver(&message, &providers, policy, &counters).await;
+            counters.in_hand.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -221,18 +248,22 @@ async fn deliver(
     for (index, provider) in providers.iter().enumerate() {
         if index > 0 {
             counters.failed_over.fetch_add(1, Ordering::Relaxed);
+            // Counted under the provider that failed and handed the message on.
+            crate::metrics::delivery_attempt(providers[index - 1].provider(), "failed_over");
             tracing::warn!(%channel, %to, %tenant, "primary provider failed; trying the fallback");
         }
         let mut delay = policy.backoff;
         for attempt in 0..policy.attempts {
             if attempt > 0 {
                 counters.retried.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::delivery_attempt(provider.provider(), "retried");
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
             }
             match tokio::time::timeout(policy.timeout, provider.send(message)).await {
                 Ok(Ok(())) => {
                     counters.sent.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::delivery_attempt(provider.provider(), "sent");
                     tracing::info!(%channel, %to, %tenant, provider = index, "code delivered");
                     return;
                 }
@@ -254,5 +285,145 @@ async fn deliver(
         }
     }
     counters.failed.fetch_add(1, Ordering::Relaxed);
+    // Counted under the last provider tried: the fallback, when there is one.
+    if let Some(last) = providers.last() {
+        crate::metrics::delivery_attempt(last.provider(), "failed");
+    }
     tracing::error!(%channel, %to, %tenant, "code could not be delivered by any provider");
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::delivery::Rendered;
+    use crate::identifier::Identifier;
+    use crate::otp::CodeFormat;
+
+    fn message() -> Message {
+        Message {
+            to: Identifier::email("ada@example.com").unwrap(),
+            code: CodeFormat::default().generate(),
+            tenant: "default".to_owned(),
+            expires_in: Duration::from_secs(300),
+            content: Rendered::default(),
+        }
+    }
+
+    fn quick(capacity: usize) -> OutboxPolicy {
+        OutboxPolicy {
+            capacity,
+            concurrency: 1,
+            attempts: 1,
+            backoff: Duration::from_millis(1),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A sender that fails or succeeds, and tells when it has sent.
+    struct Fixed {
+        provider: &'static str,
+        ok: bool,
+        done: Arc<Notify>,
+    }
+
+    #[async_trait]
+    impl Sender for Fixed {
+        async fn send(&self, _: &Message) -> Result<(), DeliveryError> {
+            if self.ok {
+                self.done.notify_one();
+                Ok(())
+            } else {
+                Err(DeliveryError::Failed("down".to_owned()))
+            }
+        }
+
+        fn provider(&self) -> &'static str {
+            self.provider
+        }
+    }
+
+    /// A sender that waits until released.
+    struct Held(Arc<Notify>);
+
+    #[async_trait]
+    impl Sender for Held {
+        async fn send(&self, _: &Message) -> Result<(), DeliveryError> {
+            self.0.notified().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failover_counts_under_the_primary_and_the_send_under_the_fallback() {
+        // Names of this test's own, so that other tests' counts do not mix in.
+        let (primary, fallback) = ("test_failover_primary", "test_failover_fallback");
+        let done = Arc::new(Notify::new());
+        let senders = Senders {
+            email: Some(Arc::new(Fixed {
+                provider: primary,
+                ok: false,
+                done: Arc::clone(&done),
+            })),
+            email_fallback: Some(Arc::new(Fixed {
+                provider: fallback,
+                ok: true,
+                done: Arc::clone(&done),
+            })),
+            ..Senders::default()
+        };
+        let outbox = Outbox::new(senders, quick(8));
+        // Configured providers show at 0 before anything is sent.
+        assert_eq!(crate::metrics::delivery_attempts(fallback, "sent"), 0);
+        outbox.enqueue(message()).unwrap();
+        done.notified().await;
+        // The counter moves right after the send returns: wait for the worker to finish.
+        while outbox.depth() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(crate::metrics::delivery_attempts(primary, "failed_over"), 1);
+        assert_eq!(crate::metrics::delivery_attempts(primary, "sent"), 0);
+        assert_eq!(crate::metrics::delivery_attempts(fallback, "sent"), 1);
+        assert_eq!(crate::metrics::delivery_attempts(fallback, "failed"), 0);
+        assert_eq!(outbox.stats().failed_over, 1);
+        let text = crate::metrics::render(None);
+        assert!(
+            text.contains(
+                "otpgate_delivery_attempts_total{provider=\"test_failover_fallback\",outcome=\"sent\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn depth_counts_messages_queued_and_in_delivery() {
+        let release = Arc::new(Notify::new());
+        let senders = Senders {
+            email: Some(Arc::new(Held(Arc::clone(&release)))),
+            ..Senders::default()
+        };
+        let outbox = Outbox::new(senders, quick(8));
+        assert_eq!(outbox.depth(), 0);
+        for _ in 0..3 {
+            outbox.enqueue(message()).unwrap();
+        }
+        assert_eq!(outbox.depth(), 3);
+        // Once the worker has run, one is being sent (held) and one waits for a delivery
+        // slot, both taken off the queue: all three are still in the outbox.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.counters.in_hand.load(Ordering::Relaxed), 2);
+        assert_eq!(outbox.depth(), 3);
+        let text = crate::metrics::render_with_depth(None, Some(outbox.depth()));
+        assert!(text.contains("otpgate_outbox_depth 3"), "{text}");
+        // Released one at a time, the depth goes back to 0.
+        while outbox.depth() > 0 {
+            release.notify_one();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.stats().sent, 3);
+    }
 }

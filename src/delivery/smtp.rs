@@ -136,6 +136,10 @@ impl std::fmt::Debug for SmtpSender {
 
 #[async_trait]
 impl Sender for SmtpSender {
+    fn provider(&self) -> &'static str {
+        "smtp"
+    }
+
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         let to: Mailbox = message.to.as_str().parse::<Mailbox>().map_err(|e| {
             let reason = scrub::provider_text(&e.to_string(), message);

@@ -67,6 +67,10 @@ impl std::fmt::Debug for TwilioSender {
 
 #[async_trait]
 impl Sender for TwilioSender {
+    fn provider(&self) -> &'static str {
+        "twilio"
+    }
+
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         let from = match &self.sender {
             TwilioFrom::Number(number) => ("From", number.as_str()),

@@ -95,6 +95,10 @@ impl std::fmt::Debug for WebhookSender {
 
 #[async_trait]
 impl Sender for WebhookSender {
+    fn provider(&self) -> &'static str {
+        "webhook"
+    }
+
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         let body = zeroize::Zeroizing::new(
             serde_json::to_vec(&WebhookPayload::from(message))

@@ -122,6 +122,11 @@ impl Gate {
         &self.inner.store
     }
 
+    /// Messages in the outbox now: queued, or being delivered.
+    pub fn outbox_depth(&self) -> usize {
+        self.inner.outbox.depth()
+    }
+
     /// Delivery counters since start: sent, failed, retried, failed over.
     pub fn delivery_stats(&self) -> DeliveryStats {
         self.inner.outbox.stats()

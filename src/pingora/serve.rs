@@ -103,8 +103,12 @@ impl ::pingora::apps::http_app::ServeHttp for MetricsApp {
         let request = session.req_header();
         let (status, content_type, body) =
             if request.method == http::Method::GET && request.uri.path() == "/metrics" {
-                let delivery = self.0.current().gate().delivery_stats();
-                let text = crate::metrics::render(Some(delivery));
+                let front = self.0.current();
+                let gate = front.gate();
+                let text = crate::metrics::render_with_depth(
+                    Some(gate.delivery_stats()),
+                    Some(gate.outbox_depth()),
+                );
                 (http::StatusCode::OK, crate::metrics::CONTENT_TYPE, text)
             } else {
                 let text = "not found\n".to_owned();
