@@ -23,7 +23,7 @@ enum Layer {
 fn layer_of_module(module: &str) -> Option<Layer> {
     Some(match module {
         "otp" | "identifier" | "util" | "error" => Layer::Core,
-        "store" | "token" | "delivery" | "directory" => Layer::Parts,
+        "store" | "token" | "delivery" | "directory" | "metrics" => Layer::Parts,
         "gate" => Layer::Engine,
         "http" => Layer::Front,
         "tower" | "pingora" => Layer::Adapters,
