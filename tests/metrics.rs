@@ -76,6 +76,19 @@ fn labelled<'a>(scrape: &'a Scrape, name: &str, label: &str, expected: &str) -> 
         .find(|s| s.labels.get(label) == Some(expected))
 }
 
+/// The count of `outcome` for `provider`, if the series shows.
+fn attempts(scrape: &Scrape, provider: &str, outcome: &str) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "otpgate_delivery_attempts_total"
+                && s.labels.get("provider") == Some(provider)
+                && s.labels.get("outcome") == Some(outcome)
+        })
+        .map(value)
+}
+
 async fn scrape(client: &reqwest::Client, url: &str) -> (String, Scrape) {
     let answer = client.get(url).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
@@ -270,4 +283,41 @@ fn metrics_on_the_public_port_are_refused() {
     let message = error.to_string();
     assert!(message.contains("`metrics.listen`"), "{message}");
     assert!(message.contains(":5:"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivery_counts_under_its_provider_and_the_depth_shows() {
+    let hook = WebhookReceiver::start().await;
+    let upstream = serve(Router::new().route("/", get(|| async { "app" }))).await;
+    let gate = Gate::start(&format!(
+        "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\n\n{}",
+        webhook_delivery_toml(&hook.url)
+    ))
+    .await;
+    let client = reqwest::Client::new();
+
+    // The configured provider shows from the start, at 0, and the outbox is empty.
+    let (text, before) = scrape(&client, &gate.metrics).await;
+    assert_eq!(attempts(&before, "webhook", "sent"), Some(0.0), "{text}");
+    assert_eq!(attempts(&before, "webhook", "failed"), Some(0.0), "{text}");
+
+    sign_in(&client, &gate.base, &hook, "alice@example.com").await;
+
+    // The webhook received the code; the outbox counts the send once the webhook's
+    // answer is read, which may be just after: wait until it shows.
+    let (mut text, mut after) = scrape(&client, &gate.metrics).await;
+    for _ in 0..50 {
+        if attempts(&after, "webhook", "sent").is_some_and(|sent| sent >= 1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (text, after) = scrape(&client, &gate.metrics).await;
+    }
+    let sent = attempts(&after, "webhook", "sent")
+        .unwrap_or_else(|| panic!("no webhook series in:\n{text}"));
+    assert!(sent >= 1.0, "{text}");
+    assert_eq!(attempts(&after, "webhook", "failed"), Some(0.0), "{text}");
+    let depth = samples(&after, "otpgate_outbox_depth");
+    assert_eq!(depth.len(), 1, "{text}");
+    assert!(value(depth[0]) >= 0.0, "{text}");
 }
