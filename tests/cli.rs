@@ -3,22 +3,10 @@
 // The command is built with the proxy only.
 #![cfg(feature = "proxy")]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn otpgate(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("OTPGATE_CONFIG")
-        .output()
-        .expect("otpgate runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use common::otpgate;
+use std::path::Path;
 
 #[test]
 fn keygen_check_mint_and_verify() {

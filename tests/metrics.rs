@@ -23,6 +23,16 @@ struct Gate {
 }
 
 impl Gate {
+    /// A gate in front of a trivial app, delivering codes to `hook`.
+    async fn start_with_webhook(hook: &WebhookReceiver) -> Gate {
+        let upstream = serve(Router::new().route("/", get(|| async { "app" }))).await;
+        Gate::start(&format!(
+            "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\n\n{}",
+            webhook_delivery_toml(&hook.url)
+        ))
+        .await
+    }
+
     async fn start(config: &str) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let (port, metrics_port) = (free_port(), free_port());
@@ -111,12 +121,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> (String, Scrape) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_moves_the_counters_on_the_metrics_listener_only() {
     let hook = WebhookReceiver::start().await;
-    let upstream = serve(Router::new().route("/", get(|| async { "app" }))).await;
-    let gate = Gate::start(&format!(
-        "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\n\n{}",
-        webhook_delivery_toml(&hook.url)
-    ))
-    .await;
+    let gate = Gate::start_with_webhook(&hook).await;
     let client = reqwest::Client::new();
 
     let (_, before) = scrape(&client, &gate.metrics).await;
@@ -288,12 +293,7 @@ fn metrics_on_the_public_port_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_delivery_counts_under_its_provider_and_the_depth_shows() {
     let hook = WebhookReceiver::start().await;
-    let upstream = serve(Router::new().route("/", get(|| async { "app" }))).await;
-    let gate = Gate::start(&format!(
-        "[server]\nupstream = \"http://{upstream}\"\nthreads = 1\n\n{}",
-        webhook_delivery_toml(&hook.url)
-    ))
-    .await;
+    let gate = Gate::start_with_webhook(&hook).await;
     let client = reqwest::Client::new();
 
     // The configured provider shows from the start, at 0, and the outbox is empty.

@@ -4,6 +4,9 @@
 // The command is built with the proxy only.
 #![cfg(feature = "proxy")]
 
+mod common;
+
+use common::otpgate;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,20 +31,6 @@ url = "http://127.0.0.1:9/sms"
 "#;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-fn otpgate(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("OTPGATE_CONFIG")
-        .output()
-        .expect("otpgate runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// A directory with a key at keys/gate.pem.
 fn keyed_dir() -> tempfile::TempDir {

@@ -712,3 +712,19 @@ pub fn webhook_delivery_toml(url: &str) -> String {
          [delivery.sms]\nkind = \"webhook\"\nurl = \"{url}\"\n"
     )
 }
+
+/// Runs the `otpgate` command in `dir` with `args` (and no `OTPGATE_CONFIG` from the
+/// environment): whether it succeeded, its standard output and its standard error.
+pub fn otpgate(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OTPGATE_CONFIG")
+        .output()
+        .expect("otpgate runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
