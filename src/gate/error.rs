@@ -43,6 +43,13 @@ pub enum GateError {
     /// No valid token on a protected path.
     #[error("authentication required")]
     Unauthorized,
+    /// A valid session whose sign-in is older than the path's rule accepts (step-up).
+    #[error("sign in again to continue")]
+    ReauthenticationRequired,
+    /// A valid session that the path's rule does not admit (another tenant, an account
+    /// not on the rule's lists).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// A missing or unknown `x-client-key`.
     #[error("missing or unknown client key")]
     InvalidClientKey,
@@ -119,11 +126,13 @@ impl GateError {
             }
             GateError::InvalidCode
             | GateError::Unauthorized
+            | GateError::ReauthenticationRequired
             | GateError::InvalidToken
             | GateError::InvalidClientKey => StatusCode::UNAUTHORIZED,
             GateError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GateError::Forbidden(_) => StatusCode::FORBIDDEN,
             GateError::NotFound => StatusCode::NOT_FOUND,
             GateError::StoreUnavailable(_)
             | GateError::DirectoryUnavailable(_)
@@ -148,6 +157,8 @@ impl GateError {
             GateError::TooManyAttempts { .. } => "too_many_attempts",
             GateError::InvalidCode => "invalid_code",
             GateError::Unauthorized => "unauthorized",
+            GateError::ReauthenticationRequired => "reauthentication_required",
+            GateError::Forbidden(_) => "forbidden",
             GateError::InvalidToken => "invalid_token",
             GateError::InvalidClientKey => "invalid_client_key",
             GateError::UpstreamUnavailable => "upstream_unavailable",

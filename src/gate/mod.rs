@@ -107,6 +107,11 @@ impl Gate {
         GateBuilder::default()
     }
 
+    /// The engine's clock's time now.
+    pub fn now(&self) -> crate::otp::Timestamp {
+        self.inner.clock.now()
+    }
+
     /// The token minter and verifier.
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens

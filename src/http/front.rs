@@ -12,12 +12,12 @@ use super::headers::{
     StripRules, X_FORWARDED_FOR, X_REQUEST_ID, folded, forwarded_address, identity_headers,
     is_forwarding_header, is_request_id_header, request_id, sanitized_connection,
 };
+use super::policy::{self, Denial};
 use super::{
-    Action, BodyReader, CanonicalTarget, Dialect, EndpointRoute, GateResponse, HttpSettings,
-    RequestView, Route, UpstreamPlan, dialect, target,
+    Action, BodyReader, CanonicalTarget, Dialect, EndpointRoute, GateResponse, HttpSettings, Page,
+    RequestView, Route, UpstreamPlan, dialect, forward, pages, target,
 };
-use crate::gate::Gate;
-use crate::gate::GateError;
+use crate::gate::{Gate, GateError, Identity};
 
 /// The gate's HTTP front: the engine and the HTTP settings it is served with. Both
 /// adapters hold one (the tower layer and the pingora filter) and ask it every HTTP
@@ -39,11 +39,15 @@ use crate::gate::GateError;
 ///     .canonical_target(&http::Method::GET, b"/public/../api//me")
 ///     .expect("a readable target");
 /// assert_eq!(target.path(), "/api/me");
-/// assert_eq!(front.route(&target), Route::Upstream { protected: true });
+/// let route = front.route(&http::Method::GET, &target);
+/// assert_eq!(route, Route::Upstream { rule: Some(0) });
 ///
 /// // Without a token, a protected path is answered 401 and never reaches the app.
 /// let headers = http::HeaderMap::new();
-/// let refusal = front.plan_upstream(&headers, None, true).await.unwrap_err();
+/// let refusal = front
+///     .plan_upstream(&http::Method::GET, &target, &headers, None, Some(0))
+///     .await
+///     .unwrap_err();
 /// assert_eq!(refusal.status, http::StatusCode::UNAUTHORIZED);
 /// # Ok(()) }
 /// ```
@@ -209,17 +213,13 @@ impl Front {
         Ok(())
     }
 
-    /// Decides where a request goes, from its canonical target alone.
-    pub fn route(&self, target: &CanonicalTarget) -> Route {
+    /// Decides where a request goes, from its method and canonical target alone.
+    pub fn route(&self, method: &Method, target: &CanonicalTarget) -> Route {
         let http = self.settings();
         if target.is_asterisk() {
-            // `OPTIONS *` names no resource: only a prefix that protects everything
-            // covers it.
+            // `OPTIONS *` names no resource: only a rule that protects everything covers it.
             return Route::Upstream {
-                protected: http
-                    .protect
-                    .iter()
-                    .any(|prefix| prefix.trim_matches('/').is_empty()),
+                rule: policy::rule_for(&http.protect, method, "/", http.paths.case_sensitive),
             };
         }
         let path = target.match_path();
@@ -241,6 +241,20 @@ impl Front {
                 action: Action::Ready,
             });
         }
+        if let Some(pages) = &http.pages {
+            if let Some(page) = Page::at(path, &pages.prefix) {
+                return Route::Endpoint(EndpointRoute {
+                    dialect: Dialect::Generic,
+                    action: Action::Page(page),
+                });
+            }
+            if path.strip_prefix(pages.prefix.trim_end_matches('/')) == Some("/check") {
+                return Route::Endpoint(EndpointRoute {
+                    dialect: Dialect::Generic,
+                    action: Action::Check,
+                });
+            }
+        }
         for mount in &http.endpoints {
             if let Some(action) = mount.dialect.action_for(path, &mount.prefix) {
                 let route = EndpointRoute {
@@ -254,10 +268,7 @@ impl Front {
             }
         }
         Route::Upstream {
-            protected: http
-                .protect
-                .iter()
-                .any(|prefix| target::prefix_covers(prefix, path, http.paths.case_sensitive)),
+            rule: policy::rule_for(&http.protect, method, path, http.paths.case_sensitive),
         }
     }
 
@@ -272,6 +283,14 @@ impl Front {
         // Every audit event of this request names its dialect and client.
         let dialect_name = format!("{:?}", route.dialect).to_ascii_lowercase();
         crate::gate::audit::within(dialect_name, request.client_ip, async {
+            // Pages take GET and POST on one path and answer in HTML: they check their own
+            // methods and render their own errors.
+            if let Action::Page(page) = route.action {
+                return match &self.settings().pages {
+                    Some(pages) => pages::handle(&self.context(), pages, page, request, body).await,
+                    None => refusal(route.dialect, &GateError::NotFound),
+                };
+            }
             let allowed = route.dialect.method(route.action);
             if *request.method != allowed {
                 let mut response = route.dialect.error(&GateError::MethodNotAllowed);
@@ -300,6 +319,8 @@ impl Front {
                 (_, Action::Ready) => self.gate().readiness().await.map(|()| {
                     GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                 }),
+                (_, Action::Check) => Ok(forward::check(self, request).await),
+                (_, Action::Page(_)) => Err(GateError::NotFound),
                 (Dialect::Nexudus, action) => {
                     dialect::nexudus::handle(&self.context(), action, request).await
                 }
@@ -360,30 +381,26 @@ impl Front {
     /// Decides what to change in a request bound for the app: every identity header the
     /// client sent is removed and, when the request carries a valid token, the identity
     /// is injected; forwarding headers are set from `peer` (see
-    /// [`strip_only_plan`](Self::strip_only_plan)). On a protected path without a valid
-    /// token, returns the 401 to answer instead (or a 503 when the store cannot answer
-    /// the revocation check and [`crate::RevocationFallback::Deny`] is set).
+    /// [`strip_only_plan`](Self::strip_only_plan)). When `rule` (from
+    /// [`route`](Self::route)) guards the request and the session does not pass it,
+    /// returns the answer to give instead (see [`refuse`](Self::refuse)).
     pub async fn plan_upstream(
         &self,
+        method: &Method,
+        target: &CanonicalTarget,
         headers: &HeaderMap,
         peer: Option<IpAddr>,
-        protected: bool,
+        rule: Option<usize>,
     ) -> Result<UpstreamPlan, Box<GateResponse>> {
-        let identity = match self.token_in(headers) {
-            Some(token) => match self.gate().authenticate(token).await {
-                Ok(identity) => Some(identity),
-                // The store could not rule out a revocation and the fallback is "deny":
-                // a protected path waits for the store rather than guessing.
-                Err(error @ GateError::StoreUnavailable(_)) if protected => {
-                    return Err(Box::new(refusal(Dialect::Generic, &error)));
-                }
-                Err(_) => None,
-            },
-            None => None,
+        let identity = match self.judge(headers, rule).await {
+            Ok(identity) => identity,
+            Err(refused) => {
+                let return_to = target.to_origin_form();
+                return Err(Box::new(
+                    self.refuse(&refused, method, headers, &return_to, rule),
+                ));
+            }
         };
-        if identity.is_none() && protected {
-            return Err(Box::new(Dialect::Generic.error(&GateError::Unauthorized)));
-        }
         let mut plan = self.strip_only_plan(headers, peer);
         if let Some(identity) = &identity {
             plan.inject
@@ -391,6 +408,87 @@ impl Front {
         }
         plan.identity = identity;
         Ok(plan)
+    }
+
+    /// Judges the session a request carries against `rule`: the verified identity, if
+    /// any, when it may pass; otherwise why not. Made once here for the proxy, the layer
+    /// and forward-auth.
+    pub(crate) async fn judge(
+        &self,
+        headers: &HeaderMap,
+        rule: Option<usize>,
+    ) -> Result<Option<Identity>, GateError> {
+        let rule = rule.and_then(|index| self.settings().protect.get(index));
+        let identity = match self.token_in(headers) {
+            Some(token) => match self.gate().authenticate(token).await {
+                Ok(identity) => Some(identity),
+                // The store could not rule out a revocation and the fallback is "deny":
+                // a protected path waits for the store rather than guessing.
+                Err(error @ GateError::StoreUnavailable(_)) if rule.is_some() => {
+                    return Err(error);
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let Some(rule) = rule else {
+            return Ok(identity);
+        };
+        let Some(identity) = identity else {
+            return Err(GateError::Unauthorized);
+        };
+        let now_secs = self.gate().now().0 / 1000;
+        match rule.admits(&identity, now_secs) {
+            Ok(()) => Ok(Some(identity)),
+            Err(Denial::SignInAgain) => Err(GateError::ReauthenticationRequired),
+            Err(Denial::Forbidden(reason)) => Err(GateError::Forbidden(reason)),
+        }
+    }
+
+    /// The answer to a request [`judge`](Self::judge) refused: a browser navigating to a
+    /// page that needs a (fresher) sign-in is sent to the sign-in page (303), with
+    /// `return_to` (the path and query it asked for) to come back to; everything else
+    /// gets the JSON refusal (401, 403, 503), which a script can act on.
+    pub fn refuse(
+        &self,
+        error: &GateError,
+        method: &Method,
+        headers: &HeaderMap,
+        return_to: &str,
+        rule: Option<usize>,
+    ) -> GateResponse {
+        match self.sign_in_location(error, method, headers, return_to, rule) {
+            Some(location) => see_other(&location),
+            None => refusal(Dialect::Generic, error),
+        }
+    }
+
+    /// Where a refused browser navigation signs in, when it should: only for a refusal
+    /// that a sign-in cures, only for a navigation, and only when the pages are on.
+    pub(crate) fn sign_in_location(
+        &self,
+        error: &GateError,
+        method: &Method,
+        headers: &HeaderMap,
+        return_to: &str,
+        rule: Option<usize>,
+    ) -> Option<String> {
+        let pages = self.settings().pages.as_ref()?;
+        let cured_by_sign_in = matches!(
+            error,
+            GateError::Unauthorized | GateError::ReauthenticationRequired
+        );
+        if !cured_by_sign_in || !policy::is_navigation(method, headers) {
+            return None;
+        }
+        // A rule for one tenant signs people in to that tenant.
+        let tenant = rule
+            .and_then(|index| self.settings().protect.get(index))
+            .and_then(|rule| match rule.tenants.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            });
+        Some(pages.sign_in_location(return_to, tenant))
     }
 
     /// A plan that injects no identity: it removes every header the client may not set
@@ -490,7 +588,7 @@ impl Front {
         Some(client)
     }
 
-    fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
+    pub(crate) fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
         self.settings()
             .trusted_proxies
             .iter()
@@ -503,9 +601,26 @@ impl Front {
     }
 }
 
+/// A `303 See Other` to `location`, never cached.
+pub(crate) fn see_other(location: &str) -> GateResponse {
+    let mut response = GateResponse {
+        status: StatusCode::SEE_OTHER,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+    };
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers.insert(http::header::LOCATION, value);
+    }
+    response.headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 /// `error` in `dialect`'s shape. Errors are rendered here, once; when a part the gate
 /// needs failed, the log says which and why, which the answer does not.
-fn refusal(dialect: Dialect, error: &GateError) -> GateResponse {
+pub(crate) fn refusal(dialect: Dialect, error: &GateError) -> GateResponse {
     if let Some((reason, detail)) = error.unavailable_reason() {
         tracing::warn!(
             reason,

@@ -13,8 +13,11 @@ use http::{HeaderMap, Method, StatusCode};
 
 mod body;
 pub mod dialect;
+mod forward;
 mod front;
 mod headers;
+pub mod pages;
+pub mod policy;
 mod settings;
 pub mod target;
 #[cfg(test)]
@@ -24,6 +27,8 @@ pub use body::{BodyReader, MEDIATED_RESPONSE_LIMIT};
 pub use dialect::Dialect;
 pub use front::Front;
 pub use headers::{HOP_BY_HOP, UpstreamPlan, remove_hop_by_hop};
+pub use pages::{Page, PageSettings};
+pub use policy::ProtectRule;
 pub use settings::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};
 pub use target::{CanonicalTarget, PathPolicy};
 
@@ -49,6 +54,11 @@ pub enum Action {
     Health,
     /// Answer a readiness probe: whether the parts the gate needs answer now.
     Ready,
+    /// Serve one of the sign-in pages for browsers.
+    Page(Page),
+    /// Forward-auth: judge the request another proxy is about to forward, as described
+    /// by its `X-Forwarded-*` (or `X-Original-URI`) headers.
+    Check,
 }
 
 /// A request the gate answers itself.
@@ -75,10 +85,11 @@ pub enum Route {
     /// Through the gate to the app and back, the gate reading both ways; see
     /// [`Front::mediate`].
     Mediated(EndpointRoute),
-    /// To the app; `protected` when a valid token is required.
+    /// To the app.
     Upstream {
-        /// A valid token is required.
-        protected: bool,
+        /// The protect rule that guards the request (its index in
+        /// [`HttpSettings::protect`]); `None` when the path is public.
+        rule: Option<usize>,
     },
 }
 
@@ -95,6 +106,8 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// The client's address, after trusted proxies are peeled off.
     pub client_ip: Option<IpAddr>,
+    /// The address the request came from (the peer of the connection).
+    pub peer: Option<IpAddr>,
 }
 
 /// An answer written by the gate itself.

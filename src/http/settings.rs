@@ -5,7 +5,7 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::{Dialect, PathPolicy};
+use super::{Dialect, PageSettings, PathPolicy, ProtectRule};
 
 /// Where a dialect's endpoints are mounted.
 #[derive(Clone, PartialEq, Eq)]
@@ -98,8 +98,12 @@ pub struct CookieSettings {
 pub struct HttpSettings {
     /// Mounted endpoint sets.
     pub endpoints: Vec<EndpointMount>,
-    /// Path prefixes that require a valid token.
-    pub protect: Vec<String>,
+    /// The rules that require a valid session under a path prefix; the most specific
+    /// one that covers a request applies (see [`ProtectRule`]).
+    pub protect: Vec<ProtectRule>,
+    /// The sign-in pages for browsers and forward-auth's `{prefix}/check`; `None` turns
+    /// both off, and browsers then get the 401 that API clients get.
+    pub pages: Option<PageSettings>,
     /// Identity headers.
     pub identity: IdentityHeaders,
     /// Session cookie; `None` to use bearer tokens only.
@@ -128,6 +132,7 @@ impl Default for HttpSettings {
         HttpSettings {
             endpoints: vec![EndpointMount::new(Dialect::Generic, "/auth")],
             protect: Vec::new(),
+            pages: Some(PageSettings::default()),
             identity: IdentityHeaders::default(),
             cookie: Some(CookieSettings {
                 name: "otpgate_session".into(),

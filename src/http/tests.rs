@@ -260,8 +260,12 @@ fn protection_and_routing_use_the_canonical_path() {
         ..HttpSettings::default()
     };
     let gate = Front::new(Gate::builder().build().unwrap(), http);
-    let route =
-        |raw: &str| gate.route(&gate.canonical_target(&Method::GET, raw.as_bytes()).unwrap());
+    let route = |raw: &str| {
+        gate.route(
+            &Method::GET,
+            &gate.canonical_target(&Method::GET, raw.as_bytes()).unwrap(),
+        )
+    };
     for raw in [
         "/api/me",
         "/API/me",
@@ -270,10 +274,10 @@ fn protection_and_routing_use_the_canonical_path() {
         "/%61pi/me",
         "/api",
     ] {
-        assert_eq!(route(raw), Route::Upstream { protected: true }, "{raw}");
+        assert_eq!(route(raw), Route::Upstream { rule: Some(0) }, "{raw}");
     }
     for raw in ["/apiary", "/public/api/me", "/"] {
-        assert_eq!(route(raw), Route::Upstream { protected: false }, "{raw}");
+        assert_eq!(route(raw), Route::Upstream { rule: None }, "{raw}");
     }
     assert!(matches!(route("//auth/otp/send"), Route::Endpoint(_)));
     let refusal = gate
@@ -303,7 +307,11 @@ async fn debug_output_never_carries_a_credential() {
         .access
         .token;
     let headers = headers(&[("authorization", &format!("Bearer {token}"))]);
-    let plan = front.plan_upstream(&headers, None, true).await.unwrap();
+    let target = front.canonical_target(&Method::GET, b"/x").unwrap();
+    let plan = front
+        .plan_upstream(&Method::GET, &target, &headers, None, None)
+        .await
+        .unwrap();
     let printed = format!("{front:?} {plan:?}");
     assert!(plan.identity.is_some());
     assert!(!printed.contains("client-key-secret"), "{printed}");

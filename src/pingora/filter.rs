@@ -173,7 +173,7 @@ impl OtpFilter {
                 return Ok(true);
             }
         };
-        match front.route(&target) {
+        match front.route(&session.req_header().method, &target) {
             Route::Endpoint(route) => {
                 ctx.route = Some("endpoint");
                 let response = match read_body(front, session, route).await {
@@ -197,8 +197,14 @@ impl OtpFilter {
                 write_response(session, response).await?;
                 Ok(true)
             }
-            Route::Upstream { protected } => match front
-                .plan_upstream(&session.req_header().headers, peer_ip(session), protected)
+            Route::Upstream { rule } => match front
+                .plan_upstream(
+                    &session.req_header().method,
+                    &target,
+                    &session.req_header().headers,
+                    peer_ip(session),
+                    rule,
+                )
                 .await
             {
                 Ok(plan) => {
@@ -314,6 +320,7 @@ fn view<'a>(
         headers,
         query: uri.query(),
         client_ip: front.client_ip(peer, headers),
+        peer,
     }
 }
 

@@ -20,7 +20,7 @@ use crate::http::{CookieSettings, Dialect, EndpointMount, Front, HttpSettings};
 /// let layer = OtpLayer::with_defaults(Gate::builder().build()?)
 ///     .protect("/api/")
 ///     .endpoints_at("/login");
-/// assert_eq!(layer.front().settings().protect, ["/api/"]);
+/// assert_eq!(layer.front().settings().protect[0].prefix, "/api/");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -60,8 +60,8 @@ impl OtpLayer {
             "OtpLayer::protect: `{prefix}` is not a canonical path; write it like \"/api/\""
         );
         self.with_settings(|settings| {
-            if !settings.protect.iter().any(|known| known == prefix) {
-                settings.protect.push(prefix.to_owned());
+            if !settings.protect.iter().any(|known| known.prefix == prefix) {
+                settings.protect.push(prefix.into());
             }
         })
     }
@@ -123,6 +123,7 @@ impl<S> Layer<S> for OtpLayer {
 mod tests {
     use super::*;
     use crate::Gate;
+    use crate::http::ProtectRule;
 
     #[test]
     fn settings_methods_change_only_their_setting() {
@@ -132,7 +133,7 @@ mod tests {
             .endpoints_at("/login/")
             .cookie(None);
         let settings = layer.front().settings();
-        assert_eq!(settings.protect, ["/api/"]);
+        assert_eq!(settings.protect, [ProtectRule::prefix("/api/")]);
         assert_eq!(
             settings.endpoints,
             [EndpointMount::new(Dialect::Generic, "/login")]

@@ -106,13 +106,13 @@ where
                 return ResponseFuture::new(Box::pin(async move { Ok(response) }));
             }
         };
-        let route = front.route(&target);
+        let route = front.route(&parts.method, &target);
         // An identity only ever comes from a token this gate verified.
         parts.extensions.remove::<Identity>();
         // Each kind of route boxes only its own future: requests bound for the app, nearly
         // all of them, do not pay for allocating and moving the endpoints' larger state.
         let future: BoxResponse<ResBody, S::Error> = match route {
-            Route::Upstream { protected } => Box::pin(to_app(front, inner, parts, body, protected)),
+            Route::Upstream { rule } => Box::pin(to_app(front, inner, parts, body, target, rule)),
             Route::Endpoint(route) => Box::pin(async move {
                 let response = match read_body(&front, route, &parts.headers, body).await {
                     Ok(body) => front.handle(route, &view(&front, &parts), body).await,
@@ -154,13 +154,17 @@ async fn to_app<S, ReqBody, ResBody>(
     mut inner: S,
     mut parts: http::request::Parts,
     body: ReqBody,
-    protected: bool,
+    target: CanonicalTarget,
+    rule: Option<usize>,
 ) -> Result<Response<OtpBody<ResBody>>, S::Error>
 where
     S: Service<Request<OtpBody<ReqBody>>, Response = Response<ResBody>>,
 {
     let peer = peer_ip(&parts.extensions);
-    match front.plan_upstream(&parts.headers, peer, protected).await {
+    let plan = front
+        .plan_upstream(&parts.method, &target, &parts.headers, peer, rule)
+        .await;
+    match plan {
         Ok(plan) => {
             plan.apply(&mut parts.headers);
             if let Some(identity) = plan.identity {
@@ -278,6 +282,7 @@ fn view<'a>(front: &Front, parts: &'a http::request::Parts) -> RequestView<'a> {
         headers: &parts.headers,
         query: parts.uri.query(),
         client_ip: front.client_ip(peer_ip(&parts.extensions), &parts.headers),
+        peer: peer_ip(&parts.extensions),
     }
 }
 
@@ -287,6 +292,7 @@ struct ViewParts {
     uri: http::Uri,
     headers: http::HeaderMap,
     client_ip: Option<IpAddr>,
+    peer: Option<IpAddr>,
 }
 
 impl ViewParts {
@@ -296,6 +302,7 @@ impl ViewParts {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             client_ip: front.client_ip(peer_ip(&parts.extensions), &parts.headers),
+            peer: peer_ip(&parts.extensions),
         }
     }
 
@@ -306,6 +313,7 @@ impl ViewParts {
             headers: &self.headers,
             query: self.uri.query(),
             client_ip: self.client_ip,
+            peer: self.peer,
         }
     }
 }

@@ -3,8 +3,8 @@
 //! HTTP settings, never the front itself) and return `Result<GateResponse, GateError>`; the
 //! front renders the error once, in the dialect's shape ([`Dialect::error`]).
 
+use http::Method;
 use http::header::HeaderValue;
-use http::{Method, StatusCode};
 
 use super::{Action, GateResponse, HttpSettings};
 use crate::gate::Gate;
@@ -104,7 +104,7 @@ impl Dialect {
     /// The method an action takes in this dialect.
     pub fn method(&self, action: Action) -> Method {
         match (self, action) {
-            (_, Action::Jwks | Action::Health | Action::Ready) => Method::GET,
+            (_, Action::Jwks | Action::Health | Action::Ready | Action::Check) => Method::GET,
             (Dialect::Nexudus, Action::Send) => Method::GET,
             _ => Method::POST,
         }
@@ -112,10 +112,14 @@ impl Dialect {
 
     /// Whether an action reads the request body (otherwise its input is the query).
     pub fn reads_body(&self, action: Action) -> bool {
-        // Nexudus takes its input in the query; the JWKS and the probes take none.
+        // Nexudus takes its input in the query; the JWKS, the probes and forward-auth
+        // take none. Pages read their form bodies.
         !matches!(
             (self, action),
-            (_, Action::Jwks | Action::Health | Action::Ready) | (Dialect::Nexudus, _)
+            (
+                _,
+                Action::Jwks | Action::Health | Action::Ready | Action::Check
+            ) | (Dialect::Nexudus, _)
         )
     }
 
@@ -134,7 +138,10 @@ impl Dialect {
                 .headers
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if response.status == StatusCode::UNAUTHORIZED && matches!(error, GateError::Unauthorized) {
+        if matches!(
+            error,
+            GateError::Unauthorized | GateError::ReauthenticationRequired
+        ) {
             response.headers.insert(
                 http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer"),

@@ -1,0 +1,155 @@
+//! Forward-auth: `GET {prefix}/check`, asked by a proxy the team already runs (nginx
+//! `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`) before it forwards a
+//! request. The request it describes is judged exactly as the gate's own proxy would
+//! judge it: one canonical target, one route, one policy.
+
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, StatusCode};
+
+use super::front::{Front, refusal, see_other};
+use super::headers::identity_headers;
+use super::{Dialect, GateResponse, RequestView, Route};
+use crate::gate::GateError;
+
+/// Carries the sign-in page's address on a 401 to nginx, whose `auth_request` can only
+/// pass on 401 and 403: its `error_page 401` turns it into the redirect.
+pub const SIGN_IN_HEADER: &str = "x-otpgate-sign-in";
+
+/// Answers a forward-auth check: 200 with the identity headers to copy onto the request,
+/// 401 (or, for a browser navigation behind Caddy or Traefik, a 303 to the sign-in page),
+/// or 403 for a request the gate refuses outright.
+pub(super) async fn check(front: &Front, request: &RequestView<'_>) -> GateResponse {
+    let answer = judge(front, request).await;
+    let mut response = match answer {
+        Ok(response) => response,
+        Err(error) => deny(&error),
+    };
+    // A verdict about one request's credentials is never reused for another.
+    response.headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+async fn judge(front: &Front, request: &RequestView<'_>) -> Result<GateResponse, GateError> {
+    // Only a proxy the gate trusts may describe a request: anyone else could ask about
+    // any path with any method and learn the policy, or a proxy's verdict could be forged.
+    if !request
+        .peer
+        .is_some_and(|peer| front.is_trusted_proxy(&peer))
+    {
+        return Err(GateError::Forbidden(
+            "forward-auth answers only the proxies in server.trusted_proxies",
+        ));
+    }
+    let headers = request.headers;
+    let method = original_method(headers)?;
+    let (uri, from_nginx) = original_uri(headers)?;
+    let target = front
+        .canonical_target(&method, uri.as_bytes())
+        .map_err(|_| {
+            GateError::InvalidPath("the forwarded URI cannot be read one way only".into())
+        })?;
+    let rule = match front.route(&method, &target) {
+        Route::Upstream { rule } => rule,
+        // The gate's own endpoints and pages are public: the proxy forwards them to the gate.
+        Route::Endpoint(_) | Route::Mediated(_) => None,
+    };
+    let identity = match front.judge(headers, rule).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            let return_to = target.to_origin_form();
+            return Err(
+                match front.sign_in_location(&error, &method, headers, &return_to, rule) {
+                    // nginx cannot pass a 303 through auth_request: it gets the address on
+                    // the 401 and redirects itself.
+                    Some(location) if from_nginx => {
+                        return Ok(sign_in_for_nginx(&error, &location));
+                    }
+                    Some(location) => return Ok(see_other(&location)),
+                    None => error,
+                },
+            );
+        }
+    };
+    let mut response = GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+    if let Some(identity) = &identity {
+        for (name, value) in identity_headers(&front.settings().identity, identity) {
+            response.headers.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The method of the request being judged. Required: a rule may guard some methods only,
+/// so guessing one could let another through.
+fn original_method(headers: &HeaderMap) -> Result<Method, GateError> {
+    let value =
+        one_header(headers, &["x-forwarded-method", "x-original-method"])?.ok_or_else(|| {
+            GateError::InvalidRequest(
+                "forward-auth needs X-Forwarded-Method (or X-Original-Method)".into(),
+            )
+        })?;
+    Method::from_bytes(value.as_bytes())
+        .map_err(|_| GateError::InvalidRequest("X-Forwarded-Method is not a method".into()))
+}
+
+/// The target of the request being judged, and whether it came the nginx way
+/// (`X-Original-URI`).
+fn original_uri(headers: &HeaderMap) -> Result<(String, bool), GateError> {
+    let forwarded = one_header(headers, &["x-forwarded-uri"])?;
+    let original = one_header(headers, &["x-original-uri"])?;
+    match (forwarded, original) {
+        (Some(uri), None) => Ok((uri, false)),
+        (None, Some(uri)) => Ok((uri, true)),
+        // Two descriptions could name two different paths: judge neither.
+        (Some(_), Some(_)) => Err(GateError::InvalidRequest(
+            "send X-Forwarded-Uri or X-Original-URI, not both".into(),
+        )),
+        (None, None) => Err(GateError::InvalidRequest(
+            "forward-auth needs X-Forwarded-Uri (or X-Original-URI)".into(),
+        )),
+    }
+}
+
+/// The one value of the first of `names` present; a header sent twice is refused, since
+/// the gate and the proxy could each read a different one.
+fn one_header(headers: &HeaderMap, names: &[&str]) -> Result<Option<String>, GateError> {
+    for name in names {
+        let mut values = headers.get_all(*name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err(GateError::InvalidRequest(format!(
+                "more than one {name} header"
+            )));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| GateError::InvalidRequest(format!("{name} is not readable text")))?;
+        return Ok(Some(value.to_owned()));
+    }
+    Ok(None)
+}
+
+/// A refusal as a forward-auth answer. nginx's `auth_request` turns any status but 2xx,
+/// 401 and 403 into a 500, so every other refusal of a client's request is answered 403
+/// (with its own error code); an unavailable store stays 503: no verdict was reached.
+fn deny(error: &GateError) -> GateResponse {
+    let mut response = refusal(Dialect::Generic, error);
+    if response.status.is_client_error() && response.status != StatusCode::UNAUTHORIZED {
+        response.status = StatusCode::FORBIDDEN;
+    }
+    response
+}
+
+/// nginx's answer for a browser that must sign in: 401, with where to sign in.
+fn sign_in_for_nginx(error: &GateError, location: &str) -> GateResponse {
+    let mut response = refusal(Dialect::Generic, error);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response
+            .headers
+            .insert(http::HeaderName::from_static(SIGN_IN_HEADER), value);
+    }
+    response
+}

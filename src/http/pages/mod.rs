@@ -1,0 +1,96 @@
+//! The gate's own pages for people in a browser: sign in (ask for an email or phone,
+//! send the code, take the code, set the session cookie, go back), sign out, and the
+//! sign-in link's confirmation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::dialect::Context;
+use super::{GateResponse, RequestView};
+use crate::gate::GateError;
+
+/// A page the gate serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Page {
+    /// `{prefix}/sign-in`: GET asks for an email or phone, POST sends the code.
+    SignIn,
+    /// `{prefix}/code`: GET shows the code form, POST verifies the code.
+    Code,
+    /// `{prefix}/resend`: POST sends a new code once the cooldown has passed.
+    Resend,
+    /// `{prefix}/sign-out`: GET asks to confirm, POST revokes the session.
+    SignOut,
+    /// `{prefix}/link`: GET shows a sign-in link's confirm button, POST signs in.
+    Link,
+}
+
+impl Page {
+    /// The page at `path` under `prefix`, if any.
+    pub fn at(path: &str, prefix: &str) -> Option<Page> {
+        match path.strip_prefix(prefix.trim_end_matches('/'))? {
+            "/sign-in" => Some(Page::SignIn),
+            "/code" => Some(Page::Code),
+            "/resend" => Some(Page::Resend),
+            "/sign-out" => Some(Page::SignOut),
+            "/link" => Some(Page::Link),
+            _ => None,
+        }
+    }
+}
+
+/// How the pages are served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageSettings {
+    /// Where the pages live: `{prefix}/sign-in`, `{prefix}/code`, … and forward-auth's
+    /// `{prefix}/check`.
+    pub prefix: String,
+    /// Where a sign-in without a usable return URL ends.
+    pub default_return: String,
+    /// Hosts besides the request's own that a return URL may name.
+    pub allowed_return_hosts: Vec<String>,
+    /// Whether code emails also carry a sign-in link (off by default).
+    pub sign_in_links: bool,
+    /// How long one sign-in flow (its CSRF cookie) lasts.
+    pub flow_ttl: Duration,
+}
+
+impl Default for PageSettings {
+    fn default() -> Self {
+        PageSettings {
+            prefix: "/auth".into(),
+            default_return: "/".into(),
+            allowed_return_hosts: Vec::new(),
+            sign_in_links: false,
+            flow_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl PageSettings {
+    /// Where a browser is sent to sign in and then come back to `return_to` (a path on
+    /// this site), in `tenant` when the rule names one.
+    pub fn sign_in_location(&self, return_to: &str, tenant: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("return", return_to);
+        if let Some(tenant) = tenant {
+            query.append_pair("tenant", tenant);
+        }
+        format!(
+            "{}/sign-in?{}",
+            self.prefix.trim_end_matches('/'),
+            query.finish()
+        )
+    }
+}
+
+/// Answers a request to `page`, errors included: pages answer in HTML.
+pub(crate) async fn handle(
+    _ctx: &Context<'_>,
+    _settings: &PageSettings,
+    _page: Page,
+    _request: &RequestView<'_>,
+    _body: Bytes,
+) -> GateResponse {
+    super::Dialect::Generic.error(&GateError::NotFound)
+}
