@@ -18,6 +18,8 @@ deps:
 # tests/boundary_servers.rs also starts nginx (apt) and Werkzeug's server (PyPI).
 # It also starts lighttpd with mod_cgi and PHP's built-in server (apt: lighttpd, php-cli).
 # tests/deploy.rs runs systemd-analyze verify on deploy/otpgate.service (apt: systemd).
+# tests/forward_auth.rs puts nginx and Caddy in front (apt: caddy); tests/browser.rs drives a
+# headless Chromium over WebDriver (apt: chromium, chromium-driver).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -55,6 +57,16 @@ test-deps: deps
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq systemd >/dev/null; } \
 		|| { echo "error: systemd-analyze is missing and could not be installed (tests/deploy.rs verifies deploy/otpgate.service)" >&2; exit 1; }
 	@command -v systemd-analyze >/dev/null || { echo "error: systemd-analyze is missing" >&2; exit 1; }
+	@command -v caddy >/dev/null || { \
+		echo "installing caddy..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq caddy >/dev/null; } \
+		|| { echo "error: caddy is missing and could not be installed (tests/forward_auth.rs runs it)" >&2; exit 1; }
+	@command -v caddy >/dev/null || { echo "error: caddy is missing" >&2; exit 1; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+		echo "installing chromium and chromium-driver..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| { echo "error: chromium or chromedriver is missing and could not be installed (tests/browser.rs drives them)" >&2; exit 1; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { echo "error: chromium or chromedriver is missing" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.
