@@ -13,11 +13,12 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Json<Value> {
+async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     // Count the body as it streams by instead of holding it.
     let mut stream = body.into_data_stream();
     let mut body_bytes = 0u64;
@@ -36,6 +37,14 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Json<
             )
         })
         .collect();
+    // A person in a browser gets a page; programs get JSON.
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_page {
+        return Html(page(uri.path(), &identity)).into_response();
+    }
     Json(json!({
         "app": "echo",
         "method": method.as_str(),
@@ -43,6 +52,30 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Json<
         "identity_headers": identity,
         "body_bytes": body_bytes,
     }))
+    .into_response()
+}
+
+/// The page a browser sees: who the gate says is calling, and a way out.
+fn page(path: &str, identity: &serde_json::Map<String, Value>) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let who = identity
+        .get("x-auth-email")
+        .or_else(|| identity.get("x-auth-phone"))
+        .and_then(Value::as_str)
+        .map_or("nobody (this page is public)".to_owned(), escape);
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Demo app</title></head>\
+         <body><main><h1>Demo app</h1><p>You are at <code>{}</code>, signed in as \
+         <strong id=\"who\">{who}</strong>.</p>\
+         <p><a href=\"/app/\">Protected page</a> · <a href=\"/auth/sign-out\">Sign out</a></p>\
+         </main></body></html>",
+        escape(path)
+    )
 }
 
 #[tokio::main]

@@ -29,6 +29,9 @@ cat <<'TRY'
      curl -s localhost:8080/api/me
      curl -s localhost:8080/hello -H 'X-Auth-Subject: admin'
 
+  5. In a browser, open http://127.0.0.1:8080/app/ : the gate's sign-in page asks for an
+     email, the code is printed below, and you land back on the app's page, signed in.
+
 TRY
 
 ./target/debug/otpgate run --config config/otpgate.toml

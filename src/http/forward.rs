@@ -44,8 +44,7 @@ async fn judge(front: &Front, request: &RequestView<'_>) -> Result<GateResponse,
         ));
     }
     let headers = request.headers;
-    let method = original_method(headers)?;
-    let (uri, from_nginx) = original_uri(headers)?;
+    let (method, uri, from_nginx) = original_request(headers)?;
     let target = front
         .canonical_target(&method, uri.as_bytes())
         .map_err(|_| {
@@ -82,54 +81,60 @@ async fn judge(front: &Front, request: &RequestView<'_>) -> Result<GateResponse,
     Ok(response)
 }
 
-/// The method of the request being judged. Required: a rule may guard some methods only,
-/// so guessing one could let another through.
-fn original_method(headers: &HeaderMap) -> Result<Method, GateError> {
-    let value =
-        one_header(headers, &["x-forwarded-method", "x-original-method"])?.ok_or_else(|| {
-            GateError::InvalidRequest(
-                "forward-auth needs X-Forwarded-Method (or X-Original-Method)".into(),
-            )
-        })?;
-    Method::from_bytes(value.as_bytes())
-        .map_err(|_| GateError::InvalidRequest("X-Forwarded-Method is not a method".into()))
-}
-
-/// The target of the request being judged, and whether it came the nginx way
-/// (`X-Original-URI`).
-fn original_uri(headers: &HeaderMap) -> Result<(String, bool), GateError> {
-    let forwarded = one_header(headers, &["x-forwarded-uri"])?;
-    let original = one_header(headers, &["x-original-uri"])?;
-    match (forwarded, original) {
-        (Some(uri), None) => Ok((uri, false)),
-        (None, Some(uri)) => Ok((uri, true)),
-        // Two descriptions could name two different paths: judge neither.
-        (Some(_), Some(_)) => Err(GateError::InvalidRequest(
-            "send X-Forwarded-Uri or X-Original-URI, not both".into(),
-        )),
-        (None, None) => Err(GateError::InvalidRequest(
-            "forward-auth needs X-Forwarded-Uri (or X-Original-URI)".into(),
-        )),
-    }
-}
-
-/// The one value of the first of `names` present; a header sent twice is refused, since
-/// the gate and the proxy could each read a different one.
-fn one_header(headers: &HeaderMap, names: &[&str]) -> Result<Option<String>, GateError> {
-    for name in names {
-        let mut values = headers.get_all(*name).iter();
-        let Some(value) = values.next() else { continue };
-        if values.next().is_some() {
-            return Err(GateError::InvalidRequest(format!(
-                "more than one {name} header"
-            )));
+/// The method and target of the request being judged, and whether they came the nginx
+/// way (`X-Original-URI` and `X-Original-Method`) rather than the Caddy and Traefik way
+/// (`X-Forwarded-Uri` and `X-Forwarded-Method`). The proxy sets its own pair and passes
+/// the client's other headers through, so the pair must be whole and the other absent:
+/// a client's `X-Forwarded-Method: GET` beside nginx's `X-Original-Method: POST` would
+/// otherwise be a second opinion on the method.
+fn original_request(headers: &HeaderMap) -> Result<(Method, String, bool), GateError> {
+    let forwarded = (
+        one_header(headers, "x-forwarded-method")?,
+        one_header(headers, "x-forwarded-uri")?,
+    );
+    let original = (
+        one_header(headers, "x-original-method")?,
+        one_header(headers, "x-original-uri")?,
+    );
+    let (method, uri, from_nginx) = match (forwarded, original) {
+        ((Some(method), Some(uri)), (None, None)) => (method, uri, false),
+        ((None, None), (Some(method), Some(uri))) => (method, uri, true),
+        ((None, None), (None, None)) => {
+            return Err(GateError::InvalidRequest(
+                "forward-auth needs X-Forwarded-Method and X-Forwarded-Uri \
+                 (or X-Original-Method and X-Original-URI)"
+                    .into(),
+            ));
         }
-        let value = value
-            .to_str()
-            .map_err(|_| GateError::InvalidRequest(format!("{name} is not readable text")))?;
-        return Ok(Some(value.to_owned()));
+        _ => {
+            return Err(GateError::InvalidRequest(
+                "send X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and \
+                 X-Original-URI: one pair, whole"
+                    .into(),
+            ));
+        }
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| GateError::InvalidRequest("the forwarded method is not a method".into()))?;
+    Ok((method, uri, from_nginx))
+}
+
+/// The one value of header `name`, if sent; a header sent twice is refused, since the
+/// gate and the proxy could each read a different one.
+fn one_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, GateError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GateError::InvalidRequest(format!(
+            "more than one {name} header"
+        )));
     }
-    Ok(None)
+    let value = value
+        .to_str()
+        .map_err(|_| GateError::InvalidRequest(format!("{name} is not readable text")))?;
+    Ok(Some(value.to_owned()))
 }
 
 /// A refusal as a forward-auth answer. nginx's `auth_request` turns any status but 2xx,
