@@ -213,6 +213,32 @@ fn init_logs() -> Result<(), String> {
     .map_err(|e| format!("cannot set up logging: {e}"))
 }
 
+/// What a protect rule asks besides a session, for `otpgate check`.
+fn rule_summary(rule: &otpgate::http::ProtectRule) -> String {
+    let mut parts = Vec::new();
+    if !rule.methods.is_empty() {
+        let methods: Vec<&str> = rule.methods.iter().map(|m| m.as_str()).collect();
+        parts.push(format!("methods {}", methods.join(",")));
+    }
+    if !rule.tenants.is_empty() {
+        parts.push(format!("tenants {}", rule.tenants.join(",")));
+    }
+    let listed = rule.emails.len() + rule.email_domains.len() + rule.phone_countries.len();
+    if listed > 0 {
+        parts.push(format!("{listed} allowed identities/domains/countries"));
+    }
+    if let Some(age) = rule.max_session_age {
+        parts.push(format!(
+            "sessions up to {}",
+            humantime::format_duration(age)
+        ));
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join("; ")),
+    }
+}
+
 /// The configuration `otpgate run` serves: the file given, config/otpgate.toml, or with
 /// `dev` the embedded development defaults. Anything else is refused, so that a gate
 /// started in the wrong directory never runs on development settings unnoticed.
@@ -331,7 +357,14 @@ fn run(command: Command) -> Result<(), String> {
                 say!("  endpoints  {:?} at {}", mount.dialect, mount.prefix);
             }
             for rule in &front.settings().protect {
-                say!("  protect    {}", rule.prefix);
+                say!("  protect    {}{}", rule.prefix, rule_summary(rule));
+            }
+            match &front.settings().pages {
+                Some(pages) => say!(
+                    "  pages      {0}/sign-in, forward-auth at {0}/check",
+                    pages.prefix
+                ),
+                None => say!("  pages      off: browsers get 401 like API clients"),
             }
             // Warnings only: each of these runs, and someone may mean it.
             for warning in &warnings {
