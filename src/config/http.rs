@@ -7,8 +7,9 @@
 use http::HeaderName;
 use toml::Spanned;
 
-use super::schema::{EndpointSection, FileConfig, PagesSection, ProtectSection};
+use super::schema::{EndpointSection, FileConfig, ProtectSection};
 use super::{ConfigError, Source};
+use crate::http::pages::{Branding, Locale, is_color, is_logo_url, is_text_key};
 use crate::http::{
     CookieSettings, EndpointMount, HttpSettings, IdentityHeaders, PageSettings, PathPolicy,
     ProtectRule,
@@ -35,7 +36,7 @@ pub(super) fn check(file: &FileConfig, source: &Source<'_>) -> Result<HttpSettin
         .iter()
         .map(|section| protect_rule(file, section, &paths, source))
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let pages = pages(&file.pages, source)?;
+    let pages = pages(file, source)?;
     let server = &file.server;
     Ok(HttpSettings {
         endpoints,
@@ -258,8 +259,9 @@ fn protect_rule(
     Ok(rule)
 }
 
-/// `[pages]`: the sign-in pages and forward-auth.
-fn pages(section: &PagesSection, source: &Source<'_>) -> Result<Option<PageSettings>, ConfigError> {
+/// `[pages]`: the sign-in pages, their branding and forward-auth.
+fn pages(file: &FileConfig, source: &Source<'_>) -> Result<Option<PageSettings>, ConfigError> {
+    let section = &file.pages;
     if section.enabled == Some(false) {
         return Ok(None);
     }
@@ -299,6 +301,136 @@ fn pages(section: &PagesSection, source: &Source<'_>) -> Result<Option<PageSetti
         }
         None => defaults.default_return,
     };
+    let public_url = match &section.public_url {
+        Some(url) => {
+            let text = url.get_ref().trim_end_matches('/');
+            // Only an origin: links append `{prefix}/link?...` to it.
+            let origin = text
+                .strip_prefix("https://")
+                .or_else(|| text.strip_prefix("http://"))
+                .is_some_and(|authority| {
+                    !authority.is_empty()
+                        && authority
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                });
+            if !origin {
+                return Err(source.invalid(
+                    "pages.public_url",
+                    Some(url.span()),
+                    format!(
+                        "`{}` is not an origin; write it like \"https://app.example.com\"",
+                        url.get_ref()
+                    ),
+                ));
+            }
+            Some(text.to_owned())
+        }
+        None => None,
+    };
+    let sign_in_links = section
+        .sign_in_links
+        .as_ref()
+        .map_or(defaults.sign_in_links, |on| *on.get_ref());
+    if let (Some(on), None) = (&section.sign_in_links, &public_url)
+        && *on.get_ref()
+    {
+        // The link's host must come from here: taken from the request's Host header, a
+        // forged one would receive the code.
+        return Err(source.invalid(
+            "pages.sign_in_links",
+            Some(on.span()),
+            "sign-in links need `pages.public_url`, the site's own address, to start with",
+        ));
+    }
+    let known_tenants: Vec<&str> = match file.tenants.is_empty() {
+        true => vec![file.server.default_tenant.get_ref().as_str()],
+        false => file
+            .tenants
+            .iter()
+            .map(|t| t.get_ref().id.get_ref().as_str())
+            .collect(),
+    };
+    let mut branding: Vec<Branding> = Vec::new();
+    for brand in &section.branding {
+        let tenant = brand.tenant.get_ref();
+        if !known_tenants.contains(&tenant.as_str()) {
+            return Err(source.invalid(
+                "pages.branding.tenant",
+                Some(brand.tenant.span()),
+                format!("no tenant `{tenant}` is defined"),
+            ));
+        }
+        if branding.iter().any(|b| &b.tenant == tenant) {
+            return Err(source.invalid(
+                "pages.branding.tenant",
+                Some(brand.tenant.span()),
+                format!("tenant `{tenant}` is branded twice"),
+            ));
+        }
+        // Colours are written into the pages' CSS: anything but plain hex could inject rules.
+        let color = |key: &str, value: &Option<Spanned<String>>| match value {
+            Some(color) if !is_color(color.get_ref()) => Err(source.invalid(
+                key,
+                Some(color.span()),
+                format!(
+                    "`{}` is not a colour; write it like \"#1d4ed8\"",
+                    color.get_ref()
+                ),
+            )),
+            value => Ok(value.as_ref().map(|c| c.get_ref().clone())),
+        };
+        let primary_color = color("pages.branding.primary_color", &brand.primary_color)?;
+        let background_color = color("pages.branding.background_color", &brand.background_color)?;
+        if let Some(logo) = &brand.logo_url
+            && !is_logo_url(logo.get_ref())
+        {
+            return Err(source.invalid(
+                "pages.branding.logo_url",
+                Some(logo.span()),
+                format!(
+                    "`{}` is neither an https:// address nor a path on this site",
+                    logo.get_ref()
+                ),
+            ));
+        }
+        let locale = match &brand.locale {
+            Some(tag) => match tag.get_ref().as_str() {
+                "en" => Some(Locale::En),
+                "fr" => Some(Locale::Fr),
+                other => {
+                    return Err(source.invalid(
+                        "pages.branding.locale",
+                        Some(tag.span()),
+                        format!("the pages have no `{other}` texts; write \"en\" or \"fr\""),
+                    ));
+                }
+            },
+            None => None,
+        };
+        if let Some(texts) = &brand.texts
+            && let Some(unknown) = texts.get_ref().keys().find(|key| !is_text_key(key))
+        {
+            return Err(source.invalid(
+                "pages.branding.texts",
+                Some(texts.span()),
+                format!("the pages have no text `{unknown}`"),
+            ));
+        }
+        branding.push(Branding {
+            tenant: tenant.clone(),
+            title: brand.title.clone(),
+            logo_url: brand.logo_url.as_ref().map(|l| l.get_ref().clone()),
+            primary_color,
+            background_color,
+            locale,
+            texts: brand
+                .texts
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_default(),
+        });
+    }
     Ok(Some(PageSettings {
         prefix,
         default_return,
@@ -309,11 +441,13 @@ fn pages(section: &PagesSection, source: &Source<'_>) -> Result<Option<PageSetti
             .into_iter()
             .map(|host| host.to_ascii_lowercase())
             .collect(),
-        sign_in_links: section.sign_in_links.unwrap_or(defaults.sign_in_links),
+        sign_in_links,
         flow_ttl: section
             .flow_ttl
             .as_ref()
             .map_or(defaults.flow_ttl, |ttl| ttl.get_ref().0),
+        public_url,
+        branding,
     }))
 }
 

@@ -323,8 +323,24 @@ pub struct PagesSection {
     pub prefix: Option<Spanned<String>>,
     pub default_return: Option<Spanned<String>>,
     pub allowed_return_hosts: Option<Vec<String>>,
-    pub sign_in_links: Option<bool>,
+    pub sign_in_links: Option<Spanned<bool>>,
     pub flow_ttl: Option<Spanned<ConfigDuration>>,
+    pub public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub branding: Vec<BrandingSection>,
+}
+
+/// `[[pages.branding]]`: one tenant's looks and words.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingSection {
+    pub tenant: Spanned<String>,
+    pub title: Option<String>,
+    pub logo_url: Option<Spanned<String>>,
+    pub primary_color: Option<Spanned<String>>,
+    pub background_color: Option<Spanned<String>>,
+    pub locale: Option<Spanned<String>>,
+    pub texts: Option<Spanned<std::collections::BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]

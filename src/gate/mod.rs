@@ -57,6 +57,7 @@ pub mod audit;
 mod builder;
 mod codes;
 mod error;
+mod seal;
 mod second_factor;
 mod sessions;
 mod types;

@@ -222,6 +222,15 @@ impl CodeHasher {
         out.copy_from_slice(tag.as_ref());
         CodeHash(out)
     }
+
+    /// A key for `purpose` other than code hashes, derived from this hasher's key. The
+    /// all-ones prefix is a key length no record key has, so no hash input can equal it.
+    pub(crate) fn subkey(&self, purpose: &str) -> hmac::Key {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&[0xff; 8]);
+        ctx.update(purpose.as_bytes());
+        hmac::Key::new(hmac::HMAC_SHA256, ctx.sign().as_ref())
+    }
 }
 
 impl fmt::Debug for CodeHasher {

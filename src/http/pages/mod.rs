@@ -8,7 +8,16 @@ use bytes::Bytes;
 
 use super::dialect::Context;
 use super::{GateResponse, RequestView};
-use crate::gate::GateError;
+
+mod branding;
+mod flow;
+mod handlers;
+mod render;
+#[cfg(test)]
+mod tests;
+mod texts;
+
+pub use branding::{Branding, Locale, is_color, is_logo_url, is_text_key, logo_origin};
 
 /// A page the gate serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +62,12 @@ pub struct PageSettings {
     pub sign_in_links: bool,
     /// How long one sign-in flow (its CSRF cookie) lasts.
     pub flow_ttl: Duration,
+    /// The site's own address (`https://app.example.com`), which sign-in links start
+    /// with. Required for links: a link's host must never come from the request's Host
+    /// header, or a forged one would receive the code.
+    pub public_url: Option<String>,
+    /// Per-tenant looks and words; tenants without one get the defaults.
+    pub branding: Vec<Branding>,
 }
 
 impl Default for PageSettings {
@@ -63,6 +78,8 @@ impl Default for PageSettings {
             allowed_return_hosts: Vec::new(),
             sign_in_links: false,
             flow_ttl: Duration::from_secs(15 * 60),
+            public_url: None,
+            branding: Vec::new(),
         }
     }
 }
@@ -86,11 +103,11 @@ impl PageSettings {
 
 /// Answers a request to `page`, errors included: pages answer in HTML.
 pub(crate) async fn handle(
-    _ctx: &Context<'_>,
-    _settings: &PageSettings,
-    _page: Page,
-    _request: &RequestView<'_>,
-    _body: Bytes,
+    ctx: &Context<'_>,
+    settings: &PageSettings,
+    page: Page,
+    request: &RequestView<'_>,
+    body: Bytes,
 ) -> GateResponse {
-    super::Dialect::Generic.error(&GateError::NotFound)
+    handlers::handle(ctx, settings, page, request, &body).await
 }

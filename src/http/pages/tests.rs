@@ -1,0 +1,707 @@
+//! The pages through the front, as a browser uses them: a cookie jar, forms read back
+//! from the HTML, codes taken from a capturing sender, on a manual clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use tokio::sync::mpsc;
+
+use super::{Branding, Locale, PageSettings};
+use crate::Gate;
+use crate::delivery::{DeliveryError, Message, Sender, Senders};
+use crate::http::{Front, GateResponse, HttpSettings, RequestView, Route};
+use crate::otp::{ManualClock, ServerSecret, Timestamp};
+
+struct Capture(mpsc::UnboundedSender<Message>);
+
+#[async_trait]
+impl Sender for Capture {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        self.0
+            .send(message.clone())
+            .map_err(|e| DeliveryError::Failed(e.to_string()))
+    }
+}
+
+/// A browser in front of a gate: its cookies, and the messages the gate sent.
+struct Browser {
+    front: Front,
+    clock: ManualClock,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    jar: BTreeMap<String, String>,
+    /// Every `Set-Cookie` of the flow cookie seen, for the replace-never-add check.
+    flow_cookies: Vec<String>,
+}
+
+fn browser_with(pages: PageSettings) -> Browser {
+    let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
+    let gate = Gate::builder()
+        .clock(Arc::new(clock.clone()))
+        .secret(ServerSecret::new(vec![9; 32]).unwrap())
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+            ..Senders::default()
+        })
+        .build()
+        .unwrap();
+    let http = HttpSettings {
+        pages: Some(pages),
+        ..HttpSettings::default()
+    };
+    Browser {
+        front: Front::new(gate, http),
+        clock,
+        inbox,
+        jar: BTreeMap::new(),
+        flow_cookies: Vec::new(),
+    }
+}
+
+fn browser() -> Browser {
+    browser_with(PageSettings::default())
+}
+
+impl Browser {
+    async fn request(&mut self, method: Method, target: &str, body: &str) -> GateResponse {
+        let canonical = self
+            .front
+            .canonical_target(&method, target.as_bytes())
+            .unwrap();
+        let Route::Endpoint(_) = self.front.route(&method, &canonical) else {
+            panic!("{target} is not a page");
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("app.example.com"));
+        if method == Method::POST {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+        }
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            headers.insert(
+                "cookie",
+                HeaderValue::from_str(&cookies.join("; ")).unwrap(),
+            );
+        }
+        let response = self.send(&method, &canonical, &headers, body).await;
+        self.take_cookies(&response);
+        response
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        target: &crate::http::CanonicalTarget,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> GateResponse {
+        let Route::Endpoint(route) = self.front.route(method, target) else {
+            panic!("not a page");
+        };
+        let view = RequestView {
+            method,
+            path: target.path(),
+            headers,
+            query: target.query(),
+            client_ip: Some("127.0.0.1".parse().unwrap()),
+            peer: None,
+        };
+        let response = self
+            .front
+            .handle(route, &view, Bytes::from(body.to_owned()))
+            .await;
+        assert_page_headers(&response);
+        response
+    }
+
+    fn take_cookies(&mut self, response: &GateResponse) {
+        let mut flow_cookies = 0;
+        for value in response.headers.get_all("set-cookie") {
+            let text = value.to_str().unwrap().to_owned();
+            let (pair, _) = text.split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if name == "otpgate_flow" {
+                flow_cookies += 1;
+                self.flow_cookies.push(text.clone());
+            }
+            if text.contains("Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        assert!(flow_cookies <= 1, "one flow cookie per answer at most");
+    }
+
+    async fn get(&mut self, target: &str) -> GateResponse {
+        self.request(Method::GET, target, "").await
+    }
+
+    async fn post(&mut self, target: &str, fields: &[(&str, &str)]) -> GateResponse {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.request(Method::POST, target, &body).await
+    }
+
+    async fn code(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
+            .await
+            .expect("a message is delivered")
+            .expect("the sender is alive")
+    }
+
+    /// Sign-in up to the code form: returns the CSRF nonce of the flow.
+    async fn send_code_to(&mut self, identifier: &str, target: &str) -> String {
+        let page = self.get(target).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", body(&page));
+        let csrf = hidden(&page, "csrf");
+        let sent = self
+            .post(
+                "/auth/sign-in",
+                &[("identifier", identifier), ("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
+        assert_eq!(location(&sent), "/auth/code");
+        csrf
+    }
+}
+
+fn body(response: &GateResponse) -> String {
+    String::from_utf8(response.body.to_vec()).unwrap()
+}
+
+fn location(response: &GateResponse) -> &str {
+    response.headers["location"].to_str().unwrap()
+}
+
+/// The value of the hidden input `name` in the page.
+fn hidden(response: &GateResponse, name: &str) -> String {
+    let html = body(response);
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = start + html[start..].find('"').unwrap();
+    html[start..end]
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/")
+}
+
+fn header<'r>(response: &'r GateResponse, name: &str) -> &'r str {
+    response
+        .headers
+        .get(HeaderName::from_bytes(name.as_bytes()).unwrap())
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_str()
+        .unwrap()
+}
+
+fn assert_page_headers(response: &GateResponse) {
+    assert_eq!(header(response, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(response, "cache-control"), "no-store");
+    assert_eq!(header(response, "x-frame-options"), "DENY");
+    assert_eq!(header(response, "referrer-policy"), "no-referrer");
+    assert_eq!(header(response, "x-content-type-options"), "nosniff");
+    let csp = header(response, "content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "style-src 'nonce-",
+        "img-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    let html = body(response);
+    assert!(!html.contains("<script"), "{html}");
+    if !html.is_empty() {
+        let nonce = csp
+            .split("'nonce-")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap();
+        assert!(
+            html.contains(&format!("<style nonce=\"{nonce}\">")),
+            "{html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_and_goes_back() {
+    let mut browser = browser();
+    let page = browser.get("/auth/sign-in?return=%2Fdocs%3Fpage%3D2").await;
+    let html = body(&page);
+    for part in [
+        "<html lang=\"en\">",
+        "<form id=\"sign-in\" method=\"post\" action=\"/auth/sign-in\">",
+        "<label for=\"identifier\">Email or phone number</label>",
+        "autocomplete=\"username\"",
+        "required autofocus",
+        "<button id=\"send\" type=\"submit\">",
+    ] {
+        assert!(html.contains(part), "{part} in {html}");
+    }
+    assert_eq!(hidden(&page, "return"), "/docs?page=2");
+    browser
+        .send_code_to(
+            "Alice@Example.com",
+            "/auth/sign-in?return=%2Fdocs%3Fpage%3D2",
+        )
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    let form = browser.get("/auth/code").await;
+    assert_eq!(form.status, StatusCode::OK);
+    let html = body(&form);
+    for part in [
+        "We sent a code to a•••@example.com.",
+        "You can ask for a new code in 30 seconds.",
+        "<form id=\"verify\" method=\"post\" action=\"/auth/code\">",
+        "autocomplete=\"one-time-code\" inputmode=\"numeric\" pattern=\"[0-9]*\"",
+        "<button id=\"verify-button\" type=\"submit\">",
+        "<form id=\"resend\" method=\"post\" action=\"/auth/resend\">",
+        "<button id=\"resend-button\"",
+    ] {
+        assert!(html.contains(part), "{part} in {html}");
+    }
+    let csrf = hidden(&form, "csrf");
+    let done = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", body(&done));
+    assert_eq!(location(&done), "/docs?page=2");
+    let token = browser
+        .jar
+        .get("otpgate_session")
+        .expect("a session cookie")
+        .clone();
+    let session_cookie = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("otpgate_session="))
+        .unwrap();
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"));
+    let identity = browser.front.gate().authenticate(&token).await.unwrap();
+    assert_eq!(identity.email(), Some("alice@example.com"));
+    assert!(
+        !browser.jar.contains_key("otpgate_flow"),
+        "the flow cookie is cleared"
+    );
+    // Every flow cookie had one name and one path, and was replaced, never added.
+    assert!(browser.flow_cookies.len() >= 3);
+    for cookie in &browser.flow_cookies {
+        assert!(cookie.starts_with("otpgate_flow="), "{cookie}");
+        assert!(cookie.contains("; Path=/auth;"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly; SameSite=Strict; Secure"),
+            "{cookie}"
+        );
+    }
+    // The code went once: the form does not take it again.
+    let again = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_wrong_code_is_said_in_words_with_401() {
+    let mut browser = browser();
+    let csrf = browser
+        .send_code_to("bob@example.com", "/auth/sign-in")
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let answer = browser
+        .post("/auth/code", &[("code", wrong), ("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let html = body(&answer);
+    assert!(
+        html.contains("<p id=\"error\" role=\"alert\">That code is not right"),
+        "{html}"
+    );
+    assert!(html.contains("aria-describedby=\"error\""), "{html}");
+    assert!(!html.contains("invalid_code"), "no API words: {html}");
+    // Empty is a 400 in words; the right code still works after both.
+    let empty = browser
+        .post("/auth/code", &[("code", " "), ("csrf", &csrf)])
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(body(&empty).contains("Enter the code we sent you."));
+    let right = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(location(&right), "/");
+}
+
+#[tokio::test]
+async fn forms_without_their_flow_are_refused_403() {
+    let mut browser = browser();
+    let csrf = browser
+        .send_code_to("carol@example.com", "/auth/sign-in?return=%2Fapp")
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    // The wrong nonce.
+    let forged = browser
+        .post("/auth/code", &[("code", &code), ("csrf", "x")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let html = body(&forged);
+    assert!(
+        html.contains("This form has expired. Start again."),
+        "{html}"
+    );
+    assert!(
+        html.contains("/auth/sign-in?return=%2Fapp"),
+        "keeps the return URL: {html}"
+    );
+    // A tampered cookie.
+    let mut tampered = browser_with(PageSettings::default());
+    let csrf_b = tampered
+        .send_code_to("dan@example.com", "/auth/sign-in")
+        .await;
+    let cookie = tampered.jar.get_mut("otpgate_flow").unwrap();
+    let (data, tag) = cookie.split_once('.').unwrap();
+    let mut bytes = data.as_bytes().to_vec();
+    bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
+    *cookie = format!("{}.{tag}", String::from_utf8(bytes).unwrap());
+    let answer = tampered
+        .post("/auth/code", &[("code", "123456"), ("csrf", &csrf_b)])
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // A cookie sealed by another gate.
+    browser.jar.insert("otpgate_flow".into(), "e30.AAAA".into());
+    let answer = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // No cookie at all; the form's own return URL is kept when it is safe.
+    browser.jar.clear();
+    let answer = browser
+        .post(
+            "/auth/sign-in",
+            &[
+                ("identifier", "a@example.com"),
+                ("csrf", &csrf),
+                ("return", "/back"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(body(&answer).contains("return=%2Fback"));
+    // An expired flow.
+    let mut late = browser_with(PageSettings::default());
+    let csrf = late.send_code_to("erin@example.com", "/auth/sign-in").await;
+    late.clock.advance(Duration::from_secs(16 * 60));
+    let answer = late.post("/auth/resend", &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // Without a flow, the code form sends the browser to sign in.
+    let mut fresh = browser_with(PageSettings::default());
+    let answer = fresh.get("/auth/code").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), "/auth/sign-in?return=%2F");
+}
+
+#[tokio::test]
+async fn forged_return_urls_end_on_the_default() {
+    let mut browser = browser_with(PageSettings {
+        default_return: "/home".into(),
+        allowed_return_hosts: vec!["docs.example.com".into()],
+        ..PageSettings::default()
+    });
+    for forged in [
+        "//evil.com",
+        "/\\evil.com",
+        "javascript:alert(1)",
+        "https://app@evil.com",
+        "https://evil.com/",
+    ] {
+        let target = format!(
+            "/auth/sign-in?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("return", forged)
+                .finish()
+        );
+        let page = browser.get(&target).await;
+        assert_eq!(hidden(&page, "return"), "/home", "{forged}");
+    }
+    let page = browser
+        .get("/auth/sign-in?return=https%3A%2F%2Fdocs.example.com%2Fx")
+        .await;
+    assert_eq!(hidden(&page, "return"), "https://docs.example.com/x");
+    assert!(
+        header(&page, "content-security-policy").contains("form-action 'self' docs.example.com;")
+    );
+    // The whole way through, a forged one ends on the default.
+    let csrf = browser
+        .send_code_to("fay@example.com", "/auth/sign-in?return=%2F%2Fevil.com")
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    let done = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(location(&done), "/home");
+}
+
+#[tokio::test]
+async fn identifiers_are_shown_escaped() {
+    let mut browser = browser();
+    let page = browser.get("/auth/sign-in").await;
+    let csrf = hidden(&page, "csrf");
+    let answer = browser
+        .post(
+            "/auth/sign-in",
+            &[
+                ("identifier", "<script>x</script>@example.com"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let html = body(&answer);
+    assert!(
+        html.contains("&lt;script&gt;x&lt;/script&gt;@example.com"),
+        "{html}"
+    );
+    assert!(html.contains("Enter a valid email address"), "{html}");
+    // A phone without its country code, said in words.
+    let answer = browser
+        .post(
+            "/auth/sign-in",
+            &[("identifier", "07700 900123"), ("csrf", &csrf)],
+        )
+        .await;
+    assert!(body(&answer).contains("with its country code"));
+}
+
+#[tokio::test]
+async fn resends_wait_for_the_cooldown() {
+    let mut browser = browser();
+    let csrf = browser
+        .send_code_to("gus@example.com", "/auth/sign-in")
+        .await;
+    let first = browser.code().await.code.expose().to_owned();
+    browser.clock.advance(Duration::from_secs(5));
+    let early = browser.post("/auth/resend", &[("csrf", &csrf)]).await;
+    assert_eq!(early.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&early, "retry-after"), "25");
+    assert!(
+        body(&early).contains("You can ask for a new code in 25 seconds."),
+        "{}",
+        body(&early)
+    );
+    browser.clock.advance(Duration::from_secs(25));
+    let resent = browser.post("/auth/resend", &[("csrf", &csrf)]).await;
+    assert_eq!(resent.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&resent), "/auth/code?sent=1");
+    let second = browser.code().await.code.expose().to_owned();
+    assert_ne!(first, second);
+    let form = browser.get("/auth/code?sent=1").await;
+    assert!(body(&form).contains("We sent a new code."));
+    let done = browser
+        .post("/auth/code", &[("code", &second), ("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn sign_in_links_spend_nothing_until_confirmed() {
+    let mut browser = browser_with(PageSettings {
+        sign_in_links: true,
+        public_url: Some("https://app.example.com".into()),
+        ..PageSettings::default()
+    });
+    browser
+        .send_code_to("hana@example.com", "/auth/sign-in?return=%2Finbox")
+        .await;
+    let message = browser.code().await;
+    let link = message
+        .link
+        .expect("the email carries a link")
+        .expose()
+        .to_owned();
+    let target = link
+        .strip_prefix("https://app.example.com")
+        .expect("the configured origin");
+    assert!(
+        target.starts_with("/auth/link?e=hana%40example.com&r=%2Finbox&code="),
+        "{target}"
+    );
+    // A mail scanner, then the person: two GETs, and the code is still good.
+    let mut scanner = browser_with(PageSettings::default());
+    scanner.front = browser.front.clone();
+    scanner.get(target).await;
+    let page = browser.get(target).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = body(&page);
+    assert!(
+        html.contains("<h1>Sign in as h•••@example.com?</h1>"),
+        "{html}"
+    );
+    assert!(html.contains("<form id=\"link\" method=\"post\" action=\"/auth/link\">"));
+    assert!(html.contains("<button id=\"confirm-button\" type=\"submit\""));
+    let fields = ["e", "r", "code", "csrf"].map(|name| (name, hidden(&page, name)));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let done = browser.post("/auth/link", &fields).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", body(&done));
+    assert_eq!(location(&done), "/inbox");
+    assert!(browser.jar.contains_key("otpgate_session"));
+}
+
+#[tokio::test]
+async fn signing_out_revokes_the_session() {
+    let mut browser = browser();
+    let csrf = browser
+        .send_code_to("ivy@example.com", "/auth/sign-in")
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    let token = browser.jar["otpgate_session"].clone();
+    let confirm = browser.get("/auth/sign-out").await;
+    let html = body(&confirm);
+    assert!(html.contains("<form id=\"sign-out\" method=\"post\" action=\"/auth/sign-out\">"));
+    assert!(html.contains("<button id=\"sign-out-button\" type=\"submit\""));
+    // Without the form's nonce nothing is revoked.
+    let forged = browser.post("/auth/sign-out", &[("csrf", "nope")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(browser.front.gate().authenticate(&token).await.is_ok());
+    let confirm = browser.get("/auth/sign-out").await;
+    let done = browser
+        .post("/auth/sign-out", &[("csrf", &hidden(&confirm, "csrf"))])
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(body(&done).contains("<h1>You are signed out</h1>"));
+    assert!(browser.front.gate().authenticate(&token).await.is_err());
+    assert!(!browser.jar.contains_key("otpgate_session"));
+    assert!(!browser.jar.contains_key("otpgate_flow"));
+}
+
+#[tokio::test]
+async fn other_methods_and_bodies_are_refused_as_pages() {
+    let mut browser = browser();
+    let put = browser.request(Method::PUT, "/auth/sign-in", "").await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&put, "allow"), "GET, POST");
+    let get = browser.get("/auth/resend").await;
+    assert_eq!(header(&get, "allow"), "POST");
+    let canonical = browser
+        .front
+        .canonical_target(&Method::POST, b"/auth/sign-in")
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let json = browser
+        .send(
+            &Method::POST,
+            &canonical,
+            &headers,
+            "{\"email\":\"a@example.com\"}",
+        )
+        .await;
+    assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(body(&json).contains("role=\"alert\""));
+    let unknown = browser.get("/auth/sign-in?tenant=nope").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(body(&unknown).contains("This sign-in page does not exist."));
+}
+
+#[tokio::test]
+async fn branding_sets_language_colours_and_words() {
+    let mut texts = BTreeMap::new();
+    texts.insert("send_button".to_owned(), "Recevoir mon code".to_owned());
+    let mut browser = browser_with(PageSettings {
+        branding: vec![Branding {
+            tenant: "default".into(),
+            title: Some("Acme".into()),
+            logo_url: Some("https://cdn.example.com/acme.svg".into()),
+            primary_color: Some("#ff0".into()),
+            background_color: Some("red;}body{".into()),
+            locale: Some(Locale::Fr),
+            texts,
+        }],
+        ..PageSettings::default()
+    });
+    let page = browser.get("/auth/sign-in").await;
+    let html = body(&page);
+    assert!(html.contains("<html lang=\"fr\">"), "{html}");
+    assert!(html.contains("<title>Acme</title>"));
+    assert!(
+        html.contains("--primary: #ff0; --on-primary: #000000;"),
+        "{html}"
+    );
+    // A colour made in code that is not plain hex is ignored, never written.
+    assert!(!html.contains("red;}"), "{html}");
+    assert!(html.contains("Recevoir mon code"));
+    assert!(html.contains("Adresse e-mail ou numéro de téléphone"));
+    assert!(
+        header(&page, "content-security-policy")
+            .contains("img-src 'self' https://cdn.example.com;")
+    );
+}
+
+#[test]
+fn the_config_file_checks_branding_and_links() {
+    use crate::config::Config;
+    let parse = |text: &str| Config::parse(text, "pages.toml", std::path::Path::new("."));
+    let error = parse(
+        "[pages]\n\n[[pages.branding]]\ntenant = \"default\"\nprimary_color = \"red;}body{\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("pages.toml:5: `pages.branding.primary_color`"),
+        "{error}"
+    );
+    let error = parse("[[pages.branding]]\ntenant = \"acme\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`pages.branding.tenant`") && error.contains("acme"),
+        "{error}"
+    );
+    let error = parse("[pages]\nsign_in_links = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("pages.toml:2: `pages.sign_in_links`"),
+        "{error}"
+    );
+    let error = parse("[[pages.branding]]\ntenant = \"default\"\ntexts = { nope = \"x\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("pages.branding.texts") && error.contains("nope"),
+        "{error}"
+    );
+    let config = parse(
+        "[pages]\nsign_in_links = true\npublic_url = \"https://app.example.com/\"\n\n\
+         [[pages.branding]]\ntenant = \"default\"\nprimary_color = \"#123abc\"\nlocale = \"fr\"\n\
+         logo_url = \"/logo.svg\"\ntexts = { send_button = \"Go\" }\n",
+    )
+    .unwrap();
+    let pages = config.http.pages.as_ref().unwrap();
+    assert_eq!(pages.public_url.as_deref(), Some("https://app.example.com"));
+    assert_eq!(pages.branding[0].locale, Some(Locale::Fr));
+    assert_eq!(pages.branding[0].texts["send_button"], "Go");
+}
