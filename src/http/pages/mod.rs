@@ -1,6 +1,13 @@
 //! The gate's own pages for people in a browser: sign in (ask for an email or phone,
 //! send the code, take the code, set the session cookie, go back), sign out, and the
 //! sign-in link's confirmation.
+//!
+//! Server-rendered HTML without scripts. One sign-in flow lives in one cookie,
+//! `otpgate_flow` (Path = the prefix, HttpOnly, SameSite=Strict), sealed by the engine so
+//! it cannot be forged; every form carries its nonce as `csrf`, and every step replaces
+//! the cookie. Every answer is a page or a `303` with a strict Content-Security-Policy,
+//! `no-store` and `no-referrer`; engine refusals are said in words, in English or French,
+//! and each tenant can have its own title, logo, colours and texts.
 
 use std::time::Duration;
 
@@ -58,7 +65,8 @@ pub struct PageSettings {
     pub default_return: String,
     /// Hosts besides the request's own that a return URL may name.
     pub allowed_return_hosts: Vec<String>,
-    /// Whether code emails also carry a sign-in link (off by default).
+    /// Whether code emails also carry a sign-in link (off by default). Links start with
+    /// [`public_url`](Self::public_url); without one, no link is sent.
     pub sign_in_links: bool,
     /// How long one sign-in flow (its CSRF cookie) lasts.
     pub flow_ttl: Duration,

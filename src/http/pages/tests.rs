@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use super::{Branding, Locale, PageSettings};
 use crate::Gate;
 use crate::delivery::{DeliveryError, Message, Sender, Senders};
+use crate::gate::{GateBuilder, Tenant};
 use crate::http::{Front, GateResponse, HttpSettings, RequestView, Route};
+use crate::identifier::Channel;
 use crate::otp::{ManualClock, ServerSecret, Timestamp};
 
 struct Capture(mpsc::UnboundedSender<Message>);
@@ -39,19 +41,22 @@ struct Browser {
 }
 
 fn browser_with(pages: PageSettings) -> Browser {
+    browser_on(pages, |builder| builder)
+}
+
+fn browser_on(pages: PageSettings, configure: impl FnOnce(GateBuilder) -> GateBuilder) -> Browser {
     let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
     let (tx, inbox) = mpsc::unbounded_channel();
     let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
-    let gate = Gate::builder()
+    let builder = Gate::builder()
         .clock(Arc::new(clock.clone()))
         .secret(ServerSecret::new(vec![9; 32]).unwrap())
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
             ..Senders::default()
-        })
-        .build()
-        .unwrap();
+        });
+    let gate = configure(builder).build().unwrap();
     let http = HttpSettings {
         pages: Some(pages),
         ..HttpSettings::default()
@@ -704,4 +709,80 @@ fn the_config_file_checks_branding_and_links() {
     assert_eq!(pages.public_url.as_deref(), Some("https://app.example.com"));
     assert_eq!(pages.branding[0].locale, Some(Locale::Fr));
     assert_eq!(pages.branding[0].texts["send_button"], "Go");
+}
+
+#[tokio::test]
+async fn too_many_wrong_codes_wait_with_429() {
+    let mut browser = browser();
+    let csrf = browser
+        .send_code_to("jay@example.com", "/auth/sign-in")
+        .await;
+    let code = browser.code().await.code.expose().to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let mut answer = None;
+    for _ in 0..20 {
+        let attempt = browser
+            .post("/auth/code", &[("code", wrong), ("csrf", &csrf)])
+            .await;
+        if attempt.status != StatusCode::UNAUTHORIZED {
+            answer = Some(attempt);
+            break;
+        }
+    }
+    let answer = answer.expect("wrong codes are stopped");
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&answer, "retry-after").parse::<u64>().unwrap() >= 1);
+    let html = body(&answer);
+    assert!(
+        html.contains("Too many tries. You can try again in"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn the_identifier_field_asks_for_what_the_tenant_sends_by() {
+    let mut browser = browser_on(PageSettings::default(), |builder| {
+        let mut email = Tenant::new("mail");
+        email.channels = vec![Channel::Email];
+        let mut phone = Tenant::new("phone");
+        phone.channels = vec![Channel::Sms];
+        builder.tenant(email).tenant(phone).default_tenant("mail")
+    });
+    let html = body(&browser.get("/auth/sign-in").await);
+    assert!(
+        html.contains("<label for=\"identifier\">Email</label>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("type=\"email\" autocomplete=\"email\""),
+        "{html}"
+    );
+    let page = browser.get("/auth/sign-in?tenant=phone").await;
+    let html = body(&page);
+    assert!(
+        html.contains("<label for=\"identifier\">Phone number</label>"),
+        "{html}"
+    );
+    assert!(html.contains("type=\"tel\" autocomplete=\"tel\""), "{html}");
+    assert_eq!(hidden(&page, "tenant"), "phone");
+    // An email where only phones are taken is said in words.
+    let csrf = hidden(&page, "csrf");
+    let answer = browser
+        .post(
+            "/auth/sign-in",
+            &[("identifier", "kim@example.com"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(body(&answer).contains("Codes cannot be sent by email here."));
+    let sent = browser
+        .post(
+            "/auth/sign-in",
+            &[("identifier", "+1 (415) 555-2671"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
+    assert_eq!(browser.code().await.tenant, "phone");
+    let form = body(&browser.get("/auth/code").await);
+    assert!(form.contains("We sent a code to +1•••2671."), "{form}");
 }
