@@ -8,7 +8,7 @@ listens on a free loopback port, prints "READY <port>" and exits when its standa
 closes.
 
 Every request is answered 200 with JSON:
-  {"method", "target" (as received), "path_info",
+  {"method", "target" (as received), "path_info", "body" (as text),
    "raw": [[name, value], ...] (the header lines as received),
    "environ": {HTTP_* key: value} (what the app reads)}
 and remembered. `GET /__seen` answers the requests remembered since the last
@@ -40,8 +40,14 @@ def app(environ, start_response):
             seen = list(SEEN)
             SEEN.clear()
         return answer(start_response, seen)
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
     request = {
         "method": environ.get("REQUEST_METHOD", ""),
+        "body": body.decode("utf-8", "replace"),
         "target": environ.get("RAW_URI", ""),
         "path_info": environ.get("PATH_INFO", ""),
         "raw": environ.get("RAW_HEADERS", []),
