@@ -33,6 +33,7 @@ fn message(to: Identifier) -> Message {
     Message {
         to,
         code: CodeFormat::default().normalize("123456"),
+        link: None,
         tenant: "default".into(),
         expires_in: Duration::from_secs(300),
         content: Rendered {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::identifier::{Channel, Identifier};
 use crate::otp::Code;
@@ -26,12 +27,14 @@ pub use twilio::{TwilioFrom, TwilioSender};
 pub use webhook::WebhookSender;
 
 /// One code on its way to its owner, with the words it travels in.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Message {
     /// Where it goes.
     pub to: Identifier,
     /// The code itself.
     pub code: Code,
+    /// A sign-in link carrying the code, for emails sent with one; never for SMS.
+    pub link: Option<Link>,
     /// The tenant it was issued for.
     pub tenant: String,
     /// How long the code stays valid.
@@ -47,8 +50,55 @@ impl Message {
     }
 }
 
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The rendered words quote the code and the link: only their sizes are shown.
+        f.debug_struct("Message")
+            .field("to", &self.to)
+            .field("code", &self.code)
+            .field("link", &self.link)
+            .field("tenant", &self.tenant)
+            .field("expires_in", &self.expires_in)
+            .field("subject_len", &self.content.subject.len())
+            .field("text_len", &self.content.text.len())
+            .field("html_len", &self.content.html.len())
+            .field("from_name", &self.content.from_name)
+            .finish()
+    }
+}
+
+/// A sign-in link: an address with the code at its end. Whoever holds it holds the code,
+/// so it is kept like one: wiped from memory when dropped and never printed by `Debug`.
+#[derive(Clone)]
+pub struct Link(Zeroizing<String>);
+
+impl Link {
+    /// `prefix` (an address ending in `code=`) with `code` appended. Codes are digits or
+    /// upper-case letters, safe in a URL as they are.
+    pub fn new(prefix: &str, code: &Code) -> Link {
+        // Sized up front: a growing buffer would leave unwiped copies of the prefix and
+        // code behind each reallocation.
+        let mut text = Zeroizing::new(String::with_capacity(prefix.len() + code.expose().len()));
+        text.push_str(prefix);
+        text.push_str(code.expose());
+        Link(text)
+    }
+
+    /// The link's text, for delivery to its owner only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Links carry codes, and codes never reach logs.
+        f.write_str("Link(<redacted>)")
+    }
+}
+
 /// The JSON a webhook receives.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct WebhookPayload<'a> {
     /// `"email"` or `"sms"`.
     pub channel: Channel,
@@ -56,6 +106,9 @@ pub struct WebhookPayload<'a> {
     pub to: &'a str,
     /// The code.
     pub code: &'a str,
+    /// The sign-in link, in the JSON only when the message has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<&'a str>,
     /// The tenant.
     pub tenant: &'a str,
     /// The human text.
@@ -70,10 +123,23 @@ impl<'a> From<&'a Message> for WebhookPayload<'a> {
             channel: message.channel(),
             to: message.to.as_str(),
             code: message.code.expose(),
+            link: message.link.as_ref().map(Link::expose),
             tenant: &message.tenant,
             message: message.content.text.clone(),
             expires_in: message.expires_in.as_secs(),
         }
+    }
+}
+
+impl std::fmt::Debug for WebhookPayload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code, the link and the text quoting them never reach logs.
+        f.debug_struct("WebhookPayload")
+            .field("channel", &self.channel)
+            .field("tenant", &self.tenant)
+            .field("link", &self.link.is_some())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,5 +207,71 @@ impl std::fmt::Debug for Senders {
             .field("email_fallback", &self.email_fallback.is_some())
             .field("sms_fallback", &self.sms_fallback.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otp::CodeFormat;
+
+    /// An email with `482913` in its link and in every rendered part.
+    fn with_link() -> Message {
+        let code = CodeFormat::default().normalize("482913");
+        let link = Link::new("https://app.example/sign-in?code=", &code);
+        Message {
+            to: Identifier::email("ada@example.com").unwrap(),
+            link: Some(link),
+            code,
+            tenant: "default".into(),
+            expires_in: Duration::from_secs(300),
+            content: Rendered {
+                subject: "482913 is your sign-in code".into(),
+                text: "Code 482913. Or https://app.example/sign-in?code=482913".into(),
+                html: "<p>482913</p>".into(),
+                from_name: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_link_is_its_prefix_and_the_code() {
+        let message = with_link();
+        let link = message.link.as_ref().map(Link::expose);
+        assert_eq!(link, Some("https://app.example/sign-in?code=482913"));
+    }
+
+    #[test]
+    fn debug_shows_neither_the_code_nor_the_link() {
+        let message = with_link();
+        let shown = format!("{message:?}");
+        for secret in ["482913", "sign-in?code", "ada@example.com"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("Link(<redacted>)"), "{shown}");
+        let payload = format!("{:?}", WebhookPayload::from(&message));
+        assert!(!payload.contains("482913"), "{payload}");
+    }
+
+    #[test]
+    fn the_webhook_json_has_a_link_only_when_the_message_does() {
+        let mut message = with_link();
+        let json = serde_json::to_value(WebhookPayload::from(&message)).unwrap();
+        assert_eq!(json["link"], "https://app.example/sign-in?code=482913");
+        assert_eq!(json["code"], "482913");
+        message.link = None;
+        let json = serde_json::to_value(WebhookPayload::from(&message)).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys.len(),
+            6,
+            "channel, to, code, tenant, message, expires_in: {keys:?}"
+        );
+        assert!(json.get("link").is_none(), "{json}");
     }
 }

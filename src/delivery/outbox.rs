@@ -306,6 +306,7 @@ mod tests {
         Message {
             to: Identifier::email("ada@example.com").unwrap(),
             code: CodeFormat::default().generate(),
+            link: None,
             tenant: "default".to_owned(),
             expires_in: Duration::from_secs(300),
             content: Rendered::default(),

@@ -3,8 +3,9 @@
 //! What an SMS or mail provider answers may name the number or address it refused
 //! (Twilio's 21211 "The 'To' number +14155552699 is not a valid phone number.", an SMTP
 //! `550 5.1.1 <person@example.com>`). Before such text becomes an error or a log line,
-//! every spelling of the destination in it is replaced by its masked form, and the code by
-//! `[code]`; the provider's own codes and words stay, so operators can act on them.
+//! every spelling of the destination in it is replaced by its masked form, the sign-in
+//! link by `[link]` and the code by `[code]`; the provider's own codes and words stay, so
+//! operators can act on them.
 
 use crate::identifier::{Identifier, mask_email};
 
@@ -18,11 +19,35 @@ pub(crate) const MAX_PROVIDER_TEXT: usize = 8 * 1024;
 const MAX_EXCERPT: usize = 200;
 
 /// `text` from a provider, about `message`, safe for errors and logs: every spelling of
-/// the destination masked, the code hidden, controls blanked, at most [`MAX_EXCERPT`]
-/// characters.
+/// the destination masked, the link and the code hidden, controls blanked, at most
+/// [`MAX_EXCERPT`] characters.
 pub(crate) fn provider_text(text: &str, message: &Message) -> String {
     let scrubbed = scrub(text, &message.to);
     let code = message.code.expose();
+    // The link is a credential like the code, and a provider may quote the body that
+    // carried it, as written or URL-encoded, or cut off inside the code: its prefix and
+    // whatever code characters follow it go.
+    let scrubbed = match &message.link {
+        Some(link) => {
+            let link = link.expose();
+            let prefix = link.strip_suffix(code).unwrap_or(link);
+            let encoded: String = form_urlencoded::byte_serialize(prefix.as_bytes()).collect();
+            let mut hits = find_all(&scrubbed, prefix);
+            hits.extend(find_all(&scrubbed, &encoded));
+            let hits: Vec<_> = hits
+                .into_iter()
+                .map(|(start, end)| {
+                    let tail = scrubbed[end..]
+                        .bytes()
+                        .take_while(u8::is_ascii_alphanumeric)
+                        .count();
+                    (start, end + tail)
+                })
+                .collect();
+            replace_all(&scrubbed, &hits, |_| "[link]".into())
+        }
+        None => scrubbed,
+    };
     // Codes never reach logs, and a provider may quote the message body it refused.
     let scrubbed = if code.is_empty() {
         scrubbed
@@ -501,6 +526,41 @@ mod tests {
             "émoji 🙂 and ünïcode",
         ] {
             assert_eq!(scrub(text, &to), text);
+        }
+    }
+
+    #[test]
+    fn the_link_and_the_code_never_leave_in_provider_text() {
+        let code = crate::otp::CodeFormat::default().normalize("482913");
+        let link = super::super::Link::new("https://app.example/sign-in?code=", &code);
+        let message = Message {
+            to: email("ada@example.com"),
+            code,
+            link: Some(link),
+            tenant: "default".into(),
+            expires_in: std::time::Duration::from_secs(300),
+            content: super::super::Rendered::default(),
+        };
+        for (text, expected) in [
+            (
+                "550 refused body: sign in at https://app.example/sign-in?code=482913 now",
+                "550 refused body: sign in at [link] now",
+            ),
+            (
+                "550 refused https%3A%2F%2Fapp.example%2Fsign-in%3Fcode%3D482913",
+                "550 refused [link]",
+            ),
+            ("550 HTTPS://APP.EXAMPLE/SIGN-IN?CODE=482913", "550 [link]"),
+            (
+                "550 cut off: https://app.example/sign-in?code=4829",
+                "550 cut off: [link]",
+            ),
+            (
+                "550 quoted: ?code=482913&x=1",
+                "550 quoted: ?code=[code]&x=1",
+            ),
+        ] {
+            assert_eq!(provider_text(text, &message), expected);
         }
     }
 

@@ -1,10 +1,12 @@
 //! What a message says: templates per tenant, channel and locale, rendered with minijinja.
 //!
 //! A template has a subject (email), a text body, an HTML body (email) and a sender name.
-//! Each is a minijinja template over `code`, `minutes`, `tenant` and `tenant_name`. The
-//! most specific template wins: tenant + locale, tenant, any tenant + locale, any tenant,
-//! then the built-in defaults. Emails carry the code only: no link, because mail scanners
-//! follow links and a link that consumed anything would be consumed by them.
+//! Each is a minijinja template over `code`, `link`, `minutes`, `tenant` and
+//! `tenant_name`. The most specific template wins: tenant + locale, tenant, any tenant +
+//! locale, any tenant, then the built-in defaults. `link` is set only for an email sent
+//! with a sign-in link, and is undefined otherwise (test it with `{% if link %}`). Mail
+//! scanners follow links, so the page a link opens must ask for a click before it
+//! consumes the code; without a link, emails carry the code alone.
 
 use std::collections::HashMap;
 
@@ -55,6 +57,10 @@ pub struct Rendered {
 pub struct TemplateContext<'a> {
     /// The code.
     pub code: &'a str,
+    /// The sign-in link carrying the code, for emails sent with one. Left out of the
+    /// context when absent, so that a template's `{{ link }}` renders as nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<&'a str>,
     /// Minutes until it expires.
     pub minutes: u64,
     /// The tenant id.
@@ -65,11 +71,13 @@ pub struct TemplateContext<'a> {
 
 const DEFAULT_SUBJECT: &str =
     "{{ code }} is your {% if tenant_name %}{{ tenant_name }} {% endif %}sign-in code";
-const DEFAULT_TEXT: &str = "Your {% if tenant_name %}{{ tenant_name }} {% endif %}sign-in code is {{ code }}. \
+const DEFAULT_TEXT: &str = "Your {% if tenant_name %}{{ tenant_name }} {% endif %}sign-in code is {{ code }}.\
+{% if link %}\n\nOr sign in with this link: {{ link }}\n\n{% else %} {% endif %}\
 It expires in {{ minutes }} minute{{ '' if minutes == 1 else 's' }}. If you did not ask for it, ignore this message.";
 const DEFAULT_HTML: &str = "<!doctype html><html><body style=\"font-family:sans-serif\">\
 <p>Your {% if tenant_name %}{{ tenant_name }} {% endif %}sign-in code is</p>\
 <p style=\"font-size:28px;letter-spacing:4px\"><strong>{{ code }}</strong></p>\
+{% if link %}<p>Or sign in with this link: <a href=\"{{ link }}\">{{ link }}</a></p>{% endif %}\
 <p>It expires in {{ minutes }} minute{{ '' if minutes == 1 else 's' }}. If you did not ask for it, ignore this message.</p>\
 </body></html>";
 
@@ -158,6 +166,7 @@ impl Templates {
         // Render every template once now, so a mistake shows at start, not at a send.
         let sample = TemplateContext {
             code: "123456",
+            link: Some("https://sign-in.example/?code=123456"),
             minutes: 5,
             tenant: "t",
             tenant_name: Some("T"),
@@ -246,8 +255,13 @@ impl Templates {
         Rendered {
             subject: render(chosen[0])
                 .unwrap_or_else(|| format!("Your sign-in code: {}", context.code)),
-            text: render(chosen[1])
-                .unwrap_or_else(|| format!("Your sign-in code is {}.", context.code)),
+            text: render(chosen[1]).unwrap_or_else(|| match context.link {
+                Some(link) => format!(
+                    "Your sign-in code is {}. Or sign in with this link: {link}",
+                    context.code
+                ),
+                None => format!("Your sign-in code is {}.", context.code),
+            }),
             html: render(chosen[2]).unwrap_or_default(),
             from_name: render(chosen[3])
                 .filter(|n| !n.trim().is_empty())
@@ -289,6 +303,7 @@ mod tests {
     fn context<'a>(tenant: &'a str, name: Option<&'a str>) -> TemplateContext<'a> {
         TemplateContext {
             code: "482913",
+            link: None,
             minutes: 5,
             tenant,
             tenant_name: name,
@@ -314,6 +329,45 @@ mod tests {
             plain.text,
             "Your sign-in code is 482913. It expires in 5 minutes. If you did not ask for it, ignore this message."
         );
+    }
+
+    #[test]
+    fn a_link_shows_after_the_code_only_when_there_is_one() {
+        let templates = Templates::defaults();
+        let link = "https://app.example/sign-in?code=482913";
+        let with = TemplateContext {
+            link: Some(link),
+            ..context("7", Some("Downtown Hub"))
+        };
+        let r = templates.render(Channel::Email, None, &with);
+        assert_eq!(
+            r.text,
+            "Your Downtown Hub sign-in code is 482913.\n\n\
+             Or sign in with this link: https://app.example/sign-in?code=482913\n\n\
+             It expires in 5 minutes. If you did not ask for it, ignore this message."
+        );
+        assert!(
+            r.html.contains(
+                "<strong>482913</strong></p><p>Or sign in with this link: <a href=\"https:&#x2f;&#x2f;"
+            ),
+            "{}",
+            r.html
+        );
+        assert!(!r.subject.contains("http"), "{}", r.subject);
+
+        // Custom templates may name it; without one it renders as nothing.
+        let custom = Templates::new(vec![(
+            TemplateScope::default(),
+            Template {
+                text: Some("Code {{ code }} [{{ link }}]".into()),
+                ..Template::default()
+            },
+        )])
+        .unwrap();
+        let r = custom.render(Channel::Email, None, &with);
+        assert_eq!(r.text, format!("Code 482913 [{link}]"));
+        let r = custom.render(Channel::Email, None, &context("7", None));
+        assert_eq!(r.text, "Code 482913 []");
     }
 
     #[test]

@@ -119,3 +119,91 @@ impl Sender for WebhookSender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::delivery::{Link, Rendered};
+    use crate::identifier::Identifier;
+    use crate::otp::CodeFormat;
+
+    fn message(to: Identifier, link: bool) -> Message {
+        let code = CodeFormat::default().normalize("482913");
+        Message {
+            to,
+            link: link.then(|| Link::new("https://app.example/sign-in?code=", &code)),
+            code,
+            tenant: "default".into(),
+            expires_in: Duration::from_secs(300),
+            content: Rendered::default(),
+        }
+    }
+
+    /// A receiver on a free loopback port that answers `status` with the body it got, and
+    /// hands each body to the test. Stopped when the test's runtime ends.
+    async fn receiver(status: StatusCode) -> (reqwest::Url, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = Arc::new(tx);
+        let app = Router::new().route(
+            "/hook",
+            post(move |body: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body.clone());
+                    (status, body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/hook").parse().unwrap();
+        (url, rx)
+    }
+
+    async fn body(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> serde_json::Value {
+        let bytes = rx.recv().await.expect("the receiver got a body");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_body_has_a_link_only_when_the_message_does() {
+        let (url, mut bodies) = receiver(StatusCode::OK).await;
+        let sender = WebhookSender::new(url);
+        let email = Identifier::email("ada@example.com").unwrap();
+
+        sender.send(&message(email.clone(), true)).await.unwrap();
+        let with = body(&mut bodies).await;
+        assert_eq!(with["link"], "https://app.example/sign-in?code=482913");
+        assert_eq!(with["code"], "482913");
+
+        sender.send(&message(email, false)).await.unwrap();
+        let without = body(&mut bodies).await;
+        assert!(without.get("link").is_none(), "{without}");
+        assert_eq!(without["code"], "482913");
+    }
+
+    #[tokio::test]
+    async fn an_echoed_link_leaves_the_error_masked() {
+        let (url, _bodies) = receiver(StatusCode::BAD_REQUEST).await;
+        let sender = WebhookSender::new(url);
+        let to = Identifier::email("ada@example.com").unwrap();
+        let error = sender
+            .send(&message(to, true))
+            .await
+            .expect_err("a 400 is refused")
+            .to_string();
+        assert!(error.contains("400"), "{error}");
+        for secret in ["482913", "sign-in?code", "ada@example.com"] {
+            assert!(!error.contains(secret), "{secret} in {error}");
+        }
+    }
+}

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::GateError;
 use super::audit::{self, FailReason};
 use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
-use crate::delivery::{Message, TemplateContext};
+use crate::delivery::{Link, Message, TemplateContext};
 use crate::directory::Account;
-use crate::identifier::Identifier;
+use crate::identifier::{Channel, Identifier};
 use crate::otp::{
     CodeState, IssueDecision, Rate, VerifyDecision, Write, decide_issue, decide_verify,
 };
@@ -112,10 +112,11 @@ impl Gate {
         self.send_code(request, None).await
     }
 
-    /// [`send`](Self::send), and the message also carries a sign-in link: `link_prefix`
-    /// with the code appended (an address ending in `code=`). The prefix's origin must
-    /// come from configuration, never from the request: a link to another host would
-    /// hand it the code.
+    /// [`send`](Self::send), and an email also carries a sign-in link: `link_prefix`
+    /// with the code appended (an address ending in `code=`), in
+    /// [`Message::link`](crate::delivery::Message::link) and in the rendered text. SMS
+    /// carry no link. The prefix's origin must come from configuration, never from the
+    /// request: a link to another host would hand it the code.
     pub async fn send_with_link(
         &self,
         request: SendRequest<'_>,
@@ -127,7 +128,7 @@ impl Gate {
     async fn send_code(
         &self,
         request: SendRequest<'_>,
-        _link_prefix: Option<&str>,
+        link_prefix: Option<&str>,
     ) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
@@ -178,12 +179,19 @@ impl Gate {
         }
         // No branch on `deliver` here: the same rendering, allocations and queue op for
         // both, so the answer's timing cannot tell a known account from an unknown one.
+        // Emails only: a link would push an SMS past one segment, and carriers filter
+        // texts that carry links. Built for decoys too, so both paths do the same work.
+        let channel = request.identifier.channel();
+        let link = link_prefix
+            .filter(|_| channel == Channel::Email)
+            .map(|prefix| Link::new(prefix, &code));
         let ttl = self.inner.policy.ttl;
         let content = self.inner.templates.render(
-            request.identifier.channel(),
+            channel,
             request.locale,
             &TemplateContext {
                 code: code.expose(),
+                link: link.as_ref().map(Link::expose),
                 minutes: ttl.as_secs().div_ceil(60),
                 tenant: &tenant.id,
                 tenant_name: tenant.display_name.as_deref(),
@@ -196,6 +204,7 @@ impl Gate {
             Message {
                 to: request.identifier,
                 code,
+                link,
                 tenant: tenant.id.clone(),
                 expires_in: ttl,
                 content,

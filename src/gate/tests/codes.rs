@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{UnreachableStore, alice, gate, gate_with, ip, phone, send_to, verify_with, wrong};
+use crate::delivery::Link;
 use crate::directory::StaticDirectory;
 use crate::gate::GateError;
 use crate::gate::{IpLimits, SendRequest, Tenant, VerifyRequest};
@@ -449,4 +450,107 @@ async fn a_store_outage_is_store_unavailable() {
         "{found:?}"
     );
     fixture.inbox.assert_empty();
+}
+
+/// Where sign-in links in the tests lead.
+const LINK_PREFIX: &str = "https://app.example/sign-in?code=";
+
+#[tokio::test]
+async fn an_email_sent_with_a_link_carries_the_code_in_it() {
+    let mut fixture = gate();
+    fixture
+        .gate
+        .send_with_link(send_to(&alice()), LINK_PREFIX)
+        .await
+        .expect("sent");
+    let message = fixture.inbox.next().await;
+    let code = message.code.expose().to_owned();
+    let link = format!("{LINK_PREFIX}{code}");
+    assert_eq!(message.link.as_ref().map(Link::expose), Some(link.as_str()));
+    assert!(
+        message
+            .content
+            .text
+            .contains(&format!("Or sign in with this link: {link}")),
+        "{}",
+        message.content.text
+    );
+    assert!(
+        message.content.text.contains(&format!("code is {code}.")),
+        "{}",
+        message.content.text
+    );
+    // HTML escapes the slashes; the code is still in the address.
+    assert!(
+        message.content.html.contains("Or sign in with this link:")
+            && message.content.html.contains(&format!("code={code}\"")),
+        "{}",
+        message.content.html
+    );
+    assert!(!message.content.subject.contains("http"));
+
+    // The link's code is the code: it signs in once.
+    let subject = fixture.gate.verify(verify_with(&alice(), &code)).await;
+    assert!(subject.is_ok(), "{subject:?}");
+}
+
+#[tokio::test]
+async fn sms_and_plain_sends_carry_no_link() {
+    let mut fixture = gate();
+    fixture
+        .gate
+        .send_with_link(send_to(&phone()), LINK_PREFIX)
+        .await
+        .expect("sent");
+    let sms = fixture.inbox.next().await;
+    assert!(sms.link.is_none());
+    assert!(!sms.content.text.contains("http"), "{}", sms.content.text);
+
+    fixture.gate.send(send_to(&person(2))).await.expect("sent");
+    let email = fixture.inbox.next().await;
+    assert!(email.link.is_none());
+    for body in [&email.content.text, &email.content.html] {
+        assert!(!body.contains("link"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_account_sent_a_link_gets_a_decoy_like_any_other() {
+    let member = person(1);
+    let mut fixture = gate_with(|builder| {
+        builder
+            .tenant(closed_tenant(false))
+            .directory(directory_with(&member))
+    });
+    let stranger = fixture
+        .gate
+        .send_with_link(send_to(&alice()), LINK_PREFIX)
+        .await
+        .expect("the answer does not tell the account is unknown");
+    fixture.decoys_dropped(1).await;
+    let known = fixture
+        .gate
+        .send_with_link(send_to(&member), LINK_PREFIX)
+        .await
+        .expect("sent");
+    assert_eq!(stranger, known);
+    let message = fixture.inbox.next().await;
+    assert_eq!(message.to, member);
+    assert!(message.link.is_some());
+    fixture.inbox.assert_empty();
+}
+
+#[tokio::test]
+async fn a_delivered_message_debugs_without_its_code_or_link() {
+    let mut fixture = gate();
+    fixture
+        .gate
+        .send_with_link(send_to(&alice()), LINK_PREFIX)
+        .await
+        .expect("sent");
+    let message = fixture.inbox.next().await;
+    let shown = format!("{message:?}");
+    assert!(!shown.contains(message.code.expose()), "{shown}");
+    assert!(!shown.contains(LINK_PREFIX), "{shown}");
+    assert!(shown.contains("Link(<redacted>)"), "{shown}");
 }
