@@ -16,7 +16,7 @@ use crate::gate::Identity;
 pub struct ProtectRule {
     /// The canonical path prefix, matched on segment boundaries.
     pub prefix: String,
-    /// The methods the rule guards; every method when empty.
+    /// The methods the rule guards (GET brings HEAD with it); every method when empty.
     pub methods: Vec<Method>,
     /// The tenants whose sessions may pass; any tenant when empty.
     pub tenants: Vec<String>,
@@ -47,9 +47,14 @@ impl ProtectRule {
         }
     }
 
-    /// Whether this rule guards `method` on `path` (a canonical match path).
+    /// Whether this rule guards `method` on `path` (a canonical match path). A rule that
+    /// guards GET guards HEAD too.
     pub fn covers(&self, method: &Method, path: &str, case_sensitive: bool) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+        let guards = |method: &Method| self.methods.contains(method);
+        (self.methods.is_empty()
+            || guards(method)
+            // Apps answer HEAD with their GET handler: the same work, the same headers.
+            || (*method == Method::HEAD && guards(&Method::GET)))
             && target::prefix_covers(&self.prefix, path, case_sensitive)
     }
 
@@ -346,6 +351,11 @@ mod tests {
             Some(0)
         );
         assert_eq!(rule_for(&rules, &Method::GET, "/API/x", false), Some(0));
+        let mut reads = ProtectRule::prefix("/reports/");
+        reads.methods = vec![Method::GET];
+        assert!(reads.covers(&Method::HEAD, "/reports/q1", false));
+        assert!(!reads.covers(&Method::POST, "/reports/q1", false));
+        assert!(!rules[1].covers(&Method::HEAD, "/api/admin/x", false));
         assert_eq!(rule_for(&rules, &Method::GET, "/apis", false), Some(2));
         assert_eq!(rule_for(&rules[..2], &Method::GET, "/apis", false), None);
     }
