@@ -36,7 +36,22 @@ pub(super) fn check(file: &FileConfig, source: &Source<'_>) -> Result<HttpSettin
         .iter()
         .map(|section| protect_rule(file, section, &paths, source))
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let pages = pages(file, source)?;
+    // A browser can only carry a session as a cookie: without one the pages would sign
+    // people in to nothing. An API-only config (`token.cookie = ""`) has them off unless
+    // it asks for them, and then it is told why it cannot.
+    let cookie_off = file.token.cookie.as_deref() == Some("");
+    let pages = match (file.pages.enabled, cookie_off) {
+        (None, true) => None,
+        (Some(true), true) => {
+            return Err(source.invalid(
+                "pages.enabled",
+                None,
+                "the sign-in pages need the session cookie, which token.cookie = \"\" turns \
+                 off: name a cookie, or set [pages] enabled = false",
+            ));
+        }
+        _ => pages(file, source)?,
+    };
     let server = &file.server;
     Ok(HttpSettings {
         endpoints,
@@ -238,25 +253,41 @@ fn protect_rule(
         rule.email_domains.push(domain_part.to_owned());
     }
     for code in section.phone_countries.iter().flatten() {
-        let digits = code.get_ref().trim_start_matches('+');
-        // Country calling codes are one to three digits, none starting with 0.
-        let valid = (1..=3).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if !valid {
-            return Err(source.invalid(
+        let calling_code = country_calling_code(code.get_ref()).ok_or_else(|| {
+            source.invalid(
                 "protect.phone_countries",
                 Some(code.span()),
                 format!(
-                    "`{}` is not a country calling code; write e.g. \"+44\"",
+                    "`{}` is neither a country calling code nor a region; write e.g. \"+44\" \
+                     or \"GB\"",
                     code.get_ref()
                 ),
-            ));
+            )
+        })?;
+        if !rule.phone_countries.contains(&calling_code) {
+            rule.phone_countries.push(calling_code);
         }
-        rule.phone_countries.push(digits.to_owned());
     }
     rule.max_session_age = section.max_session_age.as_ref().map(|age| age.get_ref().0);
     Ok(rule)
+}
+
+/// The country calling code, as digits, of `text`: a calling code (`+44`, `44`) that the
+/// numbering plan has, or a region (`GB`). A code the plan lacks (`+4`) is refused: as a
+/// prefix it would admit every `+4x` country.
+fn country_calling_code(text: &str) -> Option<String> {
+    let database = &phonenumber::metadata::DATABASE;
+    if text.len() == 2 && text.bytes().all(|b| b.is_ascii_alphabetic()) {
+        let region = database.by_id(text.to_ascii_uppercase().as_str())?;
+        return Some(region.country_code().to_string());
+    }
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u16 = digits.parse().ok()?;
+    // `044` would read as 44: only the code as written, without leading zeros.
+    (code.to_string() == digits && database.by_code(&code).is_some()).then(|| code.to_string())
 }
 
 /// `[pages]`: the sign-in pages, their branding and forward-auth.
@@ -456,5 +487,32 @@ fn positive(key: &str, value: &Spanned<usize>, source: &Source<'_>) -> Result<us
     match *value.get_ref() {
         0 => Err(source.invalid(key, Some(value.span()), "must be at least 1")),
         count => Ok(count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::country_calling_code;
+
+    #[test]
+    fn phone_countries_are_calling_codes_or_regions_the_plan_has() {
+        for (written, code) in [
+            ("+44", "44"),
+            ("44", "44"),
+            ("GB", "44"),
+            ("us", "1"),
+            ("+1", "1"),
+        ] {
+            assert_eq!(
+                country_calling_code(written).as_deref(),
+                Some(code),
+                "{written}"
+            );
+        }
+        for bad in [
+            "+4", "0044", "044", "+999", "", "+", "XX", "GBR", "4a", "+44 ",
+        ] {
+            assert_eq!(country_calling_code(bad), None, "{bad:?}");
+        }
     }
 }

@@ -69,16 +69,31 @@ impl Gate {
         ttl: Option<Duration>,
         family: Option<String>,
     ) -> Result<MintedToken, GateError> {
+        let now = self.inner.clock.now();
+        self.mint_since(kind, subject, ttl, family, now.as_secs())
+    }
+
+    /// Mints for a session whose code was verified at `auth_time`.
+    fn mint_since(
+        &self,
+        kind: TokenKind,
+        subject: &Subject,
+        ttl: Option<Duration>,
+        family: Option<String>,
+        auth_time: u64,
+    ) -> Result<MintedToken, GateError> {
+        let now = self.inner.clock.now();
         self.inner
             .tokens
-            .mint_kind(kind, subject, self.inner.clock.now(), ttl, family)
+            .mint_continuing(kind, subject, now, ttl, family, auth_time)
             .map_err(|e| GateError::Internal(e.to_string()))
     }
 
     /// Starts a session for a verified subject: an access token and, unless refresh
     /// tokens are off, the first refresh token of a new family.
     pub fn start_session(&self, subject: &Subject) -> Result<Session, GateError> {
-        self.session(subject, None, crate::util::random_id())
+        let now = self.inner.clock.now().as_secs();
+        self.session(subject, None, crate::util::random_id(), now)
     }
 
     fn session(
@@ -86,10 +101,13 @@ impl Gate {
         subject: &Subject,
         access_ttl: Option<Duration>,
         family: String,
+        auth_time: u64,
     ) -> Result<Session, GateError> {
-        let access = self.mint(TokenKind::Access, subject, access_ttl, None)?;
+        let access = self.mint_since(TokenKind::Access, subject, access_ttl, None, auth_time)?;
         let refresh = match self.inner.tokens.settings().refresh_ttl {
-            Some(_) => Some(self.mint(TokenKind::Refresh, subject, None, Some(family))?),
+            Some(_) => {
+                Some(self.mint_since(TokenKind::Refresh, subject, None, Some(family), auth_time)?)
+            }
             None => None,
         };
         Ok(Session { access, refresh })
@@ -118,7 +136,13 @@ impl Gate {
         self.consume(&claims).await?;
         let max = self.inner.tokens.settings().ttl;
         let ttl = valid_for.map_or(max, |wanted| wanted.min(max));
-        self.session(&subject_of(&claims), Some(ttl), crate::util::random_id())
+        // The session counts from the verified code, not from the exchange.
+        self.session(
+            &subject_of(&claims),
+            Some(ttl),
+            crate::util::random_id(),
+            claims.auth_time,
+        )
     }
 
     /// Rotates a refresh token: it is consumed, and a new access token and a new refresh
@@ -136,7 +160,9 @@ impl Gate {
             audit::refresh_reuse_detected(&claims);
             return Err(GateError::InvalidToken);
         }
-        let session = self.session(&subject_of(&claims), None, family)?;
+        // A rotation is no new sign-in: `auth_time` stays that of the code, so a rule's
+        // maximum session age cannot be outrun by refreshing.
+        let session = self.session(&subject_of(&claims), None, family, claims.auth_time)?;
         audit::session_refreshed(&claims);
         Ok(session)
     }

@@ -6,9 +6,10 @@
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, StatusCode};
 
-use super::front::{Front, refusal, see_other};
+use super::access::see_other;
+use super::front::{Front, refusal};
 use super::headers::identity_headers;
-use super::{Dialect, GateResponse, RequestView, Route};
+use super::{Dialect, GateResponse, RequestView, Route, policy};
 use crate::gate::GateError;
 
 /// Carries the sign-in page's address on a 401 to nginx, whose `auth_request` can only
@@ -52,8 +53,17 @@ async fn judge(front: &Front, request: &RequestView<'_>) -> Result<GateResponse,
         })?;
     let rule = match front.route(&method, &target) {
         Route::Upstream { rule } => rule,
-        // The gate's own endpoints and pages are public: the proxy forwards them to the gate.
-        Route::Endpoint(_) | Route::Mediated(_) => None,
+        // A path of the gate's own endpoints that the proxy asks about is one it is about
+        // to send to the app, not to the gate: it gets the app's rules, never a pass.
+        Route::Endpoint(_) | Route::Mediated(_) => {
+            let settings = front.settings();
+            policy::rule_for(
+                &settings.protect,
+                &method,
+                target.match_path(),
+                settings.paths.case_sensitive,
+            )
+        }
     };
     let identity = match front.judge(headers, rule).await {
         Ok(identity) => identity,

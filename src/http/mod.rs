@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, StatusCode};
 
+mod access;
 mod body;
 pub mod dialect;
 mod forward;

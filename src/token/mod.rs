@@ -299,6 +299,22 @@ impl Tokens {
         ttl: Option<Duration>,
         family: Option<String>,
     ) -> Result<MintedToken, TokenError> {
+        self.mint_continuing(kind, subject, now, ttl, family, now.as_secs())
+    }
+
+    /// [`mint_kind`](Self::mint_kind) for a session that goes on from a sign-in at
+    /// `auth_time` (seconds since the epoch): a refresh or an exchange keeps the time the
+    /// code was verified, so a rule's maximum session age counts from the sign-in, not
+    /// from the last rotation.
+    pub fn mint_continuing(
+        &self,
+        kind: TokenKind,
+        subject: &Subject,
+        now: Timestamp,
+        ttl: Option<Duration>,
+        family: Option<String>,
+        auth_time: u64,
+    ) -> Result<MintedToken, TokenError> {
         let iat = now.as_secs();
         let ttl = ttl
             .unwrap_or(match kind {
@@ -317,7 +333,8 @@ impl Tokens {
             nbf: iat,
             jti: crate::util::random_id(),
             amr: vec!["otp".into()],
-            auth_time: iat,
+            // Never after the token's own issue time.
+            auth_time: auth_time.min(iat),
             email: subject.email.clone(),
             phone: subject.phone.clone(),
             tenant: subject.tenant.clone(),

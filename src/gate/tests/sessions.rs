@@ -304,3 +304,39 @@ async fn an_outage_refuses_every_token_when_the_fallback_denies() {
     );
     assert_unauthorized(&fixture, "not.a.token").await;
 }
+
+#[tokio::test]
+async fn refreshes_and_exchanges_keep_the_time_of_the_sign_in() {
+    let fixture = gate();
+    let first = fixture.gate.start_session(&member()).expect("a session");
+    let signed_in = first.access.claims.auth_time;
+    let exchange = fixture
+        .gate
+        .mint_exchange_token(&member())
+        .expect("an exchange token");
+    fixture.clock.advance(Duration::from_secs(60));
+
+    // A rotation is no new sign-in: a maximum session age counts from the code.
+    let rotated = fixture
+        .gate
+        .refresh(refresh_token(&first))
+        .await
+        .expect("rotated");
+    assert_eq!(rotated.access.claims.auth_time, signed_in);
+    assert!(rotated.access.claims.iat >= signed_in + 60);
+    let refresh_claims = &rotated.refresh.as_ref().expect("a refresh token").claims;
+    assert_eq!(refresh_claims.auth_time, signed_in);
+    let again = fixture
+        .gate
+        .refresh(refresh_token(&rotated))
+        .await
+        .expect("rotated again");
+    assert_eq!(again.access.claims.auth_time, signed_in);
+
+    let exchanged = fixture
+        .gate
+        .exchange(&exchange.token, None)
+        .await
+        .expect("exchanged");
+    assert_eq!(exchanged.access.claims.auth_time, signed_in);
+}
