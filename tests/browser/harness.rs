@@ -129,25 +129,33 @@ impl Browser {
     }
 
     /// Resizes the window so that the page itself, without whatever the headless window
-    /// keeps for its frame, is [`WINDOW`]: screenshots then have exactly that size.
+    /// keeps for its frame, is [`WINDOW`]: screenshots then have exactly that size. The
+    /// page sees a resize a moment after it is made, so this measures until it matches.
     async fn fit_viewport(&self) {
-        let (outer_width, outer_height) = self.client.get_window_size().await.unwrap();
-        let (width, height) = self.viewport().await;
-        let frame = |outer: u64, inner: u32, wanted: u32| {
-            u32::try_from(outer).unwrap_or(wanted) + wanted - inner.min(wanted)
-        };
-        self.client
-            .set_window_size(
-                frame(outer_width, width, WINDOW.0),
-                frame(outer_height, height, WINDOW.1),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            self.viewport().await,
-            WINDOW,
-            "the page's viewport after resizing the window"
-        );
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let viewport = self.viewport().await;
+            if viewport == WINDOW {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page's viewport stays {viewport:?}, not {WINDOW:?}"
+            );
+            let (outer_width, outer_height) = self.client.get_window_size().await.unwrap();
+            let fit = |outer: u64, inner: u32, wanted: u32| {
+                let outer = u32::try_from(outer).unwrap_or(wanted);
+                (outer + wanted).saturating_sub(inner).max(wanted)
+            };
+            self.client
+                .set_window_size(
+                    fit(outer_width, viewport.0, WINDOW.0),
+                    fit(outer_height, viewport.1, WINDOW.1),
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The page's viewport in device pixels.
