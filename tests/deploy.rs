@@ -111,3 +111,25 @@ fn the_unit_is_hardened() {
     // The capability to bind a low port is offered commented out only.
     assert!(unit.contains("#AmbientCapabilities=CAP_NET_BIND_SERVICE"));
 }
+
+/// The forward-auth snippets in the README are the files `tests/forward_auth.rs` runs:
+/// each file, less its opening comment, appears in the README as written.
+#[test]
+fn the_readme_forward_auth_snippets_are_the_tested_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    for file in ["nginx.conf", "Caddyfile", "traefik.yml"] {
+        let text = std::fs::read_to_string(root.join("deploy/forward-auth").join(file))
+            .unwrap_or_else(|e| panic!("deploy/forward-auth/{file}: {e}"));
+        let body: Vec<&str> = text
+            .lines()
+            .skip_while(|line| line.starts_with('#') || line.trim().is_empty())
+            .collect();
+        let body = body.join("\n");
+        assert!(body.lines().count() > 10, "{file} has a body");
+        assert!(
+            readme.contains(body.trim_end()),
+            "README.md does not carry deploy/forward-auth/{file} as written"
+        );
+    }
+}
