@@ -16,7 +16,8 @@ use crate::gate::Identity;
 pub struct ProtectRule {
     /// The canonical path prefix, matched on segment boundaries.
     pub prefix: String,
-    /// The methods the rule guards (GET brings HEAD with it); every method when empty.
+    /// The methods the rule guards (GET brings HEAD with it; any case, so `post` too);
+    /// every method when empty.
     pub methods: Vec<Method>,
     /// The tenants whose sessions may pass; any tenant when empty.
     pub tenants: Vec<String>,
@@ -48,13 +49,19 @@ impl ProtectRule {
     }
 
     /// Whether this rule guards `method` on `path` (a canonical match path). A rule that
-    /// guards GET guards HEAD too.
+    /// guards GET guards HEAD too; methods match in any case (`post` is guarded as POST).
     pub fn covers(&self, method: &Method, path: &str, case_sensitive: bool) -> bool {
-        let guards = |method: &Method| self.methods.contains(method);
+        // Any case: servers such as Werkzeug upper-case the method, so `post` reaches the
+        // app's POST handler and must be guarded as POST.
+        let guards = |name: &str| {
+            self.methods
+                .iter()
+                .any(|guarded| guarded.as_str().eq_ignore_ascii_case(name))
+        };
         (self.methods.is_empty()
-            || guards(method)
+            || guards(method.as_str())
             // Apps answer HEAD with their GET handler: the same work, the same headers.
-            || (*method == Method::HEAD && guards(&Method::GET)))
+            || (method.as_str().eq_ignore_ascii_case("HEAD") && guards("GET")))
             && target::prefix_covers(&self.prefix, path, case_sensitive)
     }
 

@@ -1,0 +1,879 @@
+//! The sign-in pages, the route policy and forward-auth under attack: return URLs in every
+//! spelling a browser reads as another site, markup in every value a page shows, flow
+//! cookies moved between steps and people, sign-in links, methods spelled otherwise, and
+//! forward-auth descriptions no proxy writes. Each test is an attack that must fail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, StatusCode};
+use otpgate::Gate;
+use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
+use otpgate::http::pages::Branding;
+use otpgate::http::policy::{rule_for, safe_return};
+use otpgate::http::{
+    Front, GateResponse, HttpSettings, PageSettings, ProtectRule, RequestView, Route,
+};
+use otpgate::otp::{ManualClock, ServerSecret, Timestamp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use common::{AppCalls, Form, start_form};
+
+struct Capture(mpsc::UnboundedSender<Message>);
+
+#[async_trait]
+impl Sender for Capture {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        self.0
+            .send(message.clone())
+            .map_err(|e| DeliveryError::Failed(e.to_string()))
+    }
+}
+
+/// A browser (or an attacker's client) in front of a gate: its cookies, its Host header
+/// and the messages the gate sent.
+struct Browser {
+    front: Front,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    jar: BTreeMap<String, String>,
+    host: &'static str,
+}
+
+fn gate_and_inbox() -> (Gate, mpsc::UnboundedReceiver<Message>) {
+    let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
+    let gate = Gate::builder()
+        .clock(Arc::new(clock))
+        .secret(ServerSecret::new(vec![7; 32]).expect("a valid secret"))
+        .senders(Senders {
+            email: Some(sender.clone()),
+            sms: Some(sender),
+            ..Senders::default()
+        })
+        .build()
+        .expect("a gate");
+    (gate, inbox)
+}
+
+fn browser_with(pages: PageSettings, protect: Vec<ProtectRule>) -> Browser {
+    let (gate, inbox) = gate_and_inbox();
+    let http = HttpSettings {
+        pages: Some(pages),
+        protect,
+        trusted_proxies: vec!["10.0.0.1/32".parse().expect("a network")],
+        ..HttpSettings::default()
+    };
+    Browser {
+        front: Front::new(gate, http),
+        inbox,
+        jar: BTreeMap::new(),
+        host: "app.example.com",
+    }
+}
+
+fn browser() -> Browser {
+    browser_with(PageSettings::default(), Vec::new())
+}
+
+impl Browser {
+    async fn request(&mut self, method: Method, target: &str, body: &str) -> GateResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static(self.host));
+        if method == Method::POST {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+        }
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            headers.insert(
+                "cookie",
+                HeaderValue::from_str(&cookies.join("; ")).expect("cookie text"),
+            );
+        }
+        let response = self.raw(&method, target, &headers, body, None).await;
+        self.take_cookies(&response);
+        response
+    }
+
+    /// One request as given, cookies and all, without the jar.
+    async fn raw(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: &str,
+        peer: Option<&str>,
+    ) -> GateResponse {
+        let canonical = self
+            .front
+            .canonical_target(method, target.as_bytes())
+            .expect("a readable target");
+        let Route::Endpoint(route) = self.front.route(method, &canonical) else {
+            panic!("{target} is not a gate endpoint");
+        };
+        let peer = peer.map(|p| p.parse().expect("an address"));
+        let view = RequestView {
+            method,
+            path: canonical.path(),
+            headers,
+            query: canonical.query(),
+            client_ip: peer,
+            peer,
+        };
+        let response = self
+            .front
+            .handle(route, &view, Bytes::from(body.to_owned()))
+            .await;
+        let flow_cookies = response
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter(|v| v.to_str().is_ok_and(|v| v.starts_with("otpgate_flow=")))
+            .count();
+        assert!(flow_cookies <= 1, "one flow cookie per answer at most");
+        response
+    }
+
+    fn take_cookies(&mut self, response: &GateResponse) {
+        for value in response.headers.get_all("set-cookie") {
+            let text = value.to_str().expect("cookie text").to_owned();
+            let pair = text.split(';').next().unwrap_or("");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            if text.contains("Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    async fn get(&mut self, target: &str) -> GateResponse {
+        self.request(Method::GET, target, "").await
+    }
+
+    async fn post(&mut self, target: &str, fields: &[(&str, &str)]) -> GateResponse {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.request(Method::POST, target, &body).await
+    }
+
+    async fn message(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
+            .await
+            .expect("a message is delivered")
+            .expect("the sender is alive")
+    }
+
+    /// Starts a sign-in at `target` and sends a code to `identifier`: the code.
+    async fn code_for(&mut self, identifier: &str, target: &str) -> String {
+        self.send_to(identifier, target)
+            .await
+            .code
+            .expose()
+            .to_owned()
+    }
+
+    /// Starts a sign-in at `target` and sends a code to `identifier`: the message.
+    async fn send_to(&mut self, identifier: &str, target: &str) -> Message {
+        let page = self.get(target).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", body(&page));
+        let csrf = hidden(&page, "csrf");
+        let sent = self
+            .post(
+                "/auth/sign-in",
+                &[("identifier", identifier), ("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
+        self.message().await
+    }
+
+    /// The csrf of the code form now.
+    async fn code_csrf(&mut self) -> String {
+        let form = self.get("/auth/code").await;
+        assert_eq!(form.status, StatusCode::OK, "{}", body(&form));
+        hidden(&form, "csrf")
+    }
+}
+
+fn body(response: &GateResponse) -> String {
+    String::from_utf8(response.body.to_vec()).expect("UTF-8")
+}
+
+fn location(response: &GateResponse) -> &str {
+    response
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn session_set(response: &GateResponse) -> bool {
+    response
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| !v.starts_with("otpgate_flow=")))
+}
+
+/// The value of the hidden input `name`, as written in the HTML (escapes kept).
+fn hidden_raw(response: &GateResponse, name: &str) -> String {
+    let html = body(response);
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = start + html[start..].find('"').expect("a closing quote");
+    html[start..end].to_owned()
+}
+
+fn hidden(response: &GateResponse, name: &str) -> String {
+    hidden_raw(response, name)
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Spellings of another site that browsers follow (or that could mean something else to
+/// a browser than to a check), as return URLs. Each must end at the default return.
+const FOREIGN: &[&str] = &[
+    "//evil.com",
+    "//evil.com/app.example.com",
+    "/\\evil.com",
+    "\\/evil.com",
+    "/\t/evil.com",
+    "/\n/evil.com",
+    "/\r\n/evil.com",
+    " //evil.com",
+    "\u{0}//evil.com",
+    "https:evil.com",
+    "https:/evil.com",
+    "https:///evil.com",
+    "http:/\\evil.com",
+    "https:\\\\evil.com",
+    "HTTPS://evil.com/",
+    "hTtP://evil.com",
+    "https://evil.com",
+    "https://app.example.com.evil.com/",
+    "https://app.example.com@evil.com/",
+    "https://evil.com?@app.example.com",
+    "https://evil.com#@app.example.com",
+    "https://evil.com\\@app.example.com",
+    "https://app.example.com%40evil.com/",
+    "https://app.example.com:443@evil.com/",
+    "https://xn--pple-43d.com/",
+    "https://\u{430}pple.com/",
+    "https://app.example.com\u{3002}evil.com/",
+    "https://app\u{ff0e}example.com/",
+    "https://app.example.com:99x/",
+    "https://[::1/",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "java\tscript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox",
+    "ftp://app.example.com/",
+    "evil.com",
+    "\\\\evil.com",
+    "/\u{2028}/evil.com",
+    "/\u{ff0f}evil.com",
+];
+
+#[test]
+fn safe_return_refuses_every_foreign_spelling() {
+    let host = Some("app.example.com");
+    for raw in FOREIGN {
+        assert_eq!(safe_return(raw, host, &[]), None, "{raw:?}");
+    }
+    let long = format!("/{}", "a".repeat(4096));
+    assert_eq!(safe_return(&long, host, &[]), None);
+    // Percent-escapes stay escapes: a browser reads `/%5Cevil` and `/%2F%2Fevil` as paths
+    // of this site, and the Location header carries them as written.
+    for raw in [
+        "/%5Cevil.com",
+        "/%2F%2Fevil.com",
+        "/%0d%0aSet-Cookie:%20x=1",
+    ] {
+        assert_eq!(safe_return(raw, host, &[]).as_deref(), Some(raw), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn foreign_return_urls_fall_back_on_every_way_in() {
+    let mut browser = browser();
+    for raw in FOREIGN {
+        // The `return` query of the sign-in page.
+        let page = browser
+            .get(&format!("/auth/sign-in?return={}", encode(raw)))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{raw:?}");
+        assert_eq!(hidden(&page, "return"), "/", "{raw:?}");
+        // The `r` of a sign-in link.
+        let link = browser
+            .get(&format!(
+                "/auth/link?e=ann%40example.com&code=123456&r={}",
+                encode(raw)
+            ))
+            .await;
+        assert_eq!(link.status, StatusCode::OK, "{raw:?}");
+        assert_eq!(hidden(&link, "r"), "/", "{raw:?}");
+        // The hidden field of an expired form, sent back without a flow.
+        let mut stranger = browser_with(PageSettings::default(), Vec::new());
+        let expired = stranger
+            .post(
+                "/auth/sign-in",
+                &[
+                    ("identifier", "a@example.com"),
+                    ("csrf", "x"),
+                    ("return", raw),
+                ],
+            )
+            .await;
+        assert_eq!(expired.status, StatusCode::FORBIDDEN, "{raw:?}");
+        assert!(
+            body(&expired).contains("href=\"/auth/sign-in?return=%2F\""),
+            "{raw:?}: {}",
+            body(&expired)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_ends_on_this_site_whatever_the_form_says() {
+    let mut browser = browser();
+    let code = browser
+        .code_for("ann@example.com", "/auth/sign-in?return=%2Fdocs")
+        .await;
+    let csrf = browser.code_csrf().await;
+    // The form's fields cannot move the return URL: only the sealed flow holds it.
+    let signed_in = browser
+        .post(
+            "/auth/code",
+            &[
+                ("code", &code),
+                ("csrf", &csrf),
+                ("return", "https://evil.com/"),
+                ("r", "//evil.com"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        body(&signed_in)
+    );
+    assert_eq!(location(&signed_in), "/docs");
+    assert!(session_set(&signed_in));
+}
+
+#[tokio::test]
+async fn header_breaking_return_urls_never_split_the_location() {
+    let mut browser = browser();
+    let raw = "/x%0d%0aSet-Cookie:%20otpgate_session=evil";
+    let code = browser
+        .code_for(
+            "bob@example.com",
+            &format!("/auth/sign-in?return={}", encode(raw)),
+        )
+        .await;
+    let csrf = browser.code_csrf().await;
+    let signed_in = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&signed_in), raw);
+    assert_eq!(signed_in.headers.get_all("location").iter().count(), 1);
+    assert!(
+        !signed_in
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("evil"))),
+        "a return URL set a cookie"
+    );
+}
+
+#[tokio::test]
+async fn markup_in_every_value_a_page_shows_is_escaped() {
+    let mut texts = BTreeMap::new();
+    texts.insert(
+        "sign_in_heading".to_owned(),
+        "<img src=x onerror=alert(1)>".to_owned(),
+    );
+    let pages = PageSettings {
+        branding: vec![Branding {
+            tenant: "default".into(),
+            title: Some("</title><script>alert(1)</script>".into()),
+            logo_url: Some("https://cdn.example.com/x.png\" onerror=\"alert(1)".into()),
+            primary_color: Some("red;}</style><script>alert(1)</script>".into()),
+            background_color: Some("#fff;background:url(//evil)".into()),
+            ..Branding::default()
+        }],
+        ..PageSettings::default()
+    };
+    let mut browser = browser_with(pages, Vec::new());
+    let attack = "\"'><script>alert(1)</script><img src=x onerror=alert(1)>";
+    let page = browser
+        .get(&format!(
+            "/auth/sign-in?return={}",
+            encode(&format!("/{attack}"))
+        ))
+        .await;
+    let csrf = hidden(&page, "csrf");
+    let refused = browser
+        .post(
+            "/auth/sign-in",
+            &[("identifier", &format!("{attack}@x")), ("csrf", &csrf)],
+        )
+        .await;
+    let link = browser
+        .get(&format!(
+            "/auth/link?e=ann%40example.com&code={}&r=%2F",
+            encode(attack)
+        ))
+        .await;
+    let unknown = browser
+        .get(&format!("/auth/sign-in?tenant={}", encode(attack)))
+        .await;
+    for response in [&page, &refused, &link, &unknown] {
+        let html = body(response);
+        for needle in [
+            "<script",
+            "<img src=x",
+            "onerror=\"alert",
+            "\"'>",
+            "url(//evil",
+        ] {
+            assert!(!html.contains(needle), "{needle} in {html}");
+        }
+        assert!(!html.contains("</style><"), "{html}");
+        let csp = response.headers["content-security-policy"]
+            .to_str()
+            .expect("text");
+        assert!(!csp.contains("script-src"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("onerror"), "{csp}");
+    }
+    // What was typed comes back, escaped, in the attribute only.
+    assert!(body(&refused).contains("value=\"&quot;&#x27;&gt;&lt;script&gt;"));
+}
+
+#[tokio::test]
+async fn csp_nonces_are_fresh_on_every_answer() {
+    let mut browser = browser();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let page = browser.get("/auth/sign-in").await;
+        let csp = page.headers["content-security-policy"]
+            .to_str()
+            .expect("text")
+            .to_owned();
+        let nonce = csp
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .expect("a nonce")
+            .to_owned();
+        assert!(nonce.len() >= 22, "{nonce}");
+        assert!(seen.insert(nonce), "a nonce came twice");
+    }
+}
+
+#[tokio::test]
+async fn a_flow_serves_only_its_own_step_and_browser() {
+    let mut browser = browser();
+    let code = browser.code_for("ann@example.com", "/auth/sign-in").await;
+    let csrf = browser.code_csrf().await;
+    let ann = std::mem::take(&mut browser.jar);
+    let ann_flow = ann["otpgate_flow"].clone();
+
+    // A sign-out flow (no identifier) cannot verify anyone's code.
+    let sign_out = browser.get("/auth/sign-out").await;
+    let sign_out_csrf = hidden(&sign_out, "csrf");
+    let verify = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &sign_out_csrf)])
+        .await;
+    assert_eq!(verify.status, StatusCode::SEE_OTHER);
+    assert!(
+        location(&verify).starts_with("/auth/sign-in?"),
+        "{}",
+        location(&verify)
+    );
+    assert!(!session_set(&verify));
+    let linked = browser
+        .post(
+            "/auth/link",
+            &[
+                ("code", &code),
+                ("csrf", &sign_out_csrf),
+                ("e", "ann@example.com"),
+            ],
+        )
+        .await;
+    assert!(
+        !session_set(&linked),
+        "a link form named its own identifier"
+    );
+
+    // Ann's flow with another flow's nonce, or her nonce without her flow: refused.
+    browser.jar.insert("otpgate_flow".into(), ann_flow.clone());
+    let swapped = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &sign_out_csrf)])
+        .await;
+    assert_eq!(swapped.status, StatusCode::FORBIDDEN);
+    assert!(!session_set(&swapped));
+    browser.jar.clear();
+    let cross_site = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert!(!session_set(&cross_site));
+
+    // Altered, or sealed for another purpose with the same key: not a flow.
+    let (data, tag) = ann_flow.split_once('.').expect("data.tag");
+    let mut altered = tag.to_owned();
+    let last = if altered.ends_with('A') { 'B' } else { 'A' };
+    altered.pop();
+    altered.push(last);
+    let json = base64_decode(data);
+    for forged in [
+        format!("{data}.{altered}"),
+        browser.front.gate().seal("pages.flow2", &json),
+        browser.front.gate().seal("", &json),
+        format!("{data}."),
+        data.to_owned(),
+    ] {
+        browser.jar.insert("otpgate_flow".into(), forged.clone());
+        let answer = browser
+            .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{forged}");
+        assert!(!session_set(&answer));
+    }
+
+    // Ann's own flow still works, and only once: the flow cookie is cleared with it.
+    browser.jar = ann;
+    let signed_in = browser
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        body(&signed_in)
+    );
+    assert!(session_set(&signed_in));
+    assert!(!browser.jar.contains_key("otpgate_flow"));
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .expect("base64url")
+}
+
+#[tokio::test]
+async fn login_csrf_finds_no_flow_to_ride() {
+    // The attacker signs in to their own account up to the code, and keeps the form.
+    let mut attacker = browser();
+    let code = attacker
+        .code_for("mallory@example.com", "/auth/sign-in")
+        .await;
+    let csrf = attacker.code_csrf().await;
+    let flow = attacker.jar["otpgate_flow"].clone();
+    let page = attacker.get("/auth/code").await;
+    let set_cookie = page.headers.get_all("set-cookie").iter().count();
+    assert_eq!(set_cookie, 0, "showing the code form sets nothing");
+
+    // The flow cookie never travels on another site's request, nor reaches a script.
+    let start = attacker.get("/auth/sign-in").await;
+    let cookie = start.headers["set-cookie"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    for attribute in [
+        "; Path=/auth;",
+        "; HttpOnly",
+        "; SameSite=Strict",
+        "; Secure",
+    ] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+
+    // The victim's browser posts the attacker's form from another site: no flow cookie
+    // comes with it (SameSite=Strict), or the victim's own flow does.
+    let mut victim = browser_with(PageSettings::default(), Vec::new());
+    victim.front = attacker.front.clone();
+    let forged = victim
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!session_set(&forged));
+    victim.get("/auth/sign-in").await;
+    let forged = victim
+        .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!session_set(&forged));
+    assert_ne!(victim.jar.get("otpgate_flow"), Some(&flow));
+}
+
+#[tokio::test]
+async fn a_sign_in_link_is_spent_only_by_its_button_and_names_only_the_configured_host() {
+    let pages = PageSettings {
+        sign_in_links: true,
+        public_url: Some("https://app.example.com".into()),
+        ..PageSettings::default()
+    };
+    let mut browser = browser_with(pages, Vec::new());
+    // A forged Host header does not reach the link.
+    browser.host = "evil.com";
+    let message = browser
+        .send_to("ann@example.com", "/auth/sign-in?return=%2Fdocs")
+        .await;
+    let link = message.link.expect("a link").expose().to_owned();
+    let path = link
+        .strip_prefix("https://app.example.com/auth/link?")
+        .map(|query| format!("/auth/link?{query}"))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(!link.contains("evil"), "{link}");
+
+    // A mail scanner follows the link any number of times: nothing is spent or set but
+    // the flow, and nothing leaks by Referer.
+    let mut scanner = browser_with(PageSettings::default(), Vec::new());
+    scanner.front = browser.front.clone();
+    for _ in 0..5 {
+        let page = scanner.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", body(&page));
+        assert_eq!(page.headers["referrer-policy"], "no-referrer");
+        assert!(!session_set(&page));
+    }
+
+    // The person presses the button: signed in, back at the return URL.
+    let mut person = browser_with(PageSettings::default(), Vec::new());
+    person.front = browser.front.clone();
+    let page = person.get(&path).await;
+    let fields: Vec<(String, String)> = ["e", "t", "r", "code", "csrf"]
+        .iter()
+        .map(|name| ((*name).to_owned(), hidden(&page, name)))
+        .collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let signed_in = person.post("/auth/link", &fields).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        body(&signed_in)
+    );
+    assert_eq!(location(&signed_in), "/docs");
+    assert!(session_set(&signed_in));
+}
+
+fn admin_writes_only() -> Vec<ProtectRule> {
+    let mut admin = ProtectRule::prefix("/admin/");
+    admin.methods = vec![Method::POST, Method::DELETE];
+    let mut reports = ProtectRule::prefix("/reports/");
+    reports.methods = vec![Method::GET];
+    vec![admin, reports]
+}
+
+fn method(text: &str) -> Method {
+    Method::from_bytes(text.as_bytes()).expect("a method token")
+}
+
+#[test]
+fn methods_spelled_in_lower_case_are_guarded_like_their_capitals() {
+    // Servers such as Werkzeug (Flask) upper-case the method before routing: `post`
+    // reaches the app's POST handler, so a rule for POST must guard it.
+    let rules = admin_writes_only();
+    for (spelled, path, rule) in [
+        ("post", "/admin/users", Some(0)),
+        ("Post", "/admin/users", Some(0)),
+        ("delete", "/admin/users/1", Some(0)),
+        ("get", "/reports/q1", Some(1)),
+        ("head", "/reports/q1", Some(1)),
+        ("HEAD", "/reports/q1", Some(1)),
+        ("GET", "/admin/users", None),
+        ("put", "/reports/q1", None),
+    ] {
+        assert_eq!(
+            rule_for(&rules, &method(spelled), path, false),
+            rule,
+            "{spelled} {path}"
+        );
+    }
+    let front = browser_with(PageSettings::default(), rules).front;
+    let target = front
+        .canonical_target(&method("post"), b"/admin/users")
+        .expect("a target");
+    assert_eq!(
+        front.route(&method("post"), &target),
+        Route::Upstream { rule: Some(0) }
+    );
+}
+
+/// Asks forward-auth about a request, from `peer`.
+async fn check(browser: &Browser, peer: &str, headers: &[(&str, &str)]) -> GateResponse {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("a name"),
+            HeaderValue::from_str(value).expect("a value"),
+        );
+    }
+    browser
+        .raw(&Method::GET, "/auth/check", &map, "", Some(peer))
+        .await
+}
+
+#[tokio::test]
+async fn forward_auth_reads_only_what_a_proxy_writes() {
+    let mut rules = admin_writes_only();
+    rules.push(ProtectRule::prefix("/api/"));
+    let browser = browser_with(PageSettings::default(), rules);
+    let proxy = "10.0.0.1";
+    let nav = [("accept", "text/html"), ("sec-fetch-mode", "navigate")];
+    let ask = |method: &'static str, uri: &'static str| {
+        vec![("x-forwarded-method", method), ("x-forwarded-uri", uri)]
+    };
+
+    // Forged descriptions, from the trusted proxy: refused, never passed.
+    let long = format!("/api/{}", "a".repeat(60_000));
+    let long: &'static str = Box::leak(long.into_boxed_str());
+    for headers in [
+        ask("GET", "api/x"),
+        ask("GET", "*"),
+        ask("GET", ""),
+        ask("GET", "/api/%2Fx"),
+        ask("GET", "/api/..%2f..%2fx"),
+        ask("GET", "/../api/x"),
+        ask("G ET", "/api/x"),
+        ask("", "/api/x"),
+        vec![("x-forwarded-method", "GET")],
+        vec![("x-forwarded-uri", "/public")],
+        vec![
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/public"),
+            ("x-forwarded-uri", "/api/x"),
+        ],
+        vec![
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/public"),
+            ("x-original-uri", "/api/x"),
+        ],
+        vec![
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/public"),
+            ("x-forwarded-method", "POST"),
+        ],
+    ] {
+        let answer = check(&browser, proxy, &headers).await;
+        assert!(
+            answer.status == StatusCode::FORBIDDEN || answer.status == StatusCode::UNAUTHORIZED,
+            "{headers:?}: {}",
+            answer.status
+        );
+        assert!(answer.headers.get("x-auth-subject").is_none());
+    }
+    let answer = check(&browser, proxy, &ask("GET", long)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+
+    // An absolute URI is judged, and returned to, by its path: never its host.
+    let mut headers = ask("GET", "http://evil.com/api/x?y=1");
+    headers.extend(nav);
+    let answer = check(&browser, proxy, &headers).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&answer), "/auth/sign-in?return=%2Fapi%2Fx%3Fy%3D1");
+    assert!(answer.headers.get("set-cookie").is_none());
+
+    // Methods the app reads as a guarded one are guarded.
+    for (spelled, uri) in [
+        ("post", "/admin/x"),
+        ("delete", "/admin/x"),
+        ("head", "/reports/q"),
+    ] {
+        let answer = check(&browser, proxy, &ask(spelled, uri)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{spelled} {uri}");
+    }
+
+    // A peer the gate does not trust is not told anything, whatever it claims.
+    let mut headers = ask("GET", "/public");
+    headers.push(("x-forwarded-for", proxy));
+    let answer = check(&browser, "10.0.0.2", &headers).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+}
+
+/// The status of `raw` sent to `base`, read to the connection's close.
+async fn raw_status(base: &str, raw: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    stream.write_all(raw.as_bytes()).await.expect("sends");
+    let mut reply = Vec::new();
+    // A guard against a hang, not a timed assertion: every answer here is immediate.
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut reply))
+        .await
+        .expect("an answer within 30 s")
+        .expect("reads");
+    let text = String::from_utf8_lossy(&reply);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_case_write_never_reaches_the_app_unsigned() {
+    for form in [Form::Tower, Form::Pingora] {
+        let front = browser_with(PageSettings::default(), admin_writes_only()).front;
+        let (base, calls): (String, AppCalls) = start_form(form, front).await;
+        for method in ["post", "Post", "delete", "POST"] {
+            let request = format!(
+                "{method} /admin/users HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            let status = raw_status(&base, &request).await;
+            assert!(
+                status == 401 || status == 400 || status == 405,
+                "{method} via {form:?}: {status}"
+            );
+        }
+        assert_eq!(
+            calls.count(),
+            0,
+            "an unsigned write reached the app via {form:?}"
+        );
+        // The control: a read there is not guarded, and reaches the app.
+        let status = raw_status(
+            &base,
+            "GET /admin/users HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "via {form:?}");
+        assert_eq!(calls.count(), 1);
+    }
+}
