@@ -718,6 +718,12 @@ fn methods_spelled_in_lower_case_are_guarded_like_their_capitals() {
         ("HEAD", "/reports/q1", Some(1)),
         ("GET", "/admin/users", None),
         ("put", "/reports/q1", None),
+        ("options", "/admin/users", None),
+        // A method the gate cannot read is guarded wherever a rule lists methods.
+        ("PROPFIND", "/admin/users", Some(0)),
+        ("MKCOL", "/reports/q1", Some(1)),
+        ("purge", "/reports/q1", Some(1)),
+        ("PROPFIND", "/public", None),
     ] {
         assert_eq!(
             rule_for(&rules, &method(spelled), path, false),
@@ -814,6 +820,8 @@ async fn forward_auth_reads_only_what_a_proxy_writes() {
         ("post", "/admin/x"),
         ("delete", "/admin/x"),
         ("head", "/reports/q"),
+        ("PROPFIND", "/reports/q"),
+        ("MOVE", "/admin/x"),
     ] {
         let answer = check(&browser, proxy, &ask(spelled, uri)).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{spelled} {uri}");
@@ -851,7 +859,7 @@ async fn a_lower_case_write_never_reaches_the_app_unsigned() {
     for form in [Form::Tower, Form::Pingora] {
         let front = browser_with(PageSettings::default(), admin_writes_only()).front;
         let (base, calls): (String, AppCalls) = start_form(form, front).await;
-        for method in ["post", "Post", "delete", "POST"] {
+        for method in ["post", "Post", "delete", "POST", "PROPPATCH", "BREW"] {
             let request = format!(
                 "{method} /admin/users HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\
                  Content-Length: 0\r\n\r\n"

@@ -16,8 +16,8 @@ use crate::gate::Identity;
 pub struct ProtectRule {
     /// The canonical path prefix, matched on segment boundaries.
     pub prefix: String,
-    /// The methods the rule guards (GET brings HEAD with it; any case, so `post` too);
-    /// every method when empty.
+    /// The methods the rule guards (GET brings HEAD with it; any case, so `post` too;
+    /// and any method outside the nine standard ones); every method when empty.
     pub methods: Vec<Method>,
     /// The tenants whose sessions may pass; any tenant when empty.
     pub tenants: Vec<String>,
@@ -49,7 +49,8 @@ impl ProtectRule {
     }
 
     /// Whether this rule guards `method` on `path` (a canonical match path). A rule that
-    /// guards GET guards HEAD too; methods match in any case (`post` is guarded as POST).
+    /// guards GET guards HEAD too; methods match in any case (`post` is guarded as POST);
+    /// a method outside the standard ones (`PROPFIND`) is guarded by every rule.
     pub fn covers(&self, method: &Method, path: &str, case_sensitive: bool) -> bool {
         // Any case: servers such as Werkzeug upper-case the method, so `post` reaches the
         // app's POST handler and must be guarded as POST.
@@ -60,6 +61,12 @@ impl ProtectRule {
         };
         (self.methods.is_empty()
             || guards(method.as_str())
+            // PROPFIND, PURGE or one of the app's own: the gate cannot tell a read from a
+            // write there (`if GET { show } else { delete }`), so a rule that lists
+            // methods guards every method outside the standard ones too.
+            || !STANDARD_METHODS
+                .iter()
+                .any(|standard| standard.eq_ignore_ascii_case(method.as_str()))
             // Apps answer HEAD with their GET handler: the same work, the same headers.
             || (method.as_str().eq_ignore_ascii_case("HEAD") && guards("GET")))
             && target::prefix_covers(&self.prefix, path, case_sensitive)
@@ -131,6 +138,11 @@ impl From<String> for ProtectRule {
         ProtectRule::prefix(&prefix)
     }
 }
+
+/// The methods of RFC 9110, the only ones whose meaning a rule's `methods` can name.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
 
 /// Why a verified session may not pass a rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
