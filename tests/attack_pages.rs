@@ -885,3 +885,67 @@ async fn a_lower_case_write_never_reaches_the_app_unsigned() {
         assert_eq!(calls.count(), 1);
     }
 }
+
+#[tokio::test]
+async fn junk_is_refused_never_answered_5xx() {
+    let browser = browser();
+    let sealed = browser
+        .front
+        .gate()
+        .seal("pages.flow", b"{\"n\":1,\"r\":[],\"e\":\"x\"}");
+    let wrong_types = format!("otpgate_flow={sealed}");
+    let many = vec!["otpgate_flow=a.b"; 200].join("; ");
+    let huge = format!("otpgate_flow={}", "A".repeat(30_000));
+    let cookies: [&[u8]; 6] = [
+        b"otpgate_flow=\xff\xfe",
+        b"otpgate_flow",
+        b"otpgate_flow==.=.",
+        wrong_types.as_bytes(),
+        many.as_bytes(),
+        huge.as_bytes(),
+    ];
+    let bodies: [&[u8]; 5] = [
+        b"identifier=%FF%FE&csrf=%C0%AF&return=%00",
+        b"\xff\xfe\x00=\x01",
+        b"csrf&csrf=&csrf=x&identifier",
+        b"code=%F0%9F%92%A9&csrf=x",
+        b"=&&&=&",
+    ];
+    for page in ["sign-in", "code", "resend", "sign-out", "link"] {
+        for cookie in cookies {
+            for body_bytes in bodies {
+                let mut headers = HeaderMap::new();
+                headers.insert("host", HeaderValue::from_static("app.example.com"));
+                headers.insert(
+                    "content-type",
+                    HeaderValue::from_static("application/x-www-form-urlencoded; charset=x"),
+                );
+                headers.insert("cookie", HeaderValue::from_bytes(cookie).expect("a value"));
+                headers.insert(
+                    "accept-language",
+                    HeaderValue::from_static("*;q=x, fr-;;, -"),
+                );
+                let body_text = String::from_utf8_lossy(body_bytes);
+                for (method, target) in [
+                    (Method::POST, format!("/auth/{page}")),
+                    (
+                        Method::GET,
+                        format!("/auth/{page}?return=%FF&tenant=%00&t=&e=%40&code=&r=%0A"),
+                    ),
+                    (Method::PUT, format!("/auth/{page}")),
+                ] {
+                    let answer = browser
+                        .raw(&method, &target, &headers, &body_text, None)
+                        .await;
+                    assert!(
+                        !answer.status.is_server_error(),
+                        "{method} {target} with {:?}: {}",
+                        String::from_utf8_lossy(cookie),
+                        answer.status
+                    );
+                    assert!(!session_set(&answer), "{method} {target}");
+                }
+            }
+        }
+    }
+}
