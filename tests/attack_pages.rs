@@ -295,6 +295,16 @@ const FOREIGN: &[&str] = &[
     "\\\\evil.com",
     "/\u{2028}/evil.com",
     "/\u{ff0f}evil.com",
+    // Paths the browser resolves to `//evil.com` on this site, which an app that
+    // redirects to its own path sends to another origin.
+    "/.//evil.com",
+    "/..//evil.com",
+    "/%2e//evil.com",
+    "/%2E%2E//evil.com",
+    "/x/..//evil.com",
+    "/x//evil.com",
+    "https://app.example.com//evil.com",
+    "https://app.example.com/./%2e//evil.com",
 ];
 
 #[test]
@@ -311,6 +321,10 @@ fn safe_return_refuses_every_foreign_spelling() {
         "/%5Cevil.com",
         "/%2F%2Fevil.com",
         "/%0d%0aSet-Cookie:%20x=1",
+        "/docs/",
+        "/a.b/.c/..d/?next=//x#/./",
+        "https://app.example.com",
+        "https://app.example.com/?a=//b",
     ] {
         assert_eq!(safe_return(raw, host, &[]).as_deref(), Some(raw), "{raw}");
     }

@@ -231,7 +231,7 @@ pub fn safe_return(
         // `//host/…` is protocol-relative: another origin.
         return match raw.as_bytes().get(1) {
             Some(b'/') => None,
-            _ => Some(raw.to_owned()),
+            _ => plain_path(raw).then(|| raw.to_owned()),
         };
     }
     let (scheme, rest) = raw.split_once("://")?;
@@ -244,6 +244,9 @@ pub fn safe_return(
         return None;
     }
     let host = host_of(authority)?;
+    if !plain_path(&rest[authority.len()..]) {
+        return None;
+    }
     let same_origin = request_host
         .and_then(host_of)
         .is_some_and(|own| own.eq_ignore_ascii_case(host));
@@ -251,6 +254,23 @@ pub fn safe_return(
         .iter()
         .any(|allowed| allowed.eq_ignore_ascii_case(host));
     (same_origin || allowed).then(|| raw.to_owned())
+}
+
+/// Whether the path of a return URL (what precedes its `?` or `#`) has no empty and no
+/// dot segment. The browser resolves `/.//evil.com` to the path `//evil.com`, which an
+/// app that redirects to its own path (adding a trailing slash, say) sends to
+/// `//evil.com`: another origin. The gate's own return URLs are canonical and have none.
+fn plain_path(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.is_empty()
+        || path.split('/').enumerate().all(|(index, segment)| {
+            // Browsers read `%2e` in a path as `.`.
+            let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+            // A trailing `/` is an empty last segment, and fine; an empty one inside is not.
+            let last = index == path.matches('/').count();
+            (last || !segment.is_empty()) && dots != "." && dots != ".."
+        })
 }
 
 /// The host part of an authority (`host`, `host:port`, `[v6]:port`), or `None` when it
