@@ -47,19 +47,24 @@ struct Browser {
 }
 
 fn gate_and_inbox() -> (Gate, mpsc::UnboundedReceiver<Message>) {
+    gate_with(|builder| builder)
+}
+
+fn gate_with(
+    configure: impl FnOnce(otpgate::gate::GateBuilder) -> otpgate::gate::GateBuilder,
+) -> (Gate, mpsc::UnboundedReceiver<Message>) {
     let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
     let (tx, inbox) = mpsc::unbounded_channel();
     let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
-    let gate = Gate::builder()
+    let builder = Gate::builder()
         .clock(Arc::new(clock))
         .secret(ServerSecret::new(vec![7; 32]).expect("a valid secret"))
         .senders(Senders {
             email: Some(sender.clone()),
             sms: Some(sender),
             ..Senders::default()
-        })
-        .build()
-        .expect("a gate");
+        });
+    let gate = configure(builder).build().expect("a gate");
     (gate, inbox)
 }
 
@@ -962,4 +967,52 @@ async fn junk_is_refused_never_answered_5xx() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_page_wears_only_its_own_flows_tenant() {
+    let (gate, inbox) = gate_with(|builder| {
+        builder
+            .tenant(otpgate::gate::Tenant::new("default"))
+            .tenant(otpgate::gate::Tenant::new("acme"))
+            .default_tenant("default")
+    });
+    let pages = PageSettings {
+        branding: vec![Branding {
+            tenant: "acme".into(),
+            title: Some("Acme Bank".into()),
+            ..Branding::default()
+        }],
+        ..PageSettings::default()
+    };
+    let http = HttpSettings {
+        pages: Some(pages),
+        ..HttpSettings::default()
+    };
+    let mut browser = Browser {
+        front: Front::new(gate, http),
+        inbox,
+        jar: BTreeMap::new(),
+        host: "app.example.com",
+    };
+    // A sign-in to the default tenant cannot be dressed as Acme's by a stray `t`.
+    let page = browser.get("/auth/sign-in?t=acme").await;
+    assert_eq!(hidden(&page, "tenant"), "");
+    assert!(!body(&page).contains("Acme Bank"), "{}", body(&page));
+    let code = browser.get("/auth/code?tenant=acme").await;
+    assert!(!body(&code).contains("Acme Bank"), "{}", body(&code));
+    // Acme's own sign-in, and its flow's later steps, are Acme's.
+    let page = browser.get("/auth/sign-in?tenant=acme").await;
+    assert_eq!(hidden(&page, "tenant"), "acme");
+    assert!(body(&page).contains("Acme Bank"));
+    let csrf = hidden(&page, "csrf");
+    let sent = browser
+        .post(
+            "/auth/sign-in?tenant=default",
+            &[("identifier", "ann@example.com"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
+    let code = browser.get("/auth/code").await;
+    assert!(body(&code).contains("Acme Bank"), "{}", body(&code));
 }

@@ -25,10 +25,14 @@ pub(crate) async fn handle(
 ) -> GateResponse {
     let query = pairs(request.query.unwrap_or("").as_bytes());
     let flow = flow::read(ctx, request.headers);
-    let tenant_hint = first(&query, "tenant")
-        .or_else(|| first(&query, "t"))
-        .map(str::to_owned)
-        .or_else(|| flow.readable().and_then(|f| f.tenant.clone()));
+    // The looks are those of the tenant the answer's flow is for: the one a new flow is
+    // started in (`tenant`, or a link's `t`), else the flow's. Any other parameter would
+    // dress one tenant's sign-in in another tenant's title and logo.
+    let tenant_hint = match (page, *request.method == Method::GET) {
+        (Page::SignIn, true) => first(&query, "tenant").map(str::to_owned),
+        (Page::Link, true) => first(&query, "t").map(str::to_owned),
+        _ => flow.readable().and_then(|f| f.tenant.clone()),
+    };
     let view = View::new(ctx, settings, request.headers, tenant_hint.as_deref());
     let post = *request.method == Method::POST;
     let get = *request.method == Method::GET && page != Page::Resend;
