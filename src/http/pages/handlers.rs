@@ -29,7 +29,7 @@ pub(crate) async fn handle(
     // started in (`tenant`, or a link's `t`), else the flow's. Any other parameter would
     // dress one tenant's sign-in in another tenant's title and logo.
     let tenant_hint = match (page, *request.method == Method::GET) {
-        (Page::SignIn, true) => first(&query, "tenant").map(str::to_owned),
+        (Page::SignIn | Page::SignOut, true) => first(&query, "tenant").map(str::to_owned),
         (Page::Link, true) => first(&query, "t").map(str::to_owned),
         _ => flow.readable().and_then(|f| f.tenant.clone()),
     };
