@@ -1016,3 +1016,55 @@ async fn a_page_wears_only_its_own_flows_tenant() {
     let code = browser.get("/auth/code").await;
     assert!(body(&code).contains("Acme Bank"), "{}", body(&code));
 }
+
+#[tokio::test]
+async fn look_alike_emails_and_numbers_do_not_pass_an_identifier_rule() {
+    let mut staff = ProtectRule::prefix("/staff/");
+    staff.email_domains = vec!["example.com".into()];
+    staff.phone_countries = vec!["44".into()];
+    let front = browser_with(PageSettings::default(), vec![staff]).front;
+    let target = front
+        .canonical_target(&Method::GET, b"/staff/x")
+        .expect("a target");
+    for (email, phone, passes) in [
+        (Some("ann@example.com"), None, true),
+        (Some("ann@sub.example.com"), None, false),
+        (Some("ann@example.com.evil.com"), None, false),
+        (Some("ann@evil-example.com"), None, false),
+        (Some("ann@xn--exmple-cua.com"), None, false),
+        (Some("ann@example.com."), None, false),
+        (Some("example.com@evil.com"), None, false),
+        (None, Some("+447700900123"), true),
+        (None, Some("+14155550100"), false),
+        (None, Some("+4915112345678"), false),
+        (None, Some("+4"), false),
+    ] {
+        let session = front
+            .gate()
+            .start_session(&otpgate::token::Subject {
+                id: "someone".into(),
+                email: email.map(str::to_owned),
+                phone: phone.map(str::to_owned),
+                tenant: "default".into(),
+            })
+            .expect("a session");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", session.access.token)).expect("text"),
+        );
+        let plan = front
+            .plan_upstream(&Method::GET, &target, &headers, None, Some(0))
+            .await;
+        match plan {
+            Ok(plan) => {
+                assert!(passes, "{email:?} {phone:?} passed");
+                assert!(plan.identity.is_some());
+            }
+            Err(refusal) => {
+                assert!(!passes, "{email:?} {phone:?} refused");
+                assert_eq!(refusal.status, StatusCode::FORBIDDEN, "{email:?} {phone:?}");
+            }
+        }
+    }
+}
