@@ -47,7 +47,7 @@ impl Front {
         }
     }
 
-    /// The answer to a request [`judge`](Self::judge) refused: a browser navigating to a
+    /// The answer to a request the rule check (`judge`) refused: a browser navigating to a
     /// page that needs a (fresher) sign-in is sent to the sign-in page (303), with
     /// `return_to` (the path and query it asked for) to come back to; everything else
     /// gets the JSON refusal (401, 403, 503), which a script can act on.
