@@ -1068,3 +1068,52 @@ async fn look_alike_emails_and_numbers_do_not_pass_an_identifier_rule() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tossed_flow_cookie_neither_hides_the_browsers_own_nor_stands_for_it() {
+    let mut browser = browser();
+    // The attacker's own genuine flow, which a sibling subdomain could set for this site.
+    let tossed_page = browser.get("/auth/sign-out").await;
+    let tossed_csrf = hidden(&tossed_page, "csrf");
+    let tossed = browser.jar.remove("otpgate_flow").expect("a flow");
+
+    let code = browser
+        .code_for("ann@example.com", "/auth/sign-in?return=%2Fdocs")
+        .await;
+    let csrf = browser.code_csrf().await;
+    let own = browser.jar["otpgate_flow"].clone();
+    let post = |cookie: String, csrf: String| {
+        let front = &browser;
+        let code = code.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert("host", HeaderValue::from_static("app.example.com"));
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            headers.insert("cookie", HeaderValue::from_str(&cookie).expect("text"));
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([("code", code.as_str()), ("csrf", csrf.as_str())])
+                .finish();
+            front
+                .raw(&Method::POST, "/auth/code", &headers, &body, None)
+                .await
+        }
+    };
+    // The tossed flow's nonce never stands for the browser's flow.
+    let refused = post(format!("otpgate_flow={own}"), tossed_csrf.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!session_set(&refused));
+    // Sent first (a longer path), the tossed flow does not hide the browser's own.
+    let both = format!("otpgate_flow={tossed}; otpgate_flow={own}");
+    let signed_in = post(both, csrf).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        body(&signed_in)
+    );
+    assert_eq!(location(&signed_in), "/docs");
+    assert!(session_set(&signed_in));
+}

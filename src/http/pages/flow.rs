@@ -135,19 +135,7 @@ fn cookie_value(
 /// one), the first genuine one counts.
 pub(crate) fn read(ctx: &Context<'_>, headers: &HeaderMap) -> FlowRead {
     let mut found = FlowRead::Missing;
-    let values = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == FLOW_COOKIE)
-        .map(|(_, value)| value);
-    for value in values {
-        let flow = ctx
-            .gate
-            .unseal(PURPOSE, value)
-            .and_then(|json| serde_json::from_slice::<Flow>(&json).ok());
+    for flow in flows(ctx, headers) {
         match flow {
             Some(flow) if ctx.gate.now().0 < flow.expires_at => return FlowRead::Live(flow),
             Some(flow) => found = FlowRead::Expired(flow),
@@ -156,4 +144,33 @@ pub(crate) fn read(ctx: &Context<'_>, headers: &HeaderMap) -> FlowRead {
         }
     }
     found
+}
+
+/// The live flow whose nonce is `csrf`, among every flow cookie the request carries: a
+/// genuine flow cookie tossed in ahead of the browser's own (by a sibling subdomain, on a
+/// longer path) must not hide the one the form came from.
+pub(crate) fn matching(ctx: &Context<'_>, headers: &HeaderMap, csrf: Option<&str>) -> Option<Flow> {
+    let now = ctx.gate.now().0;
+    flows(ctx, headers)
+        .flatten()
+        .find(|flow| now < flow.expires_at && flow.accepts(csrf))
+}
+
+/// Every flow cookie of the request, unsealed: `None` for one that does not unseal.
+fn flows<'h>(
+    ctx: &'h Context<'_>,
+    headers: &'h HeaderMap,
+) -> impl Iterator<Item = Option<Flow>> + 'h {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == FLOW_COOKIE)
+        .map(|(_, value)| {
+            ctx.gate
+                .unseal(PURPOSE, value)
+                .and_then(|json| serde_json::from_slice::<Flow>(&json).ok())
+        })
 }

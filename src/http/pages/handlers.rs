@@ -406,10 +406,8 @@ impl<'a> Step<'a> {
 
     /// The live flow whose CSRF nonce the form carries, or the "form has expired" page.
     fn checked_flow(&self) -> Result<Flow, Box<GateResponse>> {
-        match &self.flow {
-            FlowRead::Live(flow) if flow.accepts(self.field("csrf")) => Ok(flow.clone()),
-            _ => Err(Box::new(self.expired())),
-        }
+        flow::matching(self.ctx, self.request.headers, self.field("csrf"))
+            .ok_or_else(|| Box::new(self.expired()))
     }
 
     /// The live flow that has sent a code, or a `303` to a fresh sign-in.
