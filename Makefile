@@ -19,7 +19,8 @@ deps:
 # It also starts lighttpd with mod_cgi and PHP's built-in server (apt: lighttpd, php-cli).
 # tests/deploy.rs runs systemd-analyze verify on deploy/otpgate.service (apt: systemd).
 # tests/forward_auth.rs puts nginx and Caddy in front (apt: caddy); tests/browser.rs drives a
-# headless Chromium over WebDriver (apt: chromium, chromium-driver).
+# headless Chromium over WebDriver (apt: chromium, chromium-driver) and checks the pages
+# with axe-core (npm, into target/axe-core; apt: nodejs, npm).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -67,6 +68,16 @@ test-deps: deps
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 		|| { echo "error: chromium or chromedriver is missing and could not be installed (tests/browser.rs drives them)" >&2; exit 1; }
 	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { echo "error: chromium or chromedriver is missing" >&2; exit 1; }
+	@{ command -v node >/dev/null && command -v npm >/dev/null; } || { \
+		echo "installing nodejs and npm..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; } \
+		|| { echo "error: node or npm is missing and could not be installed (apt: nodejs npm; tests/browser.rs installs axe-core with them)" >&2; exit 1; }
+	@{ command -v node >/dev/null && command -v npm >/dev/null; } || { echo "error: node or npm is missing (apt: nodejs npm)" >&2; exit 1; }
+	@[ -f target/axe-core/node_modules/axe-core/axe.min.js ] || { \
+		echo "installing axe-core..."; \
+		npm install --no-save --silent --prefix target/axe-core axe-core@4 >/dev/null; } \
+		|| { echo "error: axe-core is missing and could not be installed with npm (tests/browser.rs checks the pages with it)" >&2; exit 1; }
+	@[ -f target/axe-core/node_modules/axe-core/axe.min.js ] || { echo "error: axe-core is missing (target/axe-core)" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.

@@ -2,10 +2,17 @@
 //! signs in through the `otpgate` binary in front of a small HTML app, the way a person
 //! would: protected page, sign-in form, code form, back to the page, sign out.
 //!
-//! Needs the apt packages `chromium` and `chromium-driver` (`make test-deps`). Each test
-//! saves screenshots of the pages it passes in `target/screenshots/`; with
-//! `OTPGATE_UPDATE_SCREENSHOTS=1` they are also copied to `docs/screenshots/`.
+//! The same sign-in runs against the tower layer around the app, served in this process.
+//!
+//! Every page the tests pass is checked with axe-core against WCAG 2.1 A and AA.
+//!
+//! Needs the apt packages `chromium` and `chromium-driver`, and axe-core from npm in
+//! `target/axe-core` (`make test-deps` installs all three). Each test saves screenshots
+//! of the pages it passes in `target/screenshots/`; with `OTPGATE_UPDATE_SCREENSHOTS=1`
+//! those of the proxy's pages are also copied to `docs/screenshots/`.
 
+#[path = "browser/axe.rs"]
+mod axe;
 mod common;
 #[path = "browser/harness.rs"]
 mod harness;
@@ -27,9 +34,20 @@ async fn browser_slot() -> SemaphorePermit<'static> {
         .expect("the semaphore is never closed")
 }
 
-/// Checks what every page promises (one `<main>` holding one `<h1>`), then saves and
-/// checks a screenshot of it named `name`.
+/// Checks what every page promises (one `<main>` holding one `<h1>`, no WCAG 2.1 A or
+/// AA violation), then saves and checks a screenshot of it named `name`.
 async fn page_shown(browser: &Browser, name: &str) {
+    page_checked(browser, name).await;
+    browser.screenshot(name, true).await;
+}
+
+/// [`page_shown`] for the layer's pages, whose screenshots stay out of the docs.
+async fn layer_page_shown(browser: &Browser, name: &str) {
+    page_checked(browser, name).await;
+    browser.screenshot(name, false).await;
+}
+
+async fn page_checked(browser: &Browser, name: &str) {
     let count = |css: &'static str| async move {
         browser
             .client
@@ -40,7 +58,11 @@ async fn page_shown(browser: &Browser, name: &str) {
     assert_eq!(count("main").await, 1, "{name}: one <main>");
     assert_eq!(count("main h1").await, 1, "{name}: one <h1> in <main>");
     assert_eq!(count("h1").await, 1, "{name}: no <h1> outside <main>");
-    browser.screenshot(name).await;
+    assert!(
+        !axe::language(browser).await.is_empty(),
+        "{name}: <html lang> is not set"
+    );
+    axe::assert_accessible(browser, name).await;
 }
 
 /// The sign-in page's `return` parameter in `url`.
@@ -75,22 +97,21 @@ async fn sign_in_at_app(browser: &Browser, site: &Site, email: &str) {
     assert_eq!(greeting, format!("Hello {email}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_in_from_a_protected_page_returns_to_it() {
-    let _slot = browser_slot().await;
-    let site = Site::start().await;
-    let browser = Browser::start().await;
-
+/// The main sign-in, from a protected page back to it, checking each page on the way;
+/// `shown` checks and photographs a page under the name it is given.
+async fn protected_page_round_trip<F, Fut>(site: &Site, browser: &Browser, shown: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let origin = reqwest::Url::parse(&site.base).unwrap().origin();
     // A navigation without a session is sent to sign in, remembering where it was going.
     browser.goto(&site.url("/app/")).await;
     let url = browser.wait_for_path("/auth/sign-in").await;
-    assert_eq!(
-        url.origin(),
-        reqwest::Url::parse(&site.gate.base).unwrap().origin()
-    );
+    assert_eq!(url.origin(), origin);
     assert_eq!(return_of(&url).as_deref(), Some("/app/"), "{url}");
 
-    // The sign-in page as the contract describes it.
+    // The sign-in page as the contract describes it, its field focused to type in.
     browser.element("sign-in").await;
     assert_eq!(
         browser
@@ -103,7 +124,8 @@ async fn signing_in_from_a_protected_page_returns_to_it() {
         Some("identifier")
     );
     assert!(!browser.text_of("main h1").await.trim().is_empty());
-    page_shown(&browser, "sign-in").await;
+    assert_eq!(axe::focused_id(browser).await, "identifier");
+    shown("sign-in").await;
 
     browser
         .fill_and_click("identifier", "alice@example.com", "send")
@@ -118,20 +140,108 @@ async fn signing_in_from_a_protected_page_returns_to_it() {
         code_input.attr("inputmode").await.unwrap().as_deref(),
         Some("numeric")
     );
+    assert_eq!(axe::focused_id(browser).await, "code");
     browser.element("resend-button").await;
-    page_shown(&browser, "code").await;
+    shown("code").await;
 
-    enter_code(&browser, &site).await;
+    enter_code(browser, site).await;
     let url = browser.wait_for_path("/app/").await;
-    assert_eq!(
-        url.origin(),
-        reqwest::Url::parse(&site.gate.base).unwrap().origin()
-    );
+    assert_eq!(url.origin(), origin);
     // The app's own page, greeting the email the gate injected.
     assert_eq!(browser.text_of("main h1").await, "Hello alice@example.com");
     let (_, http_only) = browser.session_cookie().await;
     assert!(http_only, "the {SESSION_COOKIE} cookie must be HttpOnly");
-    page_shown(&browser, "app").await;
+    shown("app").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_from_a_protected_page_returns_to_it() {
+    let _slot = browser_slot().await;
+    let site = Site::start().await;
+    let browser = Browser::start().await;
+    protected_page_round_trip(&site, &browser, |name| page_shown(&browser, name)).await;
+    browser.quit().await;
+}
+
+/// The pages served by the tower layer around the app, not the proxy: the same sign-in,
+/// the same checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_through_the_tower_layer_returns_to_the_page() {
+    let _slot = browser_slot().await;
+    let site = Site::start_layer().await;
+    let browser = Browser::start().await;
+    protected_page_round_trip(&site, &browser, |name| {
+        let browser = &browser;
+        async move { layer_page_shown(browser, &format!("layer-{name}")).await }
+    })
+    .await;
+    browser.quit().await;
+}
+
+/// The pages the sign-in does not pass through: a sign-in link's confirmation and the
+/// "form expired" answer to a form whose sign-in cookie is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_and_expired_pages_are_accessible() {
+    let _slot = browser_slot().await;
+    let site = Site::start().await;
+    let browser = Browser::start().await;
+
+    // The policy forbids every script on the page; the checks' own scripts still run.
+    browser.goto(&site.url("/auth/sign-in")).await;
+    browser.element("sign-in").await;
+    assert!(
+        !axe::inline_script_runs(&browser).await,
+        "an inline script ran on the sign-in page"
+    );
+
+    // Showing a link's confirm button spends nothing, so any code shows it.
+    browser
+        .goto(&site.url("/auth/link?e=alice%40example.com&r=%2Fapp%2F&code=123456"))
+        .await;
+    browser.element("link").await;
+    assert_eq!(axe::focused_id(&browser).await, "confirm-button");
+    page_shown(&browser, "link").await;
+
+    browser.goto(&site.url("/auth/sign-in?return=/app/")).await;
+    browser.element("sign-in").await;
+    browser.client.delete_all_cookies().await.unwrap();
+    browser
+        .fill_and_click("identifier", "judy@example.com", "send")
+        .await;
+    let start_again = browser.element("start-again").await;
+    let heading = browser.text_of("main h1").await;
+    assert!(heading.to_lowercase().contains("expired"), "{heading}");
+    let href = start_again.attr("href").await.unwrap().unwrap_or_default();
+    assert!(href.contains("/auth/sign-in"), "{href}");
+    assert_eq!(axe::focused_id(&browser).await, "start-again");
+    page_shown(&browser, "expired").await;
+
+    // The check itself sees violations: a field without a label, and light grey on white (set
+    // through the DOM: the policy drops `style` attributes).
+    browser
+        .client
+        .execute(
+            "const input = document.createElement('input');\
+             input.id = 'unlabelled';\
+             const faint = document.createElement('p');\
+             faint.id = 'faint';\
+             faint.textContent = 'Hard to read';\
+             faint.style.color = '#bbbbbb';\
+             faint.style.background = '#ffffff';\
+             document.querySelector('main').append(input, faint);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let found = axe::violations(&browser, "expired, spoiled")
+        .await
+        .join("\n");
+    for rule in ["label", "color-contrast"] {
+        assert!(
+            found.contains(&format!("  {rule} (")),
+            "{rule} not found in:\n{found}"
+        );
+    }
     browser.quit().await;
 }
 
@@ -231,6 +341,7 @@ async fn signing_out_revokes_the_session_cookie() {
 
     browser.goto(&site.url("/auth/sign-out")).await;
     browser.element("sign-out").await;
+    page_shown(&browser, "sign-out").await;
     browser.click("sign-out-button").await;
     let heading = harness::poll("a \"signed out\" heading", || async {
         let heading = browser
@@ -263,7 +374,7 @@ async fn a_forged_return_url_ends_on_the_default_page() {
     let _slot = browser_slot().await;
     let site = Site::start().await;
     let browser = Browser::start().await;
-    let origin = reqwest::Url::parse(&site.gate.base).unwrap().origin();
+    let origin = reqwest::Url::parse(&site.base).unwrap().origin();
     for (forged, email) in [
         ("//evil.example/x", "frank@example.com"),
         ("https%3A%2F%2Fevil.example%2F", "grace@example.com"),

@@ -13,6 +13,8 @@ use axum::routing::get;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use otpgate::config::Config;
+use otpgate::tower::OtpLayer;
 use serde_json::{Value, json};
 
 use crate::common::{self, RunningGate, WebhookReceiver};
@@ -268,9 +270,9 @@ impl Browser {
     }
 
     /// Saves a screenshot of the window as `target/screenshots/{name}.png` and checks
-    /// that it is a PNG of the window's size that shows something; a good one is also
-    /// copied to `docs/screenshots/` when `OTPGATE_UPDATE_SCREENSHOTS=1`.
-    pub async fn screenshot(&self, name: &str) {
+    /// that it is a PNG of the window's size that shows something; a good one `for_docs`
+    /// is also copied to `docs/screenshots/` when `OTPGATE_UPDATE_SCREENSHOTS=1`.
+    pub async fn screenshot(&self, name: &str, for_docs: bool) {
         let png = self.client.screenshot().await.expect("a screenshot");
         let file = format!("{name}.png");
         let dir = target_dir().join("screenshots");
@@ -280,7 +282,7 @@ impl Browser {
         // The window's size, unless the page changed the viewport since the start.
         assert_eq!(self.viewport().await, WINDOW, "the viewport of {name}");
         check_screenshot(name, &png, WINDOW);
-        if std::env::var("OTPGATE_UPDATE_SCREENSHOTS").is_ok_and(|value| value == "1") {
+        if for_docs && std::env::var("OTPGATE_UPDATE_SCREENSHOTS").is_ok_and(|value| value == "1") {
             let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
             std::fs::create_dir_all(&docs).unwrap();
             std::fs::write(docs.join(&file), &png).unwrap();
@@ -417,29 +419,61 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The real `otpgate` binary in front of the app, protecting `/app/` and `/api/`, with
-/// every code delivered to a webhook the test reads.
+/// The gate in front of the app, protecting `/app/` and `/api/`, with every code
+/// delivered to a webhook the test reads: the real `otpgate` binary as a proxy, or the
+/// tower layer around the app in this process.
 pub struct Site {
-    pub gate: RunningGate,
+    /// `http://127.0.0.1:{port}`, where the browser reaches the gate.
+    pub base: String,
     pub hook: WebhookReceiver,
+    /// The `otpgate` process, killed when the site is dropped.
+    _gate: Option<RunningGate>,
+}
+
+/// What both forms of the gate are configured with, after `[server]`.
+fn gate_config(hook: &WebhookReceiver) -> String {
+    format!(
+        "[[protect]]\nprefix = \"/app/\"\n\n[[protect]]\nprefix = \"/api/\"\n\n{}",
+        common::webhook_delivery_toml(&hook.url)
+    )
 }
 
 impl Site {
+    /// The `otpgate` binary proxying to the app.
     pub async fn start() -> Site {
         let hook = WebhookReceiver::start().await;
         let app = common::serve(app()).await;
         let config = format!(
             "[server]\nupstream = \"http://{app}\"\nthreads = 1\n\
-             shutdown_timeout = \"1s\"\ngrace_period = \"1s\"\n\n\
-             [[protect]]\nprefix = \"/app/\"\n\n[[protect]]\nprefix = \"/api/\"\n\n{}",
-            common::webhook_delivery_toml(&hook.url)
+             shutdown_timeout = \"1s\"\ngrace_period = \"1s\"\n\n{}",
+            gate_config(&hook)
         );
         let gate = RunningGate::start(&config).await;
-        Site { gate, hook }
+        Site {
+            base: gate.base.clone(),
+            hook,
+            _gate: Some(gate),
+        }
+    }
+
+    /// The app wrapped in [`OtpLayer`], configured from the same kind of file, served
+    /// with the peer's address as connect info.
+    pub async fn start_layer() -> Site {
+        let hook = WebhookReceiver::start().await;
+        let front = Config::parse(&gate_config(&hook), "browser.toml", Path::new("."))
+            .unwrap_or_else(|e| panic!("the layer's config does not load: {e}"))
+            .build()
+            .unwrap_or_else(|e| panic!("the layer's config does not build: {e}"));
+        let addr = common::serve(app().layer(OtpLayer::new(front))).await;
+        Site {
+            base: format!("http://{addr}"),
+            hook,
+            _gate: None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gate.base)
+        format!("{}{path}", self.base)
     }
 
     /// The code the gate delivered last (waiting at most 5 s).
