@@ -50,6 +50,10 @@ const FORGED_HEADERS: &[(&str, &str)] = &[
     ("X_Auth_Tenant", "forged!"),
     ("X-Otpgate-Jwt", "forged!"),
     ("X_Otpgate_Jwt", "forged!"),
+    // Method overrides: apps that honour them would run another method than the one judged.
+    ("X-HTTP-Method-Override", "DELETE-forged!"),
+    ("X-HTTP-Method", "DELETE-forged!"),
+    ("X-Method-Override", "DELETE-forged!"),
 ];
 
 /// Spellings of `/api/x` a proxy may route one way and the gate must judge as `/api/x`.

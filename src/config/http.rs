@@ -479,6 +479,7 @@ fn pages(file: &FileConfig, source: &Source<'_>) -> Result<Option<PageSettings>,
             .map_or(defaults.flow_ttl, |ttl| ttl.get_ref().0),
         public_url,
         branding,
+        forward_auth: section.forward_auth.unwrap_or(defaults.forward_auth),
     }))
 }
 

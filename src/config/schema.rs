@@ -326,6 +326,7 @@ pub struct PagesSection {
     pub sign_in_links: Option<Spanned<bool>>,
     pub flow_ttl: Option<Spanned<ConfigDuration>>,
     pub public_url: Option<Spanned<String>>,
+    pub forward_auth: Option<bool>,
     #[serde(default)]
     pub branding: Vec<BrandingSection>,
 }

@@ -248,7 +248,9 @@ impl Front {
                     action: Action::Page(page),
                 });
             }
-            if path.strip_prefix(pages.prefix.trim_end_matches('/')) == Some("/check") {
+            if pages.forward_auth
+                && path.strip_prefix(pages.prefix.trim_end_matches('/')) == Some("/check")
+            {
                 return Route::Endpoint(EndpointRoute {
                     dialect: Dialect::Generic,
                     action: Action::Check,

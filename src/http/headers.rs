@@ -96,8 +96,16 @@ pub(crate) fn folded(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Headers with which IIS-style apps reroute a request to another path.
-const REROUTE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+/// Headers with which apps reroute a request: to another path (IIS-style apps), or to
+/// another method (method-override middleware in Express, Rails, Laravel, Symfony, ASP.NET),
+/// which would let a `POST` the gate judged be a `DELETE` that a rule guards.
+const REROUTE_HEADERS: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The header names a client may never send to the app, folded once when the front is
 /// made: the five identity headers, the configured `strip` names and prefixes, and the

@@ -66,7 +66,9 @@ pub struct IdentityHeaders {
     /// case and with `_` and `-` alike.
     pub strip: Vec<String>,
     /// Also remove `X-Original-URL` and `X-Rewrite-URL`, with which IIS-style apps
-    /// reroute a request to another path than the one the gate judged.
+    /// reroute a request to another path than the one the gate judged, and
+    /// `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override`, with which
+    /// method-override middleware turns it into another method.
     pub strip_reroute: bool,
 }
 

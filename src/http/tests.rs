@@ -89,6 +89,9 @@ fn identity_headers_go_in_every_spelling_an_app_server_folds() {
             ("X.Original.URL", "/api/me"),
             ("X-Original-URL", "/api/me"),
             ("X_Rewrite_Url", "/api/me"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("x_http_method", "DELETE"),
+            ("X-Method-Override", "PUT"),
             ("X-Authority", "kept"),
             ("x_custom_thing", "kept"),
             ("X_Request_Id", "forged"),
@@ -370,4 +373,28 @@ fn the_app_gets_a_request_id_a_client_cannot_choose() {
         assert_eq!(plan.request_id.as_ref(), Some(ids[0]));
         assert!(!left.contains_key("x_request_id"), "{left:?}");
     }
+}
+
+#[test]
+fn forward_auth_can_be_switched_off() {
+    let check = |forward_auth: bool| {
+        let mut settings = HttpSettings::default();
+        if let Some(pages) = settings.pages.as_mut() {
+            pages.forward_auth = forward_auth;
+        }
+        let front = Front::new(Gate::builder().build().unwrap(), settings);
+        let target = front
+            .canonical_target(&Method::GET, b"/auth/check")
+            .unwrap();
+        front.route(&Method::GET, &target)
+    };
+    assert!(matches!(
+        check(true),
+        Route::Endpoint(super::EndpointRoute {
+            action: super::Action::Check,
+            ..
+        })
+    ));
+    // Off, the path is the app's like any other.
+    assert_eq!(check(false), Route::Upstream { rule: None });
 }

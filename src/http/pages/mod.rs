@@ -76,6 +76,10 @@ pub struct PageSettings {
     pub public_url: Option<String>,
     /// Per-tenant looks and words; tenants without one get the defaults.
     pub branding: Vec<Branding>,
+    /// Whether `{prefix}/check` answers forward-auth questions (from trusted proxies
+    /// only). Off for a gate that is the only proxy: then no client behind a trusted load
+    /// balancer can ask it about the policy.
+    pub forward_auth: bool,
 }
 
 impl Default for PageSettings {
@@ -88,6 +92,7 @@ impl Default for PageSettings {
             flow_ttl: Duration::from_secs(15 * 60),
             public_url: None,
             branding: Vec::new(),
+            forward_auth: true,
         }
     }
 }
