@@ -209,16 +209,11 @@ fn protect_rule(
                 format!("`{text}` is not an HTTP method; write e.g. \"GET\" or \"POST\""),
             ));
         }
-        rule.methods.push(text.parse().unwrap_or(http::Method::GET));
+        let parsed = http::Method::from_bytes(text.as_bytes())
+            .map_err(|_| source.invalid("protect.methods", Some(method.span()), "not a method"))?;
+        rule.methods.push(parsed);
     }
-    let known_tenants: Vec<&str> = match file.tenants.is_empty() {
-        true => vec![file.server.default_tenant.get_ref().as_str()],
-        false => file
-            .tenants
-            .iter()
-            .map(|t| t.get_ref().id.get_ref().as_str())
-            .collect(),
-    };
+    let known_tenants = known_tenants(file);
     for tenant in section.tenants.iter().flatten() {
         if !known_tenants.contains(&tenant.get_ref().as_str()) {
             return Err(source.invalid(
@@ -270,6 +265,19 @@ fn protect_rule(
     }
     rule.max_session_age = section.max_session_age.as_ref().map(|age| age.get_ref().0);
     Ok(rule)
+}
+
+/// The tenant ids a rule or a branding may name: those of `[[tenants]]`, or the default
+/// tenant when there are none.
+fn known_tenants(file: &FileConfig) -> Vec<&str> {
+    match file.tenants.is_empty() {
+        true => vec![file.server.default_tenant.get_ref().as_str()],
+        false => file
+            .tenants
+            .iter()
+            .map(|t| t.get_ref().id.get_ref().as_str())
+            .collect(),
+    }
 }
 
 /// The country calling code, as digits, of `text`: a calling code (`+44`, `44`) that the
@@ -374,14 +382,7 @@ fn pages(file: &FileConfig, source: &Source<'_>) -> Result<Option<PageSettings>,
             "sign-in links need `pages.public_url`, the site's own address, to start with",
         ));
     }
-    let known_tenants: Vec<&str> = match file.tenants.is_empty() {
-        true => vec![file.server.default_tenant.get_ref().as_str()],
-        false => file
-            .tenants
-            .iter()
-            .map(|t| t.get_ref().id.get_ref().as_str())
-            .collect(),
-    };
+    let known_tenants = known_tenants(file);
     let mut branding: Vec<Branding> = Vec::new();
     for brand in &section.branding {
         let tenant = brand.tenant.get_ref();

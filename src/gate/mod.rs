@@ -108,6 +108,15 @@ impl Gate {
         GateBuilder::default()
     }
 
+    /// The channels tenant `id` (the default one when `None`) offers; `None` when there
+    /// is no such tenant.
+    pub fn tenant_channels(&self, id: Option<&str>) -> Option<Vec<Channel>> {
+        self.inner
+            .tenants
+            .get(id.unwrap_or(&self.inner.default_tenant))
+            .map(|tenant| tenant.channels.clone())
+    }
+
     /// The engine's clock's time now.
     pub fn now(&self) -> crate::otp::Timestamp {
         self.inner.clock.now()

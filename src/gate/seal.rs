@@ -7,7 +7,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::Gate;
-use crate::identifier::Channel;
 
 impl Gate {
     /// `data` sealed for `purpose`: `base64url(data).base64url(tag)`, safe in a cookie.
@@ -30,15 +29,6 @@ impl Gate {
         // Constant-time: timing must not tell how much of a forged tag was right.
         hmac::verify(&self.seal_key(), &seal_input(purpose, &data), &tag).ok()?;
         Some(data)
-    }
-
-    /// The channels tenant `id` (the default one when `None`) offers; `None` when there
-    /// is no such tenant.
-    pub fn tenant_channels(&self, id: Option<&str>) -> Option<Vec<Channel>> {
-        self.inner
-            .tenants
-            .get(id.unwrap_or(&self.inner.default_tenant))
-            .map(|tenant| tenant.channels.clone())
     }
 
     fn seal_key(&self) -> hmac::Key {
@@ -73,7 +63,5 @@ mod tests {
         // Another secret, another key.
         let other = Gate::builder().build().unwrap();
         assert_eq!(other.unseal("flow", &sealed), None);
-        assert_eq!(gate.tenant_channels(Some("nope")), None);
-        assert_eq!(gate.tenant_channels(None).map(|c| c.len()), Some(2));
     }
 }

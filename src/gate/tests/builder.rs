@@ -193,3 +193,10 @@ async fn the_store_handed_in_is_the_one_used() {
             .is_ok()
     );
 }
+
+#[test]
+fn tenant_channels_names_what_each_tenant_offers() {
+    let gate = crate::Gate::builder().build().unwrap();
+    assert_eq!(gate.tenant_channels(Some("nope")), None);
+    assert_eq!(gate.tenant_channels(None).map(|c| c.len()), Some(2));
+}
