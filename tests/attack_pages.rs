@@ -6,255 +6,32 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, StatusCode};
-use otpgate::Gate;
-use otpgate::delivery::{DeliveryError, Message, Sender, Senders};
 use otpgate::http::pages::Branding;
 use otpgate::http::policy::{rule_for, safe_return};
-use otpgate::http::{
-    Front, GateResponse, HttpSettings, PageSettings, ProtectRule, RequestView, Route,
-};
-use otpgate::otp::{ManualClock, ServerSecret, Timestamp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use otpgate::http::{GateResponse, HttpSettings, PageSettings, ProtectRule, Route};
 
+use common::pages::{
+    Browser, assert_signed_in, body, browser, browser_for, browser_on, browser_with, encode,
+    hidden, location, session_set,
+};
+use common::raw::exchange;
 use common::{AppCalls, Form, start_form};
 
-struct Capture(mpsc::UnboundedSender<Message>);
-
-#[async_trait]
-impl Sender for Capture {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        self.0
-            .send(message.clone())
-            .map_err(|e| DeliveryError::Failed(e.to_string()))
-    }
-}
-
-/// A browser (or an attacker's client) in front of a gate: its cookies, its Host header
-/// and the messages the gate sent.
-struct Browser {
-    front: Front,
-    inbox: mpsc::UnboundedReceiver<Message>,
-    jar: BTreeMap<String, String>,
-    host: &'static str,
-}
-
-fn gate_and_inbox() -> (Gate, mpsc::UnboundedReceiver<Message>) {
-    gate_with(|builder| builder)
-}
-
-fn gate_with(
-    configure: impl FnOnce(otpgate::gate::GateBuilder) -> otpgate::gate::GateBuilder,
-) -> (Gate, mpsc::UnboundedReceiver<Message>) {
-    let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
-    let (tx, inbox) = mpsc::unbounded_channel();
-    let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
-    let builder = Gate::builder()
-        .clock(Arc::new(clock))
-        .secret(ServerSecret::new(vec![7; 32]).expect("a valid secret"))
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Senders::default()
-        });
-    let gate = configure(builder).build().expect("a gate");
-    (gate, inbox)
-}
-
-fn browser_with(pages: PageSettings, protect: Vec<ProtectRule>) -> Browser {
-    let (gate, inbox) = gate_and_inbox();
+/// A browser in front of the pages and of the routes `protect` guards, with 10.0.0.1 as
+/// the trusted proxy that may ask forward-auth.
+fn guarding(protect: Vec<ProtectRule>) -> Browser {
     let http = HttpSettings {
-        pages: Some(pages),
+        pages: Some(PageSettings::default()),
         protect,
         trusted_proxies: vec!["10.0.0.1/32".parse().expect("a network")],
         ..HttpSettings::default()
     };
-    Browser {
-        front: Front::new(gate, http),
-        inbox,
-        jar: BTreeMap::new(),
-        host: "app.example.com",
-    }
-}
-
-fn browser() -> Browser {
-    browser_with(PageSettings::default(), Vec::new())
-}
-
-impl Browser {
-    async fn request(&mut self, method: Method, target: &str, body: &str) -> GateResponse {
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static(self.host));
-        if method == Method::POST {
-            headers.insert(
-                "content-type",
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            );
-        }
-        if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            headers.insert(
-                "cookie",
-                HeaderValue::from_str(&cookies.join("; ")).expect("cookie text"),
-            );
-        }
-        let response = self.raw(&method, target, &headers, body, None).await;
-        self.take_cookies(&response);
-        response
-    }
-
-    /// One request as given, cookies and all, without the jar.
-    async fn raw(
-        &self,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
-        body: &str,
-        peer: Option<&str>,
-    ) -> GateResponse {
-        let canonical = self
-            .front
-            .canonical_target(method, target.as_bytes())
-            .expect("a readable target");
-        let Route::Endpoint(route) = self.front.route(method, &canonical) else {
-            panic!("{target} is not a gate endpoint");
-        };
-        let peer = peer.map(|p| p.parse().expect("an address"));
-        let view = RequestView {
-            method,
-            path: canonical.path(),
-            headers,
-            query: canonical.query(),
-            client_ip: peer,
-            peer,
-        };
-        let response = self
-            .front
-            .handle(route, &view, Bytes::from(body.to_owned()))
-            .await;
-        let flow_cookies = response
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .filter(|v| v.to_str().is_ok_and(|v| v.starts_with("otpgate_flow=")))
-            .count();
-        assert!(flow_cookies <= 1, "one flow cookie per answer at most");
-        response
-    }
-
-    fn take_cookies(&mut self, response: &GateResponse) {
-        for value in response.headers.get_all("set-cookie") {
-            let text = value.to_str().expect("cookie text").to_owned();
-            let pair = text.split(';').next().unwrap_or("");
-            let (name, value) = pair.split_once('=').expect("name=value");
-            if text.contains("Max-Age=0") {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    async fn get(&mut self, target: &str) -> GateResponse {
-        self.request(Method::GET, target, "").await
-    }
-
-    async fn post(&mut self, target: &str, fields: &[(&str, &str)]) -> GateResponse {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.request(Method::POST, target, &body).await
-    }
-
-    async fn message(&mut self) -> Message {
-        tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
-            .await
-            .expect("a message is delivered")
-            .expect("the sender is alive")
-    }
-
-    /// Starts a sign-in at `target` and sends a code to `identifier`: the code.
-    async fn code_for(&mut self, identifier: &str, target: &str) -> String {
-        self.send_to(identifier, target)
-            .await
-            .code
-            .expose()
-            .to_owned()
-    }
-
-    /// Starts a sign-in at `target` and sends a code to `identifier`: the message.
-    async fn send_to(&mut self, identifier: &str, target: &str) -> Message {
-        let page = self.get(target).await;
-        assert_eq!(page.status, StatusCode::OK, "{}", body(&page));
-        let csrf = hidden(&page, "csrf");
-        let sent = self
-            .post(
-                "/auth/sign-in",
-                &[("identifier", identifier), ("csrf", &csrf)],
-            )
-            .await;
-        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
-        self.message().await
-    }
-
-    /// The csrf of the code form now.
-    async fn code_csrf(&mut self) -> String {
-        let form = self.get("/auth/code").await;
-        assert_eq!(form.status, StatusCode::OK, "{}", body(&form));
-        hidden(&form, "csrf")
-    }
-}
-
-fn body(response: &GateResponse) -> String {
-    String::from_utf8(response.body.to_vec()).expect("UTF-8")
-}
-
-fn location(response: &GateResponse) -> &str {
-    response
-        .headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
-fn session_set(response: &GateResponse) -> bool {
-    response
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| !v.starts_with("otpgate_flow=")))
-}
-
-/// The value of the hidden input `name`, as written in the HTML (escapes kept).
-fn hidden_raw(response: &GateResponse, name: &str) -> String {
-    let html = body(response);
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    let end = start + html[start..].find('"').expect("a closing quote");
-    html[start..end].to_owned()
-}
-
-fn hidden(response: &GateResponse, name: &str) -> String {
-    hidden_raw(response, name)
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    browser_for(http, |builder| builder)
 }
 
 /// Spellings of another site that browsers follow (or that could mean something else to
@@ -355,7 +132,7 @@ async fn foreign_return_urls_fall_back_on_every_way_in() {
         assert_eq!(link.status, StatusCode::OK, "{raw:?}");
         assert_eq!(hidden(&link, "r"), "/", "{raw:?}");
         // The hidden field of an expired form, sent back without a flow.
-        let mut stranger = browser_with(PageSettings::default(), Vec::new());
+        let mut stranger = browser_with(PageSettings::default());
         let expired = stranger
             .post(
                 "/auth/sign-in",
@@ -394,14 +171,7 @@ async fn a_sign_in_ends_on_this_site_whatever_the_form_says() {
             ],
         )
         .await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        body(&signed_in)
-    );
-    assert_eq!(location(&signed_in), "/docs");
-    assert!(session_set(&signed_in));
+    assert_signed_in(&signed_in, "/docs");
 }
 
 #[tokio::test]
@@ -449,7 +219,7 @@ async fn markup_in_every_value_a_page_shows_is_escaped() {
         }],
         ..PageSettings::default()
     };
-    let mut browser = browser_with(pages, Vec::new());
+    let mut browser = browser_with(pages);
     let attack = "\"'><script>alert(1)</script><img src=x onerror=alert(1)>";
     let page = browser
         .get(&format!(
@@ -641,7 +411,7 @@ async fn login_csrf_finds_no_flow_to_ride() {
 
     // The victim's browser posts the attacker's form from another site: no flow cookie
     // comes with it (SameSite=Strict), or the victim's own flow does.
-    let mut victim = browser_with(PageSettings::default(), Vec::new());
+    let mut victim = browser();
     victim.front = attacker.front.clone();
     let forged = victim
         .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
@@ -664,7 +434,7 @@ async fn a_sign_in_link_is_spent_only_by_its_button_and_names_only_the_configure
         public_url: Some("https://app.example.com".into()),
         ..PageSettings::default()
     };
-    let mut browser = browser_with(pages, Vec::new());
+    let mut browser = browser_with(pages);
     // A forged Host header does not reach the link.
     browser.host = "evil.com";
     let message = browser
@@ -679,7 +449,7 @@ async fn a_sign_in_link_is_spent_only_by_its_button_and_names_only_the_configure
 
     // A mail scanner follows the link any number of times: nothing is spent or set but
     // the flow, and nothing leaks by Referer.
-    let mut scanner = browser_with(PageSettings::default(), Vec::new());
+    let mut scanner = browser_with(PageSettings::default());
     scanner.front = browser.front.clone();
     for _ in 0..5 {
         let page = scanner.get(&path).await;
@@ -689,7 +459,7 @@ async fn a_sign_in_link_is_spent_only_by_its_button_and_names_only_the_configure
     }
 
     // The person presses the button: signed in, back at the return URL.
-    let mut person = browser_with(PageSettings::default(), Vec::new());
+    let mut person = browser_with(PageSettings::default());
     person.front = browser.front.clone();
     let page = person.get(&path).await;
     let fields: Vec<(String, String)> = ["e", "t", "r", "code", "csrf"]
@@ -701,14 +471,7 @@ async fn a_sign_in_link_is_spent_only_by_its_button_and_names_only_the_configure
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let signed_in = person.post("/auth/link", &fields).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        body(&signed_in)
-    );
-    assert_eq!(location(&signed_in), "/docs");
-    assert!(session_set(&signed_in));
+    assert_signed_in(&signed_in, "/docs");
 }
 
 fn admin_writes_only() -> Vec<ProtectRule> {
@@ -750,7 +513,7 @@ fn methods_spelled_in_lower_case_are_guarded_like_their_capitals() {
             "{spelled} {path}"
         );
     }
-    let front = browser_with(PageSettings::default(), rules).front;
+    let front = guarding(rules).front;
     let target = front
         .canonical_target(&method("post"), b"/admin/users")
         .expect("a target");
@@ -778,7 +541,7 @@ async fn check(browser: &Browser, peer: &str, headers: &[(&str, &str)]) -> GateR
 async fn forward_auth_reads_only_what_a_proxy_writes() {
     let mut rules = admin_writes_only();
     rules.push(ProtectRule::prefix("/api/"));
-    let browser = browser_with(PageSettings::default(), rules);
+    let browser = guarding(rules);
     let proxy = "10.0.0.1";
     let nav = [("accept", "text/html"), ("sec-fetch-mode", "navigate")];
     let ask = |method: &'static str, uri: &'static str| {
@@ -853,19 +616,23 @@ async fn forward_auth_reads_only_what_a_proxy_writes() {
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 }
 
-/// The status of `raw` sent to `base`, read to the connection's close.
+/// The status of `raw` sent to `base` (`http://127.0.0.1:port`), read to the connection's
+/// close.
 async fn raw_status(base: &str, raw: &str) -> u16 {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    stream.write_all(raw.as_bytes()).await.expect("sends");
-    let mut reply = Vec::new();
-    // A guard against a hang, not a timed assertion: every answer here is immediate.
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut reply))
-        .await
-        .expect("an answer within 30 s")
-        .expect("reads");
+    let addr: SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a loopback address");
+    // The limit guards against a hang, not a timed assertion: every answer here is
+    // immediate.
+    let reply = exchange(
+        Ipv4Addr::LOCALHOST,
+        addr.port(),
+        raw.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("connects and sends");
     let text = String::from_utf8_lossy(&reply);
     text.split(' ')
         .nth(1)
@@ -876,7 +643,7 @@ async fn raw_status(base: &str, raw: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_case_write_never_reaches_the_app_unsigned() {
     for form in [Form::Tower, Form::Pingora] {
-        let front = browser_with(PageSettings::default(), admin_writes_only()).front;
+        let front = guarding(admin_writes_only()).front;
         let (base, calls): (String, AppCalls) = start_form(form, front).await;
         for method in ["post", "Post", "delete", "POST", "PROPPATCH", "BREW"] {
             let request = format!(
@@ -971,12 +738,6 @@ async fn junk_is_refused_never_answered_5xx() {
 
 #[tokio::test]
 async fn a_page_wears_only_its_own_flows_tenant() {
-    let (gate, inbox) = gate_with(|builder| {
-        builder
-            .tenant(otpgate::gate::Tenant::new("default"))
-            .tenant(otpgate::gate::Tenant::new("acme"))
-            .default_tenant("default")
-    });
     let pages = PageSettings {
         branding: vec![Branding {
             tenant: "acme".into(),
@@ -985,16 +746,12 @@ async fn a_page_wears_only_its_own_flows_tenant() {
         }],
         ..PageSettings::default()
     };
-    let http = HttpSettings {
-        pages: Some(pages),
-        ..HttpSettings::default()
-    };
-    let mut browser = Browser {
-        front: Front::new(gate, http),
-        inbox,
-        jar: BTreeMap::new(),
-        host: "app.example.com",
-    };
+    let mut browser = browser_on(pages, |builder| {
+        builder
+            .tenant(otpgate::gate::Tenant::new("default"))
+            .tenant(otpgate::gate::Tenant::new("acme"))
+            .default_tenant("default")
+    });
     // A sign-in to the default tenant cannot be dressed as Acme's by a stray `t`.
     let page = browser.get("/auth/sign-in?t=acme").await;
     assert_eq!(hidden(&page, "tenant"), "");
@@ -1022,7 +779,7 @@ async fn look_alike_emails_and_numbers_do_not_pass_an_identifier_rule() {
     let mut staff = ProtectRule::prefix("/staff/");
     staff.email_domains = vec!["example.com".into()];
     staff.phone_countries = vec!["44".into()];
-    let front = browser_with(PageSettings::default(), vec![staff]).front;
+    let front = guarding(vec![staff]).front;
     let target = front
         .canonical_target(&Method::GET, b"/staff/x")
         .expect("a target");
@@ -1108,12 +865,5 @@ async fn a_tossed_flow_cookie_neither_hides_the_browsers_own_nor_stands_for_it()
     // Sent first (a longer path), the tossed flow does not hide the browser's own.
     let both = format!("otpgate_flow={tossed}; otpgate_flow={own}");
     let signed_in = post(both, csrf).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        body(&signed_in)
-    );
-    assert_eq!(location(&signed_in), "/docs");
-    assert!(session_set(&signed_in));
+    assert_signed_in(&signed_in, "/docs");
 }

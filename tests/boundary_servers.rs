@@ -15,15 +15,16 @@ mod common;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use common::process::{Process, ready_port, start_listening};
+use common::raw::{self, RawReply};
 use common::{
     Form, WebhookReceiver, both_forms, free_port, gate_command, sign_in, webhook_delivery_toml,
     with_listen,
@@ -31,8 +32,6 @@ use common::{
 use http_body_util::BodyExt;
 use otpgate::tower::OtpLayer;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// Who signs in.
 const SUBJECT: &str = "alice@example.com";
@@ -215,82 +214,21 @@ const FORGED_HEADERS: &[(&str, &str)] = &[
 // --- Raw HTTP/1.1 -------------------------------------------------------------------
 
 /// Writes `request` to `port` and reads until the server closes (10 s at most). A reset
-/// after some bytes keeps those bytes.
+/// after some bytes keeps those bytes; no connection, nothing.
 async fn roundtrip(port: u16, request: &[u8]) -> Vec<u8> {
     roundtrip_from(Ipv4Addr::LOCALHOST, port, request).await
 }
 
 /// [`roundtrip`] from the loopback address `source`.
 async fn roundtrip_from(source: Ipv4Addr, port: u16, request: &[u8]) -> Vec<u8> {
-    let connect = async {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind((source, 0).into())?;
-        socket.connect((Ipv4Addr::LOCALHOST, port).into()).await
-    };
-    let exchange = async {
-        let mut received = Vec::new();
-        let Ok(mut stream) = connect.await else {
-            return received;
-        };
-        if stream.write_all(request).await.is_err() {
-            return received;
-        }
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            received.extend_from_slice(&buf[..n]);
-        }
-        received
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    raw::exchange(source, port, request, Duration::from_secs(10))
         .await
-        .unwrap_or_else(|_| panic!("no answer from port {port} within 10 s"))
+        .unwrap_or_default()
 }
 
-/// Status, lowercased headers and body of a response, whatever its framing.
-type Parsed = (u16, Vec<(String, String)>, Vec<u8>);
-
-fn parse_response(raw: &[u8]) -> Option<Parsed> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let rest = &raw[end + 4..];
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(length) = header("content-length") {
-        rest.get(..length.parse().ok()?)?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some((status, headers, body))
-}
-
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
+/// The answer `raw` read to the close, whatever its framing.
+fn parse_response(raw: &[u8]) -> Option<RawReply> {
+    raw::parse_reply(raw, true, false)
 }
 
 /// What a client got back. Status 0: no parsable response.
@@ -326,9 +264,9 @@ async fn get_from(source: Ipv4Addr, port: u16, target: &str, headers: &[(&str, &
     request.push_str("Connection: close\r\n\r\n");
     let raw = roundtrip_from(source, port, request.as_bytes()).await;
     match parse_response(&raw) {
-        Some((status, _, body)) => Reply {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
+        Some(reply) => Reply {
+            status: reply.status,
+            body: reply.text(),
         },
         None => Reply {
             status: 0,
@@ -391,7 +329,7 @@ impl Seen {
 struct App {
     server: Server,
     port: u16,
-    child: Child,
+    _process: Process,
     _dir: tempfile::TempDir,
     log: PathBuf,
     lines_read: usize,
@@ -403,7 +341,7 @@ impl App {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.log");
         std::fs::write(&log, "").unwrap();
-        let (child, port) = match server {
+        let (process, port) = match server {
             Server::Nginx => start_nginx(dir.path()).await,
             Server::Lighttpd => start_lighttpd(dir.path()).await,
             Server::Php => start_php(dir.path(), &log).await,
@@ -414,7 +352,7 @@ impl App {
         App {
             server,
             port,
-            child,
+            _process: process,
             _dir: dir,
             log,
             lines_read: 0,
@@ -462,46 +400,6 @@ impl App {
     }
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `command` with its output in the file `log` and waits until it accepts
-/// connections on `port`. Panics with `missing` if it cannot start, and with the log if it
-/// exits first or does not listen within 10 s (killed then).
-async fn start_listening(mut command: Command, port: u16, log: &Path, missing: &str) -> Child {
-    let what = command.get_program().to_string_lossy().into_owned();
-    let output = std::fs::File::create(log).unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect(missing);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return child;
-        }
-        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}) before listening:\n{}", log_text());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} is not listening on port {port} after 10 s:\n{}",
-                log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `name` from the PATH, else where Debian puts it (/usr/sbin is not on every PATH).
 fn sbin_binary(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
@@ -512,7 +410,7 @@ fn sbin_binary(name: &str) -> PathBuf {
     on_path.unwrap_or_else(|| Path::new("/usr/sbin").join(name))
 }
 
-async fn start_nginx(dir: &Path) -> (Child, u16) {
+async fn start_nginx(dir: &Path) -> (Process, u16) {
     let port = free_port();
     let template = std::fs::read_to_string(support("nginx.conf.template")).unwrap();
     let config = template
@@ -529,8 +427,8 @@ async fn start_nginx(dir: &Path) -> (Child, u16) {
         .arg(dir.join("error.log"));
     nginx.arg("-c").arg(&config_path);
     let missing = "nginx is missing: `make test-deps` installs it (apt-get install nginx)";
-    let child = start_listening(nginx, port, &dir.join("nginx.out"), missing).await;
-    (child, port)
+    let process = start_listening(nginx, port, &dir.join("nginx.out"), missing).await;
+    (process, port)
 }
 
 /// The interpreter `python3` runs, not a shim in front of it: lighttpd starts it once per
@@ -549,7 +447,7 @@ fn python_executable() -> &'static Path {
     })
 }
 
-async fn start_lighttpd(dir: &Path) -> (Child, u16) {
+async fn start_lighttpd(dir: &Path) -> (Process, u16) {
     let port = free_port();
     std::fs::create_dir_all(dir.join("root")).unwrap();
     std::fs::copy(support("boundary_cgi.sh"), dir.join("root/app.sh")).unwrap();
@@ -564,11 +462,11 @@ async fn start_lighttpd(dir: &Path) -> (Child, u16) {
     let mut lighttpd = Command::new(sbin_binary("lighttpd"));
     lighttpd.arg("-D").arg("-f").arg(&config_path);
     let missing = "lighttpd is missing: `make test-deps` installs it (apt-get install lighttpd)";
-    let child = start_listening(lighttpd, port, &dir.join("lighttpd.out"), missing).await;
-    (child, port)
+    let process = start_listening(lighttpd, port, &dir.join("lighttpd.out"), missing).await;
+    (process, port)
 }
 
-async fn start_php(dir: &Path, log: &Path) -> (Child, u16) {
+async fn start_php(dir: &Path, log: &Path) -> (Process, u16) {
     let port = free_port();
     let mut php = Command::new("php");
     php.arg("-S")
@@ -578,11 +476,11 @@ async fn start_php(dir: &Path, log: &Path) -> (Child, u16) {
     php.arg(support("boundary_router.php"))
         .env("BOUNDARY_LOG", log);
     let missing = "php is missing: `make test-deps` installs it (apt-get install php-cli)";
-    let child = start_listening(php, port, &dir.join("php.out"), missing).await;
-    (child, port)
+    let process = start_listening(php, port, &dir.join("php.out"), missing).await;
+    (process, port)
 }
 
-async fn start_python(server: Server, dir: &Path, log: &Path) -> (Child, u16) {
+async fn start_python(server: Server, dir: &Path, log: &Path) -> (Process, u16) {
     let kind = match server {
         Server::SimpleHttp => "files",
         Server::Wsgiref => "wsgiref",
@@ -605,31 +503,15 @@ async fn start_python(server: Server, dir: &Path, log: &Path) -> (Child, u16) {
         .spawn()
         .expect("python3 is missing");
     let stdout = child.stdout.take().unwrap();
-    let ready = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            line
-        }),
-    )
-    .await;
-    let line = match ready {
-        Ok(Ok(line)) => line,
-        _ => String::new(),
-    };
-    let Some(port) = line
-        .strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-    else {
-        let _ = child.kill();
-        let _ = child.wait();
+    // Its standard input stays open in `child`: the app exits when it closes.
+    let process = Process::new(child);
+    let Some(port) = ready_port(stdout).await else {
         panic!(
             "{server:?} did not start (`make test-deps` installs werkzeug):\n{}",
             std::fs::read_to_string(&stderr_path).unwrap_or_default()
         );
     };
-    (child, port)
+    (process, port)
 }
 
 // --- The two forms of the gate ------------------------------------------------------
@@ -704,17 +586,17 @@ where
                 .as_bytes(),
             );
             raw.extend_from_slice(&body);
-            let Some((status, headers, body)) = parse_response(&roundtrip(port, &raw).await) else {
+            let Some(reply) = parse_response(&roundtrip(port, &raw).await) else {
                 return Ok(bad_gateway());
             };
-            let mut response = http::Response::builder().status(status);
-            for (name, value) in headers {
+            let mut response = http::Response::builder().status(reply.status);
+            for (name, value) in reply.headers {
                 if !["connection", "content-length", "transfer-encoding"].contains(&name.as_str()) {
                     response = response.header(name, value);
                 }
             }
             Ok(response
-                .body(axum::body::Body::from(body))
+                .body(axum::body::Body::from(reply.body))
                 .unwrap_or_else(|_| bad_gateway()))
         })
     }
@@ -722,15 +604,8 @@ where
 
 /// `otpgate run` with its output in a file. Killed when dropped.
 struct GateProcess {
-    child: Child,
+    _process: Process,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for GateProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A gate in front of an app, with a token for `SUBJECT`.
@@ -765,8 +640,14 @@ impl Gate {
                 std::fs::write(&path, with_listen(&text, port)).unwrap();
                 let command = gate_command(&path, "warn");
                 let log = dir.path().join("gate.log");
-                let child = start_listening(command, port, &log, "otpgate did not start").await;
-                (port, Some(GateProcess { child, _dir: dir }))
+                let process = start_listening(command, port, &log, "otpgate did not start").await;
+                (
+                    port,
+                    Some(GateProcess {
+                        _process: process,
+                        _dir: dir,
+                    }),
+                )
             }
         };
         let client = reqwest::Client::new();

@@ -13,16 +13,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::process::{Process, ready_port, start_listening};
+use common::raw;
 use common::{WebhookReceiver, free_port, gate_command, sign_in};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// Who signs in.
 const SUBJECT: &str = "alice@example.com";
@@ -117,54 +116,6 @@ fn binary(name: &str, fallback_dir: &str) -> PathBuf {
 
 // --- Processes ----------------------------------------------------------------------
 
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    /// Held open: the Python app exits when its standard input closes.
-    _stdin: Option<ChildStdin>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `command` with its output in the file `log` and waits until it accepts
-/// connections on `port`. Panics with `missing` if it cannot start, and with the log if it
-/// exits first or does not listen within 10 s (killed then).
-async fn start_listening(mut command: Command, port: u16, log: &Path, missing: &str) -> Process {
-    let what = command.get_program().to_string_lossy().into_owned();
-    let output = std::fs::File::create(log).unwrap();
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{missing} ({what}: {e})"));
-    let mut process = Process {
-        child,
-        _stdin: None,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return process;
-        }
-        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-        if let Ok(Some(status)) = process.child.try_wait() {
-            panic!("{what} exited ({status}) before listening:\n{}", log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on port {port} after 10 s:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The Python app: its port and process.
 async fn start_app(dir: &Path) -> (u16, Process) {
     let stderr_path = dir.join("app.err");
@@ -177,32 +128,13 @@ async fn start_app(dir: &Path) -> (u16, Process) {
         .expect("python3 is missing: `make test-deps` installs it (apt-get install python3)");
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().unwrap();
-    let process = Process {
-        child,
-        _stdin: stdin,
-    };
-    let ready = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            line
-        }),
-    )
-    .await;
-    let line = match ready {
-        Ok(Ok(line)) => line,
-        _ => String::new(),
-    };
-    let port = line
-        .strip_prefix("READY ")
-        .and_then(|port| port.trim().parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the app did not start:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            )
-        });
+    let process = Process { child, stdin };
+    let port = ready_port(stdout).await.unwrap_or_else(|| {
+        panic!(
+            "the app did not start:\n{}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        )
+    });
     (port, process)
 }
 
@@ -559,68 +491,15 @@ async fn exchange(source: Ipv4Addr, port: u16, request: &Request<'_>) -> Reply {
     }
     head.push_str("Connection: close\r\n\r\n");
     head.push_str(request.body);
-    let exchange = async {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind((source, 0).into()).unwrap();
-        let mut stream = socket
-            .connect((Ipv4Addr::LOCALHOST, port).into())
-            .await
-            .unwrap_or_else(|e| panic!("connecting to port {port}: {e}"));
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut received = Vec::new();
-        let _ = stream.read_to_end(&mut received).await;
-        received
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let raw = raw::exchange(source, port, head.as_bytes(), Duration::from_secs(10))
         .await
-        .unwrap_or_else(|_| panic!("no answer from port {port} within 10 s"));
-    parse_response(&raw)
-        .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(&raw)))
-}
-
-fn parse_response(raw: &[u8]) -> Option<Reply> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let reply = Reply {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let rest = &raw[end + 4..];
-    let body = if reply
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        dechunk(rest)?
-    } else if let Some(length) = reply.header("content-length") {
-        rest.get(..length.parse().ok()?)?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some(Reply {
-        body: String::from_utf8_lossy(&body).into_owned(),
-        ..reply
-    })
-}
-
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
+        .unwrap_or_else(|e| panic!("connecting to port {port}: {e}"));
+    let reply = raw::parse_reply(&raw, true, false)
+        .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(&raw)));
+    Reply {
+        status: reply.status,
+        body: reply.text(),
+        headers: reply.headers,
     }
 }
 

@@ -17,6 +17,7 @@ use otpgate::tower::OtpLayer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::raw::{RawReply as Reply, parse_reply};
 use common::{AppCalls, echo_app, serve, start_proxy};
 
 /// One config, several rules: every case is judged against all of them at once, so a
@@ -551,21 +552,7 @@ fn check(
     }
 }
 
-/// An HTTP/1.1 answer.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(have, _)| have.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
     fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
     }
@@ -639,59 +626,6 @@ async fn roundtrip(
             });
         }
         raw.extend_from_slice(&chunk[..read]);
-    }
-}
-
-/// The answer in `raw`, once it is complete (`closed`: nothing more will come; `to_head`:
-/// the answer to a HEAD, which has no body whatever its headers say).
-fn parse_reply(raw: &[u8], closed: bool, to_head: bool) -> Option<Reply> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(have, _)| have == name)
-            .map(|(_, value)| value.as_str())
-    };
-    let body = if to_head {
-        Vec::new()
-    } else if header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length.parse().ok()?;
-        rest.get(..length)?.to_vec()
-    } else if closed || status == 303 || status == 304 || status == 204 {
-        rest.to_vec()
-    } else {
-        return None;
-    };
-    Some(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A chunked body, once its last chunk has arrived.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
     }
 }
 

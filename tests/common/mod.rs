@@ -43,6 +43,10 @@ macro_rules! both_forms {
 #[allow(unused_imports)]
 pub(crate) use both_forms;
 
+pub mod pages;
+pub mod process;
+pub mod raw;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -20,8 +20,6 @@ mod branding;
 mod flow;
 mod handlers;
 mod render;
-#[cfg(test)]
-mod tests;
 mod texts;
 
 pub use branding::{Branding, Locale, is_color, is_logo_url, is_text_key, logo_origin};

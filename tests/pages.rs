@@ -1,252 +1,22 @@
-//! The pages through the front, as a browser uses them: a cookie jar, forms read back
-//! from the HTML, codes taken from a capturing sender, on a manual clock.
+//! The sign-in pages through the front, as a browser uses them: a cookie jar, forms read
+//! back from the HTML, codes taken from a capturing sender, on a manual clock. Every
+//! answer is checked for the page headers (CSP with a style nonce, no framing, no-store,
+//! no-referrer) as it arrives.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method, StatusCode};
-use tokio::sync::mpsc;
+use otpgate::gate::Tenant;
+use otpgate::http::pages::{Branding, Locale, PageSettings};
+use otpgate::identifier::Channel;
 
-use super::{Branding, Locale, PageSettings};
-use crate::Gate;
-use crate::delivery::{DeliveryError, Message, Sender, Senders};
-use crate::gate::{GateBuilder, Tenant};
-use crate::http::{Front, GateResponse, HttpSettings, RequestView, Route};
-use crate::identifier::Channel;
-use crate::otp::{ManualClock, ServerSecret, Timestamp};
-
-struct Capture(mpsc::UnboundedSender<Message>);
-
-#[async_trait]
-impl Sender for Capture {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        self.0
-            .send(message.clone())
-            .map_err(|e| DeliveryError::Failed(e.to_string()))
-    }
-}
-
-/// A browser in front of a gate: its cookies, and the messages the gate sent.
-struct Browser {
-    front: Front,
-    clock: ManualClock,
-    inbox: mpsc::UnboundedReceiver<Message>,
-    jar: BTreeMap<String, String>,
-    /// Every `Set-Cookie` of the flow cookie seen, for the replace-never-add check.
-    flow_cookies: Vec<String>,
-}
-
-fn browser_with(pages: PageSettings) -> Browser {
-    browser_on(pages, |builder| builder)
-}
-
-fn browser_on(pages: PageSettings, configure: impl FnOnce(GateBuilder) -> GateBuilder) -> Browser {
-    let clock = ManualClock::starting_at(Timestamp(1_700_000_000_000));
-    let (tx, inbox) = mpsc::unbounded_channel();
-    let sender: Arc<dyn Sender> = Arc::new(Capture(tx));
-    let builder = Gate::builder()
-        .clock(Arc::new(clock.clone()))
-        .secret(ServerSecret::new(vec![9; 32]).unwrap())
-        .senders(Senders {
-            email: Some(sender.clone()),
-            sms: Some(sender),
-            ..Senders::default()
-        });
-    let gate = configure(builder).build().unwrap();
-    let http = HttpSettings {
-        pages: Some(pages),
-        ..HttpSettings::default()
-    };
-    Browser {
-        front: Front::new(gate, http),
-        clock,
-        inbox,
-        jar: BTreeMap::new(),
-        flow_cookies: Vec::new(),
-    }
-}
-
-fn browser() -> Browser {
-    browser_with(PageSettings::default())
-}
-
-impl Browser {
-    async fn request(&mut self, method: Method, target: &str, body: &str) -> GateResponse {
-        let canonical = self
-            .front
-            .canonical_target(&method, target.as_bytes())
-            .unwrap();
-        let Route::Endpoint(_) = self.front.route(&method, &canonical) else {
-            panic!("{target} is not a page");
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("app.example.com"));
-        if method == Method::POST {
-            headers.insert(
-                "content-type",
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            );
-        }
-        if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            headers.insert(
-                "cookie",
-                HeaderValue::from_str(&cookies.join("; ")).unwrap(),
-            );
-        }
-        let response = self.send(&method, &canonical, &headers, body).await;
-        self.take_cookies(&response);
-        response
-    }
-
-    async fn send(
-        &self,
-        method: &Method,
-        target: &crate::http::CanonicalTarget,
-        headers: &HeaderMap,
-        body: &str,
-    ) -> GateResponse {
-        let Route::Endpoint(route) = self.front.route(method, target) else {
-            panic!("not a page");
-        };
-        let view = RequestView {
-            method,
-            path: target.path(),
-            headers,
-            query: target.query(),
-            client_ip: Some("127.0.0.1".parse().unwrap()),
-            peer: None,
-        };
-        let response = self
-            .front
-            .handle(route, &view, Bytes::from(body.to_owned()))
-            .await;
-        assert_page_headers(&response);
-        response
-    }
-
-    fn take_cookies(&mut self, response: &GateResponse) {
-        let mut flow_cookies = 0;
-        for value in response.headers.get_all("set-cookie") {
-            let text = value.to_str().unwrap().to_owned();
-            let (pair, _) = text.split_once(';').unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            if name == "otpgate_flow" {
-                flow_cookies += 1;
-                self.flow_cookies.push(text.clone());
-            }
-            if text.contains("Max-Age=0") {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        assert!(flow_cookies <= 1, "one flow cookie per answer at most");
-    }
-
-    async fn get(&mut self, target: &str) -> GateResponse {
-        self.request(Method::GET, target, "").await
-    }
-
-    async fn post(&mut self, target: &str, fields: &[(&str, &str)]) -> GateResponse {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.request(Method::POST, target, &body).await
-    }
-
-    async fn code(&mut self) -> Message {
-        tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
-            .await
-            .expect("a message is delivered")
-            .expect("the sender is alive")
-    }
-
-    /// Sign-in up to the code form: returns the CSRF nonce of the flow.
-    async fn send_code_to(&mut self, identifier: &str, target: &str) -> String {
-        let page = self.get(target).await;
-        assert_eq!(page.status, StatusCode::OK, "{}", body(&page));
-        let csrf = hidden(&page, "csrf");
-        let sent = self
-            .post(
-                "/auth/sign-in",
-                &[("identifier", identifier), ("csrf", &csrf)],
-            )
-            .await;
-        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
-        assert_eq!(location(&sent), "/auth/code");
-        csrf
-    }
-}
-
-fn body(response: &GateResponse) -> String {
-    String::from_utf8(response.body.to_vec()).unwrap()
-}
-
-fn location(response: &GateResponse) -> &str {
-    response.headers["location"].to_str().unwrap()
-}
-
-/// The value of the hidden input `name` in the page.
-fn hidden(response: &GateResponse, name: &str) -> String {
-    let html = body(response);
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    let end = start + html[start..].find('"').unwrap();
-    html[start..end]
-        .replace("&amp;", "&")
-        .replace("&#x2f;", "/")
-}
-
-fn header<'r>(response: &'r GateResponse, name: &str) -> &'r str {
-    response
-        .headers
-        .get(HeaderName::from_bytes(name.as_bytes()).unwrap())
-        .unwrap_or_else(|| panic!("no {name}"))
-        .to_str()
-        .unwrap()
-}
-
-fn assert_page_headers(response: &GateResponse) {
-    assert_eq!(header(response, "content-type"), "text/html; charset=utf-8");
-    assert_eq!(header(response, "cache-control"), "no-store");
-    assert_eq!(header(response, "x-frame-options"), "DENY");
-    assert_eq!(header(response, "referrer-policy"), "no-referrer");
-    assert_eq!(header(response, "x-content-type-options"), "nosniff");
-    let csp = header(response, "content-security-policy");
-    for directive in [
-        "default-src 'none'",
-        "style-src 'nonce-",
-        "img-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    ] {
-        assert!(csp.contains(directive), "{csp}");
-    }
-    let html = body(response);
-    assert!(!html.contains("<script"), "{html}");
-    if !html.is_empty() {
-        let nonce = csp
-            .split("'nonce-")
-            .nth(1)
-            .unwrap()
-            .split('\'')
-            .next()
-            .unwrap();
-        assert!(
-            html.contains(&format!("<style nonce=\"{nonce}\">")),
-            "{html}"
-        );
-    }
-}
+use common::pages::{
+    assert_page_headers, body, browser, browser_on, browser_with, header, hidden, location,
+};
 
 #[tokio::test]
 async fn a_browser_signs_in_and_goes_back() {
@@ -270,7 +40,7 @@ async fn a_browser_signs_in_and_goes_back() {
             "/auth/sign-in?return=%2Fdocs%3Fpage%3D2",
         )
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     let form = browser.get("/auth/code").await;
     assert_eq!(form.status, StatusCode::OK);
     let html = body(&form);
@@ -333,7 +103,7 @@ async fn a_wrong_code_is_said_in_words_with_401() {
     let csrf = browser
         .send_code_to("bob@example.com", "/auth/sign-in")
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let answer = browser
         .post("/auth/code", &[("code", wrong), ("csrf", &csrf)])
@@ -364,7 +134,7 @@ async fn forms_without_their_flow_are_refused_403() {
     let csrf = browser
         .send_code_to("carol@example.com", "/auth/sign-in?return=%2Fapp")
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     // The wrong nonce.
     let forged = browser
         .post("/auth/code", &[("code", &code), ("csrf", "x")])
@@ -460,7 +230,7 @@ async fn forged_return_urls_end_on_the_default() {
     let csrf = browser
         .send_code_to("fay@example.com", "/auth/sign-in?return=%2F%2Fevil.com")
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     let done = browser
         .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
         .await;
@@ -504,7 +274,7 @@ async fn resends_wait_for_the_cooldown() {
     let csrf = browser
         .send_code_to("gus@example.com", "/auth/sign-in")
         .await;
-    let first = browser.code().await.code.expose().to_owned();
+    let first = browser.message().await.code.expose().to_owned();
     browser.clock.advance(Duration::from_secs(5));
     let early = browser.post("/auth/resend", &[("csrf", &csrf)]).await;
     assert_eq!(early.status, StatusCode::TOO_MANY_REQUESTS);
@@ -518,7 +288,7 @@ async fn resends_wait_for_the_cooldown() {
     let resent = browser.post("/auth/resend", &[("csrf", &csrf)]).await;
     assert_eq!(resent.status, StatusCode::SEE_OTHER);
     assert_eq!(location(&resent), "/auth/code?sent=1");
-    let second = browser.code().await.code.expose().to_owned();
+    let second = browser.message().await.code.expose().to_owned();
     assert_ne!(first, second);
     let form = browser.get("/auth/code?sent=1").await;
     assert!(body(&form).contains("We sent a new code."));
@@ -538,7 +308,7 @@ async fn sign_in_links_spend_nothing_until_confirmed() {
     browser
         .send_code_to("hana@example.com", "/auth/sign-in?return=%2Finbox")
         .await;
-    let message = browser.code().await;
+    let message = browser.message().await;
     let link = message
         .link
         .expect("the email carries a link")
@@ -578,7 +348,7 @@ async fn signing_out_revokes_the_session() {
     let csrf = browser
         .send_code_to("ivy@example.com", "/auth/sign-in")
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     browser
         .post("/auth/code", &[("code", &code), ("csrf", &csrf)])
         .await;
@@ -610,20 +380,18 @@ async fn other_methods_and_bodies_are_refused_as_pages() {
     assert_eq!(header(&put, "allow"), "GET, POST");
     let get = browser.get("/auth/resend").await;
     assert_eq!(header(&get, "allow"), "POST");
-    let canonical = browser
-        .front
-        .canonical_target(&Method::POST, b"/auth/sign-in")
-        .unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     let json = browser
-        .send(
+        .raw(
             &Method::POST,
-            &canonical,
+            "/auth/sign-in",
             &headers,
             "{\"email\":\"a@example.com\"}",
+            None,
         )
         .await;
+    assert_page_headers(&json);
     assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(body(&json).contains("role=\"alert\""));
     let unknown = browser.get("/auth/sign-in?tenant=nope").await;
@@ -667,7 +435,7 @@ async fn branding_sets_language_colours_and_words() {
 
 #[test]
 fn the_config_file_checks_branding_and_links() {
-    use crate::config::Config;
+    use otpgate::config::Config;
     let parse = |text: &str| Config::parse(text, "pages.toml", std::path::Path::new("."));
     let error = parse(
         "[pages]\n\n[[pages.branding]]\ntenant = \"default\"\nprimary_color = \"red;}body{\"\n",
@@ -717,7 +485,7 @@ async fn too_many_wrong_codes_wait_with_429() {
     let csrf = browser
         .send_code_to("jay@example.com", "/auth/sign-in")
         .await;
-    let code = browser.code().await.code.expose().to_owned();
+    let code = browser.message().await.code.expose().to_owned();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let mut answer = None;
     for _ in 0..20 {
@@ -782,7 +550,7 @@ async fn the_identifier_field_asks_for_what_the_tenant_sends_by() {
         )
         .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
-    assert_eq!(browser.code().await.tenant, "phone");
+    assert_eq!(browser.message().await.tenant, "phone");
     let form = body(&browser.get("/auth/code").await);
     assert!(form.contains("We sent a code to +1•••2671."), "{form}");
 }
