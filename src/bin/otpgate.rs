@@ -112,6 +112,9 @@ enum TokenAction {
 }
 
 fn main() -> ExitCode {
+    // First: the TLS listener and every client the gate delivers codes with take the
+    // process's rustls crypto, and the first installed wins.
+    otpgate::pingora::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

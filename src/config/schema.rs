@@ -168,6 +168,29 @@ pub struct ServerSection {
     pub max_header_bytes: Spanned<usize>,
     #[serde(default = "default_tenant")]
     pub default_tenant: Spanned<String>,
+    #[serde(default)]
+    pub h2c: bool,
+    pub tls: Option<Spanned<TlsSection>>,
+}
+
+/// `[server.tls]`: the proxy's TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<CertificateSection>>,
+    pub hsts: Option<Spanned<String>>,
+    #[serde(default)]
+    pub redirect_http: bool,
+}
+
+/// One `[[server.tls.certificates]]`: PEM files, relative to the config file's folder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -209,6 +232,8 @@ impl Default for ServerSection {
             max_headers: default_max_headers(),
             max_header_bytes: default_max_header_bytes(),
             default_tenant: default_tenant(),
+            h2c: false,
+            tls: None,
         }
     }
 }

@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::schema::{ConfigDuration, ServerSection};
-use super::{ConfigError, Source};
+use super::schema::{ConfigDuration, ServerSection, TlsSection};
+use super::{ConfigError, Place, Source};
 
 #[cfg(feature = "proxy")]
-use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts};
+use crate::pingora::{
+    Certificate, CertificateError, Certificates, ProxySettings, TlsListener, Upstream,
+    UpstreamTimeouts,
+};
 
 /// `[server]`, checked.
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
@@ -35,6 +38,19 @@ pub(super) struct ServerModel {
     upstream_read_timeout: Duration,
     max_connections: usize,
     max_connections_per_ip: usize,
+    h2c: bool,
+    tls: Option<TlsModel>,
+}
+
+/// `[server.tls]`, checked; the PEM files are read when the settings are built.
+#[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+struct TlsModel {
+    listen: SocketAddr,
+    /// Each certificate's and key's path (relative to the config's folder), and where
+    /// each is written.
+    certificates: Vec<[(String, Place); 2]>,
+    hsts: Option<http::HeaderValue>,
+    redirect_http: bool,
 }
 
 /// Checks the proxy's part of `[server]`.
@@ -158,6 +174,10 @@ pub(super) fn check(
         &format!("server.max_connections ({max_connections})"),
         source,
     )?;
+    let tls = match &server.tls {
+        Some(tls) => Some(check_tls(tls.get_ref(), tls.span(), listen, source)?),
+        None => None,
+    };
     Ok(ServerModel {
         listen,
         upstream_host,
@@ -174,9 +194,97 @@ pub(super) fn check(
         upstream_read_timeout,
         max_connections,
         max_connections_per_ip,
+        h2c: server.h2c,
+        tls,
     })
 }
 
+/// Checks `[server.tls]`, whose table starts at `span`; nothing is read yet.
+fn check_tls(
+    tls: &TlsSection,
+    span: std::ops::Range<usize>,
+    plain: SocketAddr,
+    source: &Source<'_>,
+) -> Result<TlsModel, ConfigError> {
+    let listen: SocketAddr = tls.listen.get_ref().parse().map_err(|_| {
+        source.invalid(
+            "server.tls.listen",
+            Some(tls.listen.span()),
+            format!(
+                "`{}` is not an address like 0.0.0.0:8443",
+                tls.listen.get_ref()
+            ),
+        )
+    })?;
+    if listen.port() == plain.port()
+        && (listen.ip() == plain.ip()
+            || listen.ip().is_unspecified()
+            || plain.ip().is_unspecified())
+    {
+        return Err(source.invalid(
+            "server.tls.listen",
+            Some(tls.listen.span()),
+            format!("{listen} overlaps server.listen ({plain}): TLS needs a port of its own"),
+        ));
+    }
+    if tls.certificates.is_empty() {
+        return Err(source.invalid(
+            "server.tls.certificates",
+            Some(span),
+            "a TLS listener needs at least one [[server.tls.certificates]] with `cert` and `key`",
+        ));
+    }
+    let certificates = tls
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let entry = entry.get_ref();
+            let key = |field: &str| format!("server.tls.certificates[{i}].{field}");
+            [
+                (
+                    entry.cert.get_ref().clone(),
+                    source.place(&key("cert"), Some(entry.cert.span())),
+                ),
+                (
+                    entry.key.get_ref().clone(),
+                    source.place(&key("key"), Some(entry.key.span())),
+                ),
+            ]
+        })
+        .collect();
+    let hsts = match &tls.hsts {
+        None => None,
+        Some(value) => {
+            let text = value.get_ref().trim();
+            // Browsers ignore a header without max-age; a typo must not pass for HSTS on.
+            let max_age = text
+                .split(';')
+                .map(str::trim)
+                .find_map(|part| part.strip_prefix("max-age="))
+                .and_then(|secs| secs.trim_matches('"').parse::<u64>().ok());
+            let header = http::HeaderValue::from_str(text).ok();
+            match (max_age, header) {
+                (Some(_), Some(header)) => Some(header),
+                _ => {
+                    return Err(source.invalid(
+                        "server.tls.hsts",
+                        Some(value.span()),
+                        format!(
+                            "`{text}` is not a Strict-Transport-Security value like \"max-age=31536000; includeSubDomains\""
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(TlsModel {
+        listen,
+        certificates,
+        hsts,
+        redirect_http: tls.redirect_http,
+    })
+}
 /// `host:port` of `url`, brackets kept, for messages.
 fn authority(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or_default();
@@ -233,7 +341,7 @@ fn bounded_count(
 impl ServerModel {
     /// The proxy's settings. Infallible, and without I/O: the upstream's host name is
     /// resolved by the proxy once it runs, so a start before DNS is ready still serves.
-    pub(super) fn build(self, _source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
+    pub(super) fn build(self, source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
         Ok(ProxySettings {
             listen: self.listen,
             upstream: Upstream::named(
@@ -256,6 +364,38 @@ impl ServerModel {
             },
             // Set from `[metrics]` once that section is read.
             metrics_listen: None,
+            h2c: self.h2c,
+            tls: self.tls.map(|tls| tls.build(source)).transpose()?,
+        })
+    }
+}
+
+#[cfg(feature = "proxy")]
+impl TlsModel {
+    /// Reads and checks every certificate and key, so that a bad file stops the start (or
+    /// a reload) here, naming its key, and never the TLS listener later.
+    fn build(self, source: &Source<'_>) -> Result<TlsListener, ConfigError> {
+        let mut list = Vec::with_capacity(self.certificates.len());
+        for [(cert, cert_place), (key, key_place)] in &self.certificates {
+            let read = |path: &str, place: &Place| {
+                let full = source.dir.join(path);
+                std::fs::read(&full)
+                    .map_err(|e| source.at(place, format!("cannot read {}: {e}", full.display())))
+            };
+            let (cert_pem, key_pem) = (read(cert, cert_place)?, read(key, key_place)?);
+            let certificate = Certificate::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+                CertificateError::Certificate(why) => {
+                    source.at(cert_place, format!("{cert}: {why}"))
+                }
+                CertificateError::Key(why) => source.at(key_place, format!("{key}: {why}")),
+            })?;
+            list.push(certificate);
+        }
+        Ok(TlsListener {
+            listen: self.listen,
+            certificates: Certificates::new(list),
+            hsts: self.hsts,
+            redirect_http: self.redirect_http,
         })
     }
 }

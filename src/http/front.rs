@@ -9,8 +9,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::headers::{
-    StripRules, X_FORWARDED_FOR, X_REQUEST_ID, folded, forwarded_address, identity_headers,
-    is_forwarding_header, is_request_id_header, request_id, sanitized_connection,
+    StripRules, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, folded, forwarded_address,
+    identity_headers, is_forwarding_header, is_request_id_header, request_id, sanitized_connection,
 };
 use super::policy;
 use super::{
@@ -472,6 +472,32 @@ impl Front {
             identity: None,
             request_id: Some(request_id),
         }
+    }
+
+    /// Puts the `X-Forwarded-Proto` the app gets in `plan` (from
+    /// [`strip_only_plan`](Self::strip_only_plan) or [`plan_upstream`](Self::plan_upstream)):
+    /// `https` for a request that reached the gate over TLS, else `http`, unless a trusted
+    /// `peer` (a proxy that terminated TLS in front of the gate) already said which.
+    pub fn plan_forwarded_proto(
+        &self,
+        plan: &mut UpstreamPlan,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) {
+        // The gate's own TLS is a fact; a trusted proxy's word is kept only where the gate
+        // saw plain HTTP, and a client's own value never reaches the app (stripped by the
+        // plan as a forwarding header from an untrusted peer).
+        let trusted_said = !tls
+            && peer.is_some_and(|peer| self.is_trusted_proxy(&peer))
+            && headers.contains_key(X_FORWARDED_PROTO);
+        if trusted_said {
+            return;
+        }
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        plan.strip.push(HeaderName::from_static(X_FORWARDED_PROTO));
+        plan.inject
+            .push((HeaderName::from_static(X_FORWARDED_PROTO), proto));
     }
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.

@@ -41,6 +41,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
 pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 
 /// The longest `X-Request-Id` kept from a trusted proxy.

@@ -103,6 +103,8 @@ pub struct OtpFilter {
     timeouts: UpstreamTimeouts,
     // For mediated routes (the baanx login), which the gate forwards itself.
     app: Option<AppClient>,
+    // `Strict-Transport-Security` for every answer over TLS.
+    hsts: Option<http::HeaderValue>,
 }
 
 impl OtpFilter {
@@ -118,7 +120,35 @@ impl OtpFilter {
             front: cell,
             timeouts: UpstreamTimeouts::default(),
             app: None,
+            hsts: None,
         }
+    }
+
+    /// Adds `Strict-Transport-Security: value` to every answer to a request that came
+    /// over TLS, the gate's own and the app's (see
+    /// [`response_filter`](Self::response_filter)); plain-HTTP answers never carry it, as
+    /// RFC 6797 asks.
+    pub fn with_hsts(mut self, value: http::HeaderValue) -> OtpFilter {
+        self.hsts = Some(value);
+        self
+    }
+
+    /// The `Strict-Transport-Security` value for an answer to `session`, if any.
+    pub(super) fn hsts_for(&self, session: &Session) -> Option<&http::HeaderValue> {
+        self.hsts.as_ref().filter(|_| over_tls(session))
+    }
+
+    /// Call from `ProxyHttp::response_filter`: adds what every answer over TLS carries
+    /// (the [`with_hsts`](Self::with_hsts) header) to the app's answer.
+    pub fn response_filter(
+        &self,
+        session: &Session,
+        response: &mut ResponseHeader,
+    ) -> ::pingora::Result<()> {
+        if let Some(hsts) = self.hsts_for(session) {
+            response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
+        Ok(())
     }
 
     /// The app that mediated routes (the baanx login, whose answer the gate must read)
@@ -169,7 +199,8 @@ impl OtpFilter {
         let target = match canonical_request(front, session) {
             Ok(target) => target,
             Err(refusal) => {
-                write_response(session, *refusal).await?;
+                let hsts = self.hsts_for(session).cloned();
+                write_response(session, *refusal, hsts).await?;
                 return Ok(true);
             }
         };
@@ -185,7 +216,8 @@ impl OtpFilter {
                     Err(refusal) => refusal,
                 };
                 let response = self.with_app_readiness(route, response).await;
-                write_response(session, response).await?;
+                let hsts = self.hsts_for(session).cloned();
+                write_response(session, response, hsts).await?;
                 Ok(true)
             }
             Route::Mediated(route) => {
@@ -194,7 +226,8 @@ impl OtpFilter {
                     Ok(body) => self.mediate(front, session, route, body).await,
                     Err(refusal) => refusal,
                 };
-                write_response(session, response).await?;
+                let hsts = self.hsts_for(session).cloned();
+                write_response(session, response, hsts).await?;
                 Ok(true)
             }
             Route::Upstream { rule } => match front
@@ -207,13 +240,21 @@ impl OtpFilter {
                 )
                 .await
             {
-                Ok(plan) => {
+                Ok(mut plan) => {
+                    let headers = &session.req_header().headers;
+                    front.plan_forwarded_proto(
+                        &mut plan,
+                        headers,
+                        peer_ip(session),
+                        over_tls(session),
+                    );
                     ctx.plan = Some(plan);
                     ctx.route = Some("upstream");
                     Ok(false)
                 }
                 Err(refusal) => {
-                    write_response(session, *refusal).await?;
+                    let hsts = self.hsts_for(session).cloned();
+                    write_response(session, *refusal, hsts).await?;
                     Ok(true)
                 }
             },
@@ -251,9 +292,9 @@ impl OtpFilter {
         let (method, uri, mut headers) = request_parts(session);
         // What every request to the app gets: no identity the client wrote, and
         // X-Forwarded-For from the peer.
-        front
-            .strip_only_plan(&headers, peer_ip(session))
-            .apply(&mut headers);
+        let mut plan = front.strip_only_plan(&headers, peer_ip(session));
+        front.plan_forwarded_proto(&mut plan, &headers, peer_ip(session), over_tls(session));
+        plan.apply(&mut headers);
         let view = view(front, session, &method, &uri, &headers);
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let (app, forward_method, forward_headers) =
@@ -274,13 +315,16 @@ fn canonical_request(
     session: &mut Session,
 ) -> Result<CanonicalTarget, Box<GateResponse>> {
     let request = session.req_header();
-    // HTTP/1 only: an absolute-form target is reduced to its path.
+    // HTTP/1: an absolute-form target is reduced to its path. HTTP/2 always carries
+    // scheme and authority with the path, and the authority stands in for `Host`: kept,
+    // so that the app gets it as its `Host`.
+    let keep_authority = request.version >= http::Version::HTTP_2;
     let (target, rewritten) = front.read_head(
         &request.method,
         &request.headers,
         request.raw_path(),
         &request.uri,
-        false,
+        keep_authority,
     )?;
     if let Some(uri) = rewritten {
         session.req_header_mut().set_uri(uri);
@@ -324,6 +368,13 @@ fn view<'a>(
     }
 }
 
+/// Whether `session` came over TLS: the gate's TLS listener.
+pub(super) fn over_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
+}
+
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -351,13 +402,18 @@ fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<
 }
 
 /// Writes an answer of the gate's own, with its length.
+/// `hsts`: the `Strict-Transport-Security` value, for an answer over TLS.
 pub(super) async fn write_response(
     session: &mut Session,
     response: GateResponse,
+    hsts: Option<http::HeaderValue>,
 ) -> ::pingora::Result<()> {
-    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
     for (name, value) in &response.headers {
         header.append_header(name.clone(), value.clone())?;
+    }
+    if let Some(hsts) = hsts {
+        header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
     }
     header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
     let empty = response.body.is_empty();

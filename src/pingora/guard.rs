@@ -325,12 +325,28 @@ impl AsyncRead for HeadDeadline {
                     let after = this.limits.header_timeout;
                     this.rearm(after);
                 }
+                // The HTTP/2 client preface, with prior knowledge (h2c) or after ALPN `h2`:
+                // pingora serves the connection's streams without ever handing it back, so
+                // neither signal comes. The connection's first bytes arrived in time; its
+                // idleness is pingora's `h2_idle_timeout` from here.
+                Phase::Head { received: false } if is_h2_preface(&buf.filled()[before..]) => {
+                    this.phase = Phase::Open;
+                }
                 Phase::Head { .. } => this.phase = Phase::Head { received: true },
                 Phase::Open => {}
             }
         }
         read
     }
+}
+
+/// The start of the HTTP/2 connection preface (RFC 9113, 3.4), which no HTTP/1 request
+/// starts with: `PRI` is reserved for it. `first` may be a short first read.
+fn is_h2_preface(first: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = first.len().min(PREFACE.len());
+    // "PRI " alone already tells: an HTTP/1 head with that method is refused anyway.
+    n >= 4 && first[..n] == PREFACE[..n]
 }
 
 impl AsyncWrite for HeadDeadline {

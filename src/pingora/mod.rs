@@ -18,6 +18,7 @@ mod limits;
 mod proxy;
 mod serve;
 mod settings;
+mod tls;
 
 pub use filter::{FrontCell, OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
@@ -25,3 +26,4 @@ pub use limits::ConnectionLimits;
 pub use proxy::{OtpProxy, ProxyCtx};
 pub use serve::{Reloader, serve, serve_reloadable, server_conf};
 pub use settings::{ProxySettings, Upstream, UpstreamTimeouts};
+pub use tls::{Certificate, CertificateError, Certificates, TlsListener, install_crypto_provider};

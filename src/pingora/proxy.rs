@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use ::pingora::http::RequestHeader;
+use ::pingora::http::{RequestHeader, ResponseHeader};
 use ::pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use ::pingora::upstreams::peer::HttpPeer;
 use ::pingora::{Error, ErrorSource, ErrorType};
@@ -44,6 +44,15 @@ impl OtpProxy {
             upstream,
             timeouts,
         }
+    }
+}
+
+impl OtpProxy {
+    /// Adds `Strict-Transport-Security: value` to every answer over TLS (see
+    /// [`OtpFilter::with_hsts`]).
+    pub fn with_hsts(mut self, value: http::HeaderValue) -> OtpProxy {
+        self.filter = self.filter.with_hsts(value);
+        self
     }
 }
 
@@ -125,6 +134,15 @@ impl ProxyHttp for OtpProxy {
         Ok(Box::new(peer))
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut ProxyCtx,
+    ) -> ::pingora::Result<()> {
+        self.filter.response_filter(session, upstream_response)
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -174,7 +192,8 @@ impl ProxyHttp for OtpProxy {
         );
         // The connection is not reused (below), so the answer must not promise it is.
         session.set_keepalive(None);
-        if let Err(write_error) = write_response(session, response).await {
+        let hsts = self.filter.hsts_for(session).cloned();
+        if let Err(write_error) = write_response(session, response, hsts).await {
             tracing::debug!(error = %write_error, "could not write the error response");
         }
         FailToProxy {

@@ -154,6 +154,17 @@ pub fn serve_reloadable(
     serve_inner(front, settings, reloader)
 }
 
+/// Binds `listen` and lets it go: an address in use stops the start naming `key`, rather
+/// than failing later in pingora's listener thread.
+fn bind_first(key: &str, listen: std::net::SocketAddr) -> Result<(), Box<Error>> {
+    std::net::TcpListener::bind(listen).map(drop).map_err(|e| {
+        Error::explain(
+            ::pingora::ErrorType::BindError,
+            format!("{key}: cannot listen on {listen}: {e}"),
+        )
+    })
+}
+
 /// The reloader of a proxy that has nothing to read again.
 struct NoReload;
 
@@ -170,23 +181,59 @@ fn serve_inner(
     settings: &ProxySettings,
     reloader: impl Reloader,
 ) -> Result<(), Box<Error>> {
+    // Before pingora builds its TLS connector, and before any client the gate delivers
+    // codes with: each takes the process default.
+    super::install_crypto_provider();
     let conf = server_conf(settings);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let store = front.gate().store().describe();
     let cell = FrontCell::new(front);
-    let proxy = OtpProxy::reloadable(
+    let mut proxy = OtpProxy::reloadable(
         cell.clone(),
         settings.upstream.clone(),
         settings.upstream_timeouts,
     );
-    let app = GuardedApp::new(
-        ::pingora::proxy::http_proxy(&server.configuration, proxy),
-        ConnectionLimits::from(settings).fitted_to_open_file_limit(),
-    );
+    if let Some(hsts) = settings.tls.as_ref().and_then(|tls| tls.hsts.clone()) {
+        proxy = proxy.with_hsts(hsts);
+    }
+    let mut http = ::pingora::proxy::http_proxy(&server.configuration, proxy);
+    let mut options = ::pingora::apps::HttpServerOptions::default();
+    options.h2c = settings.h2c;
+    // An HTTP/2 connection leaves the head deadline with its preface (GuardedApp): idle,
+    // it closes after the keep-alive timeout, as an HTTP/1 one does.
+    options.h2_idle_timeout = Some(settings.keepalive_timeout);
+    http.server_options = Some(options);
+    let limits = ConnectionLimits::from(settings).fitted_to_open_file_limit();
+    let app = GuardedApp::new(http, limits);
     let mut service = ::pingora::services::listening::Service::new("otpgate proxy".to_owned(), app);
-    service.add_tcp(&settings.listen.to_string());
+    let redirect = settings.tls.as_ref().filter(|tls| tls.redirect_http);
+    if redirect.is_none() {
+        service.add_tcp(&settings.listen.to_string());
+    }
+    if let Some(tls) = &settings.tls {
+        bind_first("server.tls.listen", tls.listen)?;
+        // The certificates were read and checked with the config; the resolver serves
+        // them, and a reload replaces them in it, with no file read at the handshake.
+        let mut tls_settings = ::pingora::listeners::tls::TlsSettings::intermediate("", "")?;
+        tls_settings.set_cert_resolver(std::sync::Arc::new(tls.certificates.clone()));
+        tls_settings.enable_h2();
+        service.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings);
+        tracing::info!(listen = %tls.listen, certificates = ?tls.certificates, "TLS listener");
+    }
     server.add_service(service);
+    if let Some(tls) = redirect {
+        let redirect = super::tls::RedirectToHttps {
+            port: tls.listen.port(),
+        };
+        let mut plain = ::pingora::services::listening::Service::new(
+            "otpgate https redirect".to_owned(),
+            GuardedApp::new(redirect, limits),
+        );
+        plain.add_tcp(&settings.listen.to_string());
+        server.add_service(plain);
+        tracing::info!(listen = %settings.listen, "plain HTTP only redirects to https");
+    }
     // The upstream's host name is looked up as the server starts, not at the first request,
     // and again every interval; a name that does not resolve yet does not stop the start.
     server.add_service(::pingora::services::background::background_service(
@@ -194,14 +241,7 @@ fn serve_inner(
         ResolveUpstream(settings.upstream.clone()),
     ));
     if let Some(listen) = settings.metrics_listen {
-        // Bound here first, so that an address in use stops the start with its name
-        // rather than failing later in pingora's listener thread.
-        std::net::TcpListener::bind(listen).map_err(|e| {
-            Error::explain(
-                ::pingora::ErrorType::BindError,
-                format!("metrics.listen: cannot listen on {listen}: {e}"),
-            )
-        })?;
+        bind_first("metrics.listen", listen)?;
         let mut metrics = ::pingora::services::listening::Service::new(
             "otpgate metrics".to_owned(),
             MetricsApp(cell.clone()),

@@ -319,6 +319,11 @@ pub struct ProxySettings {
     pub upstream_timeouts: UpstreamTimeouts,
     /// Where the Prometheus metrics are served (`[metrics] listen`); never when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether the plain listener also takes HTTP/2 with prior knowledge (h2c), for a
+    /// proxy or load balancer in front that speaks it.
+    pub h2c: bool,
+    /// The TLS listener (`[server.tls]`); none when `None`.
+    pub tls: Option<super::TlsListener>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use otpgate::Gate;
 use otpgate::config::{Config, ProxySettings, SetupWarningKind};
 use otpgate::http::Front;
-use otpgate::pingora::Reloader;
+use otpgate::pingora::{Reloader, TlsListener};
 
 /// The sections of a config file that only the HTTP front reads: a reload that changes
 /// nothing else keeps the running engine as it is.
@@ -49,6 +49,7 @@ impl ConfigReloader {
             .iter()
             .any(|w| w.kind() == SetupWarningKind::GeneratedKey);
         self.restart_only_changes(&config.proxy);
+        let tls = config.proxy.tls.clone();
         let (mut builder, http) = config.into_parts();
         let gate = current.gate();
         let kept_store = same_store(&text, &self.served_text());
@@ -82,6 +83,7 @@ impl ConfigReloader {
             built
         };
         *self.served.lock().unwrap_or_else(PoisonError::into_inner) = text;
+        self.reload_certificates(tls.as_ref());
         Ok(Front::new(gate, http))
     }
 
@@ -90,6 +92,20 @@ impl ConfigReloader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Serves the certificates the file now names (read again, so a renewed file on disk
+    /// counts) to new TLS connections; those open keep theirs.
+    fn reload_certificates(&self, new: Option<&TlsListener>) {
+        let (Some(running), Some(new)) = (&self.running.tls, new) else {
+            return;
+        };
+        if running.certificates == new.certificates {
+            tracing::info!("reload: the TLS certificates are unchanged");
+            return;
+        }
+        running.certificates.replace(new.certificates.current());
+        tracing::info!(certificates = ?running.certificates, "reload: new TLS connections get the certificates read now");
     }
 
     /// Logs each `[server]` setting that a reload cannot change while the proxy runs.
@@ -137,6 +153,12 @@ impl ConfigReloader {
                 format!("{:?} {:?}", old.header_timeout, old.keepalive_timeout),
                 format!("{:?} {:?}", new.header_timeout, new.keepalive_timeout),
             ),
+            ("server.h2c", old.h2c.to_string(), new.h2c.to_string()),
+            (
+                "server.tls (listen, hsts, redirect_http)",
+                tls_shape(old),
+                tls_shape(new),
+            ),
             (
                 "server.grace_period, shutdown_timeout",
                 format!("{:?} {:?}", old.grace_period, old.shutdown_timeout),
@@ -166,6 +188,14 @@ impl Reloader for ConfigReloader {
                 None
             }
         }
+    }
+}
+
+/// The TLS listener's settings other than its certificates, which a reload replaces.
+fn tls_shape(settings: &ProxySettings) -> String {
+    match &settings.tls {
+        Some(tls) => format!("{} {:?} {}", tls.listen, tls.hsts, tls.redirect_http),
+        None => "none".into(),
     }
 }
 

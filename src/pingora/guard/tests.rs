@@ -95,3 +95,35 @@ async fn the_next_head_is_timed_from_its_first_byte() {
     assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     assert_eq!(start.elapsed(), Duration::from_secs(10));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_outlives_the_head_deadline() {
+    // h2 streams never hand the connection back, so no head_done or request_done comes:
+    // the preface alone must take the connection out of the head deadline.
+    let (mut server, mut client) = pair();
+    client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(read(&mut server).await.unwrap() > 0);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    client.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+    assert_eq!(read(&mut server).await.unwrap(), 8);
+    // Nothing was written back: no HTTP/1 408 into an HTTP/2 connection.
+    drop(server);
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_still_cut_off_and_pri_needs_its_space() {
+    assert!(is_h2_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    assert!(is_h2_preface(b"PRI "));
+    assert!(!is_h2_preface(b"PRI"));
+    assert!(!is_h2_preface(b"PRIX * HTTP/1.1\r\n"));
+    assert!(!is_h2_preface(b"GET / HTTP/1.1\r\n"));
+    // A head that starts like anything else stays under the deadline.
+    let (mut server, mut client) = pair();
+    client.write_all(b"PRIX / HTTP/1.1\r\n").await.unwrap();
+    read(&mut server).await.unwrap();
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+}
