@@ -255,6 +255,14 @@ pub struct StoreSection {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub redis_url: Option<Spanned<EnvString>>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub redis_cluster: Option<Spanned<Vec<EnvString>>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub tls_ca_file: Option<Spanned<String>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub tls_client_cert: Option<Spanned<String>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub tls_client_key: Option<Spanned<String>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub namespace: Option<Spanned<String>>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub timeout: Option<ConfigDuration>,

@@ -14,7 +14,7 @@ use super::Place;
 #[cfg(feature = "redis")]
 use crate::otp::ServerSecret;
 #[cfg(feature = "redis")]
-use crate::store::{RedisSettings, RedisStore};
+use crate::store::{RedisClientCert, RedisSettings, RedisStore, RedisTls, RedisTopology};
 
 /// `[store]`, checked; nothing is connected or allocated yet.
 pub(super) struct StoreModel {
@@ -30,11 +30,27 @@ enum Backend {
     #[cfg(feature = "redis")]
     Redis {
         settings: RedisSettings,
+        /// One server, or a cluster whose first seed is `settings.url`.
+        topology: RedisTopology,
+        /// The certificate files, read when building (boxed: most stores have none).
+        tls: Box<TlsFiles>,
         /// `otp.secret`: code hashes and the store's own keys derive from it.
         secret: ServerSecret,
-        /// `store.redis_url`, where a URL the client refuses is reported.
+        /// `store.redis_url` (or `store.redis_cluster`), where a URL the client refuses
+        /// is reported.
         url_place: Place,
     },
+}
+
+/// A file named in the config, as written, and where.
+#[cfg(feature = "redis")]
+type NamedFile = (String, Place);
+
+/// `store.tls_ca_file`, and `store.tls_client_cert` with `store.tls_client_key`.
+#[cfg(feature = "redis")]
+struct TlsFiles {
+    ca: Option<NamedFile>,
+    client: Option<(NamedFile, NamedFile)>,
 }
 
 /// Checks `[store]`. A Redis store is shared by several instances, so it is refused
@@ -101,13 +117,47 @@ fn redis(
              the same on every instance, so tokens minted by one verify on the others",
         ));
     }
-    let Some(url) = &store.redis_url else {
-        return Err(source.invalid(
-            "store.redis_url",
-            Some(backend_span),
-            "store.backend = \"redis\" needs store.redis_url (redis://host:6379)",
-        ));
+    let (url, topology, url_place) = match (&store.redis_url, &store.redis_cluster) {
+        (Some(url), None) => (
+            url.get_ref().0.clone(),
+            RedisTopology::Single,
+            source.place("store.redis_url", Some(url.span())),
+        ),
+        (None, Some(seeds)) => {
+            let mut urls = seeds.get_ref().iter().map(|seed| seed.0.clone());
+            let Some(first) = urls.next() else {
+                return Err(source.invalid(
+                    "store.redis_cluster",
+                    Some(seeds.span()),
+                    "list at least one seed node (redis://host:6379)",
+                ));
+            };
+            (
+                first,
+                RedisTopology::Cluster {
+                    seeds: urls.collect(),
+                },
+                source.place("store.redis_cluster", Some(seeds.span())),
+            )
+        }
+        (Some(_), Some(seeds)) => {
+            return Err(source.invalid(
+                "store.redis_cluster",
+                Some(seeds.span()),
+                "give store.redis_url (one server) or store.redis_cluster (a cluster's seed \
+                 nodes), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(source.invalid(
+                "store.redis_url",
+                Some(backend_span),
+                "store.backend = \"redis\" needs store.redis_url (redis://host:6379), or \
+                 store.redis_cluster for a Redis Cluster",
+            ));
+        }
     };
+    let tls = Box::new(tls_files(store, &url, &topology, source)?);
     let defaults = RedisSettings::default();
     let namespace = match &store.namespace {
         Some(namespace) => {
@@ -126,13 +176,118 @@ fn redis(
     };
     Ok(Backend::Redis {
         settings: RedisSettings {
-            url: url.get_ref().0.clone(),
+            url,
             namespace,
             timeout: store.timeout.map_or(defaults.timeout, |d| d.0),
         },
+        topology,
+        tls,
         secret,
-        url_place: source.place("store.redis_url", Some(url.span())),
+        url_place,
     })
+}
+
+/// The TLS files `[store]` names: a client certificate comes with its key, and both only
+/// with `rediss://` URLs, where they are used.
+#[cfg(feature = "redis")]
+fn tls_files(
+    store: &StoreSection,
+    url: &str,
+    topology: &RedisTopology,
+    source: &Source<'_>,
+) -> Result<TlsFiles, ConfigError> {
+    let named = |key: &str, value: &Option<toml::Spanned<String>>| {
+        value.as_ref().map(|value| {
+            let place = source.place(&format!("store.{key}"), Some(value.span()));
+            (value.get_ref().clone(), place)
+        })
+    };
+    let ca = named("tls_ca_file", &store.tls_ca_file);
+    let client = match (
+        named("tls_client_cert", &store.tls_client_cert),
+        named("tls_client_key", &store.tls_client_key),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some((_, place)), None) => {
+            return Err(source.at(
+                &place,
+                "needs store.tls_client_key too: the certificate's private key",
+            ));
+        }
+        (None, Some((_, place))) => {
+            return Err(source.at(
+                &place,
+                "needs store.tls_client_cert too: the certificate the key belongs to",
+            ));
+        }
+    };
+    let first = ca
+        .as_ref()
+        .map(|(_, place)| place)
+        .or(client.as_ref().map(|((_, place), _)| place));
+    if let Some(place) = first {
+        let seeds = match topology {
+            RedisTopology::Cluster { seeds } => seeds.as_slice(),
+            _ => &[],
+        };
+        let encrypted = |url: &str| url.starts_with("rediss://") || url.starts_with("valkeys://");
+        if !encrypted(url) || !seeds.iter().all(|seed| encrypted(seed)) {
+            return Err(source.at(
+                place,
+                "TLS certificates need rediss:// (or valkeys://) urls in store.redis_url or \
+                 store.redis_cluster",
+            ));
+        }
+    }
+    Ok(TlsFiles { ca, client })
+}
+
+/// Reads the TLS files, relative to the config file's folder, and checks that each holds
+/// what its key says, so a wrong file is named before anything connects.
+#[cfg(feature = "redis")]
+fn read_tls(files: &TlsFiles, source: &Source<'_>) -> Result<RedisTls, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |(path, place): &NamedFile| {
+        let full = source.dir.join(path);
+        std::fs::read(&full)
+            .map_err(|e| source.at(place, format!("cannot read {}: {e}", full.display())))
+    };
+    let certificates = |file: &NamedFile| {
+        let pem = read(file)?;
+        let (path, place) = file;
+        let mut count = 0;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            certificate.map_err(|e| source.at(place, format!("{path}: {e}")))?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(source.at(
+                place,
+                format!("{path}: no PEM certificate (BEGIN CERTIFICATE) in it"),
+            ));
+        }
+        Ok(pem)
+    };
+    let ca_pem = files.ca.as_ref().map(certificates).transpose()?;
+    let client = match &files.client {
+        Some((cert, key)) => {
+            let cert_pem = certificates(cert)?;
+            let key_pem = zeroize::Zeroizing::new(read(key)?);
+            let (path, place) = key;
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                source.at(
+                    place,
+                    format!("{path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it: {e}"),
+                )
+            })?;
+            Some(RedisClientCert { cert_pem, key_pem })
+        }
+        None => None,
+    };
+    Ok(RedisTls { ca_pem, client })
 }
 
 /// What [`StoreModel::build`] makes.
@@ -152,10 +307,14 @@ pub(super) struct StoreProbe {
     #[cfg(feature = "redis")]
     settings: RedisSettings,
     #[cfg(feature = "redis")]
+    topology: RedisTopology,
+    #[cfg(feature = "redis")]
+    tls: RedisTls,
+    #[cfg(feature = "redis")]
     secret: ServerSecret,
     /// The store as `describe()` tells it: the address only, never the URL's password.
     pub(super) description: String,
-    /// `store.redis_url`.
+    /// `store.redis_url` (or `store.redis_cluster`).
     pub(super) place: Place,
 }
 
@@ -165,8 +324,13 @@ impl StoreProbe {
     pub(super) async fn ping(&self) -> Result<(), String> {
         #[cfg(feature = "redis")]
         {
-            let store =
-                RedisStore::new(self.settings.clone(), &self.secret).map_err(|e| e.to_string())?;
+            let store = RedisStore::with_options(
+                self.settings.clone(),
+                &self.topology,
+                &self.tls,
+                &self.secret,
+            )
+            .map_err(|e| e.to_string())?;
             store.ping().await.map_err(|e| e.to_string())
         }
         #[cfg(not(feature = "redis"))]
@@ -187,15 +351,20 @@ impl StoreModel {
             #[cfg(feature = "redis")]
             Backend::Redis {
                 settings,
+                topology,
+                tls,
                 secret,
                 url_place,
             } => {
-                let store = RedisStore::new(settings.clone(), &secret)
+                let tls = read_tls(&tls, source)?;
+                let store = RedisStore::with_options(settings.clone(), &topology, &tls, &secret)
                     .map_err(|e| source.at(&url_place, e.to_string()))?;
                 Ok(BuiltStore {
                     probe: Some(StoreProbe {
                         description: store.describe(),
                         settings,
+                        topology,
+                        tls,
                         secret,
                         place: url_place,
                     }),

@@ -13,6 +13,15 @@
 //! | `second-factor:login:{tenant}:{login}` | the user id a login name waits as | second factor |
 //!
 //! Backends may prefix every key (the Redis store does, with its namespace).
+//!
+//! In Redis a key becomes `namespace:kind:` and an HMAC in hex, so the braces above are
+//! placeholders only: no stored key holds `{` or `}`, and in a Redis Cluster each key
+//! hashes to a slot of its own. That is enough because every operation and script of the
+//! store touches exactly one key. A future script that reads or writes two keys at once
+//! needs both in one slot: give them the same hash tag (`namespace:{tag}:kind`, the tag an
+//! HMAC of what groups them, never a readable identity), and keep revocation and
+//! spent-token keys readable under their old names for one token lifetime, or revoked
+//! tokens would count as valid again.
 
 use crate::identifier::Identifier;
 

@@ -20,7 +20,9 @@ mod memory;
 mod redis;
 
 #[cfg(feature = "redis")]
-pub use self::redis::{InvalidRedisUrl, RedisSettings, RedisStore};
+pub use self::redis::{
+    InvalidRedisUrl, RedisClientCert, RedisSettings, RedisStore, RedisTls, RedisTopology,
+};
 pub use measured::MeasuredStore;
 pub use memory::MemoryStore;
 

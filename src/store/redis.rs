@@ -1,9 +1,10 @@
-//! The shared store on Redis, for several gate instances serving one site.
+//! The shared store on Redis (or Valkey), for several gate instances serving one site.
 //!
-//! Every operation is one or two round trips on a single multiplexed connection that a
-//! [`ConnectionManager`] re-establishes by itself after Redis restarts, and every operation
-//! is bounded by a timeout, so an unreachable Redis turns into a quick
-//! [`StoreError::Unavailable`] (a 503) instead of a hung request.
+//! Every operation is one or two round trips on a single multiplexed connection (one per
+//! node for a Redis Cluster) that re-establishes itself after Redis restarts, and every
+//! operation is bounded by a timeout, so an unreachable Redis turns into a quick
+//! [`StoreError::Unavailable`] (a 503) instead of a hung request. Every script and command
+//! names exactly one key, so each runs on the one node that owns it in a cluster.
 //!
 //! What Redis holds says nothing about who signs in: keys are an HMAC of the logical key
 //! (which contains the email, phone or client address), and text values (which may hold
@@ -19,18 +20,23 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::hmac;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
 use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
 use crate::otp::{CodeState, ServerSecret, Timestamp, Write};
 
+mod connect;
+
+use connect::{Connection, Target};
+pub use connect::{RedisClientCert, RedisTls, RedisTopology};
+
 /// How a [`RedisStore`] connects.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host[:port][/db]`. `rediss://` is refused: the store
-    /// speaks plain TCP, so Redis belongs on a private network or behind a TLS tunnel.
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (the
+    /// certificate is checked: `#insecure` is refused). `valkey://` and `valkeys://` are
+    /// the same. For a Redis Cluster, one seed node (see [`RedisTopology`]).
     pub url: String,
     /// Prefix of every key, so several sites can share one Redis.
     pub namespace: String,
@@ -49,7 +55,7 @@ impl Default for RedisSettings {
     }
 }
 
-/// A Redis URL that cannot be used.
+/// A Redis URL (or the certificates that go with it) that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid redis url: {0}")]
 pub struct InvalidRedisUrl(String);
@@ -107,9 +113,10 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    connection: OnceLock<ConnectionManager>,
+    target: Target,
+    /// How logs name the store: addresses, never the URL's password.
+    description: String,
+    connection: OnceLock<Connection>,
     namespace: String,
     timeout: Duration,
     key_hasher: hmac::Key,
@@ -124,21 +131,26 @@ impl RedisStore {
     /// does, inside the runtime that serves requests, and a Redis that is down at start
     /// only makes operations fail until it is up.
     pub fn new(settings: RedisSettings, secret: &ServerSecret) -> Result<Self, InvalidRedisUrl> {
-        if settings.url.starts_with("rediss://") {
-            return Err(InvalidRedisUrl(
-                "rediss:// (TLS) is not supported; reach Redis over a private network".into(),
-            ));
-        }
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| InvalidRedisUrl(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            // Few, short reconnection tries: requests fail fast while Redis is down, and the
-            // next request after a failure starts a fresh attempt.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(settings.timeout);
+        Self::with_options(
+            settings,
+            &RedisTopology::Single,
+            &RedisTls::default(),
+            secret,
+        )
+    }
+
+    /// A store on a Redis Cluster or over TLS with certificates of its own: as
+    /// [`RedisStore::new`], with `topology` saying what `settings.url` names and `tls`
+    /// the certificates of `rediss://` connections. Certificates are parsed here, so a
+    /// bad one fails now. When TLS is used and the process has no default rustls
+    /// provider yet, aws-lc-rs is installed as that default.
+    pub fn with_options(
+        settings: RedisSettings,
+        topology: &RedisTopology,
+        tls: &RedisTls,
+        secret: &ServerSecret,
+    ) -> Result<Self, InvalidRedisUrl> {
+        let (target, description) = connect::open(&settings.url, topology, tls, settings.timeout)?;
         // Derived keys are wiped once the AES and HMAC contexts hold them.
         let sealing_key = zeroize::Zeroizing::new(secret.derive_key("otpgate redis store values"));
         let hashing_key = zeroize::Zeroizing::new(secret.derive_key("otpgate redis store keys"));
@@ -149,8 +161,8 @@ impl RedisStore {
         );
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
-                config,
+                target,
+                description,
                 connection: OnceLock::new(),
                 namespace: settings.namespace,
                 timeout: settings.timeout,
@@ -167,9 +179,8 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection()?;
         self.bounded(async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
+            // On a cluster every primary must answer.
+            redis::cmd("PING").query_async::<()>(&mut connection).await
         })
         .await
         .map(drop)
@@ -192,18 +203,15 @@ impl RedisStore {
         out
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    /// The one connection every command and script goes through.
+    fn connection(&self) -> Result<Connection, StoreError> {
         if let Some(connection) = self.inner.connection.get() {
             return Ok(connection.clone());
         }
-        // Created on first use because the manager spawns its reconnection task on the
+        // Created on first use because the connection spawns its reconnection task on the
         // runtime at hand, which must be the one serving requests.
-        let manager = ConnectionManager::new_lazy_with_config(
-            self.inner.client.clone(),
-            self.inner.config.clone(),
-        )
-        .map_err(unavailable)?;
-        Ok(self.inner.connection.get_or_init(|| manager).clone())
+        let connection = self.inner.target.connect().map_err(unavailable)?;
+        Ok(self.inner.connection.get_or_init(|| connection).clone())
     }
 
     async fn bounded<T>(
@@ -407,10 +415,8 @@ impl Store for RedisStore {
     fn describe(&self) -> String {
         // The address only: the URL may carry a password.
         format!(
-            "redis at {}, namespace {:?}, timeout {:?}",
-            self.inner.client.get_connection_info().addr(),
-            self.inner.namespace,
-            self.inner.timeout
+            "{}, namespace {:?}, timeout {:?}",
+            self.inner.description, self.inner.namespace, self.inner.timeout
         )
     }
 
@@ -419,5 +425,36 @@ impl Store for RedisStore {
         let mut connection = self.connection()?;
         let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
         read.map(|sealed| self.open(&redis_key, sealed)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COMPARE_AND_SET, HIT};
+
+    /// The `KEYS[n]` indices a script's source reads.
+    fn keys_read(script: &str) -> Vec<usize> {
+        let mut found: Vec<usize> = script
+            .match_indices("KEYS[")
+            .filter_map(|(at, _)| {
+                let rest = &script[at + "KEYS[".len()..];
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// A Redis Cluster runs a script on the node owning its first key and refuses keys of
+    /// other slots, so a second key would need hash tags (see `store::keys`). Each script
+    /// is invoked with one `.key(...)` and reads only that key.
+    #[test]
+    fn every_script_touches_exactly_one_key() {
+        for (name, script) in [("COMPARE_AND_SET", COMPARE_AND_SET), ("HIT", HIT)] {
+            assert_eq!(keys_read(script), [1], "{name} reads KEYS[1] only");
+            assert!(!script.contains("#KEYS"), "{name} does not loop over keys");
+        }
+        assert_eq!(keys_read("redis.call('GET', KEYS[1], KEYS[2])"), [1, 2]);
     }
 }
