@@ -99,6 +99,9 @@ lint: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --no-default-features --features axum --lib
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
+	@# ring stays out of what ships: rustls and pingora run on aws-lc-rs (vendor/pingora-rustls).
+	@test -z "$$($(CARGO) tree -i ring -e normal --all-features 2>/dev/null)" || \
+		{ $(CARGO) tree -i ring -e normal --all-features; echo "ring is a normal dependency"; exit 1; }
 
 # otpgate against nginx, HAProxy and a bare axum app on loopback, plus sign-ins over
 # HTTP, memory per pending code and cold start: writes bench/RESULTS.md (release build,
