@@ -15,10 +15,10 @@ use super::schema::{ConfigDuration, ServerSection, TlsSection};
 use super::{ConfigError, Place, Source};
 
 #[cfg(feature = "proxy")]
-use crate::pingora::{
-    Certificate, CertificateError, Certificates, ProxySettings, TlsListener, Upstream,
-    UpstreamTimeouts,
-};
+use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts};
+// The TLS listener's settings: its certificates, read and checked here.
+#[cfg(feature = "proxy")]
+use crate::pingora::{Certificate, CertificateError, Certificates, TlsListener};
 
 /// `[server]`, checked.
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
