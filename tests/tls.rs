@@ -455,10 +455,24 @@ async fn the_plain_listener_only_redirects_to_https() {
     assert_eq!(followed.status, 200);
 }
 
-/// A config that names a file that is not a certificate stops the start, naming the key.
+/// `otpgate check` names the certificates' names; a file that is not a certificate stops
+/// the start, naming the key.
 #[test]
-fn a_bad_certificate_file_stops_the_start_naming_its_key() {
+fn check_names_the_certificates_and_a_bad_file_stops_the_start_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
+    TestCa::new().issue(dir.path(), "a", "a.test", &["a.test", "*.a.test"]);
+    let config = "[server]\nlisten = \"127.0.0.1:1\"\nh2c = true\n\n\
+                  [server.tls]\nlisten = \"127.0.0.1:2\"\n\n\
+                  [[server.tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+    std::fs::write(dir.path().join("gate.toml"), config).unwrap();
+    let (ok, stdout, stderr) = common::otpgate(dir.path(), &["check", "--config", "gate.toml"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("tls        127.0.0.1:2 (a.test *.a.test)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("h2c        on 127.0.0.1:1"), "{stdout}");
+
     std::fs::write(dir.path().join("a.pem"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("a.key"), "not a key").unwrap();
     let config = "[server]\nlisten = \"127.0.0.1:1\"\n\n[server.tls]\nlisten = \"127.0.0.1:2\"\n\n\

@@ -341,6 +341,18 @@ fn run(command: Command) -> Result<(), String> {
                     Err(_) => " (looked up when the proxy runs, then every upstream_dns_interval)",
                 }
             );
+            if let Some(tls) = &proxy.tls {
+                let names: Vec<String> = tls
+                    .certificates
+                    .current()
+                    .iter()
+                    .map(|cert| cert.names().join(" "))
+                    .collect();
+                say!("  tls        {} ({})", tls.listen, names.join(", "));
+            }
+            if proxy.h2c {
+                say!("  h2c        on {}", proxy.listen);
+            }
             say!("  threads    {}", proxy.threads);
             say!("  store      {}", gate.store().describe());
             say!(
