@@ -379,6 +379,29 @@ fn wrong_store_tls_keys_are_named_with_their_line() {
             "redis_cluster",
         ),
         ("redis_cluster = []\n".to_owned(), "redis_cluster"),
+        // Sentinel: a primary's name with the sentinels, one kind of deployment at a time.
+        (
+            "sentinels = [\"redis://127.0.0.1:26379\"]\n".to_owned(),
+            "sentinels",
+        ),
+        (
+            "sentinels = []\nsentinel_master = \"mymaster\"\n".to_owned(),
+            "sentinels",
+        ),
+        (
+            format!("{url}sentinel_master = \"mymaster\"\n"),
+            "sentinel_master",
+        ),
+        (
+            "sentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"m\"\n\
+             redis_cluster = [\"redis://127.0.0.1:7001\"]\n"
+                .to_owned(),
+            "redis_cluster",
+        ),
+        (
+            format!("sentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"m\"\n{tls}"),
+            "tls_ca_file",
+        ),
         (
             "redis_cluster = [\"redis://127.0.0.1:7001/2\"]\n".to_owned(),
             "redis_cluster",
@@ -408,6 +431,12 @@ fn tls_and_valkey_urls_are_accepted() {
          tls_client_cert = \"client.pem\"\ntls_client_key = \"client.key\"\n",
         "redis_cluster = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]\n",
         "redis_cluster = [\"rediss://127.0.0.1:7001\"]\ntls_ca_file = \"ca.pem\"\n",
+        "sentinels = [\"redis://127.0.0.1:26379\", \"redis://127.0.0.1:26380\"]\n\
+         sentinel_master = \"mymaster\"\n",
+        "sentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"mymaster\"\n\
+         redis_url = \"redis://:secret@primary/2\"\n",
+        "sentinels = [\"rediss://127.0.0.1:26379\"]\nsentinel_master = \"mymaster\"\n\
+         tls_ca_file = \"ca.pem\"\n",
     ] {
         let text = with_shared(&format!("[store]\nbackend = \"redis\"\n{store}"));
         if let Err(error) = parse(&text, dir) {

@@ -257,6 +257,10 @@ pub struct StoreSection {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub redis_cluster: Option<Spanned<Vec<EnvString>>>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub sentinels: Option<Spanned<Vec<EnvString>>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub sentinel_master: Option<Spanned<String>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub tls_ca_file: Option<Spanned<String>>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub tls_client_cert: Option<Spanned<String>>,

@@ -12,6 +12,8 @@ use crate::store::{MemoryStore, Store};
 
 use super::Place;
 #[cfg(feature = "redis")]
+use super::schema::EnvString;
+#[cfg(feature = "redis")]
 use crate::otp::ServerSecret;
 #[cfg(feature = "redis")]
 use crate::store::{RedisClientCert, RedisSettings, RedisStore, RedisTls, RedisTopology};
@@ -117,46 +119,7 @@ fn redis(
              the same on every instance, so tokens minted by one verify on the others",
         ));
     }
-    let (url, topology, url_place) = match (&store.redis_url, &store.redis_cluster) {
-        (Some(url), None) => (
-            url.get_ref().0.clone(),
-            RedisTopology::Single,
-            source.place("store.redis_url", Some(url.span())),
-        ),
-        (None, Some(seeds)) => {
-            let mut urls = seeds.get_ref().iter().map(|seed| seed.0.clone());
-            let Some(first) = urls.next() else {
-                return Err(source.invalid(
-                    "store.redis_cluster",
-                    Some(seeds.span()),
-                    "list at least one seed node (redis://host:6379)",
-                ));
-            };
-            (
-                first,
-                RedisTopology::Cluster {
-                    seeds: urls.collect(),
-                },
-                source.place("store.redis_cluster", Some(seeds.span())),
-            )
-        }
-        (Some(_), Some(seeds)) => {
-            return Err(source.invalid(
-                "store.redis_cluster",
-                Some(seeds.span()),
-                "give store.redis_url (one server) or store.redis_cluster (a cluster's seed \
-                 nodes), not both",
-            ));
-        }
-        (None, None) => {
-            return Err(source.invalid(
-                "store.redis_url",
-                Some(backend_span),
-                "store.backend = \"redis\" needs store.redis_url (redis://host:6379), or \
-                 store.redis_cluster for a Redis Cluster",
-            ));
-        }
-    };
+    let (url, topology, url_place) = topology(store, backend_span, source)?;
     let tls = Box::new(tls_files(store, &url, &topology, source)?);
     let defaults = RedisSettings::default();
     let namespace = match &store.namespace {
@@ -185,6 +148,84 @@ fn redis(
         secret,
         url_place,
     })
+}
+
+/// Which Redis `[store]` names: `redis_url` alone (one server), `redis_cluster` (a
+/// cluster's seed nodes) or `sentinels` with `sentinel_master` (a primary the sentinels
+/// name; `redis_url`, if given, sets its scheme, credentials and database). The URL the
+/// store starts from, the topology, and where to report a URL the client refuses.
+#[cfg(feature = "redis")]
+fn topology(
+    store: &StoreSection,
+    backend_span: std::ops::Range<usize>,
+    source: &Source<'_>,
+) -> Result<(String, RedisTopology, Place), ConfigError> {
+    let list = |key: &str, urls: &toml::Spanned<Vec<EnvString>>| {
+        let place = source.place(&format!("store.{key}"), Some(urls.span()));
+        let urls: Vec<String> = urls.get_ref().iter().map(|url| url.0.clone()).collect();
+        if urls.is_empty() {
+            return Err(source.at(&place, "list at least one (redis://host:port)"));
+        }
+        Ok((urls, place))
+    };
+    if let (Some(master), None) = (&store.sentinel_master, &store.sentinels) {
+        return Err(source.invalid(
+            "store.sentinel_master",
+            Some(master.span()),
+            "is used only with store.sentinels",
+        ));
+    }
+    match (&store.redis_url, &store.redis_cluster, &store.sentinels) {
+        (Some(url), None, None) => Ok((
+            url.get_ref().0.clone(),
+            RedisTopology::Single,
+            source.place("store.redis_url", Some(url.span())),
+        )),
+        (None, Some(seeds), None) => {
+            let (mut seeds, place) = list("redis_cluster", seeds)?;
+            let first = seeds.remove(0);
+            Ok((first, RedisTopology::Cluster { seeds }, place))
+        }
+        (url, None, Some(sentinels)) => {
+            let (sentinels, place) = list("sentinels", sentinels)?;
+            let Some(master) = &store.sentinel_master else {
+                return Err(source.at(
+                    &place,
+                    "needs store.sentinel_master, the name the sentinels monitor the primary as",
+                ));
+            };
+            // Without redis_url the primary is reached as the sentinels are: in TLS when
+            // they are, without credentials, database 0.
+            let url = match url {
+                Some(url) => url.get_ref().0.clone(),
+                None if encrypted(&sentinels[0]) => "rediss://sentinel-primary".into(),
+                None => "redis://sentinel-primary".into(),
+            };
+            let topology = RedisTopology::Sentinel {
+                sentinels,
+                master: master.get_ref().clone(),
+            };
+            Ok((url, topology, place))
+        }
+        (_, Some(seeds), Some(_)) | (Some(_), Some(seeds), None) => Err(source.invalid(
+            "store.redis_cluster",
+            Some(seeds.span()),
+            "give one of store.redis_url (one server), store.redis_cluster (a cluster's seed \
+             nodes) and store.sentinels",
+        )),
+        (None, None, None) => Err(source.invalid(
+            "store.redis_url",
+            Some(backend_span),
+            "store.backend = \"redis\" needs store.redis_url (redis://host:6379), or \
+             store.redis_cluster for a Redis Cluster, or store.sentinels",
+        )),
+    }
+}
+
+/// Whether `url` asks for TLS.
+#[cfg(feature = "redis")]
+fn encrypted(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("valkeys://")
 }
 
 /// The TLS files `[store]` names: a client certificate comes with its key, and both only
@@ -227,16 +268,16 @@ fn tls_files(
         .map(|(_, place)| place)
         .or(client.as_ref().map(|((_, place), _)| place));
     if let Some(place) = first {
-        let seeds = match topology {
+        let others = match topology {
             RedisTopology::Cluster { seeds } => seeds.as_slice(),
+            RedisTopology::Sentinel { sentinels, .. } => sentinels.as_slice(),
             _ => &[],
         };
-        let encrypted = |url: &str| url.starts_with("rediss://") || url.starts_with("valkeys://");
-        if !encrypted(url) || !seeds.iter().all(|seed| encrypted(seed)) {
+        if !encrypted(url) || !others.iter().all(|other| encrypted(other)) {
             return Err(source.at(
                 place,
-                "TLS certificates need rediss:// (or valkeys://) urls in store.redis_url or \
-                 store.redis_cluster",
+                "TLS certificates need rediss:// (or valkeys://) urls in store.redis_url, \
+                 store.redis_cluster or store.sentinels",
             ));
         }
     }

@@ -27,6 +27,7 @@ use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
 use crate::otp::{CodeState, ServerSecret, Timestamp, Write};
 
 mod connect;
+mod sentinel;
 
 use connect::{Connection, Target};
 pub use connect::{RedisClientCert, RedisTls, RedisTopology};

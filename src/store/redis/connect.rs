@@ -1,18 +1,20 @@
-//! How the Redis store reaches Redis: one server or a Redis Cluster, in plain TCP or in
-//! TLS with the certificates the operator names. Every command and script of the store
-//! goes through one [`Connection`], whichever kind it is.
+//! How the Redis store reaches Redis: one server, a Redis Cluster or a primary watched by
+//! Sentinel, in plain TCP or in TLS with the certificates the operator names. Every
+//! command and script of the store goes through one [`Connection`], whichever kind it is.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    RedisFuture, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
+    IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
 use super::InvalidRedisUrl;
+use super::sentinel::SentinelConnection;
 
 /// Certificates for a `rediss://` (or `valkeys://`) connection. Empty (the default): the
 /// system's trusted roots check Redis's certificate and the client shows none.
@@ -75,6 +77,16 @@ pub enum RedisTopology {
         /// Seed nodes besides the URL, as URLs.
         seeds: Vec<String>,
     },
+    /// A primary (with replicas) watched by Sentinel: the sentinels name the primary's
+    /// address, again after each failover. The URL gives only the primary's scheme,
+    /// credentials and database; its host and port are not used.
+    Sentinel {
+        /// The sentinels, as URLs (`redis://host:26379`, with the sentinels' own
+        /// credentials if they have any; `rediss://` for TLS).
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the primary as (`mymaster`).
+        master: String,
+    },
 }
 
 /// What the store connects with, checked; nothing is connected yet.
@@ -87,6 +99,7 @@ pub(super) enum Target {
         client: ClusterClient,
         config: ClusterConfig,
     },
+    Sentinel(SentinelConnection),
 }
 
 /// A connection of either kind, cheap to clone: clones share the connection.
@@ -94,6 +107,7 @@ pub(super) enum Target {
 pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
 }
 
 /// The checked target and how logs name it (addresses only: URLs may carry passwords).
@@ -107,6 +121,9 @@ pub(super) fn open(
         RedisTopology::Single => vec![url],
         RedisTopology::Cluster { seeds } => std::iter::once(url)
             .chain(seeds.iter().map(String::as_str))
+            .collect(),
+        RedisTopology::Sentinel { sentinels, .. } => std::iter::once(url)
+            .chain(sentinels.iter().map(String::as_str))
             .collect(),
     };
     let mut infos = Vec::with_capacity(urls.len());
@@ -169,12 +186,17 @@ pub(super) fn open(
                 .set_response_timeout(timeout);
             Target::Cluster { client, config }
         }
+        RedisTopology::Sentinel { master, .. } => sentinel_target(infos, master, tls, timeout)?,
     };
     let description = match topology {
         RedisTopology::Single => format!("redis at {}", addresses.join(", ")),
         RedisTopology::Cluster { .. } => {
             format!("redis cluster seeded by {}", addresses.join(", "))
         }
+        RedisTopology::Sentinel { master, .. } => format!(
+            "redis primary {master:?} found by the sentinels at {}",
+            addresses[1..].join(", ")
+        ),
     };
     let description = if encrypted {
         format!("{description} (tls)")
@@ -182,6 +204,59 @@ pub(super) fn open(
         description
     };
     Ok((target, description))
+}
+
+/// The primary `master` as the sentinels in `infos[1..]` name it; `infos[0]` holds the
+/// primary's scheme, credentials and database.
+fn sentinel_target(
+    mut infos: Vec<ConnectionInfo>,
+    master: &str,
+    tls: &RedisTls,
+    timeout: Duration,
+) -> Result<Target, InvalidRedisUrl> {
+    let bad = |e: redis::RedisError| InvalidRedisUrl(e.to_string());
+    let primary = infos.remove(0);
+    let Some(first) = infos.first() else {
+        return Err(InvalidRedisUrl("no sentinel is given".into()));
+    };
+    if infos.iter().any(|info| is_tls(info) != is_tls(first)) {
+        return Err(InvalidRedisUrl(
+            "the sentinels mix redis:// and rediss://; use one scheme for all".into(),
+        ));
+    }
+    let addresses = infos.iter().map(|info| info.addr().clone());
+    let mut builder =
+        SentinelClientBuilder::new(addresses, master, SentinelServerType::Master).map_err(bad)?;
+    let to_primary = primary.redis_settings();
+    if let Some(username) = to_primary.username() {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = to_primary.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder = builder.set_client_to_redis_db(to_primary.db());
+    if is_tls(&primary) {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        if !tls.is_empty() {
+            builder = builder.set_client_to_redis_certificates(tls.certificates());
+        }
+    }
+    // The sentinels' own credentials, from the first sentinel's URL.
+    let to_sentinel = first.redis_settings();
+    if let Some(username) = to_sentinel.username() {
+        builder = builder.set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = to_sentinel.password() {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if is_tls(first) && !tls.is_empty() {
+        builder = builder.set_client_to_sentinel_certificates(tls.certificates());
+    }
+    let client = builder.build().map_err(bad)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    Ok(Target::Sentinel(SentinelConnection::new(client, config)))
 }
 
 /// One URL, parsed and checked against the TLS settings.
@@ -234,6 +309,8 @@ impl Target {
             Target::Cluster { client, config } => Ok(Connection::Cluster(
                 client.get_pending_async_connection_with_config(config.clone()),
             )),
+            // Connects on first use, inside the command's runtime.
+            Target::Sentinel(connection) => Ok(Connection::Sentinel(connection.clone())),
         }
     }
 }
@@ -243,6 +320,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(connection) => connection.req_packed_command(cmd),
             Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            Connection::Sentinel(connection) => connection.req_packed_command(cmd),
         }
     }
 
@@ -259,6 +337,9 @@ impl ConnectionLike for Connection {
             Connection::Cluster(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
+            Connection::Sentinel(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
         }
     }
 
@@ -266,6 +347,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(connection) => connection.get_db(),
             Connection::Cluster(connection) => connection.get_db(),
+            Connection::Sentinel(connection) => connection.get_db(),
         }
     }
 }
