@@ -140,7 +140,7 @@ fn a_redis_store_needs_what_instances_share() {
             "store.redis_url",
         ),
         (
-            format!("[store]\nbackend = \"redis\"\nredis_url = \"rediss://x\"\n{SHARED}"),
+            format!("[store]\nbackend = \"redis\"\nredis_url = \"rediss://x#insecure\"\n{SHARED}"),
             "store.redis_url",
         ),
         (
