@@ -106,7 +106,7 @@ fn check_names_the_key_and_line_of_semantic_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.toml"),
-        "[server]\nlisten = \"127.0.0.1:8080\"\nupstream = \"https://app.internal\"\n",
+        "[server]\nlisten = \"127.0.0.1:8080\"\nupstream = \"ftp://app.internal\"\n",
     )
     .unwrap();
     let (ok, _, err) = otpgate(dir.path(), &["check", "--config", "bad.toml"]);

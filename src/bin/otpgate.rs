@@ -334,8 +334,17 @@ fn run(command: Command) -> Result<(), String> {
             say!("{}: ok", config.display());
             say!("  listen     {}", proxy.listen);
             say!(
-                "  upstream   http://{}{}",
+                "  upstream   {}://{}{}{}",
+                if proxy.upstream.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 proxy.upstream,
+                match &proxy.upstream.tls {
+                    Some(tls) => format!(" (certificate verified against {tls:?})"),
+                    None => String::new(),
+                },
                 match proxy.upstream.host.parse::<std::net::IpAddr>() {
                     Ok(_) => "",
                     Err(_) => " (looked up when the proxy runs, then every upstream_dns_interval)",

@@ -148,6 +148,7 @@ pub struct ServerSection {
     pub listen: Spanned<String>,
     #[serde(default = "default_upstream")]
     pub upstream: Spanned<String>,
+    pub upstream_ca_file: Option<Spanned<String>>,
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<ConfigDuration>,
     pub shutdown_timeout: Option<ConfigDuration>,
@@ -217,6 +218,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: default_listen(),
             upstream: default_upstream(),
+            upstream_ca_file: None,
             threads: None,
             grace_period: None,
             shutdown_timeout: None,

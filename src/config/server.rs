@@ -15,7 +15,7 @@ use super::schema::{ConfigDuration, ServerSection, TlsSection};
 use super::{ConfigError, Place, Source};
 
 #[cfg(feature = "proxy")]
-use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts};
+use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts, UpstreamTls};
 // The TLS listener's settings: its certificates, read and checked here.
 #[cfg(feature = "proxy")]
 use crate::pingora::{Certificate, CertificateError, Certificates, TlsListener};
@@ -28,6 +28,9 @@ pub(super) struct ServerModel {
     upstream_host: String,
     upstream_port: u16,
     upstream_dns_interval: Duration,
+    /// `Some`: an https upstream, with its CA file (relative to the config's folder) if
+    /// one is given and where it is written.
+    upstream_tls: Option<Option<(String, Place)>>,
     /// `None`: one per available core.
     threads: Option<usize>,
     grace_period: Duration,
@@ -75,12 +78,15 @@ pub(super) fn check(
         .get_ref()
         .parse()
         .map_err(|e| invalid_upstream(format!("invalid URL: {e}")))?;
-    if url.scheme() != "http" {
-        return Err(invalid_upstream(format!(
-            "scheme `{}` is not supported: the upstream is reached over plain http (put TLS in front of the gate)",
-            url.scheme()
-        )));
-    }
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        scheme => {
+            return Err(invalid_upstream(format!(
+                "scheme `{scheme}` is not supported: write http:// or https://"
+            )));
+        }
+    };
     let upstream_host = url
         .host_str()
         .ok_or_else(|| invalid_upstream("the URL has no host".into()))?
@@ -109,6 +115,21 @@ pub(super) fn check(
         )));
     }
     let upstream_port = url.port_or_known_default().unwrap_or(80);
+    let ca_file = server.upstream_ca_file.as_ref().map(|file| {
+        let place = source.place("server.upstream_ca_file", Some(file.span()));
+        (file.get_ref().clone(), place)
+    });
+    let upstream_tls = match (https, ca_file) {
+        (true, ca_file) => Some(ca_file),
+        (false, None) => None,
+        // A CA file for a plain upstream would verify nothing: surely a mistake.
+        (false, Some((_, place))) => {
+            return Err(source.at(
+                &place,
+                "the upstream is plain http: a CA file is only for an https upstream",
+            ));
+        }
+    };
     // A name may move (a container restarted, a service failed over): looked up this often.
     let upstream_dns_interval = bounded_duration(
         "server.upstream_dns_interval",
@@ -183,6 +204,7 @@ pub(super) fn check(
         upstream_host,
         upstream_port,
         upstream_dns_interval,
+        upstream_tls,
         threads,
         grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
         shutdown_timeout: server
@@ -342,13 +364,29 @@ impl ServerModel {
     /// The proxy's settings. Infallible, and without I/O: the upstream's host name is
     /// resolved by the proxy once it runs, so a start before DNS is ready still serves.
     pub(super) fn build(self, source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
+        let mut upstream = Upstream::named(
+            self.upstream_host,
+            self.upstream_port,
+            self.upstream_dns_interval,
+        );
+        match self.upstream_tls {
+            None => {}
+            Some(None) => upstream = upstream.with_tls(UpstreamTls::system_roots()),
+            Some(Some((file, place))) => {
+                // Read and checked here, so that a bad file stops the start (or a reload)
+                // naming its key, not the first request.
+                let full = source.dir.join(&file);
+                let pem = std::fs::read(&full).map_err(|e| {
+                    source.at(&place, format!("cannot read {}: {e}", full.display()))
+                })?;
+                let tls = UpstreamTls::from_ca_pem(&pem)
+                    .map_err(|e| source.at(&place, format!("{file}: {e}")))?;
+                upstream = upstream.with_tls(tls);
+            }
+        }
         Ok(ProxySettings {
             listen: self.listen,
-            upstream: Upstream::named(
-                self.upstream_host,
-                self.upstream_port,
-                self.upstream_dns_interval,
-            ),
+            upstream,
             threads: self
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

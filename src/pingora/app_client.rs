@@ -21,7 +21,17 @@ pub(super) struct AppClient {
 impl AppClient {
     /// A client for `upstream` under `timeouts`.
     pub(super) fn new(upstream: Upstream, timeouts: UpstreamTimeouts) -> AppClient {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = &upstream.tls {
+            // The same trust as the proxied requests: only the configured CAs when a CA
+            // file is given, else the system's roots; the name verified is the host.
+            if let Some(roots) = tls.client_roots() {
+                builder = builder.tls_certs_only(roots);
+            }
+            // The host's address is the proxy's lookup, not reqwest's own.
+            builder = builder.dns_resolver(CurrentAddr(upstream.clone()));
+        }
+        let client = builder
             // The app's redirect is the client's to follow, not the gate's.
             .redirect(reqwest::redirect::Policy::none())
             // A login carries a password: it goes to the app and nowhere else, whatever
@@ -71,7 +81,13 @@ impl AppClient {
             crate::metrics::upstream_error("connect");
             return Err(GateError::UpstreamUnavailable);
         };
-        let url = format!("http://{addr}{target}");
+        let url = if self.upstream.tls.is_some() {
+            // By name, so that the certificate is verified for it; the name resolves to
+            // `addr` (CurrentAddr).
+            format!("https://{}{target}", self.upstream)
+        } else {
+            format!("http://{addr}{target}")
+        };
         let mut response = client
             .request(method, url)
             .headers(headers)
@@ -100,6 +116,19 @@ impl AppClient {
             status,
             headers,
             body: body.freeze(),
+        })
+    }
+}
+
+/// Resolves the upstream's host to the address the proxy uses now.
+struct CurrentAddr(Upstream);
+
+impl reqwest::dns::Resolve for CurrentAddr {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = self.0.current();
+        Box::pin(async move {
+            let addr = addr.ok_or("the upstream has not resolved yet")?;
+            Ok(Box::new(std::iter::once(addr)) as reqwest::dns::Addrs)
         })
     }
 }

@@ -19,6 +19,7 @@ mod proxy;
 mod serve;
 mod settings;
 mod tls;
+mod upstream_tls;
 
 pub use filter::{FrontCell, OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
@@ -27,3 +28,4 @@ pub use proxy::{OtpProxy, ProxyCtx};
 pub use serve::{Reloader, serve, serve_reloadable, server_conf};
 pub use settings::{ProxySettings, Upstream, UpstreamTimeouts};
 pub use tls::{Certificate, CertificateError, Certificates, TlsListener, install_crypto_provider};
+pub use upstream_tls::{UpstreamTls, UpstreamTlsError};

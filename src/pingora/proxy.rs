@@ -127,8 +127,18 @@ impl ProxyHttp for OtpProxy {
             )
             .into_up());
         };
-        let mut peer = HttpPeer::new(addr, false, self.upstream.host.clone());
+        // The host as written is the server name: sent as SNI and verified in the app's
+        // certificate. Never empty (a URL has a host), which pingora would take as "verify
+        // nothing".
+        let tls = self.upstream.tls.as_ref();
+        let mut peer = HttpPeer::new(addr, tls.is_some(), self.upstream.host.clone());
         peer.options.connection_timeout = Some(self.timeouts.connect);
+        if let Some(tls) = tls {
+            // Only the configured CAs, when a CA file is given; else the system's roots.
+            peer.options.ca = tls.peer_ca();
+            peer.options.verify_cert = true;
+            peer.options.verify_hostname = true;
+        }
         // No read timeout here: a proxied request streams, and a websocket or a long poll
         // may rightly stay quiet for longer.
         Ok(Box::new(peer))
@@ -256,6 +266,7 @@ fn upstream_error_kind(kind: &ErrorType) -> &'static str {
         | ErrorType::ConnectError
         | ErrorType::ConnectProxyFailure
         | ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
         | ErrorType::Custom("UpstreamNotResolved") => "connect",
         _ => "other",
     }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use super::UpstreamTls;
+
 /// Where the edge proxy sends requests: the app's host and port as written, and the
 /// address that host has now.
 ///
@@ -27,6 +29,8 @@ pub struct Upstream {
     pub port: u16,
     /// The address requests go to now.
     pub addr: UpstreamAddr,
+    /// `Some`: the app is reached over https, its certificate verified for `host`.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Upstream {
@@ -39,6 +43,7 @@ impl Upstream {
             host: addr.ip().to_string(),
             port: addr.port(),
             addr: UpstreamAddr::fixed(addr),
+            tls: None,
         }
     }
 
@@ -50,7 +55,18 @@ impl Upstream {
             Ok(ip) => UpstreamAddr::fixed(SocketAddr::new(ip, port)),
             Err(_) => UpstreamAddr::looked_up(dns_interval),
         };
-        Upstream { host, port, addr }
+        Upstream {
+            host,
+            port,
+            addr,
+            tls: None,
+        }
+    }
+
+    /// The same app, reached over https and verified with `tls`.
+    pub fn with_tls(mut self, tls: UpstreamTls) -> Upstream {
+        self.tls = Some(tls);
+        self
     }
 
     /// The address requests go to now; `None` while a host name has never resolved.

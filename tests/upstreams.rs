@@ -1,0 +1,311 @@
+//! An https upstream: the app's certificate is verified against the configured CA and the
+//! upstream's host; a certificate from another CA gets the client a 502
+//! `upstream_unavailable`. The app is `python3`'s http.server wrapped in its ssl module,
+//! with certificates from a test CA made with rcgen.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, serve_proxy};
+use otpgate::Gate;
+use otpgate::http::Front;
+use otpgate::pingora::{OtpProxy, Upstream, UpstreamTls};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A CA that issues the apps' certificates.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Writes a certificate for the DNS name `name` and the IP address `ip` into `dir` as
+    /// `app.pem` and `app.key`.
+    fn issue(&self, dir: &Path, name: &str, ip: IpAddr) {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join("app.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("app.key"), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An https app: answers every GET with its path and Host header as JSON, every POST
+/// with a 401 that names its path. Killed when
+/// dropped.
+struct TlsApp {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+const TLS_APP: &str = r#"
+import http.server, json, socket, ssl, sys
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "host": self.headers.get("Host")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.dumps({"error": "wrong_password", "path": self.path}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+server = Server((sys.argv[1], int(sys.argv[2])), App)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[3], sys.argv[4])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+impl TlsApp {
+    /// Serves on `ip` with a certificate from `ca` for `localhost` and `ip`.
+    async fn start(ca: &TestCa, ip: IpAddr) -> TlsApp {
+        let dir = tempfile::tempdir().unwrap();
+        ca.issue(dir.path(), "localhost", ip);
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-c", TLS_APP, &ip.to_string(), &port.to_string()])
+            .arg(dir.path().join("app.pem"))
+            .arg(dir.path().join("app.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs (install the python3 package)");
+        let addr = SocketAddr::new(ip, port);
+        let app = TlsApp {
+            child,
+            addr,
+            _dir: dir,
+        };
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return app;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the https app never listened on {addr}");
+    }
+}
+
+impl Drop for TlsApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn front() -> Front {
+    Front::with_defaults(Gate::builder().build().unwrap())
+}
+
+fn trusting(ca: &TestCa) -> UpstreamTls {
+    UpstreamTls::from_ca_pem(ca.pem.as_bytes()).unwrap()
+}
+
+async fn get(base: &str, path: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// Where `localhost` resolves first, as the proxy's lookup picks it.
+async fn localhost_ip() -> IpAddr {
+    tokio::net::lookup_host(("localhost", 0))
+        .await
+        .unwrap()
+        .next()
+        .expect("localhost resolves")
+        .ip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_reached_with_its_ca_file_and_verified_for_its_name() {
+    otpgate::pingora::install_crypto_provider();
+    let ca = TestCa::new("app CA");
+    let ip = localhost_ip().await;
+    let app = TlsApp::start(&ca, ip).await;
+    let upstream = Upstream::named("localhost", app.addr.port(), Duration::from_secs(30))
+        .with_tls(trusting(&ca));
+    let base = serve_proxy(OtpProxy::new(front(), upstream.clone())).await;
+    // The name is looked up once the proxy runs (its first request starts the lookups).
+    let _ = get(&base, "/").await;
+    for _ in 0..500 {
+        if upstream.current().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        upstream.current(),
+        Some(app.addr),
+        "localhost never resolved"
+    );
+    let (status, body) = get(&base, "/hello?x=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["path"], "/hello?x=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_written_as_an_ip_is_verified_for_that_ip() {
+    otpgate::pingora::install_crypto_provider();
+    let ca = TestCa::new("app CA");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let app = TlsApp::start(&ca, ip).await;
+    let upstream = Upstream::at(app.addr).with_tls(trusting(&ca));
+    let base = serve_proxy(OtpProxy::new(front(), upstream)).await;
+    let (status, body) = get(&base, "/by-ip").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["path"], "/by-ip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_certificate_from_another_ca_gets_a_502() {
+    otpgate::pingora::install_crypto_provider();
+    let (app_ca, other_ca) = (TestCa::new("app CA"), TestCa::new("another CA"));
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let app = TlsApp::start(&app_ca, ip).await;
+    let unavailable = json!({"error": "upstream_unavailable", "message": "the app behind the gate is unavailable"});
+
+    let wrong_ca = Upstream::at(app.addr).with_tls(trusting(&other_ca));
+    let base = serve_proxy(OtpProxy::new(front(), wrong_ca)).await;
+    assert_eq!(
+        get(&base, "/x").await,
+        (StatusCode::BAD_GATEWAY, unavailable.clone())
+    );
+
+    // The right CA but a name the certificate does not carry.
+    let wrong_name = Upstream {
+        host: "127.0.0.2".into(),
+        ..Upstream::at(app.addr).with_tls(trusting(&app_ca))
+    };
+    let base = serve_proxy(OtpProxy::new(front(), wrong_name)).await;
+    assert_eq!(
+        get(&base, "/x").await,
+        (StatusCode::BAD_GATEWAY, unavailable)
+    );
+
+    // The system's roots do not know the test CA either.
+    let system = Upstream::at(app.addr).with_tls(UpstreamTls::system_roots());
+    let base = serve_proxy(OtpProxy::new(front(), system)).await;
+    assert_eq!(get(&base, "/x").await.0, StatusCode::BAD_GATEWAY);
+}
+
+/// The gate's own request to the app (the mediated baanx login) is verified alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mediated_login_reaches_an_https_upstream_only_with_a_trusted_certificate() {
+    otpgate::pingora::install_crypto_provider();
+    let (app_ca, other_ca) = (TestCa::new("app CA"), TestCa::new("another CA"));
+    let app = TlsApp::start(&app_ca, "127.0.0.1".parse().unwrap()).await;
+    let login = |tls: UpstreamTls| async move {
+        let front = otpgate::config::Config::from_file("config/baanx.toml".as_ref())
+            .unwrap()
+            .build()
+            .unwrap();
+        let upstream = Upstream::at(app.addr).with_tls(tls);
+        let base = serve_proxy(OtpProxy::new(front, upstream)).await;
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v1/auth/login"))
+            .header("x-client-key", "demo-client-key")
+            .json(&json!({"email": "ann@example.com", "password": "wrong"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, body) = login(trusting(&app_ca)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        body["error"], "wrong_password",
+        "the app's own answer: {body}"
+    );
+    let (status, body) = login(trusting(&other_ca)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "upstream_unavailable");
+}
+
+/// `otpgate check` shows an https upstream and its CA file; a CA file that is not a
+/// certificate, or one for a plain upstream, stops the start naming the key.
+#[test]
+fn check_shows_an_https_upstream_and_refuses_a_bad_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), TestCa::new("app CA").pem).unwrap();
+    let write = |config: &str| std::fs::write(dir.path().join("gate.toml"), config).unwrap();
+    let check = || common::otpgate(dir.path(), &["check", "--config", "gate.toml"]);
+
+    write("[server]\nupstream = \"https://app.internal:8443\"\nupstream_ca_file = \"ca.pem\"\n");
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("upstream   https://app.internal:8443 (certificate verified against 1 CA certificate(s))"),
+        "{stdout}"
+    );
+
+    write("[server]\nupstream = \"https://app.internal\"\n");
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "upstream   https://app.internal:443 (certificate verified against system roots)"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
+    write("[server]\nupstream = \"https://app.internal\"\nupstream_ca_file = \"bad.pem\"\n");
+    let (ok, _, stderr) = check();
+    assert!(!ok);
+    assert!(
+        stderr.contains("server.upstream_ca_file") && stderr.contains("bad.pem"),
+        "{stderr}"
+    );
+
+    write("[server]\nupstream = \"https://app.internal\"\nupstream_ca_file = \"missing.pem\"\n");
+    let (ok, _, stderr) = check();
+    assert!(!ok);
+    assert!(
+        stderr.contains("server.upstream_ca_file") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+
+    write("[server]\nupstream = \"http://app.internal\"\nupstream_ca_file = \"ca.pem\"\n");
+    let (ok, _, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("server.upstream_ca_file"), "{stderr}");
+
+    write("[server]\nupstream = \"ftp://app.internal\"\n");
+    let (ok, _, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("server.upstream"), "{stderr}");
+}
