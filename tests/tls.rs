@@ -453,6 +453,23 @@ async fn the_plain_listener_only_redirects_to_https() {
     assert_eq!(health.status, 308);
     let followed = curl(&["--http2"], gate.https("a.test", "/healthz")).await;
     assert_eq!(followed.status, 200);
+
+    // Without a Host there is nowhere to send the client: a 400 in the gate's JSON.
+    let raw = common::raw::exchange(
+        std::net::Ipv4Addr::LOCALHOST,
+        gate.plain,
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("an answer");
+    let reply = common::raw::parse_reply(&raw, true, false).expect("a whole answer");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("\"error\":\"invalid_request\""),
+        "{}",
+        reply.text()
+    );
 }
 
 /// `otpgate check` names the certificates' names; a file that is not a certificate stops

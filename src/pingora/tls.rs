@@ -211,17 +211,25 @@ impl ServeHttp for RedirectToHttps {
             443 => format!("https://{}{path}", authority.host()),
             port => format!("https://{}:{port}{path}", authority.host()),
         });
-        let answer = match location.and_then(|l| http::HeaderValue::try_from(l).ok()) {
+        match location.and_then(|l| http::HeaderValue::try_from(l).ok()) {
             // 308 keeps the method and body, where 301 lets clients turn a POST into a GET.
             Some(location) => http::Response::builder()
                 .status(http::StatusCode::PERMANENT_REDIRECT)
                 .header(http::header::LOCATION, location)
-                .header(http::header::CONTENT_LENGTH, 0),
-            None => http::Response::builder()
-                .status(http::StatusCode::BAD_REQUEST)
-                .header(http::header::CONTENT_LENGTH, 0),
-        };
-        answer.body(Vec::new()).unwrap_or_default()
+                .header(http::header::CONTENT_LENGTH, 0)
+                .body(Vec::new())
+                .unwrap_or_default(),
+            // No host to send the client to: said in the gate's JSON, like every refusal.
+            None => {
+                let body = br#"{"error":"invalid_request","message":"a Host header is needed to redirect to https"}"#;
+                http::Response::builder()
+                    .status(http::StatusCode::BAD_REQUEST)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_LENGTH, body.len())
+                    .body(body.to_vec())
+                    .unwrap_or_default()
+            }
+        }
     }
 }
 
