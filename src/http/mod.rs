@@ -109,6 +109,9 @@ pub struct RequestView<'a> {
     pub client_ip: Option<IpAddr>,
     /// The address the request came from (the peer of the connection).
     pub peer: Option<IpAddr>,
+    /// The authority the target named (HTTP/2's `:authority`, which stands in for the
+    /// `Host` header there), if any.
+    pub authority: Option<&'a str>,
 }
 
 /// An answer written by the gate itself.

@@ -365,6 +365,7 @@ fn view<'a>(
         query: uri.query(),
         client_ip: front.client_ip(peer, headers),
         peer,
+        authority: uri.authority().map(|a| a.as_str()),
     }
 }
 

@@ -283,6 +283,7 @@ fn view<'a>(front: &Front, parts: &'a http::request::Parts) -> RequestView<'a> {
         query: parts.uri.query(),
         client_ip: front.client_ip(peer_ip(&parts.extensions), &parts.headers),
         peer: peer_ip(&parts.extensions),
+        authority: parts.uri.authority().map(|a| a.as_str()),
     }
 }
 
@@ -314,6 +315,7 @@ impl ViewParts {
             query: self.uri.query(),
             client_ip: self.client_ip,
             peer: self.peer,
+            authority: self.uri.authority().map(|a| a.as_str()),
         }
     }
 }

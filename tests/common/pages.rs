@@ -150,6 +150,7 @@ impl Browser {
             query: canonical.query(),
             client_ip,
             peer,
+            authority: None,
         };
         let response = self
             .front

@@ -458,11 +458,13 @@ impl<'a> Step<'a> {
 
     /// `raw` if it is a safe return URL, else the default one.
     fn return_url(&self, raw: Option<&str>) -> String {
+        // HTTP/2 names the host in the target's authority instead of a Host header.
         let host = self
             .request
             .headers
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
+            .and_then(|h| h.to_str().ok())
+            .or(self.request.authority);
         raw.and_then(|raw| safe_return(raw, host, &self.settings.allowed_return_hosts))
             .unwrap_or_else(|| self.settings.default_return.clone())
     }
