@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{free_port, serve_proxy};
 use otpgate::Gate;
 use otpgate::http::Front;
-use otpgate::pingora::{OtpProxy, Upstream, UpstreamTls};
+use otpgate::pingora::{Balance, OtpProxy, Upstream, UpstreamPool, UpstreamTls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -60,10 +60,12 @@ struct TlsApp {
 }
 
 const TLS_APP: &str = r#"
-import http.server, json, socket, ssl, sys
+import http.server, json, socket, ssl, sys, time
 class App(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"path": self.path, "host": self.headers.get("Host")}).encode()
+        if self.path == "/slow":
+            time.sleep(3)
+        body = json.dumps({"path": self.path, "host": self.headers.get("Host"), "name": sys.argv[3]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -82,22 +84,36 @@ class App(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 server = Server((sys.argv[1], int(sys.argv[2])), App)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[3], sys.argv[4])
-server.socket = context.wrap_socket(server.socket, server_side=True)
+if len(sys.argv) > 4:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
 impl TlsApp {
     /// Serves on `ip` with a certificate from `ca` for `localhost` and `ip`.
     async fn start(ca: &TestCa, ip: IpAddr) -> TlsApp {
+        TlsApp::spawn(Some(ca), ip, "tls").await
+    }
+
+    /// Serves plain http on 127.0.0.1, naming itself `name` in its answers.
+    async fn plain(name: &str) -> TlsApp {
+        TlsApp::spawn(None, "127.0.0.1".parse().unwrap(), name).await
+    }
+
+    async fn spawn(ca: Option<&TestCa>, ip: IpAddr, name: &str) -> TlsApp {
         let dir = tempfile::tempdir().unwrap();
-        ca.issue(dir.path(), "localhost", ip);
         let port = free_port();
-        let child = Command::new("python3")
-            .args(["-c", TLS_APP, &ip.to_string(), &port.to_string()])
-            .arg(dir.path().join("app.pem"))
-            .arg(dir.path().join("app.key"))
+        let mut command = Command::new("python3");
+        command.args(["-c", TLS_APP, &ip.to_string(), &port.to_string(), name]);
+        if let Some(ca) = ca {
+            ca.issue(dir.path(), "localhost", ip);
+            command
+                .arg(dir.path().join("app.pem"))
+                .arg(dir.path().join("app.key"));
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -115,6 +131,14 @@ impl TlsApp {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the https app never listened on {addr}");
+    }
+}
+
+impl TlsApp {
+    /// Stops the app, its connections with it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -255,6 +279,113 @@ async fn the_mediated_login_reaches_an_https_upstream_only_with_a_trusted_certif
     assert_eq!(body["error"], "upstream_unavailable");
 }
 
+/// A proxy in front of `apps` balanced by `balance`, checked every second; returns its
+/// base URL.
+async fn pool_proxy(apps: &[&TlsApp], balance: Balance) -> String {
+    let instances = apps.iter().map(|app| Upstream::at(app.addr)).collect();
+    let pool = UpstreamPool::new(instances, balance, Duration::from_secs(1));
+    let checks = pool.clone();
+    tokio::spawn(async move { checks.check_forever(Duration::from_secs(1)).await });
+    serve_proxy(OtpProxy::new(front(), pool.primary().clone()).with_pool(pool)).await
+}
+
+/// The name of the instance that answered `path`, and the status.
+async fn answered_by(client: &reqwest::Client, base: &str, path: &str) -> (StatusCode, String) {
+    let response = client.get(format!("{base}{path}")).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    (status, body["name"].as_str().unwrap_or("-").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_sends_every_instance_its_share() {
+    let (a, b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);
+    let base = pool_proxy(&[&a, &b], Balance::RoundRobin).await;
+    let client = reqwest::Client::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let (status, name) = answered_by(&client, &base, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(counts, [("a".to_owned(), 10), ("b".to_owned(), 10)].into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_gets_no_more_requests_and_clients_see_no_error() {
+    let (mut a, b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);
+    let base = pool_proxy(&[&a, &b], Balance::RoundRobin).await;
+    let client = reqwest::Client::new();
+    assert_eq!(answered_by(&client, &base, "/").await.0, StatusCode::OK);
+    a.kill();
+    // One check interval and a margin: by then the check has seen it go.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let mut answered = 0;
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            answered_by(&client, &base, "/").await,
+            (StatusCode::OK, "b".to_owned())
+        );
+        answered += 1;
+    }
+    assert!(answered >= 10, "{answered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_prefers_the_idle_instance() {
+    let (a, b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);
+    let base = pool_proxy(&[&a, &b], Balance::LeastConnections).await;
+    let client = reqwest::Client::new();
+    let slow = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move { answered_by(&client, &base, "/slow").await })
+    };
+    // Time for the slow request to reach its instance (it is held there for 3 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut fast = Vec::new();
+    for _ in 0..6 {
+        fast.push(answered_by(&client, &base, "/").await);
+    }
+    let (status, busy) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let idle = if busy == "a" { "b" } else { "a" };
+    assert!(
+        fast.iter()
+            .all(|answer| *answer == (StatusCode::OK, idle.to_owned())),
+        "busy {busy}: {fast:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_instance_down_readyz_names_the_upstream() {
+    let (mut a, mut b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);
+    let base = pool_proxy(&[&a, &b], Balance::RoundRobin).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    a.kill();
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_ready", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("upstream"),
+        "{body}"
+    );
+    let response = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
 /// `otpgate check` shows an https upstream and its CA file; a CA file that is not a
 /// certificate, or one for a plain upstream, stops the start naming the key.
 #[test]
@@ -303,6 +434,42 @@ fn check_shows_an_https_upstream_and_refuses_a_bad_ca_file() {
     let (ok, _, stderr) = check();
     assert!(!ok);
     assert!(stderr.contains("server.upstream_ca_file"), "{stderr}");
+
+    write(
+        "[server]\nupstreams = [\"http://127.0.0.1:3001\", \"http://app.internal:3002\"]\n\
+         upstream_balance = \"least_connections\"\nupstream_health_interval = \"2s\"\n",
+    );
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "upstreams  127.0.0.1:3001 app.internal:3002 (LeastConnections, checked every 2s)"
+        ),
+        "{stdout}"
+    );
+    for (config, key) in [
+        (
+            "upstream = \"http://127.0.0.1:3000\"\nupstreams = [\"http://127.0.0.1:3001\"]",
+            "server.upstream",
+        ),
+        (
+            "upstreams = [\"http://127.0.0.1:3001\", \"https://127.0.0.1:3002\"]",
+            "server.upstreams[1]",
+        ),
+        (
+            "upstreams = [\"http://127.0.0.1:3001\"]\nupstream_balance = \"random\"",
+            "server.upstream_balance",
+        ),
+        (
+            "upstream_health_interval = \"1s\"",
+            "server.upstream_health_interval",
+        ),
+    ] {
+        write(&format!("[server]\n{config}\n"));
+        let (ok, _, stderr) = check();
+        assert!(!ok, "{config}");
+        assert!(stderr.contains(&format!("`{key}`")), "{config}: {stderr}");
+    }
 
     write("[server]\nupstream = \"ftp://app.internal\"\n");
     let (ok, _, stderr) = check();

@@ -350,6 +350,15 @@ fn run(command: Command) -> Result<(), String> {
                     Err(_) => " (looked up when the proxy runs, then every upstream_dns_interval)",
                 }
             );
+            if let Some(pool) = &proxy.pool {
+                let instances: Vec<String> = pool.instances().map(ToString::to_string).collect();
+                say!(
+                    "  upstreams  {} ({:?}, checked every {})",
+                    instances.join(" "),
+                    pool.balance(),
+                    humantime::format_duration(pool.health_interval())
+                );
+            }
             if let Some(tls) = &proxy.tls {
                 let names: Vec<String> = tls
                     .certificates

@@ -149,6 +149,10 @@ pub struct ServerSection {
     #[serde(default = "default_upstream")]
     pub upstream: Spanned<String>,
     pub upstream_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<String>>,
+    pub upstream_balance: Option<Spanned<String>>,
+    pub upstream_health_interval: Option<Spanned<ConfigDuration>>,
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<ConfigDuration>,
     pub shutdown_timeout: Option<ConfigDuration>,
@@ -219,6 +223,9 @@ impl Default for ServerSection {
             listen: default_listen(),
             upstream: default_upstream(),
             upstream_ca_file: None,
+            upstreams: Vec::new(),
+            upstream_balance: None,
+            upstream_health_interval: None,
             threads: None,
             grace_period: None,
             shutdown_timeout: None,

@@ -15,7 +15,7 @@ use super::schema::{ConfigDuration, ServerSection, TlsSection};
 use super::{ConfigError, Place, Source};
 
 #[cfg(feature = "proxy")]
-use crate::pingora::{ProxySettings, Upstream, UpstreamTimeouts, UpstreamTls};
+use crate::pingora::{ProxySettings, Upstream, UpstreamPool, UpstreamTimeouts, UpstreamTls};
 // The TLS listener's settings: its certificates, read and checked here.
 #[cfg(feature = "proxy")]
 use crate::pingora::{Certificate, CertificateError, Certificates, TlsListener};
@@ -31,6 +31,8 @@ pub(super) struct ServerModel {
     /// `Some`: an https upstream, with its CA file (relative to the config's folder) if
     /// one is given and where it is written.
     upstream_tls: Option<Option<(String, Place)>>,
+    /// `Some`: several instances (`upstreams`); the host and port above are the first's.
+    pool: Option<PoolModel>,
     /// `None`: one per available core.
     threads: Option<usize>,
     grace_period: Duration,
@@ -56,26 +58,15 @@ struct TlsModel {
     redirect_http: bool,
 }
 
-/// Checks the proxy's part of `[server]`.
-pub(super) fn check(
-    server: &ServerSection,
+/// The scheme (`true`: https), host (without IPv6 brackets) and port of the upstream URL
+/// `text`, written at `place`.
+fn parse_upstream(
+    text: &str,
+    place: &Place,
     source: &Source<'_>,
-) -> Result<ServerModel, ConfigError> {
-    let listen: SocketAddr = server.listen.get_ref().parse().map_err(|_| {
-        source.invalid(
-            "server.listen",
-            Some(server.listen.span()),
-            format!(
-                "`{}` is not an address like 127.0.0.1:8080",
-                server.listen.get_ref()
-            ),
-        )
-    })?;
-    let upstream_place = source.place("server.upstream", Some(server.upstream.span()));
-    let invalid_upstream = |message: String| source.at(&upstream_place, message);
-    let url: reqwest::Url = server
-        .upstream
-        .get_ref()
+) -> Result<(bool, String, u16), ConfigError> {
+    let invalid_upstream = |message: String| source.at(place, message);
+    let url: reqwest::Url = text
         .parse()
         .map_err(|e| invalid_upstream(format!("invalid URL: {e}")))?;
     let https = match url.scheme() {
@@ -114,7 +105,130 @@ pub(super) fn check(
             authority(&url)
         )));
     }
-    let upstream_port = url.port_or_known_default().unwrap_or(80);
+    let port = url.port_or_known_default().unwrap_or(80);
+    Ok((https, upstream_host, port))
+}
+
+/// `upstreams`' instances, balance and check interval; `None` for a single `upstream`,
+/// which takes neither key.
+fn pool_model(
+    server: &ServerSection,
+    instances: Vec<(bool, String, u16)>,
+    source: &Source<'_>,
+) -> Result<Option<PoolModel>, ConfigError> {
+    if server.upstreams.is_empty() {
+        let stray = [
+            (
+                "server.upstream_balance",
+                server.upstream_balance.as_ref().map(|b| b.span()),
+            ),
+            (
+                "server.upstream_health_interval",
+                server.upstream_health_interval.as_ref().map(|d| d.span()),
+            ),
+        ];
+        if let Some((key, span)) = stray.into_iter().find(|(_, span)| span.is_some()) {
+            return Err(source.invalid(key, span, "only for several instances (`upstreams`)"));
+        }
+        return Ok(None);
+    }
+    let balance = match server.upstream_balance.as_ref() {
+        None => Balance::RoundRobin,
+        Some(text) => match text.get_ref().as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "least_connections" => Balance::LeastConnections,
+            other => {
+                return Err(source.invalid(
+                    "server.upstream_balance",
+                    Some(text.span()),
+                    format!("`{other}`: write \"round_robin\" or \"least_connections\""),
+                ));
+            }
+        },
+    };
+    let health_interval = bounded_duration(
+        "server.upstream_health_interval",
+        &server.upstream_health_interval,
+        5,
+        3600,
+        source,
+    )?;
+    Ok(Some(PoolModel {
+        instances: instances
+            .into_iter()
+            .map(|(_, host, port)| (host, port))
+            .collect(),
+        balance,
+        health_interval,
+    }))
+}
+
+/// `upstreams`, checked.
+#[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+struct PoolModel {
+    instances: Vec<(String, u16)>,
+    balance: Balance,
+    health_interval: Duration,
+}
+
+/// How a pool balances, in every build (the proxy's own type needs the feature).
+#[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+#[derive(Clone, Copy)]
+enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+/// Checks the proxy's part of `[server]`.
+pub(super) fn check(
+    server: &ServerSection,
+    source: &Source<'_>,
+) -> Result<ServerModel, ConfigError> {
+    let listen: SocketAddr = server.listen.get_ref().parse().map_err(|_| {
+        source.invalid(
+            "server.listen",
+            Some(server.listen.span()),
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080",
+                server.listen.get_ref()
+            ),
+        )
+    })?;
+    let upstream_place = source.place("server.upstream", Some(server.upstream.span()));
+    let written: Vec<(&str, Place)> = if server.upstreams.is_empty() {
+        vec![(server.upstream.get_ref().as_str(), upstream_place)]
+    } else {
+        // A default `upstream` has no place in the file: one written beside `upstreams`
+        // leaves it unclear which the gate would use.
+        if server.upstream.span() != (0..0) {
+            return Err(source.at(
+                &upstream_place,
+                "write either `upstream` (one app) or `upstreams` (several instances), not both",
+            ));
+        }
+        server
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let key = format!("server.upstreams[{i}]");
+                (url.get_ref().as_str(), source.place(&key, Some(url.span())))
+            })
+            .collect()
+    };
+    let mut instances = Vec::with_capacity(written.len());
+    for (text, place) in &written {
+        let (https, host, port) = parse_upstream(text, place, source)?;
+        if instances
+            .first()
+            .is_some_and(|(first, _, _): &(bool, String, u16)| *first != https)
+        {
+            return Err(source.at(place, "every instance must have the same scheme"));
+        }
+        instances.push((https, host, port));
+    }
+    let (https, upstream_host, upstream_port) = instances[0].clone();
+    let pool = pool_model(server, instances, source)?;
     let ca_file = server.upstream_ca_file.as_ref().map(|file| {
         let place = source.place("server.upstream_ca_file", Some(file.span()));
         (file.get_ref().clone(), place)
@@ -205,6 +319,7 @@ pub(super) fn check(
         upstream_port,
         upstream_dns_interval,
         upstream_tls,
+        pool,
         threads,
         grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
         shutdown_timeout: server
@@ -364,14 +479,9 @@ impl ServerModel {
     /// The proxy's settings. Infallible, and without I/O: the upstream's host name is
     /// resolved by the proxy once it runs, so a start before DNS is ready still serves.
     pub(super) fn build(self, source: &Source<'_>) -> Result<ProxySettings, ConfigError> {
-        let mut upstream = Upstream::named(
-            self.upstream_host,
-            self.upstream_port,
-            self.upstream_dns_interval,
-        );
-        match self.upstream_tls {
-            None => {}
-            Some(None) => upstream = upstream.with_tls(UpstreamTls::system_roots()),
+        let tls = match self.upstream_tls {
+            None => None,
+            Some(None) => Some(UpstreamTls::system_roots()),
             Some(Some((file, place))) => {
                 // Read and checked here, so that a bad file stops the start (or a reload)
                 // naming its key, not the first request.
@@ -381,9 +491,33 @@ impl ServerModel {
                 })?;
                 let tls = UpstreamTls::from_ca_pem(&pem)
                     .map_err(|e| source.at(&place, format!("{file}: {e}")))?;
-                upstream = upstream.with_tls(tls);
+                Some(tls)
             }
-        }
+        };
+        let interval = self.upstream_dns_interval;
+        let make = |host: String, port: u16| {
+            let upstream = Upstream::named(host, port, interval);
+            match &tls {
+                Some(tls) => upstream.with_tls(tls.clone()),
+                None => upstream,
+            }
+        };
+        let pool = self.pool.map(|pool| {
+            let balance = match pool.balance {
+                Balance::RoundRobin => crate::pingora::Balance::RoundRobin,
+                Balance::LeastConnections => crate::pingora::Balance::LeastConnections,
+            };
+            let instances = pool
+                .instances
+                .into_iter()
+                .map(|(host, port)| make(host, port))
+                .collect();
+            UpstreamPool::new(instances, balance, pool.health_interval)
+        });
+        let upstream = match &pool {
+            Some(pool) => pool.primary().clone(),
+            None => make(self.upstream_host, self.upstream_port),
+        };
         Ok(ProxySettings {
             listen: self.listen,
             upstream,
@@ -404,6 +538,7 @@ impl ServerModel {
             metrics_listen: None,
             h2c: self.h2c,
             tls: self.tls.map(|tls| tls.build(source)).transpose()?,
+            pool,
         })
     }
 }

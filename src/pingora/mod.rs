@@ -12,6 +12,7 @@
 //! read, goes through one client per filter under the [`UpstreamTimeouts`].
 
 mod app_client;
+mod balance;
 mod filter;
 mod guard;
 mod limits;
@@ -21,6 +22,7 @@ mod settings;
 mod tls;
 mod upstream_tls;
 
+pub use balance::{Balance, InFlight, UpstreamPool};
 pub use filter::{FrontCell, OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
 pub use limits::ConnectionLimits;

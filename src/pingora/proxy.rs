@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 
 use super::filter::write_response;
-use super::{FrontCell, OtpCtx, OtpFilter, Upstream, UpstreamTimeouts};
+use super::{FrontCell, InFlight, OtpCtx, OtpFilter, Upstream, UpstreamPool, UpstreamTimeouts};
 use crate::gate::GateError;
 use crate::http::{Dialect, Front};
 
@@ -20,6 +20,8 @@ pub struct OtpProxy {
     filter: OtpFilter,
     upstream: Upstream,
     timeouts: UpstreamTimeouts,
+    // Several instances: each request goes to one of them, not to `upstream`.
+    pool: Option<UpstreamPool>,
 }
 
 impl OtpProxy {
@@ -43,7 +45,17 @@ impl OtpProxy {
                 .with_upstream(upstream.clone()),
             upstream,
             timeouts,
+            pool: None,
         }
+    }
+
+    /// Sends each request to a healthy instance of `pool` instead; the gate's own
+    /// requests and the readiness probe go to the pool's primary.
+    pub fn with_pool(mut self, pool: UpstreamPool) -> OtpProxy {
+        self.filter = self.filter.with_upstream(pool.primary().clone());
+        self.upstream = pool.primary().clone();
+        self.pool = Some(pool);
+        self
     }
 }
 
@@ -64,6 +76,8 @@ pub struct ProxyCtx {
     request_id: String,
     // When the request head was read: the log line's latency counts from here.
     started: Instant,
+    // The pool instance this request went to; counted in flight until the request ends.
+    instance: Option<InFlight>,
 }
 
 impl ProxyCtx {
@@ -74,6 +88,7 @@ impl ProxyCtx {
             // 64 random bits as 16 hex digits: unique enough to find one request in logs.
             request_id: format!("{:016x}", rand::random::<u64>()),
             started: Instant::now(),
+            instance: None,
         }
     }
 
@@ -116,22 +131,39 @@ impl ProxyHttp for OtpProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut ProxyCtx,
+        ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<Box<HttpPeer>> {
-        self.upstream.start_resolving();
-        let Some(addr) = self.upstream.current() else {
+        let upstream = match &self.pool {
+            None => &self.upstream,
+            Some(pool) => {
+                // A retry drops the instance it failed on, and its count, here.
+                ctx.instance = pool.pick();
+                match &ctx.instance {
+                    Some(instance) => instance.upstream(),
+                    None => {
+                        return Err(Error::explain(
+                            ErrorType::Custom("NoHealthyUpstream"),
+                            "no upstream instance is healthy",
+                        )
+                        .into_up());
+                    }
+                }
+            }
+        };
+        upstream.start_resolving();
+        let Some(addr) = upstream.current() else {
             // A host name that never resolved yet: the app cannot be reached, as when down.
             return Err(Error::explain(
                 ErrorType::Custom("UpstreamNotResolved"),
-                format!("`{}` has not resolved yet", self.upstream.host),
+                format!("`{}` has not resolved yet", upstream.host),
             )
             .into_up());
         };
         // The host as written is the server name: sent as SNI and verified in the app's
         // certificate. Never empty (a URL has a host), which pingora would take as "verify
         // nothing".
-        let tls = self.upstream.tls.as_ref();
-        let mut peer = HttpPeer::new(addr, tls.is_some(), self.upstream.host.clone());
+        let tls = upstream.tls.as_ref();
+        let mut peer = HttpPeer::new(addr, tls.is_some(), upstream.host.clone());
         peer.options.connection_timeout = Some(self.timeouts.connect);
         if let Some(tls) = tls {
             // Only the configured CAs, when a CA file is given; else the system's roots.
@@ -142,6 +174,22 @@ impl ProxyHttp for OtpProxy {
         // No read timeout here: a proxied request streams, and a websocket or a long poll
         // may rightly stay quiet for longer.
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut ProxyCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // An instance that refuses is skipped until its next check passes, and the request
+        // (nothing of it was sent yet) goes to another.
+        if let Some(instance) = &ctx.instance {
+            instance.mark_down();
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn response_filter(
@@ -267,7 +315,8 @@ fn upstream_error_kind(kind: &ErrorType) -> &'static str {
         | ErrorType::ConnectProxyFailure
         | ErrorType::TLSHandshakeFailure
         | ErrorType::InvalidCert
-        | ErrorType::Custom("UpstreamNotResolved") => "connect",
+        | ErrorType::Custom("UpstreamNotResolved")
+        | ErrorType::Custom("NoHealthyUpstream") => "connect",
         _ => "other",
     }
 }

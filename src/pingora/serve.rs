@@ -6,7 +6,9 @@ use ::pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Sh
 use ::pingora::services::background::BackgroundService;
 use async_trait::async_trait;
 
-use super::{ConnectionLimits, FrontCell, GuardedApp, OtpProxy, ProxySettings, Upstream};
+use super::{
+    ConnectionLimits, FrontCell, GuardedApp, OtpProxy, ProxySettings, Upstream, UpstreamPool,
+};
 use crate::http::Front;
 
 /// What SIGHUP does to a proxy [`serve_reloadable`] serves: makes the front to serve from
@@ -85,6 +87,19 @@ impl BackgroundService for ResolveUpstream {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
             () = self.0.resolve_forever() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Checks the pool's instances while the server runs.
+struct CheckUpstreams(UpstreamPool, std::time::Duration);
+
+#[async_trait]
+impl BackgroundService for CheckUpstreams {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.0.check_forever(self.1) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -194,6 +209,13 @@ fn serve_inner(
         settings.upstream.clone(),
         settings.upstream_timeouts,
     );
+    if let Some(pool) = &settings.pool {
+        proxy = proxy.with_pool(pool.clone());
+        server.add_service(::pingora::services::background::background_service(
+            "upstream health",
+            CheckUpstreams(pool.clone(), settings.upstream_timeouts.connect),
+        ));
+    }
     if let Some(hsts) = settings.tls.as_ref().and_then(|tls| tls.hsts.clone()) {
         proxy = proxy.with_hsts(hsts);
     }

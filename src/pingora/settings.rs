@@ -157,6 +157,20 @@ impl UpstreamAddr {
     pub fn get(&self) -> Option<SocketAddr> {
         self.0.get()
     }
+
+    /// An address that only [`set`](UpstreamAddr::set) changes, never DNS.
+    pub(super) fn settable(addr: Option<SocketAddr>) -> UpstreamAddr {
+        UpstreamAddr(Arc::new(SharedAddr {
+            current: RwLock::new(addr),
+            dns_interval: None,
+            resolving: AtomicBool::new(false),
+        }))
+    }
+
+    /// Points every clone at `addr`.
+    pub(super) fn set(&self, addr: SocketAddr) {
+        self.0.set(addr);
+    }
 }
 
 impl SharedAddr {
@@ -340,6 +354,9 @@ pub struct ProxySettings {
     pub h2c: bool,
     /// The TLS listener (`[server.tls]`); none when `None`.
     pub tls: Option<super::TlsListener>,
+    /// Several instances of the app (`[server] upstreams`); `upstream` is then the pool's
+    /// [`primary`](super::UpstreamPool::primary).
+    pub pool: Option<super::UpstreamPool>,
 }
 
 #[cfg(test)]
