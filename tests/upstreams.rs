@@ -386,6 +386,58 @@ async fn with_every_instance_down_readyz_names_the_upstream() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
 }
 
+/// `otpgate run` with `upstreams`: both instances answer, and once one stops (and one
+/// check interval passed) every request goes to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otpgate_run_balances_over_upstreams_and_checks_them() {
+    let (mut a, b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 1\n\
+         upstreams = [\"http://{}\", \"http://{}\"]\nupstream_health_interval = \"1s\"\n",
+        a.addr, b.addr
+    );
+    std::fs::write(dir.path().join("gate.toml"), config).unwrap();
+    let child = common::gate_command(&dir.path().join("gate.toml"), "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _gate = KillOnDrop(child);
+    common::wait_for_port(port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, name) = answered_by(&client, &base, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        names.insert(name);
+    }
+    assert_eq!(names, ["a".to_owned(), "b".to_owned()].into());
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ready still: the checks moved the readiness probe from the first instance to `b`.
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(
+            answered_by(&client, &base, "/").await,
+            (StatusCode::OK, "b".to_owned())
+        );
+    }
+}
+
+/// A child process, killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `otpgate check` shows an https upstream and its CA file; a CA file that is not a
 /// certificate, or one for a plain upstream, stops the start naming the key.
 #[test]

@@ -227,3 +227,55 @@ impl fmt::Debug for UpstreamPool {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(balance: Balance) -> UpstreamPool {
+        let instances = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+            .iter()
+            .map(|addr| Upstream::at(addr.parse().unwrap()))
+            .collect();
+        UpstreamPool::new(instances, balance, Duration::from_secs(1))
+    }
+
+    fn host(instance: &InFlight) -> &str {
+        &instance.upstream().host
+    }
+
+    #[test]
+    fn round_robin_takes_each_healthy_instance_in_turn() {
+        let pool = pool(Balance::RoundRobin);
+        let hosts: Vec<String> = (0..4)
+            .map(|_| host(&pool.pick().unwrap()).to_owned())
+            .collect();
+        assert_eq!(hosts, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1"]);
+        pool.pick().unwrap().mark_down(); // 10.0.0.2
+        let hosts: Vec<String> = (0..4)
+            .map(|_| host(&pool.pick().unwrap()).to_owned())
+            .collect();
+        assert!(!hosts.iter().any(|h| h == "10.0.0.2"), "{hosts:?}");
+        // The two left.
+        for _ in 0..2 {
+            pool.pick().unwrap().mark_down();
+        }
+        assert!(pool.pick().is_none());
+    }
+
+    #[test]
+    fn least_connections_avoids_the_busy_and_counts_until_dropped() {
+        let pool = pool(Balance::LeastConnections);
+        let first = pool.pick().unwrap();
+        let second = pool.pick().unwrap();
+        let third = pool.pick().unwrap();
+        assert_eq!(
+            [host(&first), host(&second), host(&third)],
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
+        drop(second);
+        for _ in 0..3 {
+            assert_eq!(host(&pool.pick().unwrap()), "10.0.0.2");
+        }
+    }
+}
