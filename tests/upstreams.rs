@@ -65,6 +65,11 @@ class App(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/slow":
             time.sleep(3)
+        if self.path == "/health" and sys.argv[3].startswith("sick"):
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = json.dumps({"path": self.path, "host": self.headers.get("Host"), "name": sys.argv[3]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -83,6 +88,8 @@ class App(http.server.BaseHTTPRequestHandler):
         pass
 class Server(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    def handle_error(self, request, client_address):
+        pass  # the checks' bare connects and early closes
 server = Server((sys.argv[1], int(sys.argv[2])), App)
 if len(sys.argv) > 4:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -283,7 +290,15 @@ async fn the_mediated_login_reaches_an_https_upstream_only_with_a_trusted_certif
 /// base URL.
 async fn pool_proxy(apps: &[&TlsApp], balance: Balance) -> String {
     let instances = apps.iter().map(|app| Upstream::at(app.addr)).collect();
-    let pool = UpstreamPool::new(instances, balance, Duration::from_secs(1));
+    checked_pool_proxy(UpstreamPool::new(
+        instances,
+        balance,
+        Duration::from_secs(1),
+    ))
+    .await
+}
+
+async fn checked_pool_proxy(pool: UpstreamPool) -> String {
     let checks = pool.clone();
     tokio::spawn(async move { checks.check_forever(Duration::from_secs(1)).await });
     serve_proxy(OtpProxy::new(front(), pool.primary().clone()).with_pool(pool)).await
@@ -330,6 +345,24 @@ async fn a_stopped_instance_gets_no_more_requests_and_clients_see_no_error() {
         answered += 1;
     }
     assert!(answered >= 10, "{answered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_fails_its_health_path_is_skipped() {
+    let (a, sick) = (TlsApp::plain("a").await, TlsApp::plain("sick").await);
+    let instances = vec![Upstream::at(a.addr), Upstream::at(sick.addr)];
+    let pool = UpstreamPool::new(instances, Balance::RoundRobin, Duration::from_secs(1))
+        .with_health_path("/health");
+    let base = checked_pool_proxy(pool).await;
+    // The first check runs as the proxy starts; a margin for it to finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        assert_eq!(
+            answered_by(&client, &base, "/").await,
+            (StatusCode::OK, "a".to_owned())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,13 +522,14 @@ fn check_shows_an_https_upstream_and_refuses_a_bad_ca_file() {
 
     write(
         "[server]\nupstreams = [\"http://127.0.0.1:3001\", \"http://app.internal:3002\"]\n\
-         upstream_balance = \"least_connections\"\nupstream_health_interval = \"2s\"\n",
+         upstream_balance = \"least_connections\"\nupstream_health_interval = \"2s\"\n\
+         upstream_health_path = \"/health\"\n",
     );
     let (ok, stdout, stderr) = check();
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(
-            "upstreams  127.0.0.1:3001 app.internal:3002 (LeastConnections, checked every 2s)"
+            "upstreams  127.0.0.1:3001 app.internal:3002 (LeastConnections, checked every 2s with GET /health)"
         ),
         "{stdout}"
     );
@@ -515,6 +549,10 @@ fn check_shows_an_https_upstream_and_refuses_a_bad_ca_file() {
         (
             "upstream_health_interval = \"1s\"",
             "server.upstream_health_interval",
+        ),
+        (
+            "upstreams = [\"http://127.0.0.1:3001\"]\nupstream_health_path = \"/a b\"",
+            "server.upstream_health_path",
         ),
     ] {
         write(&format!("[server]\n{config}\n"));

@@ -353,10 +353,13 @@ fn run(command: Command) -> Result<(), String> {
             if let Some(pool) = &proxy.pool {
                 let instances: Vec<String> = pool.instances().map(ToString::to_string).collect();
                 say!(
-                    "  upstreams  {} ({:?}, checked every {})",
+                    "  upstreams  {} ({:?}, checked every {}{})",
                     instances.join(" "),
                     pool.balance(),
-                    humantime::format_duration(pool.health_interval())
+                    humantime::format_duration(pool.health_interval()),
+                    pool.health_path()
+                        .map(|path| format!(" with GET {path}"))
+                        .unwrap_or_default()
                 );
             }
             if let Some(tls) = &proxy.tls {

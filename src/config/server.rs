@@ -126,6 +126,10 @@ fn pool_model(
                 "server.upstream_health_interval",
                 server.upstream_health_interval.as_ref().map(|d| d.span()),
             ),
+            (
+                "server.upstream_health_path",
+                server.upstream_health_path.as_ref().map(|p| p.span()),
+            ),
         ];
         if let Some((key, span)) = stray.into_iter().find(|(_, span)| span.is_some()) {
             return Err(source.invalid(key, span, "only for several instances (`upstreams`)"));
@@ -153,7 +157,25 @@ fn pool_model(
         3600,
         source,
     )?;
+    let health_path = server.upstream_health_path.as_ref().map(|path| {
+        let text = path.get_ref();
+        let invalid = |message: &str| {
+            source.invalid("server.upstream_health_path", Some(path.span()), message)
+        };
+        // Written into the check's request line as is: nothing that could end it.
+        if !text.starts_with('/') || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("a path like /health: printable, no spaces"));
+        }
+        if instances.first().is_some_and(|(https, _, _)| *https) {
+            return Err(invalid(
+                "path checks are for plain http instances; https ones are checked with a TCP connect",
+            ));
+        }
+        Ok(text.clone())
+    });
+    let health_path = health_path.transpose()?;
     Ok(Some(PoolModel {
+        health_path,
         instances: instances
             .into_iter()
             .map(|(_, host, port)| (host, port))
@@ -166,6 +188,7 @@ fn pool_model(
 /// `upstreams`, checked.
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
 struct PoolModel {
+    health_path: Option<String>,
     instances: Vec<(String, u16)>,
     balance: Balance,
     health_interval: Duration,
@@ -173,7 +196,6 @@ struct PoolModel {
 
 /// How a pool balances, in every build (the proxy's own type needs the feature).
 #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
-#[derive(Clone, Copy)]
 enum Balance {
     RoundRobin,
     LeastConnections,
@@ -512,7 +534,11 @@ impl ServerModel {
                 .into_iter()
                 .map(|(host, port)| make(host, port))
                 .collect();
-            UpstreamPool::new(instances, balance, pool.health_interval)
+            let made = UpstreamPool::new(instances, balance, pool.health_interval);
+            match pool.health_path {
+                Some(path) => made.with_health_path(path),
+                None => made,
+            }
         });
         let upstream = match &pool {
             Some(pool) => pool.primary().clone(),

@@ -2,8 +2,8 @@
 //! robin or to the least busy, each checked in the background and skipped while it
 //! accepts no connection.
 //!
-//! The checks are TCP connects, every [`health_interval`](UpstreamPool::health_interval)
-//! and within the connect timeout; a proxied request that cannot connect also marks its
+//! The checks are TCP connects (or `GET` a health path, [`UpstreamPool::with_health_path`]),
+//! every [`health_interval`](UpstreamPool::health_interval) and within the connect timeout; a proxied request that cannot connect also marks its
 //! instance down at once and is retried on another, so clients see no error from an
 //! instance that went away between two checks. The pool's [`Upstream`] (`primary`) follows
 //! a healthy instance: the readiness probe and the gate's own requests to the app use it.
@@ -34,6 +34,8 @@ struct Shared {
     instances: Vec<Instance>,
     balance: Balance,
     health_interval: Duration,
+    // `Some`: checked with `GET path` (an answer under 400 passes), not a TCP connect.
+    health_path: Option<String>,
     next: AtomicUsize,
     // A healthy instance's address, for the readiness probe and mediated requests.
     primary: Upstream,
@@ -93,6 +95,29 @@ impl UpstreamPool {
     ///
     /// When `instances` is empty: the config never makes such a pool.
     pub fn new(instances: Vec<Upstream>, balance: Balance, health_interval: Duration) -> Self {
+        UpstreamPool::build(instances, balance, health_interval, None)
+    }
+
+    /// A pool of the same instances, each checked with `GET path` over plain http (an
+    /// answer under 400 passes) instead of a TCP connect. An https instance is still
+    /// checked with a TCP connect.
+    pub fn with_health_path(self, path: impl Into<String>) -> UpstreamPool {
+        let instances = self.instances().cloned().collect();
+        let shared = &self.shared;
+        UpstreamPool::build(
+            instances,
+            shared.balance,
+            shared.health_interval,
+            Some(path.into()),
+        )
+    }
+
+    fn build(
+        instances: Vec<Upstream>,
+        balance: Balance,
+        health_interval: Duration,
+        health_path: Option<String>,
+    ) -> Self {
         assert!(!instances.is_empty(), "an upstream pool needs an instance");
         let primary = instances[0].clone();
         let primary = Upstream {
@@ -112,6 +137,7 @@ impl UpstreamPool {
                 instances,
                 balance,
                 health_interval,
+                health_path,
                 next: AtomicUsize::new(0),
                 primary,
             }),
@@ -131,6 +157,11 @@ impl UpstreamPool {
     /// How often each instance is checked.
     pub fn health_interval(&self) -> Duration {
         self.shared.health_interval
+    }
+
+    /// The path each plain http instance is checked with; `None`: a TCP connect.
+    pub fn health_path(&self) -> Option<&str> {
+        self.shared.health_path.as_deref()
     }
 
     /// The upstream that follows a healthy instance (the first until one is checked).
@@ -178,11 +209,11 @@ impl UpstreamPool {
     async fn check_once(&self, timeout: Duration) {
         let checks = self.shared.instances.iter().map(|instance| async move {
             instance.upstream.start_resolving();
+            let path = self.shared.health_path.as_deref();
             let accepts = match instance.upstream.current() {
-                Some(addr) => matches!(
-                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
-                    Ok(Ok(_))
-                ),
+                Some(addr) => tokio::time::timeout(timeout, check(&instance.upstream, addr, path))
+                    .await
+                    .unwrap_or(false),
                 None => false,
             };
             let was = instance.healthy.swap(accepts, Ordering::AcqRel);
@@ -208,10 +239,36 @@ impl UpstreamPool {
     }
 }
 
+/// Whether the instance at `addr` accepts a connection and, with a `path` and plain
+/// http, answers `GET path` under 400.
+async fn check(upstream: &Upstream, addr: std::net::SocketAddr, path: Option<&str>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let Some(path) = path.filter(|_| upstream.tls.is_none()) else {
+        return true;
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    // "HTTP/1.1 200": the status is all that is read.
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).await.is_err() {
+        return false;
+    }
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|code| code.parse::<u16>().ok());
+    head.starts_with(b"HTTP/1.") && status.is_some_and(|code| (200..400).contains(&code))
+}
+
 impl PartialEq for UpstreamPool {
     fn eq(&self, other: &UpstreamPool) -> bool {
         self.shared.balance == other.shared.balance
             && self.shared.health_interval == other.shared.health_interval
+            && self.shared.health_path == other.shared.health_path
             && self.instances().eq(other.instances())
     }
 }
@@ -224,6 +281,7 @@ impl fmt::Debug for UpstreamPool {
             .field("instances", &self.instances().collect::<Vec<_>>())
             .field("balance", &self.shared.balance)
             .field("health_interval", &self.shared.health_interval)
+            .field("health_path", &self.shared.health_path)
             .finish()
     }
 }
