@@ -20,7 +20,8 @@ deps:
 # tests/deploy.rs runs systemd-analyze verify on deploy/otpgate.service (apt: systemd).
 # tests/forward_auth.rs puts nginx and Caddy in front (apt: caddy); tests/browser.rs drives a
 # headless Chromium over WebDriver (apt: chromium, chromium-driver) and checks the pages
-# with axe-core (npm, into target/axe-core; apt: nodejs, npm).
+# with axe-core (npm, into target/axe-core; apt: nodejs, npm). tests/tls.rs and tests/h2c.rs
+# run curl and openssl (apt); tests/redis_cluster.rs runs redis-cli (with redis-server).
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -78,6 +79,12 @@ test-deps: deps
 		npm install --no-save --silent --prefix target/axe-core axe-core@4 >/dev/null; } \
 		|| { echo "error: axe-core is missing and could not be installed with npm (tests/browser.rs checks the pages with it)" >&2; exit 1; }
 	@[ -f target/axe-core/node_modules/axe-core/axe.min.js ] || { echo "error: axe-core is missing (target/axe-core)" >&2; exit 1; }
+	@{ command -v curl >/dev/null && command -v openssl >/dev/null; } || { \
+		echo "installing curl and openssl..."; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq curl openssl >/dev/null; } \
+		|| { echo "error: curl or openssl is missing and could not be installed (tests/tls.rs and tests/h2c.rs run them)" >&2; exit 1; }
+	@{ command -v curl >/dev/null && command -v openssl >/dev/null; } || { echo "error: curl or openssl is missing" >&2; exit 1; }
+	@command -v redis-cli >/dev/null || { echo "error: redis-cli is missing (apt: redis-tools; tests/redis_cluster.rs builds a cluster with it)" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:
 # console delivery (codes are printed here), memory store, a key generated at start.
