@@ -6,12 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use common::curl::{Answer, curl};
 use common::{Inbox, WebhookReceiver, free_port, gate_command, serve, wait_for_port};
 use serde_json::{Value, json};
 
@@ -80,65 +81,6 @@ impl Drop for Gate {
     }
 }
 
-/// What curl got: the HTTP version it spoke, the status, the headers (names lower-case)
-/// and the body.
-struct Answer {
-    version: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// Runs curl with `args`, off the runtime's threads.
-async fn curl(args: Vec<String>) -> Answer {
-    tokio::task::spawn_blocking(move || {
-        let output = Command::new("curl")
-            .args(["-sS", "-D", "-", "-w", "\n%{http_version}"])
-            .args(&args)
-            .output()
-            .expect("curl runs (install the curl package)");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "curl {args:?}: {}{text}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let (head, rest) = text.split_once("\r\n\r\n").expect("a head");
-        let (body, version) = rest.rsplit_once('\n').expect("the version line");
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|code| code.parse().ok())
-            .expect("a status line");
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Answer {
-            version: version.to_owned(),
-            status,
-            headers,
-            body: body.to_owned(),
-        }
-    })
-    .await
-    .unwrap()
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| (*a).to_owned()).collect()
 }
@@ -146,14 +88,17 @@ fn args(list: &[&str]) -> Vec<String> {
 /// `POST url` with a JSON body, over h2c.
 async fn post_h2c(url: &str, body: &Value) -> Answer {
     let body = body.to_string();
-    curl(args(&[
-        "--http2-prior-knowledge",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &body,
-        url,
-    ]))
+    curl(
+        &[],
+        args(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            url,
+        ]),
+    )
     .await
 }
 
@@ -183,17 +128,20 @@ async fn the_sign_in_flow_and_a_protected_call_work_over_h2c() {
 
     // Spelled otherwise than canonically, with a forged identity and a forged scheme.
     let authorization = format!("authorization: Bearer {token}");
-    let called = curl(args(&[
-        "--http2-prior-knowledge",
-        "--path-as-is",
-        "-H",
-        &authorization,
-        "-H",
-        "x-auth-subject: admin",
-        "-H",
-        "x-forwarded-proto: https",
-        &gate.url("/api/./%6De"),
-    ]))
+    let called = curl(
+        &[],
+        args(&[
+            "--http2-prior-knowledge",
+            "--path-as-is",
+            "-H",
+            &authorization,
+            "-H",
+            "x-auth-subject: admin",
+            "-H",
+            "x-forwarded-proto: https",
+            &gate.url("/api/./%6De"),
+        ]),
+    )
     .await;
     assert_eq!((called.version.as_str(), called.status), ("2", 200));
     let seen = called.json();
@@ -213,11 +161,15 @@ async fn the_sign_in_flow_and_a_protected_call_work_over_h2c() {
     assert_eq!(called.header("strict-transport-security"), None);
 
     // Without the token: refused, over h2c as over HTTP/1.
-    let refused = curl(args(&["--http2-prior-knowledge", &gate.url("/api/me")])).await;
+    let refused = curl(
+        &[],
+        args(&["--http2-prior-knowledge", &gate.url("/api/me")]),
+    )
+    .await;
     assert_eq!((refused.version.as_str(), refused.status), ("2", 401));
 
     // HTTP/1.1 still works on the same listener.
-    let plain = curl(args(&["--http1.1", &gate.url("/healthz")])).await;
+    let plain = curl(&[], args(&["--http1.1", &gate.url("/healthz")])).await;
     assert_eq!((plain.version.as_str(), plain.status), ("1.1", 200));
 }
 

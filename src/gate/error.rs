@@ -191,6 +191,20 @@ impl GateError {
         }
     }
 
+    /// Logs, as a warning, which part the gate needs failed and why, when this refusal is
+    /// one of those (see [`unavailable_reason`](Self::unavailable_reason)); the answer a
+    /// client gets says neither.
+    pub fn log_if_unavailable(&self) {
+        if let Some((reason, detail)) = self.unavailable_reason() {
+            tracing::warn!(
+                reason,
+                detail,
+                status = self.status().as_u16(),
+                "a part the gate needs is unavailable"
+            );
+        }
+    }
+
     /// For the log, where a part the gate needs failed: which one (`"store"`,
     /// `"directory"`, `"outbox full"` or `"upstream"`) and why. `None` for every other
     /// refusal. Clients get only [`code`](Self::code) and the message.

@@ -551,13 +551,6 @@ impl Front {
 /// `error` in `dialect`'s shape. Errors are rendered here, once; when a part the gate
 /// needs failed, the log says which and why, which the answer does not.
 pub(crate) fn refusal(dialect: Dialect, error: &GateError) -> GateResponse {
-    if let Some((reason, detail)) = error.unavailable_reason() {
-        tracing::warn!(
-            reason,
-            detail,
-            status = error.status().as_u16(),
-            "a part the gate needs is unavailable"
-        );
-    }
+    error.log_if_unavailable();
     dialect.error(error)
 }

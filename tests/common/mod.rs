@@ -43,6 +43,7 @@ macro_rules! both_forms {
 #[allow(unused_imports)]
 pub(crate) use both_forms;
 
+pub mod curl;
 pub mod pages;
 pub mod process;
 pub mod raw;

@@ -182,14 +182,7 @@ impl<'a> View<'a> {
 
     /// A refusal in words people read, never the engine's API message.
     pub(crate) fn error_text(&self, error: &GateError) -> String {
-        if let Some((reason, detail)) = error.unavailable_reason() {
-            tracing::warn!(
-                reason,
-                detail,
-                status = error.status().as_u16(),
-                "a part the gate needs is unavailable"
-            );
-        }
+        error.log_if_unavailable();
         let words = &self.words;
         let key = match error {
             GateError::InvalidCode => "error_invalid_code",
