@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use common::{
@@ -29,7 +26,7 @@ struct ReloadingGate {
     child: Child,
     port: u16,
     path: PathBuf,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: common::process::OutputLines,
     _dir: tempfile::TempDir,
 }
 
@@ -44,14 +41,7 @@ impl ReloadingGate {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let collected = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
+        let lines = common::process::OutputLines::collect(child.stdout.take().unwrap());
         let gate = ReloadingGate {
             child,
             port,
@@ -69,28 +59,12 @@ impl ReloadingGate {
     }
 
     fn line_count(&self) -> usize {
-        self.lines.lock().unwrap().len()
+        self.lines.count()
     }
 
     /// The first line after the first `skip` that contains `text`, waiting at most 10 s.
     async fn wait_for_line(&self, text: &str, skip: usize) -> String {
-        for _ in 0..1000 {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(skip)
-                .find(|line| line.contains(text))
-            {
-                return line.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no line with {text:?} in 10 s; the gate wrote:\n{}",
-            self.lines.lock().unwrap().join("\n")
-        );
+        self.lines.wait_for(text, skip).await
     }
 
     /// Writes `config` as the file and runs `otpgate reload --pid`; returns the number of

@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
@@ -82,7 +79,7 @@ struct Gate {
     tls: u16,
     dir: tempfile::TempDir,
     ca: PathBuf,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: common::process::OutputLines,
 }
 
 impl Gate {
@@ -109,14 +106,7 @@ impl Gate {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let collected = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
+        let lines = common::process::OutputLines::collect(child.stdout.take().unwrap());
         wait_for_port(plain).await;
         wait_for_port(tls).await;
         Gate {
@@ -142,28 +132,12 @@ impl Gate {
 
     /// The first line after the first `skip` that contains `text`, waiting at most 10 s.
     async fn wait_for_line(&self, text: &str, skip: usize) -> String {
-        for _ in 0..1000 {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(skip)
-                .find(|line| line.contains(text))
-            {
-                return line.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no line with {text:?} in 10 s; the gate wrote:\n{}",
-            self.lines.lock().unwrap().join("\n")
-        );
+        self.lines.wait_for(text, skip).await
     }
 
     /// `otpgate reload --pid`; returns the number of lines written before.
     fn reload(&self) -> usize {
-        let before = self.lines.lock().unwrap().len();
+        let before = self.lines.count();
         let status = Command::new(env!("CARGO_BIN_EXE_otpgate"))
             .args(["reload", "--pid", &self.child.id().to_string()])
             .status()

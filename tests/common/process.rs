@@ -84,3 +84,47 @@ pub async fn ready_port(stdout: ChildStdout) -> Option<u16> {
     line.strip_prefix("READY ")
         .and_then(|port| port.trim().parse().ok())
 }
+
+/// A child's output, collected line by line on a thread of its own as it is written.
+#[derive(Clone)]
+pub struct OutputLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl OutputLines {
+    /// Starts collecting what `output` (a child's stdout) writes.
+    pub fn collect(output: ChildStdout) -> OutputLines {
+        let lines = OutputLines(Default::default());
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                collected.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    /// How many lines were written so far.
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// The first line after the first `skip` that contains `text`, waiting at most 10 s.
+    pub async fn wait_for(&self, text: &str, skip: usize) -> String {
+        for _ in 0..1000 {
+            if let Some(line) = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(skip)
+                .find(|line| line.contains(text))
+            {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "no line with {text:?} in 10 s; the gate wrote:\n{}",
+            self.0.lock().unwrap().join("\n")
+        );
+    }
+}
