@@ -117,46 +117,7 @@ impl Store for MeasuredStore {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-
-    /// A store whose every operation fails.
-    struct Down;
-
-    #[async_trait]
-    impl Store for Down {
-        async fn update_code_state(
-            &self,
-            _key: &str,
-            _update: &mut CodeStateUpdate<'_>,
-        ) -> Result<(), StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn hit(
-            &self,
-            _key: &str,
-            _window: Duration,
-            _now: Timestamp,
-        ) -> Result<WindowCount, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn peek_code_state(&self, _key: &str) -> Result<Option<CodeState>, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn set_value(
-            &self,
-            _key: &str,
-            _value: &str,
-            _ttl: Duration,
-            _mode: SetMode,
-        ) -> Result<bool, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn get_value(&self, _key: &str) -> Result<Option<String>, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        fn describe(&self) -> String {
-            "down store".into()
-        }
-    }
+    use crate::store::conformance::UnreachableStore;
 
     /// The value of the sample line starting with `prefix` in the rendered metrics.
     fn sample(prefix: &str) -> f64 {
@@ -182,10 +143,11 @@ mod tests {
         assert!(sample(timed) > timed_before);
         assert!(store.describe().contains("memory"), "{}", store.describe());
 
-        let down = MeasuredStore::new(Arc::new(Down));
+        let down = MeasuredStore::new(Arc::new(UnreachableStore));
         assert!(down.peek_code_state("k").await.is_err());
         assert!(sample(errors) > errors_before);
-        assert_eq!(down.describe(), "down store");
+        // The inner store's own words: a store without a description says so.
+        assert_eq!(down.describe(), UnreachableStore.describe());
     }
 
     #[test]
