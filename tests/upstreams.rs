@@ -365,6 +365,55 @@ async fn an_instance_that_fails_its_health_path_is_skipped() {
     }
 }
 
+/// The health path of an https instance is fetched over TLS and verified as proxied
+/// requests are: an instance whose certificate the CA file does not vouch for fails its
+/// check, so no request is even tried there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_instance_whose_certificate_is_untrusted_fails_its_health_path() {
+    let (ca, rogue_ca) = (TestCa::new("apps CA"), TestCa::new("another CA"));
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let good = TlsApp::start(&ca, ip).await;
+    let rogue = TlsApp::start(&rogue_ca, ip).await;
+    let tls = trusting(&ca);
+    let instances = vec![
+        Upstream::at(good.addr).with_tls(tls.clone()),
+        Upstream::at(rogue.addr).with_tls(tls),
+    ];
+    let pool = UpstreamPool::new(instances, Balance::RoundRobin, Duration::from_secs(1))
+        .with_health_path("/health");
+    // Before any check, both count as healthy.
+    let before: Vec<SocketAddr> = (0..2).map(|_| pool.pick().unwrap().addr()).collect();
+    assert!(before.contains(&rogue.addr), "{before:?}");
+    let checks = pool.clone();
+    let checking = tokio::spawn(async move { checks.check_forever(Duration::from_secs(1)).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..6 {
+        assert_eq!(pool.pick().unwrap().addr(), good.addr);
+    }
+    checking.abort();
+}
+
+/// An instance written as a host name joins the pool once its name is looked up, at the
+/// first check round, without a blocking lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_at_a_host_name_joins_once_looked_up() {
+    let ip = localhost_ip().await;
+    let app = TlsApp::spawn(None, ip, "named").await;
+    let named = Upstream::named("localhost", app.addr.port(), Duration::from_secs(30));
+    let pool = UpstreamPool::new(vec![named], Balance::RoundRobin, Duration::from_secs(1));
+    // Nothing is looked up before the checks run.
+    assert!(pool.pick().is_none());
+    let base = checked_pool_proxy(pool).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(
+            answered_by(&client, &base, "/").await,
+            (StatusCode::OK, "named".to_owned())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_prefers_the_idle_instance() {
     let (a, b) = (TlsApp::plain("a").await, TlsApp::plain("b").await);

@@ -166,11 +166,6 @@ fn pool_model(
         if !text.starts_with('/') || !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid("a path like /health: printable, no spaces"));
         }
-        if instances.first().is_some_and(|(https, _, _)| *https) {
-            return Err(invalid(
-                "path checks are for plain http instances; https ones are checked with a TCP connect",
-            ));
-        }
         Ok(text.clone())
     });
     let health_path = health_path.transpose()?;

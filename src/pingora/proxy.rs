@@ -133,13 +133,17 @@ impl ProxyHttp for OtpProxy {
         _session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> ::pingora::Result<Box<HttpPeer>> {
-        let upstream = match &self.pool {
-            None => &self.upstream,
+        let (upstream, addr) = match &self.pool {
+            None => {
+                let upstream = &self.upstream;
+                upstream.start_resolving();
+                (upstream, upstream.current())
+            }
             Some(pool) => {
                 // A retry drops the instance it failed on, and its count, here.
                 ctx.instance = pool.pick();
                 match &ctx.instance {
-                    Some(instance) => instance.upstream(),
+                    Some(instance) => (instance.upstream(), Some(instance.addr())),
                     None => {
                         return Err(Error::explain(
                             ErrorType::Custom("NoHealthyUpstream"),
@@ -150,8 +154,7 @@ impl ProxyHttp for OtpProxy {
                 }
             }
         };
-        upstream.start_resolving();
-        let Some(addr) = upstream.current() else {
+        let Some(addr) = addr else {
             // A host name that never resolved yet: the app cannot be reached, as when down.
             return Err(Error::explain(
                 ErrorType::Custom("UpstreamNotResolved"),

