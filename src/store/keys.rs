@@ -7,6 +7,7 @@
 //! | `ip:{action}:{ip}` | a per-IP window counter | send, verify |
 //! | `account:{tenant}:{channel}:{destination}` | the id of an auto-created account | verify |
 //! | `revoked:{jti}` | a revoked access token | logout |
+//! | `revoked-epoch` | a random value changed by every logout, which gates poll | logout |
 //! | `used:{jti}` | a spent single-use token (exchange, refresh) | exchange, refresh |
 //! | `family-revoked:{family}` | a revoked refresh-token family | logout, reuse detection |
 //! | `second-factor:user:{tenant}:{user}` | the phone of a login waiting for its code | second factor |
@@ -51,6 +52,12 @@ pub fn created_account(tenant: &str, destination: &Identifier) -> String {
 /// A revoked access token.
 pub fn revoked(jti: &str) -> String {
     format!("revoked:{jti}")
+}
+
+/// Changed by every access-token revocation: a gate that sees it change checks its cached
+/// tokens against the store again.
+pub fn revocation_epoch() -> &'static str {
+    "revoked-epoch"
 }
 
 /// A spent single-use token.
