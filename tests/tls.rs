@@ -417,3 +417,187 @@ fn check_names_the_certificates_and_a_bad_file_stops_the_start_naming_its_key() 
         "{stderr}"
     );
 }
+
+/// How long a raw read may wait: a guard against a hang, not a timed assertion.
+const LIVENESS: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One connection to a listener, written to as is and read with every read under
+/// [`LIVENESS`].
+struct RawConnection {
+    stream: tokio::net::TcpStream,
+    received: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn open(port: u16) -> RawConnection {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        RawConnection {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    /// Writes `request`; a server that answers before reading a body, and closes, may
+    /// refuse the rest of it, so a failed write is left to the reads to judge.
+    async fn send(&mut self, request: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stream.write_all(request).await;
+    }
+
+    /// One read: the bytes it got, none when the server closed (a reset after a body it
+    /// did not read is a close too). Panics when nothing comes within [`LIVENESS`].
+    async fn read(&mut self, what: &str) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 8192];
+        let read = tokio::time::timeout(LIVENESS, self.stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing within {LIVENESS:?}"));
+        match read {
+            Ok(n) => {
+                self.received.extend_from_slice(&buf[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+
+    /// The next answer, length-framed as every answer of the redirect is.
+    async fn answer(&mut self, what: &str) -> common::raw::RawReply {
+        loop {
+            if let Some(reply) = common::raw::parse_reply(&self.received, false, false) {
+                let length = reply.header("content-length");
+                assert_eq!(
+                    length,
+                    Some(reply.body.len().to_string().as_str()),
+                    "{what}"
+                );
+                let head = self.received.windows(4).position(|w| w == b"\r\n\r\n");
+                let used = head.unwrap() + 4 + reply.body.len();
+                self.received.drain(..used);
+                return reply;
+            }
+            let got = self.read(what).await;
+            assert!(
+                got > 0,
+                "{what}: closed before a whole answer: {:?}",
+                self.text()
+            );
+        }
+    }
+
+    /// Asserts the server closes the connection, with nothing more sent.
+    async fn closed(&mut self, what: &str) {
+        while self.read(what).await > 0 {}
+        assert!(
+            self.received.is_empty(),
+            "{what}: more after the answer: {:?}",
+            self.text()
+        );
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+}
+
+/// The plain listener answers HTTP/1.0, absolute-form targets and requests with a body
+/// at once, and then closes the connection or keeps it as HTTP says: HTTP/1.0 closes
+/// unless the client asked for keep-alive, and what stays open serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_answers_every_request_form_and_closes_or_keeps_the_connection() {
+    let ca = TestCa::new();
+    let hook = WebhookReceiver::start().await;
+    let gate = Gate::start(&ca, header_echo().await, &hook, "redirect_http = true").await;
+    let https = |host: &str, path: &str| format!("https://{host}:{}{path}", gate.tls);
+
+    // HTTP/1.0 without a Host: the refusal, then the close the client reads to.
+    let mut conn = RawConnection::open(gate.plain).await;
+    conn.send(b"GET /x HTTP/1.0\r\n\r\n").await;
+    let reply = conn.answer("HTTP/1.0 without Host").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("\"error\":\"invalid_request\""));
+    assert_eq!(reply.header("connection"), Some("close"));
+    conn.closed("HTTP/1.0 without Host").await;
+
+    // HTTP/1.0 with a Host: redirected, then closed.
+    let mut conn = RawConnection::open(gate.plain).await;
+    conn.send(b"GET /x?y=1 HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        .await;
+    let reply = conn.answer("HTTP/1.0 with Host").await;
+    assert_eq!(reply.status, 308);
+    assert_eq!(
+        reply.header("location"),
+        Some(https("a.test", "/x?y=1").as_str())
+    );
+    assert_eq!(reply.header("connection"), Some("close"));
+    conn.closed("HTTP/1.0 with Host").await;
+
+    // HTTP/1.0 asking for keep-alive gets it: the next request is answered, and closed.
+    let mut conn = RawConnection::open(gate.plain).await;
+    conn.send(b"GET /one HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let reply = conn.answer("HTTP/1.0 keep-alive").await;
+    assert_eq!(reply.status, 308);
+    assert_eq!(reply.header("connection"), Some("keep-alive"));
+    conn.send(b"GET /two HTTP/1.0\r\nHost: b.test\r\n\r\n")
+        .await;
+    let reply = conn.answer("HTTP/1.0 after keep-alive").await;
+    assert_eq!(
+        reply.header("location"),
+        Some(https("b.test", "/two").as_str())
+    );
+    conn.closed("HTTP/1.0 after keep-alive").await;
+
+    // An absolute-form target names the host, with or without a Host header; HTTP/1.1
+    // keeps the connection for the next request.
+    let mut conn = RawConnection::open(gate.plain).await;
+    conn.send(b"GET http://a.test/x?y HTTP/1.1\r\n\r\n").await;
+    let reply = conn.answer("absolute-form").await;
+    assert_eq!(reply.status, 308, "{}", reply.text());
+    assert_eq!(
+        reply.header("location"),
+        Some(https("a.test", "/x?y").as_str())
+    );
+    conn.send(b"GET http://b.test:80/z HTTP/1.1\r\nHost: b.test:80\r\nConnection: close\r\n\r\n")
+        .await;
+    let reply = conn.answer("absolute-form with Host").await;
+    assert_eq!(
+        reply.header("location"),
+        Some(https("b.test", "/z").as_str())
+    );
+    conn.closed("absolute-form with Host, Connection: close")
+        .await;
+
+    // A body, small or larger than one read: the answer comes without waiting for it to be
+    // read, and the connection is then closed or serves the next request, as announced.
+    for size in [11, 64 * 1024] {
+        let what = format!("POST with a {size}-byte body");
+        let mut conn = RawConnection::open(gate.plain).await;
+        let mut request =
+            format!("POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: {size}\r\n\r\n")
+                .into_bytes();
+        request.resize(request.len() + size, b'x');
+        conn.send(&request).await;
+        let reply = conn.answer(&what).await;
+        assert_eq!(reply.status, 308, "{what}");
+        assert_eq!(
+            reply.header("location"),
+            Some(https("a.test", "/form").as_str())
+        );
+        if reply.header("connection") == Some("close") {
+            conn.closed(&what).await;
+        } else {
+            conn.send(b"GET /next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                .await;
+            let next = conn.answer(&what).await;
+            assert_eq!(
+                next.header("location"),
+                Some(https("a.test", "/next").as_str())
+            );
+            conn.closed(&what).await;
+        }
+    }
+}

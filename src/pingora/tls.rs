@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use ::pingora::apps::http_app::ServeHttp;
+use ::pingora::http::RequestHeader;
 use ::pingora::protocols::http::ServerSession;
 use ::pingora::tls::sign::CertifiedKey;
 use ::pingora::tls::{
@@ -196,22 +197,66 @@ pub(super) struct RedirectToHttps {
     pub(super) port: u16,
 }
 
+/// Where to send the client: the authority of an absolute-form target, which a server
+/// uses over Host (RFC 9112, 3.2.2), else the Host header. pingora has already refused a
+/// request with two Hosts, or a Host that differs from the target's authority.
+fn authority(request: &RequestHeader) -> Option<http::uri::Authority> {
+    // pingora keeps only the path of an absolute-form target in `uri`; the whole target
+    // is in the raw path.
+    let target = http::Uri::try_from(request.raw_path())
+        .ok()
+        // Only an http(s) URL names a host to redirect to; other schemes fall back to Host.
+        .filter(|uri| {
+            uri.scheme_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+        })
+        .and_then(|uri| uri.authority().cloned());
+    target.or_else(|| {
+        request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse().ok())
+    })
+}
+
+/// Whether the client asked to keep the connection open (RFC 9112, 9.3): HTTP/1.1 unless
+/// it sent `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+fn client_keeps_alive(request: &RequestHeader) -> bool {
+    let tokens = || {
+        request
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+    };
+    if tokens().any(|t| t.eq_ignore_ascii_case("close")) {
+        return false;
+    }
+    request.version >= http::Version::HTTP_11
+        || tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"))
+}
+
 #[async_trait]
 impl ServeHttp for RedirectToHttps {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let request = session.req_header();
-        let authority = request
-            .headers
-            .get(http::header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .and_then(|host| host.parse::<http::uri::Authority>().ok())
-            .or_else(|| request.uri.authority().cloned());
+        let keep_alive = client_keeps_alive(request);
         let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = authority.map(|authority| match self.port {
+        let location = authority(request).map(|authority| match self.port {
             443 => format!("https://{}{path}", authority.host()),
             port => format!("https://{}:{port}{path}", authority.host()),
         });
-        match location.and_then(|l| http::HeaderValue::try_from(l).ok()) {
+        let location = location.and_then(|l| http::HeaderValue::try_from(l).ok());
+        // pingora's ServeHttp keeps every connection alive unless the client said `close`,
+        // an HTTP/1.0 one too: that client reads the answer to the close, and would wait
+        // for ever. A request with no host to redirect to is malformed: nothing more is read.
+        if !keep_alive || location.is_none() {
+            session.set_keepalive(None);
+        }
+        match location {
             // 308 keeps the method and body, where 301 lets clients turn a POST into a GET.
             Some(location) => http::Response::builder()
                 .status(http::StatusCode::PERMANENT_REDIRECT)
@@ -275,6 +320,49 @@ mod tests {
         certs.replace(vec![certificate(&["d.test"])].into());
         assert_eq!(chosen(&clone, Some("a.test")), ["d.test"]);
         assert_eq!(certs, clone);
+    }
+
+    const HTTP_10: http::Version = http::Version::HTTP_10;
+    const HTTP_11: http::Version = http::Version::HTTP_11;
+
+    fn request(
+        target: &str,
+        version: http::Version,
+        headers: &[(&'static str, &str)],
+    ) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        request.set_version(version);
+        for (name, value) in headers {
+            request.append_header(*name, *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn the_redirect_goes_to_the_targets_authority_else_the_host() {
+        let host = |r: &RequestHeader| authority(r).map(|a| a.host().to_owned());
+        let absolute = request("http://a.test:8080/x?y", HTTP_11, &[]);
+        assert_eq!(host(&absolute).as_deref(), Some("a.test"));
+        assert_eq!(absolute.uri.path_and_query().unwrap().as_str(), "/x?y");
+        let with_host = request("/x", HTTP_10, &[("Host", "b.test:80")]);
+        assert_eq!(host(&with_host).as_deref(), Some("b.test"));
+        assert_eq!(host(&request("/x", HTTP_10, &[])), None);
+        assert_eq!(host(&request("/x", HTTP_11, &[("Host", "a b")])), None);
+        // A URL of another scheme names no host to send the client to.
+        let other = request("ftp://c.test/x", HTTP_11, &[("Host", "b.test")]);
+        assert_eq!(host(&other).as_deref(), Some("b.test"));
+    }
+
+    #[test]
+    fn http_1_0_keeps_alive_only_when_asked_and_http_1_1_unless_told_not_to() {
+        assert!(!client_keeps_alive(&request("/", HTTP_10, &[])));
+        let asked = [("Connection", "Keep-Alive")];
+        assert!(client_keeps_alive(&request("/", HTTP_10, &asked)));
+        assert!(client_keeps_alive(&request("/", HTTP_11, &[])));
+        let told = [("Connection", "upgrade, Close")];
+        assert!(!client_keeps_alive(&request("/", HTTP_11, &told)));
+        let both = [("Connection", "keep-alive"), ("Connection", "close")];
+        assert!(!client_keeps_alive(&request("/", HTTP_10, &both)));
     }
 
     #[test]
