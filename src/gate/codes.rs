@@ -8,12 +8,10 @@ use super::GateError;
 use super::audit::{self, FailReason};
 use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
 use crate::delivery::{Link, Message, TemplateContext};
-use crate::directory::Account;
+use crate::directory::{Account, DirectoryError};
 use crate::identifier::{Channel, Identifier};
-use crate::otp::{
-    CodeState, IssueDecision, Rate, VerifyDecision, Write, decide_issue, decide_verify,
-};
-use crate::store::{SetMode, keys};
+use crate::otp::{CodeState, IssueDecision, Rate, VerifyDecision, decide_issue, decide_verify};
+use crate::store::{Answer, CodeRecord, CodeUpdate, Op, SetMode, SetValue, StoreError, keys};
 use crate::token::Subject;
 
 /// How long the gate remembers an account it auto-created (for `accountExists`); apps
@@ -23,53 +21,108 @@ const AUTO_CREATED_ACCOUNT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Codes longer than this are refused as malformed without touching the store.
 const MAX_TYPED_CODE: usize = 64;
 
+/// What a send or a verify reads before it decides: the store's answers, all from one
+/// round trip, and the directory's, asked at the same time. Each keeps its own result, so
+/// each request reports failures in its own order.
+struct Opening {
+    /// The destination's code record, to decide on.
+    record: Result<CodeRecord, StoreError>,
+    /// The directory's account.
+    listed: Result<Option<Account>, DirectoryError>,
+    /// The id of the account the gate auto-created, if it did.
+    created: Result<Option<String>, StoreError>,
+}
+
 impl Gate {
-    async fn limit_ip(
+    /// Counts the request against its client's limit for `action` and reads what it
+    /// decides on (see [`Opening`]), all at once. Past the limit, the request ends here.
+    async fn open(
         &self,
         action: &str,
         ip: Option<IpAddr>,
         rate: Rate,
-    ) -> Result<(), GateError> {
-        let Some(ip) = ip else {
-            static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| {
-                tracing::warn!(
-                    "client address unknown: per-IP limits are not applied; serve axum with \
-                     into_make_service_with_connect_info::<SocketAddr>()"
-                )
-            });
-            return Ok(());
+        tenant: &str,
+        identifier: &Identifier,
+        record_key: &str,
+    ) -> Result<Opening, GateError> {
+        let ip_key = match ip {
+            Some(ip) => Some(keys::ip_counter(action, ip)),
+            None => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "client address unknown: per-IP limits are not applied; serve axum \
+                         with into_make_service_with_connect_info::<SocketAddr>()"
+                    )
+                });
+                None
+            }
         };
+        let created_key = keys::created_account(tenant, identifier);
         let now = self.inner.clock.now();
-        let hit = self
-            .inner
-            .store
-            .hit(&keys::ip_counter(action, ip), rate.per, now)
-            .await
-            .map_err(GateError::StoreUnavailable)?;
-        if hit.count > u64::from(rate.count) {
-            return Err(GateError::RateLimited {
-                retry_after: now.until(hit.resets_at),
+        let mut ops = vec![
+            Op::ReadCodeState { key: record_key },
+            Op::GetValue { key: &created_key },
+        ];
+        if let Some(key) = &ip_key {
+            ops.push(Op::Hit {
+                key,
+                window: rate.per,
+                now,
             });
         }
-        Ok(())
+        // The directory and the store, always both and at once: asking the store only
+        // when the directory misses would make unknown accounts slower by a round trip,
+        // which tells an attacker who is a member.
+        let (listed, answers) = tokio::join!(
+            self.inner.directory.find(tenant, identifier),
+            self.inner.store.batch(&ops)
+        );
+        let mut answers = answers.into_iter();
+        let mut next = || {
+            answers.next().unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "the store answered too few operations".into(),
+                ))
+            })
+        };
+        let record = next().and_then(Answer::into_code_state);
+        let created = next().and_then(Answer::into_value);
+        if ip_key.is_some() {
+            let hit = next()
+                .and_then(Answer::into_hit)
+                .map_err(GateError::StoreUnavailable)?;
+            if hit.count > u64::from(rate.count) {
+                return Err(GateError::RateLimited {
+                    retry_after: now.until(hit.resets_at),
+                });
+            }
+        }
+        Ok(Opening {
+            record,
+            listed,
+            created,
+        })
     }
 
-    /// Applies a core decision to the code record under `key`, atomically in the
-    /// store, and returns what was decided (`initial` if the store never called it).
-    async fn decide<D: Send>(
+    /// Applies a core decision to the code record under `key`, atomically in the store,
+    /// starting from `record` as [`open`](Self::open) read it, and returns what was
+    /// decided (`initial` if the store never called it).
+    async fn decide<'a, D: Send>(
         &self,
         key: &str,
+        record: Result<CodeRecord, StoreError>,
         initial: D,
-        decide: impl Fn(Option<CodeState>) -> (Write, D) + Send + Sync,
+        decide: impl Fn(Option<CodeState>) -> (CodeUpdate<'a>, D) + Send + Sync + 'a,
     ) -> Result<D, GateError> {
+        let record = record.map_err(GateError::StoreUnavailable)?;
         let mut decision = initial;
         self.inner
             .store
-            .update_code_state(key, &mut |current| {
-                let (write, d) = decide(current);
+            .update_code_state_from(key, record, &mut |current| {
+                let (update, d) = decide(current);
                 decision = d;
-                write
+                update
             })
             .await
             .map_err(GateError::StoreUnavailable)?;
@@ -131,9 +184,18 @@ impl Gate {
         link_prefix: Option<&str>,
     ) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
-        self.limit_ip("send", request.client_ip, self.inner.ip_limits.sends)
+        let key = keys::code_record(&tenant.id, &request.identifier);
+        let opening = self
+            .open(
+                "send",
+                request.client_ip,
+                self.inner.ip_limits.sends,
+                &tenant.id,
+                &request.identifier,
+                &key,
+            )
             .await?;
-        let account = self.find_account(&tenant.id, &request.identifier).await?;
+        let account = account_of(opening.listed, opening.created, &request.identifier)?;
         let exists = account.is_some();
         let deliver = exists || tenant.auto_create;
         if !deliver && tenant.reveal_account {
@@ -153,12 +215,12 @@ impl Gate {
         // message rendered and queued the same way; the outbox worker drops it unsent.
         // From outside, both paths look and time alike.
         let code = self.inner.policy.format.generate();
-        let key = keys::code_record(&tenant.id, &request.identifier);
         let hash = self.inner.hasher.hash(&key, &code);
         let now = self.inner.clock.now();
         let decision = self
-            .decide(&key, IssueDecision::Issued, |current| {
-                decide_issue(current, hash, now, &self.inner.policy)
+            .decide(&key, opening.record, IssueDecision::Issued, |current| {
+                let (write, decision) = decide_issue(current, hash, now, &self.inner.policy);
+                (CodeUpdate { write, also: None }, decision)
             })
             .await?;
         match decision {
@@ -264,14 +326,37 @@ impl Gate {
                 "code must be a non-empty string of at most 64 characters".into(),
             ));
         }
-        self.limit_ip("verify", request.client_ip, self.inner.ip_limits.verifies)
-            .await?;
         let key = keys::code_record(&tenant.id, &request.identifier);
+        let opening = self
+            .open(
+                "verify",
+                request.client_ip,
+                self.inner.ip_limits.verifies,
+                &tenant.id,
+                &request.identifier,
+                &key,
+            )
+            .await?;
         let presented = self.inner.hasher.hash(&key, &code);
         let now = self.inner.clock.now();
+        // A first sign-in creates its account with the write that consumes the code, in
+        // the same round trip. Asked only for an accepted code: the right code proves
+        // the destination, even when a concurrent verify consumes it first.
+        let created_key = keys::created_account(&tenant.id, &request.identifier);
+        let creates = tenant.auto_create
+            && matches!((&opening.listed, &opening.created), (Ok(None), Ok(None)));
+        let creation = creates.then(|| SetValue {
+            key: &created_key,
+            // An auto-created account's id is its identifier.
+            value: request.identifier.as_str(),
+            ttl: AUTO_CREATED_ACCOUNT_TTL,
+            mode: SetMode::IfAbsent,
+        });
         let decision = self
-            .decide(&key, VerifyDecision::Rejected, |current| {
-                decide_verify(current, presented, now, &self.inner.policy)
+            .decide(&key, opening.record, VerifyDecision::Rejected, |current| {
+                let (write, decision) = decide_verify(current, presented, now, &self.inner.policy);
+                let also = creation.filter(|_| decision == VerifyDecision::Accepted);
+                (CodeUpdate { write, also }, decision)
             })
             .await?;
         match decision {
@@ -296,12 +381,11 @@ impl Gate {
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
-        let account = self.find_account(&tenant.id, &request.identifier).await?;
+        let account = account_of(opening.listed, opening.created, &request.identifier)?;
         let subject_id = match account {
             Some(account) => account.subject,
-            None if tenant.auto_create => {
-                self.create_account(&tenant.id, &request.identifier).await?
-            }
+            // Created by the write that consumed the code.
+            None if tenant.auto_create => request.identifier.as_str().to_owned(),
             // Codes for unknown identities are never delivered; a match is a lucky guess.
             // Logged like any wrong code: the log does not say who has an account.
             None => {
@@ -346,38 +430,25 @@ impl Gate {
             self.inner.directory.find(tenant, identifier),
             self.inner.store.get_value(&created_key)
         );
-        let listed = listed.map_err(GateError::DirectoryUnavailable)?;
-        let created = created.map_err(GateError::StoreUnavailable)?;
-        if let Some(account) = listed {
-            return Ok(Some(account));
-        }
-        Ok(created.map(|subject| Account {
-            subject,
-            email: matches!(identifier, Identifier::Email(_))
-                .then(|| identifier.as_str().to_owned()),
-            phone: matches!(identifier, Identifier::Phone(_))
-                .then(|| identifier.as_str().to_owned()),
-        }))
+        account_of(listed, created, identifier)
     }
+}
 
-    /// Records an account auto-created on its first verified code, so that later sends
-    /// know it exists. Its id is the identifier itself.
-    async fn create_account(
-        &self,
-        tenant: &str,
-        identifier: &Identifier,
-    ) -> Result<String, GateError> {
-        let subject = identifier.as_str().to_owned();
-        self.inner
-            .store
-            .set_value(
-                &keys::created_account(tenant, identifier),
-                &subject,
-                AUTO_CREATED_ACCOUNT_TTL,
-                SetMode::IfAbsent,
-            )
-            .await
-            .map_err(GateError::StoreUnavailable)?;
-        Ok(subject)
+/// The account of `identifier` from the directory's answer and the id of the account the
+/// gate auto-created, if any: the directory's first.
+fn account_of(
+    listed: Result<Option<Account>, DirectoryError>,
+    created: Result<Option<String>, StoreError>,
+    identifier: &Identifier,
+) -> Result<Option<Account>, GateError> {
+    let listed = listed.map_err(GateError::DirectoryUnavailable)?;
+    let created = created.map_err(GateError::StoreUnavailable)?;
+    if let Some(account) = listed {
+        return Ok(Some(account));
     }
+    Ok(created.map(|subject| Account {
+        subject,
+        email: matches!(identifier, Identifier::Email(_)).then(|| identifier.as_str().to_owned()),
+        phone: matches!(identifier, Identifier::Phone(_)).then(|| identifier.as_str().to_owned()),
+    }))
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
+use super::{
+    Answer, CodeRecord, CodeStateUpdate, CodeUpdate, Op, SetMode, SetValue, Store, StoreError,
+    WindowCount,
+};
 use crate::otp::{
     CodeFormat, CodeHasher, CodePolicy, CodeState, ServerSecret, Timestamp, VerifyDecision, Write,
     decide_issue, decide_verify,
@@ -31,6 +34,9 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     concurrent_hits_are_all_counted(Arc::new(make())).await;
     values_are_set_read_and_expire(make()).await;
     exactly_one_of_many_concurrent_if_absent_sets_wins(Arc::new(make())).await;
+    a_batch_answers_each_operation_in_order(make()).await;
+    updates_start_from_a_record_read_before(make()).await;
+    exactly_one_of_many_concurrent_verifies_from_reads_wins(&[Arc::new(make())]).await;
 }
 
 /// The checks that matter when several gate instances share one backend: `make` returns
@@ -53,6 +59,8 @@ pub async fn run_shared<S: Store, F: Fn() -> (S, S)>(make: F) {
     concurrent_updates_are_serialized(&[a, b]).await;
     let (a, b) = make();
     exactly_one_of_many_concurrent_verifies_wins(&[Arc::new(a), Arc::new(b)]).await;
+    let (a, b) = make();
+    exactly_one_of_many_concurrent_verifies_from_reads_wins(&[Arc::new(a), Arc::new(b)]).await;
 }
 
 fn state_with_sends(sends: u32) -> CodeState {
@@ -332,6 +340,231 @@ pub async fn exactly_one_of_many_concurrent_if_absent_sets_wins<S: Store>(store:
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// A batch answers each of its operations, in order, as the operation alone would.
+pub async fn a_batch_answers_each_operation_in_order<S: Store>(store: S) {
+    let minute = Duration::from_secs(60);
+    let now = Timestamp(1_700_000_000_000);
+    store
+        .update_code_state("record", &mut |_| Write::Put {
+            state: state_with_sends(2),
+            ttl: minute,
+        })
+        .await
+        .unwrap();
+    store
+        .set_value("value", "held", minute, SetMode::Always)
+        .await
+        .unwrap();
+    store.hit("counter", minute, now).await.unwrap();
+    assert!(store.batch(&[]).await.is_empty());
+    let answers: Vec<Answer> = store
+        .batch(&[
+            Op::GetValue { key: "value" },
+            Op::ReadCodeState { key: "record" },
+            Op::Hit {
+                key: "counter",
+                window: minute,
+                now,
+            },
+            Op::ReadCodeState { key: "no-record" },
+            Op::GetValue { key: "no-value" },
+            Op::Hit {
+                key: "new-counter",
+                window: minute,
+                now,
+            },
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(answers.len(), 6);
+    let mut answers = answers.into_iter();
+    let mut next = || answers.next().unwrap();
+    assert_eq!(next().into_value().unwrap().as_deref(), Some("held"));
+    let record = next().into_code_state().unwrap();
+    assert_eq!(record.state(), Some(&state_with_sends(2)));
+    let counted = next().into_hit().unwrap();
+    assert_eq!((counted.count, counted.resets_at), (2, now.plus(minute)));
+    assert_eq!(next().into_code_state().unwrap().state(), None);
+    assert_eq!(next().into_value().unwrap(), None);
+    assert_eq!(
+        next().into_hit().unwrap().count,
+        1,
+        "counters are independent"
+    );
+    assert!(
+        Answer::Value(None).into_hit().is_err(),
+        "an answer of another kind is an error, not a default"
+    );
+}
+
+/// An update from a record read before sees the record as it is when it writes: as read
+/// if unchanged, else as changed since (or read again, for a record another store read),
+/// and writes the value it asks for beside the record.
+pub async fn updates_start_from_a_record_read_before<S: Store>(store: S) {
+    let minute = Duration::from_secs(60);
+    let put = |sends| Write::Put {
+        state: state_with_sends(sends),
+        ttl: minute,
+    };
+    let read = store.read_code_state("k").await.unwrap();
+    assert_eq!(read.state(), None);
+    let mut seen = vec![];
+    store
+        .update_code_state_from("k", read, &mut |current| {
+            seen.push(current);
+            CodeUpdate {
+                write: put(1),
+                also: Some(SetValue {
+                    key: "beside",
+                    value: "one",
+                    ttl: minute,
+                    mode: SetMode::IfAbsent,
+                }),
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, [None]);
+    assert_eq!(
+        store.peek_code_state("k").await.unwrap(),
+        Some(state_with_sends(1))
+    );
+    assert_eq!(
+        store.get_value("beside").await.unwrap().as_deref(),
+        Some("one")
+    );
+
+    // Read, then changed by another update: the update decides on the change.
+    let stale = store.read_code_state("k").await.unwrap();
+    assert_eq!(stale.state(), Some(&state_with_sends(1)));
+    store.update_code_state("k", &mut |_| put(5)).await.unwrap();
+    let mut last_seen = None;
+    store
+        .update_code_state_from("k", stale, &mut |current| {
+            last_seen = current.clone();
+            let mut state = current.unwrap_or_default();
+            state.sends_in_window += 1;
+            CodeUpdate {
+                write: Write::Put { state, ttl: minute },
+                also: None,
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        last_seen,
+        Some(state_with_sends(5)),
+        "the last call sees the change"
+    );
+    assert_eq!(
+        store.peek_code_state("k").await.unwrap(),
+        Some(state_with_sends(6))
+    );
+
+    // A record that another store read (no version of this one): read again.
+    let foreign = CodeRecord::new(Some(state_with_sends(99)), None);
+    let mut seen = None;
+    store
+        .update_code_state_from("k", foreign, &mut |current| {
+            seen = current;
+            CodeUpdate {
+                write: Write::Keep,
+                also: Some(SetValue {
+                    key: "kept",
+                    value: "yes",
+                    ttl: minute,
+                    mode: SetMode::Always,
+                }),
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(state_with_sends(6)));
+    assert_eq!(
+        store.peek_code_state("k").await.unwrap(),
+        Some(state_with_sends(6))
+    );
+    assert_eq!(
+        store.get_value("kept").await.unwrap().as_deref(),
+        Some("yes"),
+        "a value asked for beside a kept record is written too"
+    );
+
+    // From a read of the record, deleted.
+    let read = store.read_code_state("k").await.unwrap();
+    store
+        .update_code_state_from("k", read, &mut |_| CodeUpdate {
+            write: Write::Delete,
+            also: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.peek_code_state("k").await.unwrap(), None);
+}
+
+/// The security rule again, for updates that start from a read: 1000 concurrent verifies
+/// of one right code, each reading the record first (in a batch) and then updating from
+/// that read, spread over `handles`. Exactly one is accepted, and the value it asks for
+/// is written.
+pub async fn exactly_one_of_many_concurrent_verifies_from_reads_wins<S: Store>(handles: &[Arc<S>]) {
+    let policy = Arc::new(CodePolicy::default());
+    let hasher = CodeHasher::new(&ServerSecret::random());
+    let code = CodeFormat::default().generate();
+    let hash = hasher.hash("race-from-reads", &code);
+    let now = Timestamp(1_700_000_000_000);
+    handles[0]
+        .update_code_state("race-from-reads", &mut |current| {
+            decide_issue(current, hash, now, &policy).0
+        })
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = Arc::clone(&handles[i % handles.len()]);
+            let policy = Arc::clone(&policy);
+            tokio::spawn(async move {
+                let key = "race-from-reads";
+                let read = store
+                    .batch(&[Op::ReadCodeState { key }])
+                    .await
+                    .pop()
+                    .unwrap()
+                    .and_then(Answer::into_code_state)
+                    .unwrap();
+                let mut decision = VerifyDecision::Rejected;
+                let winner = format!("winner-{i}");
+                store
+                    .update_code_state_from(key, read, &mut |current| {
+                        let (write, d) = decide_verify(current, hash, now, &policy);
+                        decision = d;
+                        let also = (d == VerifyDecision::Accepted).then(|| SetValue {
+                            key: "race-winner",
+                            value: &winner,
+                            ttl: Duration::from_secs(60),
+                            mode: SetMode::IfAbsent,
+                        });
+                        CodeUpdate { write, also }
+                    })
+                    .await
+                    .unwrap();
+                (decision, winner)
+            })
+        })
+        .collect();
+    let mut accepted = vec![];
+    for task in tasks {
+        let (decision, winner) = task.await.unwrap();
+        if decision == VerifyDecision::Accepted {
+            accepted.push(winner);
+        }
+    }
+    assert_eq!(accepted.len(), 1, "exactly one concurrent verify may win");
+    let written = handles[0].get_value("race-winner").await.unwrap();
+    assert!(written.is_some(), "the accepted verify's value is written");
 }
 
 /// A store whose backend is down: every call fails with [`StoreError::Unavailable`]. For

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
+use super::{
+    Answer, CodeRecord, CodeStateUpdate, CodeStateUpdateWith, Op, SetMode, Store, StoreError,
+    WindowCount,
+};
 use crate::otp::{CodeState, Timestamp};
 
 /// A [`Store`] that measures the one it wraps; every answer is the wrapped store's.
@@ -84,6 +87,39 @@ impl Store for MeasuredStore {
         now: Timestamp,
     ) -> Result<WindowCount, StoreError> {
         measured("hit", self.inner.hit(key, window, now)).await
+    }
+
+    async fn batch(&self, ops: &[Op<'_>]) -> Vec<Result<Answer, StoreError>> {
+        let started = Instant::now();
+        let answers = self.inner.batch(ops).await;
+        let elapsed = started.elapsed();
+        // Each operation is timed as its own kind: it waited as long as the batch did.
+        for (op, answer) in ops.iter().zip(&answers) {
+            let name = match op {
+                Op::Hit { .. } => "hit",
+                Op::ReadCodeState { .. } => "peek_code_state",
+                Op::GetValue { .. } => "get_value",
+            };
+            crate::metrics::store_operation(name, elapsed, answer.is_err());
+        }
+        answers
+    }
+
+    async fn read_code_state(&self, key: &str) -> Result<CodeRecord, StoreError> {
+        measured("peek_code_state", self.inner.read_code_state(key)).await
+    }
+
+    async fn update_code_state_from(
+        &self,
+        key: &str,
+        read: CodeRecord,
+        update: &mut CodeStateUpdateWith<'_>,
+    ) -> Result<(), StoreError> {
+        measured(
+            "update_code_state",
+            self.inner.update_code_state_from(key, read, update),
+        )
+        .await
     }
 
     async fn peek_code_state(&self, key: &str) -> Result<Option<CodeState>, StoreError> {

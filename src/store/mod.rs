@@ -5,6 +5,11 @@
 //! [`Store::hit`], a fixed-window counter increment. The decisions themselves are made by
 //! the pure functions in [`crate::otp`]; a backend only has to make the read, the
 //! decision and the write one indivisible step. [`conformance`] checks that it does.
+//!
+//! A networked backend also saves round trips: [`Store::batch`] sends independent
+//! operations together, and [`Store::update_code_state_from`] starts an update from a
+//! record such a batch read, so a send or a verify costs two round trips on Redis. Their
+//! default implementations use the methods above, so a backend needs neither.
 
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ pub use measured::MeasuredStore;
 pub use memory::MemoryStore;
 
 /// A store failure: the backend could not be reached or answered nonsense.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend is unreachable or failed.
     #[error("store backend unavailable: {0}")]
@@ -51,6 +56,132 @@ pub struct WindowCount {
 /// one that lands.
 pub type CodeStateUpdate<'a> = dyn FnMut(Option<CodeState>) -> Write + Send + 'a;
 
+/// A code record as [`Store::read_code_state`] (or a [`Store::batch`]) read it, to start
+/// an update from with [`Store::update_code_state_from`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CodeRecord {
+    state: Option<CodeState>,
+    version: Option<Vec<u8>>,
+}
+
+impl CodeRecord {
+    /// `state` as read, with `version`: what the backend that read it needs to check that
+    /// it has not changed since (the Redis store keeps the bytes it read). `None` when
+    /// the backend reads the record again anyway.
+    pub fn new(state: Option<CodeState>, version: Option<Vec<u8>>) -> CodeRecord {
+        CodeRecord { state, version }
+    }
+
+    /// The record as read; `None` when there was none.
+    pub fn state(&self) -> Option<&CodeState> {
+        self.state.as_ref()
+    }
+
+    /// What the reading backend needs to check that the record is unchanged.
+    pub fn version(&self) -> Option<&[u8]> {
+        self.version.as_deref()
+    }
+}
+
+/// One of the independent operations of a [`Store::batch`].
+#[derive(Clone, Copy, Debug)]
+pub enum Op<'a> {
+    /// [`Store::hit`].
+    Hit {
+        /// The counter.
+        key: &'a str,
+        /// The window a first hit opens.
+        window: Duration,
+        /// The time of the hit.
+        now: Timestamp,
+    },
+    /// [`Store::read_code_state`].
+    ReadCodeState {
+        /// The code record.
+        key: &'a str,
+    },
+    /// [`Store::get_value`].
+    GetValue {
+        /// The value.
+        key: &'a str,
+    },
+}
+
+/// The answer to one [`Op`], of its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// To [`Op::Hit`].
+    Hit(WindowCount),
+    /// To [`Op::ReadCodeState`].
+    CodeState(CodeRecord),
+    /// To [`Op::GetValue`].
+    Value(Option<String>),
+}
+
+impl Answer {
+    /// The counter of an [`Op::Hit`]'s answer.
+    pub fn into_hit(self) -> Result<WindowCount, StoreError> {
+        match self {
+            Answer::Hit(count) => Ok(count),
+            other => Err(other.mismatch("a hit")),
+        }
+    }
+
+    /// The record of an [`Op::ReadCodeState`]'s answer.
+    pub fn into_code_state(self) -> Result<CodeRecord, StoreError> {
+        match self {
+            Answer::CodeState(record) => Ok(record),
+            other => Err(other.mismatch("a code record")),
+        }
+    }
+
+    /// The value of an [`Op::GetValue`]'s answer.
+    pub fn into_value(self) -> Result<Option<String>, StoreError> {
+        match self {
+            Answer::Value(value) => Ok(value),
+            other => Err(other.mismatch("a value")),
+        }
+    }
+
+    fn mismatch(&self, expected: &str) -> StoreError {
+        let found = match self {
+            Answer::Hit(_) => "a hit",
+            Answer::CodeState(_) => "a code record",
+            Answer::Value(_) => "a value",
+        };
+        StoreError::Corrupt(format!(
+            "the store answered {found} where {expected} was due"
+        ))
+    }
+}
+
+/// A value that [`Store::update_code_state_from`] writes beside a code record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetValue<'a> {
+    /// Where, as for [`Store::set_value`].
+    pub key: &'a str,
+    /// What.
+    pub value: &'a str,
+    /// For how long.
+    pub ttl: Duration,
+    /// Whether an existing value is replaced.
+    pub mode: SetMode,
+}
+
+/// What a [`CodeStateUpdateWith`] decides: the code record's write and, perhaps, a value
+/// to write beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodeUpdate<'a> {
+    /// The code record's write.
+    pub write: Write,
+    /// A value to write too, in the same round trip where the backend can.
+    pub also: Option<SetValue<'a>>,
+}
+
+/// The read-modify-write function handed to [`Store::update_code_state_from`]; called
+/// like a [`CodeStateUpdate`].
+pub type CodeStateUpdateWith<'a> = dyn FnMut(Option<CodeState>) -> CodeUpdate<'a> + Send + 'a;
+
 /// Identity records and counters, shared by every request of the gate.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -70,6 +201,60 @@ pub trait Store: Send + Sync + 'static {
         window: Duration,
         now: Timestamp,
     ) -> Result<WindowCount, StoreError>;
+
+    /// Runs independent operations and answers each, in order, with its own result. A
+    /// networked backend sends them together (one round trip on Redis); the default runs
+    /// them at once through [`hit`](Store::hit),
+    /// [`read_code_state`](Store::read_code_state) and [`get_value`](Store::get_value).
+    async fn batch(&self, ops: &[Op<'_>]) -> Vec<Result<Answer, StoreError>> {
+        futures_util::future::join_all(ops.iter().map(|op| async move {
+            match *op {
+                Op::Hit { key, window, now } => self.hit(key, window, now).await.map(Answer::Hit),
+                Op::ReadCodeState { key } => self.read_code_state(key).await.map(Answer::CodeState),
+                Op::GetValue { key } => self.get_value(key).await.map(Answer::Value),
+            }
+        }))
+        .await
+    }
+
+    /// Reads the record under `key` to start an update from, with
+    /// [`update_code_state_from`](Store::update_code_state_from). The default peeks and
+    /// keeps no version.
+    async fn read_code_state(&self, key: &str) -> Result<CodeRecord, StoreError> {
+        Ok(CodeRecord::new(self.peek_code_state(key).await?, None))
+    }
+
+    /// [`update_code_state`](Store::update_code_state), starting from `read`, the record
+    /// under `key` as this store read it a moment ago, and writing the value `update` asks
+    /// for beside the record. A backend that can writes at once if the record is still
+    /// `read` (on Redis: one round trip, the value in it too), and otherwise reads it
+    /// again and calls `update` again, as `update_code_state` does.
+    ///
+    /// The value is written when the call of `update` whose record write lands asks for
+    /// it, and may also be written when a call whose write lost to another update asked:
+    /// ask only for a value that every such call is entitled to write.
+    ///
+    /// The default reads again (it ignores `read`), then writes the value.
+    async fn update_code_state_from(
+        &self,
+        key: &str,
+        read: CodeRecord,
+        update: &mut CodeStateUpdateWith<'_>,
+    ) -> Result<(), StoreError> {
+        let _ = read;
+        let mut also = None;
+        self.update_code_state(key, &mut |current| {
+            let decided = update(current);
+            also = decided.also;
+            decided.write
+        })
+        .await?;
+        if let Some(value) = also {
+            self.set_value(value.key, value.value, value.ttl, value.mode)
+                .await?;
+        }
+        Ok(())
+    }
 
     /// Reads the record under `key` without changing it (diagnostics and tests).
     async fn peek_code_state(&self, key: &str) -> Result<Option<CodeState>, StoreError>;

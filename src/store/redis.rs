@@ -1,8 +1,9 @@
 //! The shared store on Redis (or Valkey), for several gate instances serving one site.
 //!
 //! Every operation is one or two round trips on a single multiplexed connection (one per
-//! node for a Redis Cluster) that re-establishes itself after Redis restarts, and every
-//! operation is bounded by a timeout, so an unreachable Redis turns into a quick
+//! node for a Redis Cluster) that re-establishes itself after Redis restarts; a send or a
+//! verify takes two in all, its independent reads sent together and then its writes (see
+//! `batch`). Every operation is bounded by a timeout, so an unreachable Redis turns into a quick
 //! [`StoreError::Unavailable`] (a 503) instead of a hung request. Every script and command
 //! names exactly one key, so each runs on the one node that owns it in a cluster.
 //!
@@ -23,9 +24,13 @@ use rand::rngs::OsRng;
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
-use super::{CodeStateUpdate, SetMode, Store, StoreError, WindowCount};
-use crate::otp::{CodeState, ServerSecret, Timestamp, Write};
+use super::{
+    Answer, CodeRecord, CodeStateUpdate, CodeStateUpdateWith, CodeUpdate, Op, SetMode, Store,
+    StoreError, WindowCount,
+};
+use crate::otp::{CodeState, ServerSecret, Timestamp};
 
+mod batch;
 mod connect;
 mod sentinel;
 
@@ -228,6 +233,23 @@ impl RedisStore {
         }
     }
 
+    /// `SET` of `value`, sealed, under `key` for `ttl`.
+    fn set_command(&self, key: &str, value: &str, ttl: Duration, mode: SetMode) -> redis::Cmd {
+        let redis_key = self.redis_key(key);
+        let sealed = self.seal(&redis_key, value);
+        let mut command = redis::cmd("SET");
+        command
+            .arg(&redis_key)
+            .arg(sealed)
+            .arg("PX")
+            .arg(ttl_millis(ttl));
+        if mode == SetMode::IfAbsent {
+            // SET NX is atomic in Redis: of many concurrent callers exactly one writes.
+            command.arg("NX");
+        }
+        command
+    }
+
     fn lock_for(&self, redis_key: &str) -> &Mutex<()> {
         let tag = hmac::sign(&self.inner.key_hasher, redis_key.as_bytes());
         let index = u16::from_le_bytes([tag.as_ref()[0], tag.as_ref()[1]]) as usize;
@@ -308,55 +330,29 @@ impl Store for RedisStore {
         key: &str,
         update: &mut CodeStateUpdate<'_>,
     ) -> Result<(), StoreError> {
-        let redis_key = self.redis_key(key);
-        // The wait is bounded too: with Redis down, a queue of updates to one destination
-        // must not turn into one long wait per request.
-        let _serialised = tokio::time::timeout(
-            self.inner.timeout * LOCK_WAIT_TIMEOUTS,
-            self.lock_for(&redis_key).lock(),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable("too many updates of one destination at once".into())
-        })?;
-        let mut connection = self.connection()?;
-        for conflict in 0..MAX_CONFLICTS {
-            if conflict > 0 {
-                // Another instance won the last round. A random pause, growing with each
-                // loss, lets this one take a turn: a steady stream of the other's updates
-                // cannot starve it.
-                let pause = rand::random_range(0..=conflict.min(8) as u64);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
-            let read: Option<Vec<u8>> = self.bounded(connection.get(&redis_key)).await?;
-            let current = read.as_deref().map(decode).transpose()?;
-            let (new_record, ttl) = match update(current) {
-                // What was read was the record at that moment: keeping it needs no write.
-                Write::Keep => return Ok(()),
-                Write::Put { state, ttl } => (
-                    serde_json::to_vec(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    ttl_millis(ttl),
-                ),
-                Write::Delete => (Vec::new(), 0),
-            };
-            let mut invocation = self.inner.compare_and_set.key(&redis_key);
-            invocation
-                .arg(if read.is_some() { "1" } else { "0" })
-                .arg(read.as_deref().unwrap_or_default())
-                .arg(new_record)
-                .arg(ttl);
-            let written: i64 = self
-                .bounded(invocation.invoke_async(&mut connection))
-                .await?;
-            if written == 1 {
-                return Ok(());
-            }
-            // Another instance changed the record between our read and our write: decide
-            // again on what it wrote.
-        }
-        Err(StoreError::Unavailable(format!(
-            "a code record kept changing under {MAX_CONFLICTS} updates"
-        )))
+        let mut update = |current| CodeUpdate {
+            write: update(current),
+            also: None,
+        };
+        self.update_code_record(key, None, &mut update).await
+    }
+
+    async fn batch(&self, ops: &[Op<'_>]) -> Vec<Result<Answer, StoreError>> {
+        self.send_batch(ops).await
+    }
+
+    async fn read_code_state(&self, key: &str) -> Result<CodeRecord, StoreError> {
+        self.read_code_record(key).await
+    }
+
+    async fn update_code_state_from(
+        &self,
+        key: &str,
+        read: CodeRecord,
+        update: &mut CodeStateUpdateWith<'_>,
+    ) -> Result<(), StoreError> {
+        self.update_code_record(key, batch::known_bytes(&read), update)
+            .await
     }
 
     async fn hit(
@@ -392,19 +388,8 @@ impl Store for RedisStore {
         ttl: Duration,
         mode: SetMode,
     ) -> Result<bool, StoreError> {
-        let redis_key = self.redis_key(key);
-        let sealed = self.seal(&redis_key, value);
+        let command = self.set_command(key, value, ttl, mode);
         let mut connection = self.connection()?;
-        let mut command = redis::cmd("SET");
-        command
-            .arg(&redis_key)
-            .arg(sealed)
-            .arg("PX")
-            .arg(ttl_millis(ttl));
-        if mode == SetMode::IfAbsent {
-            // SET NX is atomic in Redis: of many concurrent callers exactly one writes.
-            command.arg("NX");
-        }
         let answer: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
         Ok(answer.is_some())
     }
