@@ -19,6 +19,6 @@ mod util;
 
 pub use gate::GateError;
 pub use gate::{
-    BuildError, Gate, GateBuilder, Identity, IpLimits, RevocationFallback, SendOutcome,
-    SendRequest, Session, Tenant, VerifyRequest,
+    BuildError, DEFAULT_REVOCATION_POLL, Gate, GateBuilder, Identity, IpLimits, RevocationFallback,
+    SendOutcome, SendRequest, Session, Tenant, VerifyRequest,
 };

@@ -21,6 +21,23 @@ use otpgate::otp::ServerSecret;
 use otpgate::store::{RedisSettings, RedisStore, SetMode, conformance};
 use otpgate::token::SigningKey;
 use otpgate::{Gate, GateError, RevocationFallback, SendRequest, VerifyRequest};
+
+/// How many times Redis ran `command` (lower case), from `INFO commandstats`.
+async fn calls(url: &str, command: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -210,8 +227,9 @@ async fn codes_sessions_and_revocations_cross_instances() {
 
     let session = b.start_session(&subject).unwrap();
     assert!(a.authenticate(&session.access.token).await.is_ok());
-    // A logout on B is seen by A.
+    // A logout on B is seen by A within one revocation poll.
     b.revoke_access(&session.access.claims).await.unwrap();
+    tokio::time::sleep(otpgate::DEFAULT_REVOCATION_POLL).await;
     assert!(matches!(
         a.authenticate(&session.access.token).await,
         Err(GateError::Unauthorized)
@@ -250,6 +268,47 @@ async fn exactly_one_of_1000_verifies_split_across_two_instances_wins() {
         }
     }
     assert_eq!(accepted, 1);
+}
+
+/// A token seen before costs no Redis command per request: only the revocation poll
+/// reads Redis, once per interval (1 s by default) whatever the request rate; and a
+/// logout on another gate is honoured within that interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_requests_read_redis_once_per_poll_and_logouts_cross_within_it() {
+    let server = RedisServer::start().await;
+    let (a, _) = instance(&server.url(), "poll", RevocationFallback::Deny);
+    let (b, _) = instance(&server.url(), "poll", RevocationFallback::Deny);
+    let session = a
+        .start_session(&otpgate::token::Subject {
+            id: "u-1".into(),
+            email: Some("alice@example.com".into()),
+            phone: None,
+            tenant: "default".into(),
+        })
+        .unwrap();
+    let token = &session.access.token;
+    b.authenticate(token).await.unwrap();
+    let started = Instant::now();
+    let before = calls(&server.url(), "get").await;
+    for _ in 0..2000 {
+        b.authenticate(token).await.unwrap();
+    }
+    let polls = calls(&server.url(), "get").await - before;
+    // At most one poll per started interval while the loop ran (plus the one under way).
+    let intervals = started.elapsed().as_secs() + 2;
+    assert!(
+        polls <= intervals,
+        "{polls} reads for 2000 requests in {:?}",
+        started.elapsed()
+    );
+
+    let identity = a.authenticate(token).await.unwrap();
+    a.revoke_access(&identity.claims).await.unwrap();
+    tokio::time::sleep(otpgate::DEFAULT_REVOCATION_POLL).await;
+    assert!(matches!(
+        b.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
 }
 
 /// Kills Redis under a running gate, then brings it back. OTP endpoints fail closed with

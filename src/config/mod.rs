@@ -240,10 +240,12 @@ impl Model {
             builder = builder.signing_key(key);
         }
         let revocation_fallback = self.store.revocation_fallback;
+        let revocation_poll = self.store.revocation_poll;
         let store = self.store.build(source)?;
         builder = builder
             .token_settings(token_settings)
             .revocation_fallback(revocation_fallback)
+            .revocation_poll(revocation_poll)
             .store(store.store);
         let delivery = self.delivery.build(source)?;
         if let Some(senders) = delivery.senders {

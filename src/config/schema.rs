@@ -282,6 +282,7 @@ pub struct StoreSection {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub timeout: Option<ConfigDuration>,
     pub revocation_fallback: Option<RevocationFallbackName>,
+    pub revocation_poll: Option<Spanned<ConfigDuration>>,
     pub max_entries: Option<u64>,
 }
 

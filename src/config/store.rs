@@ -23,6 +23,8 @@ pub(super) struct StoreModel {
     backend: Backend,
     /// What a protected request gets while revocations cannot be checked.
     pub(super) revocation_fallback: RevocationFallback,
+    /// How often the gate asks the store whether a token was revoked anywhere.
+    pub(super) revocation_poll: std::time::Duration,
 }
 
 enum Backend {
@@ -69,6 +71,24 @@ pub(super) fn check(
         None | Some(RevocationFallbackName::Allow) => RevocationFallback::Allow,
         Some(RevocationFallbackName::Deny) => RevocationFallback::Deny,
     };
+    let revocation_poll = match &store.revocation_poll {
+        None => crate::gate::DEFAULT_REVOCATION_POLL,
+        Some(value) => {
+            let poll = value.get_ref().0;
+            // Under 10 ms a poll would be a store read on nearly every request; over a
+            // minute, a logout elsewhere would take too long to be honoured here.
+            if poll < std::time::Duration::from_millis(10)
+                || poll > std::time::Duration::from_secs(60)
+            {
+                return Err(source.invalid(
+                    "store.revocation_poll",
+                    Some(value.span()),
+                    "must be between 10ms and 60s",
+                ));
+            }
+            poll
+        }
+    };
     let backend = match store.backend.as_ref().map(|b| (*b.get_ref(), b.span())) {
         None | Some((StoreBackend::Memory, _)) => Backend::Memory {
             max_entries: store
@@ -92,6 +112,7 @@ pub(super) fn check(
     Ok(StoreModel {
         backend,
         revocation_fallback,
+        revocation_poll,
     })
 }
 

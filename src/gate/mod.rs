@@ -57,6 +57,7 @@ pub mod audit;
 mod builder;
 mod codes;
 mod error;
+mod revocations;
 mod seal;
 mod second_factor;
 mod sessions;
@@ -67,6 +68,7 @@ mod tests;
 
 pub use builder::{BuildError, GateBuilder, RevocationFallback, validate_policy};
 pub use error::GateError;
+pub use revocations::DEFAULT_REVOCATION_POLL;
 pub use second_factor::PendingSecondFactor;
 pub use types::{Identity, IpLimits, SendOutcome, SendRequest, Session, Tenant, VerifyRequest};
 
@@ -83,6 +85,7 @@ struct Inner {
     ip_limits: IpLimits,
     clock: Arc<dyn Clock>,
     revocation_fallback: RevocationFallback,
+    revocations: revocations::Revocations,
 }
 
 /// The engine. Cheap to clone; all clones share one state. See the [module docs](self)

@@ -48,7 +48,10 @@ impl Gate {
             .tokens
             .verify(token, self.inner.clock.now())
             .map_err(|_| GateError::Unauthorized)?;
-        match self.is_revoked(&claims.jti).await {
+        if claims.revocation.revoked() {
+            return Err(GateError::Unauthorized);
+        }
+        match self.revocation_checked(&claims).await {
             Ok(false) => {}
             Ok(true) => return Err(GateError::Unauthorized),
             Err(error) => match self.inner.revocation_fallback {
@@ -167,12 +170,21 @@ impl Gate {
         Ok(session)
     }
 
-    /// Revokes an access token until it expires.
+    /// Revokes an access token until it expires: at once on this gate, and within the
+    /// revocation poll interval on every gate sharing the store.
     pub async fn revoke_access(&self, claims: &Claims) -> Result<(), GateError> {
         let ttl = self.until_expiry(claims);
         self.inner
             .store
             .set_value(&keys::revoked(&claims.jti), "1", ttl, SetMode::Always)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        claims.revocation.revoke();
+        // After the revoked mark: a gate that sees the new epoch finds the mark.
+        let settings = self.inner.tokens.settings();
+        self.inner
+            .revocations
+            .announce(&*self.inner.store, settings.ttl + settings.leeway)
             .await
             .map_err(GateError::StoreUnavailable)?;
         audit::logged_out(claims, "access");
@@ -223,14 +235,33 @@ impl Gate {
         }
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, GateError> {
-        Ok(self
+    /// Whether the token was revoked: from its cached claims while no logout happened
+    /// since its last check (no store read), else from the store.
+    async fn revocation_checked(&self, claims: &Claims) -> Result<bool, GateError> {
+        let generation = self
+            .inner
+            .revocations
+            .generation(&*self.inner.store)
+            .await
+            .map_err(GateError::StoreUnavailable)?;
+        if claims.revocation.passed_at(generation) {
+            return Ok(false);
+        }
+        let revoked = self
             .inner
             .store
-            .get_value(&keys::revoked(jti))
+            .get_value(&keys::revoked(&claims.jti))
             .await
             .map_err(GateError::StoreUnavailable)?
-            .is_some())
+            .is_some();
+        if revoked {
+            claims.revocation.revoke();
+        } else {
+            // The generation read before the lookup: a logout during it moves the
+            // generation on, and the next request checks again.
+            claims.revocation.pass(generation);
+        }
+        Ok(revoked)
     }
 
     async fn family_revoked(&self, family: &str) -> Result<bool, GateError> {

@@ -51,7 +51,71 @@ pub struct Claims {
     /// answered from the verified-token cache does not rebuild them on every request.
     #[serde(skip)]
     pub(crate) forwarded: ForwardedHeaders,
+    /// What the gate last learnt about this token's revocation, kept with the cached
+    /// claims so that a token seen again is not looked up in the store on every request.
+    #[serde(skip)]
+    pub(crate) revocation: RevocationCheck,
 }
+
+/// A token's revocation as last checked: the revocation generation the check was made
+/// at (`u64::MAX`: never checked), and whether it was found revoked (for good: a revoked
+/// token stays revoked). Not part of what claims are: equal whatever it holds.
+#[derive(Debug)]
+pub(crate) struct RevocationCheck {
+    checked_at: std::sync::atomic::AtomicU64,
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+impl RevocationCheck {
+    const NEVER: u64 = u64::MAX;
+
+    /// Whether the token was checked and found not revoked at `generation`.
+    pub(crate) fn passed_at(&self, generation: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        self.checked_at.load(Ordering::Acquire) == generation
+    }
+
+    /// Whether a check found the token revoked.
+    pub(crate) fn revoked(&self) -> bool {
+        self.revoked.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A check made at `generation` found the token not revoked.
+    pub(crate) fn pass(&self, generation: u64) {
+        self.checked_at
+            .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A check found the token revoked.
+    pub(crate) fn revoke(&self) {
+        self.revoked
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Default for RevocationCheck {
+    fn default() -> Self {
+        RevocationCheck {
+            checked_at: std::sync::atomic::AtomicU64::new(Self::NEVER),
+            revoked: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+/// A copy starts unchecked: it is another token's claims, or claims about to be minted.
+impl Clone for RevocationCheck {
+    fn clone(&self) -> Self {
+        RevocationCheck::default()
+    }
+}
+
+impl PartialEq for RevocationCheck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RevocationCheck {}
 
 /// Identity headers derived from a token's claims (never the token itself, so the
 /// verified-token cache still holds no usable token). Not part of what claims are:
@@ -340,6 +404,7 @@ impl Tokens {
             tenant: subject.tenant.clone(),
             fam: family,
             forwarded: ForwardedHeaders::default(),
+            revocation: RevocationCheck::default(),
         };
         let mut header = Header::new(self.key.algorithm().jwt_algorithm());
         header.kid = Some(self.key.kid().to_owned());
