@@ -339,6 +339,44 @@ async fn a_send_and_a_verify_take_at_most_two_round_trips_each() {
     check(
         "verify, right code, auto-created account",
         &cost,
-        &first_round,
+        first_round,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_redis_forgot_are_loaded_again_within_the_pipelines() {
+    let mut bench = Bench::start().await;
+    let (code, _) = bench.send(known()).await;
+    // What a restarted Redis knows: no scripts. The send's first round then meets
+    // NOSCRIPT for the counter, its second for the compare-and-set.
+    let flush = |port| async move {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    };
+    flush(bench.redis.port).await;
+    let (outcome, cost) = bench.verify(known(), &wrong(&code)).await;
+    assert!(
+        matches!(outcome, Err(GateError::InvalidCode)),
+        "{outcome:?}"
+    );
+    let loads = cost
+        .rounds
+        .iter()
+        .flatten()
+        .filter(|name| *name == "SCRIPT");
+    assert!(loads.count() >= 1, "{:?}", cost.rounds);
+    flush(bench.redis.port).await;
+    let (outcome, _) = bench.verify(known(), &code).await;
+    assert_eq!(outcome.unwrap(), "known-1", "the right code still works");
+    // Loaded again, the next verify costs two round trips again.
+    bench.clock.advance(Duration::from_secs(60));
+    let (code, _) = bench.send(newcomer()).await;
+    let (outcome, cost) = bench.verify(newcomer(), &code).await;
+    assert_eq!(outcome.unwrap(), "newcomer@example.com");
+    assert_eq!(cost.rounds.len(), 2, "{:?}", cost.rounds);
 }

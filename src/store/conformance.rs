@@ -184,13 +184,32 @@ pub async fn concurrent_updates_are_serialized<S: Store>(handles: &[Arc<S>]) {
 /// The security rule itself: of 1000 concurrent verifies of one right code, spread over
 /// `handles`, exactly one is accepted.
 pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[Arc<S>]) {
+    verify_race(handles, false).await;
+}
+
+/// The security rule for updates that start from a read: 1000 concurrent verifies of one
+/// right code, each reading the record first (in a batch) and then updating from that
+/// read, spread over `handles`. Exactly one is accepted, and the value it asks for beside
+/// its write is written.
+pub async fn exactly_one_of_many_concurrent_verifies_from_reads_wins<S: Store>(handles: &[Arc<S>]) {
+    verify_race(handles, true).await;
+    let written = handles[0].get_value("race-winner").await.unwrap();
+    assert!(written.is_some(), "the accepted verify's value is written");
+}
+
+async fn verify_race<S: Store>(handles: &[Arc<S>], from_reads: bool) {
     let policy = Arc::new(CodePolicy::default());
     let hasher = CodeHasher::new(&ServerSecret::random());
     let code = CodeFormat::default().generate();
-    let hash = hasher.hash("race", &code);
+    let key = if from_reads {
+        "race-from-reads"
+    } else {
+        "race"
+    };
+    let hash = hasher.hash(key, &code);
     let now = Timestamp(1_700_000_000_000);
     handles[0]
-        .update_code_state("race", &mut |current| {
+        .update_code_state(key, &mut |current| {
             decide_issue(current, hash, now, &policy).0
         })
         .await
@@ -201,14 +220,29 @@ pub async fn exactly_one_of_many_concurrent_verifies_wins<S: Store>(handles: &[A
             let policy = Arc::clone(&policy);
             tokio::spawn(async move {
                 let mut decision = VerifyDecision::Rejected;
-                store
-                    .update_code_state("race", &mut |current| {
-                        let (write, d) = decide_verify(current, hash, now, &policy);
-                        decision = d;
-                        write
-                    })
-                    .await
-                    .unwrap();
+                let winner = format!("winner-{i}");
+                let mut verify = |current| {
+                    let (write, d) = decide_verify(current, hash, now, &policy);
+                    decision = d;
+                    let also = (from_reads && d == VerifyDecision::Accepted).then(|| SetValue {
+                        key: "race-winner",
+                        value: &winner,
+                        ttl: Duration::from_secs(60),
+                        mode: SetMode::IfAbsent,
+                    });
+                    CodeUpdate { write, also }
+                };
+                if from_reads {
+                    let mut answers = store.batch(&[Op::ReadCodeState { key }]).await;
+                    let read = answers.pop().unwrap().and_then(Answer::into_code_state);
+                    store
+                        .update_code_state_from(key, read.unwrap(), &mut verify)
+                        .await
+                        .unwrap();
+                } else {
+                    let mut write_only = |current| verify(current).write;
+                    store.update_code_state(key, &mut write_only).await.unwrap();
+                }
                 decision
             })
         })
@@ -504,67 +538,6 @@ pub async fn updates_start_from_a_record_read_before<S: Store>(store: S) {
         .await
         .unwrap();
     assert_eq!(store.peek_code_state("k").await.unwrap(), None);
-}
-
-/// The security rule again, for updates that start from a read: 1000 concurrent verifies
-/// of one right code, each reading the record first (in a batch) and then updating from
-/// that read, spread over `handles`. Exactly one is accepted, and the value it asks for
-/// is written.
-pub async fn exactly_one_of_many_concurrent_verifies_from_reads_wins<S: Store>(handles: &[Arc<S>]) {
-    let policy = Arc::new(CodePolicy::default());
-    let hasher = CodeHasher::new(&ServerSecret::random());
-    let code = CodeFormat::default().generate();
-    let hash = hasher.hash("race-from-reads", &code);
-    let now = Timestamp(1_700_000_000_000);
-    handles[0]
-        .update_code_state("race-from-reads", &mut |current| {
-            decide_issue(current, hash, now, &policy).0
-        })
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..1000)
-        .map(|i| {
-            let store = Arc::clone(&handles[i % handles.len()]);
-            let policy = Arc::clone(&policy);
-            tokio::spawn(async move {
-                let key = "race-from-reads";
-                let read = store
-                    .batch(&[Op::ReadCodeState { key }])
-                    .await
-                    .pop()
-                    .unwrap()
-                    .and_then(Answer::into_code_state)
-                    .unwrap();
-                let mut decision = VerifyDecision::Rejected;
-                let winner = format!("winner-{i}");
-                store
-                    .update_code_state_from(key, read, &mut |current| {
-                        let (write, d) = decide_verify(current, hash, now, &policy);
-                        decision = d;
-                        let also = (d == VerifyDecision::Accepted).then(|| SetValue {
-                            key: "race-winner",
-                            value: &winner,
-                            ttl: Duration::from_secs(60),
-                            mode: SetMode::IfAbsent,
-                        });
-                        CodeUpdate { write, also }
-                    })
-                    .await
-                    .unwrap();
-                (decision, winner)
-            })
-        })
-        .collect();
-    let mut accepted = vec![];
-    for task in tasks {
-        let (decision, winner) = task.await.unwrap();
-        if decision == VerifyDecision::Accepted {
-            accepted.push(winner);
-        }
-    }
-    assert_eq!(accepted.len(), 1, "exactly one concurrent verify may win");
-    let written = handles[0].get_value("race-winner").await.unwrap();
-    assert!(written.is_some(), "the accepted verify's value is written");
 }
 
 /// A store whose backend is down: every call fails with [`StoreError::Unavailable`]. For

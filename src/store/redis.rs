@@ -13,6 +13,7 @@
 //! records hold only keyed code hashes, counters and times. Both keys derive from the
 //! gate's server secret, which every instance shares anyway.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -128,6 +129,9 @@ struct Inner {
     key_hasher: hmac::Key,
     sealer: LessSafeKey,
     locks: Box<[Mutex<()>]>,
+    /// Per lock stripe, how many compare-and-sets this store has sent: a record read
+    /// while it stayed the same has not been changed by this process since.
+    writes: Box<[AtomicU64]>,
     compare_and_set: Script,
     hit: Script,
 }
@@ -175,6 +179,7 @@ impl RedisStore {
                 key_hasher: hmac::Key::new(hmac::HMAC_SHA256, &*hashing_key),
                 sealer,
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                writes: (0..LOCK_STRIPES).map(|_| AtomicU64::new(0)).collect(),
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 hit: Script::new(HIT),
             }),
@@ -250,10 +255,20 @@ impl RedisStore {
         command
     }
 
-    fn lock_for(&self, redis_key: &str) -> &Mutex<()> {
+    /// The lock stripe of `redis_key`.
+    fn stripe(&self, redis_key: &str) -> usize {
         let tag = hmac::sign(&self.inner.key_hasher, redis_key.as_bytes());
         let index = u16::from_le_bytes([tag.as_ref()[0], tag.as_ref()[1]]) as usize;
-        &self.inner.locks[index % LOCK_STRIPES]
+        index % LOCK_STRIPES
+    }
+
+    fn lock_for(&self, redis_key: &str) -> &Mutex<()> {
+        &self.inner.locks[self.stripe(redis_key)]
+    }
+
+    /// The count of compare-and-sets sent on `redis_key`'s stripe.
+    fn writes_for(&self, redis_key: &str) -> &AtomicU64 {
+        &self.inner.writes[self.stripe(redis_key)]
     }
 
     /// Seals a text value; the Redis key is the associated data, so a value copied to
@@ -351,7 +366,7 @@ impl Store for RedisStore {
         read: CodeRecord,
         update: &mut CodeStateUpdateWith<'_>,
     ) -> Result<(), StoreError> {
-        self.update_code_record(key, batch::known_bytes(&read), update)
+        self.update_code_record(key, batch::known(&read), update)
             .await
     }
 

@@ -3,6 +3,7 @@
 //! value written beside it. Two round trips for a send or a verify instead of four or
 //! five.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -24,6 +25,12 @@ impl RedisStore {
                 })
             })
             .collect();
+        // Counted before the reads leave, so an update can tell whether this process wrote
+        // a record after it was read.
+        let writes: Vec<u64> = keys
+            .iter()
+            .map(|key| self.writes_for(key).load(Ordering::SeqCst))
+            .collect();
         let commands: Vec<Cmd> = ops
             .iter()
             .zip(&keys)
@@ -38,8 +45,9 @@ impl RedisStore {
         };
         ops.iter()
             .zip(&keys)
+            .zip(writes)
             .zip(answers)
-            .map(|((op, key), answer)| {
+            .map(|(((op, key), writes), answer)| {
                 let value = answer.map_err(unavailable)?;
                 match op {
                     Op::Hit { .. } => {
@@ -49,7 +57,9 @@ impl RedisStore {
                             resets_at: Timestamp(resets_at),
                         }))
                     }
-                    Op::ReadCodeState { .. } => Ok(Answer::CodeState(record(parse(value)?)?)),
+                    Op::ReadCodeState { .. } => {
+                        Ok(Answer::CodeState(record(parse(value)?, writes)?))
+                    }
                     Op::GetValue { .. } => {
                         let read: Option<Vec<u8>> = parse(value)?;
                         let opened = read.map(|sealed| self.open(key, sealed)).transpose()?;
@@ -63,19 +73,19 @@ impl RedisStore {
     /// [`Store::read_code_state`](crate::store::Store::read_code_state).
     pub(super) async fn read_code_record(&self, key: &str) -> Result<CodeRecord, StoreError> {
         let redis_key = self.redis_key(key);
+        let writes = self.writes_for(&redis_key).load(Ordering::SeqCst);
         let mut connection = self.connection()?;
-        record(self.bounded(connection.get(&redis_key)).await?)
+        record(self.bounded(connection.get(&redis_key)).await?, writes)
     }
 
-    /// A read-modify-write of the code record under `key`, starting from `known` (its
-    /// bytes as read a moment ago, `None` when there was none) or, without it, from a
-    /// fresh read. The record's compare-and-set and the value `update` asks for go in one
-    /// round trip; when the record changed since it was read, it is read again and
-    /// `update` decides again.
+    /// A read-modify-write of the code record under `key`, starting from `known` (the
+    /// record as read a moment ago) or, without it, from a fresh read. The record's
+    /// compare-and-set and the value `update` asks for go in one round trip; when the
+    /// record changed since it was read, it is read again and `update` decides again.
     pub(super) async fn update_code_record(
         &self,
         key: &str,
-        mut known: Option<Option<Vec<u8>>>,
+        known: Option<Known>,
         update: &mut CodeStateUpdateWith<'_>,
     ) -> Result<(), StoreError> {
         let redis_key = self.redis_key(key);
@@ -89,6 +99,13 @@ impl RedisStore {
         .map_err(|_| {
             StoreError::Unavailable("too many updates of one destination at once".into())
         })?;
+        let writes = self.writes_for(&redis_key);
+        // A read from before an update of this process wrote is stale: read again at once
+        // rather than send a compare-and-set bound to lose. Updates queued here behind
+        // one another then take no more round trips than without the read.
+        let mut known = known
+            .filter(|known| known.writes == writes.load(Ordering::SeqCst))
+            .map(|known| known.bytes);
         let mut connection = self.connection()?;
         for conflict in 0..MAX_CONFLICTS {
             if conflict > 0 {
@@ -129,6 +146,10 @@ impl RedisStore {
             }
             if commands.is_empty() {
                 return Ok(());
+            }
+            if compares {
+                // Counted before it leaves: even unanswered, it may land.
+                writes.fetch_add(1, Ordering::SeqCst);
             }
             let mut answers = self.together(&commands).await?.into_iter();
             let written = if compares {
@@ -223,18 +244,33 @@ async fn send(
     pipeline.ignore_errors().query_async(connection).await
 }
 
-/// A code record as read, keeping its bytes for the compare-and-set (empty when absent:
-/// a record is never empty).
-fn record(read: Option<Vec<u8>>) -> Result<CodeRecord, StoreError> {
-    let state = read.as_deref().map(decode).transpose()?;
-    Ok(CodeRecord::new(state, Some(read.unwrap_or_default())))
+/// A code record as this store read it, for the update that starts from it.
+pub(super) struct Known {
+    /// The compare-and-sets sent on its lock stripe before the read was sent.
+    writes: u64,
+    /// Its bytes; `None` when there was no record.
+    bytes: Option<Vec<u8>>,
 }
 
-/// The bytes a [`CodeRecord`] of this store holds, as the update takes them: `None` when
-/// another backend read it (read again), `Some(None)` when there was no record.
-pub(super) fn known_bytes(read: &CodeRecord) -> Option<Option<Vec<u8>>> {
-    let bytes = read.version()?;
-    Some((!bytes.is_empty()).then(|| bytes.to_vec()))
+/// A code record as read, with what its update needs in its version: the count of
+/// compare-and-sets before the read (8 bytes), whether there was a record (1) and its
+/// bytes, for the compare-and-set.
+fn record(read: Option<Vec<u8>>, writes: u64) -> Result<CodeRecord, StoreError> {
+    let state = read.as_deref().map(decode).transpose()?;
+    let mut version = writes.to_le_bytes().to_vec();
+    version.push(u8::from(read.is_some()));
+    version.extend(read.unwrap_or_default());
+    Ok(CodeRecord::new(state, Some(version)))
+}
+
+/// What [`record`] kept; `None` for a record this store did not read (read it again).
+pub(super) fn known(read: &CodeRecord) -> Option<Known> {
+    let (writes, rest) = read.version()?.split_first_chunk::<8>()?;
+    let (present, bytes) = rest.split_first()?;
+    Some(Known {
+        writes: u64::from_le_bytes(*writes),
+        bytes: (*present == 1).then(|| bytes.to_vec()),
+    })
 }
 
 fn parse<T: redis::FromRedisValue>(value: Value) -> Result<T, StoreError> {
