@@ -21,14 +21,11 @@ const AUTO_CREATED_ACCOUNT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Codes longer than this are refused as malformed without touching the store.
 const MAX_TYPED_CODE: usize = 64;
 
-/// What a send or a verify reads before it decides: the store's answers, all from one
-/// round trip, and the directory's, asked at the same time. Each keeps its own result, so
-/// each request reports failures in its own order.
+/// What a send or a verify reads from the store before it decides, all in one round trip.
+/// Each keeps its own result, so each request reports failures in its own order.
 struct Opening {
     /// The destination's code record, to decide on.
     record: Result<CodeRecord, StoreError>,
-    /// The directory's account.
-    listed: Result<Option<Account>, DirectoryError>,
     /// The id of the account the gate auto-created, if it did.
     created: Result<Option<String>, StoreError>,
 }
@@ -71,13 +68,11 @@ impl Gate {
                 now,
             });
         }
-        // The directory and the store, always both and at once: asking the store only
-        // when the directory misses would make unknown accounts slower by a round trip,
-        // which tells an attacker who is a member.
-        let (listed, answers) = tokio::join!(
-            self.inner.directory.find(tenant, identifier),
-            self.inner.store.batch(&ops)
-        );
+        // The auto-created account is read always, whatever the directory will say, so an
+        // unknown account is not slower by a round trip (which would tell an attacker who
+        // is a member). The directory is asked only past the limit check: a client over
+        // its limit makes the gate ask the app nothing.
+        let answers = self.inner.store.batch(&ops).await;
         let mut answers = answers.into_iter();
         let mut next = || {
             answers.next().unwrap_or_else(|| {
@@ -98,11 +93,7 @@ impl Gate {
                 });
             }
         }
-        Ok(Opening {
-            record,
-            listed,
-            created,
-        })
+        Ok(Opening { record, created })
     }
 
     /// Applies a core decision to the code record under `key`, atomically in the store,
@@ -195,7 +186,12 @@ impl Gate {
                 &key,
             )
             .await?;
-        let account = account_of(opening.listed, opening.created, &request.identifier)?;
+        let listed = self
+            .inner
+            .directory
+            .find(&tenant.id, &request.identifier)
+            .await;
+        let account = account_of(listed, opening.created, &request.identifier)?;
         let exists = account.is_some();
         let deliver = exists || tenant.auto_create;
         if !deliver && tenant.reveal_account {
@@ -343,8 +339,9 @@ impl Gate {
         // the same round trip. Asked only for an accepted code: the right code proves
         // the destination, even when a concurrent verify consumes it first.
         let created_key = keys::created_account(&tenant.id, &request.identifier);
-        let creates = tenant.auto_create
-            && matches!((&opening.listed, &opening.created), (Ok(None), Ok(None)));
+        // Whatever the directory says (it is asked only for an accepted code): an account
+        // it lists is taken from it, so a record beside it changes nothing.
+        let creates = tenant.auto_create && matches!(&opening.created, Ok(None));
         let creation = creates.then(|| SetValue {
             key: &created_key,
             // An auto-created account's id is its identifier.
@@ -381,7 +378,13 @@ impl Gate {
                 return Err(GateError::TooManyAttempts { retry_after });
             }
         }
-        let account = account_of(opening.listed, opening.created, &request.identifier)?;
+        // The directory only now: a wrong code never makes the gate ask the app.
+        let listed = self
+            .inner
+            .directory
+            .find(&tenant.id, &request.identifier)
+            .await;
+        let account = account_of(listed, opening.created, &request.identifier)?;
         let subject_id = match account {
             Some(account) => account.subject,
             // Created by the write that consumed the code.

@@ -267,6 +267,69 @@ async fn sends_from_one_address_are_limited() {
     assert!(next_window.is_ok(), "{next_window:?}");
 }
 
+/// A directory that counts its lookups.
+#[derive(Default)]
+struct CountingDirectory(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl crate::directory::Directory for CountingDirectory {
+    async fn find(
+        &self,
+        _tenant: &str,
+        _identifier: &Identifier,
+    ) -> Result<Option<crate::directory::Account>, crate::directory::DirectoryError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(None)
+    }
+
+    async fn find_by_id(
+        &self,
+        _tenant: &str,
+        _id: &str,
+    ) -> Result<Option<crate::directory::Account>, crate::directory::DirectoryError> {
+        Ok(None)
+    }
+}
+
+/// The directory may be the app itself, over HTTP: a client over its limit, or guessing
+/// codes, makes the gate ask it nothing.
+#[tokio::test]
+async fn limited_sends_and_wrong_codes_never_ask_the_directory() {
+    let directory = Arc::new(CountingDirectory::default());
+    let fixture = gate_with(|builder| {
+        builder
+            .ip_limits(tight_ip_limits())
+            .directory(directory.clone())
+    });
+    let lookups = || directory.0.load(std::sync::atomic::Ordering::SeqCst);
+    let from = |n: u8| SendRequest {
+        client_ip: ip(1),
+        ..send_to(&person(n))
+    };
+    for n in 0..2 {
+        fixture.gate.send(from(n)).await.unwrap();
+    }
+    assert_eq!(lookups(), 2, "each send within the limit asks once");
+    let limited = fixture.gate.send(from(2)).await;
+    assert!(
+        matches!(limited, Err(GateError::RateLimited { .. })),
+        "{limited:?}"
+    );
+    assert_eq!(lookups(), 2, "a limited send asks nothing");
+    let wrong_code = fixture
+        .gate
+        .verify(VerifyRequest {
+            client_ip: ip(2),
+            ..verify_with(&person(0), "000000")
+        })
+        .await;
+    assert!(
+        matches!(wrong_code, Err(GateError::InvalidCode)),
+        "{wrong_code:?}"
+    );
+    assert_eq!(lookups(), 2, "a wrong code asks nothing");
+}
+
 #[tokio::test]
 async fn verifies_from_one_address_are_limited() {
     let fixture = gate_with(|builder| builder.ip_limits(tight_ip_limits()));
