@@ -73,9 +73,15 @@ pub(crate) fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue
 
 /// A new random request id: 16 lower-case hex characters.
 pub(crate) fn fresh_request_id() -> HeaderValue {
-    let id = format!("{:016x}", rand::random::<u64>());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Written into a stack buffer: no formatting machinery on every request.
+    let random = rand::random::<u64>();
+    let mut id = [0u8; 16];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
+    }
     // Hex digits are always a valid header value.
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 /// A header name as the most lenient app servers read it: lower case, and every
@@ -274,6 +280,35 @@ impl UpstreamPlan {
         headers.reserve(self.inject.len());
         for (name, value) in &self.inject {
             headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_request_id_is_16_lower_case_hex_digits_and_new_each_time() {
+        let ids: Vec<HeaderValue> = (0..64).map(|_| fresh_request_id()).collect();
+        for id in &ids {
+            let bytes = id.as_bytes();
+            assert_eq!(bytes.len(), 16, "{id:?}");
+            assert!(
+                bytes
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)),
+                "{id:?}"
+            );
+        }
+        let distinct: std::collections::HashSet<&[u8]> =
+            ids.iter().map(|id| id.as_bytes()).collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Every digit position takes more than one value: the whole random number shows.
+        for position in 0..16 {
+            let seen: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_bytes()[position]).collect();
+            assert!(seen.len() > 1, "position {position} never changes");
         }
     }
 }
