@@ -208,9 +208,10 @@ async fn a_resend_invalidates_the_previous_code() {
 }
 
 #[tokio::test]
-async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
+async fn a_revocation_is_seen_by_every_gate_on_the_store_within_one_poll() {
     use otpgate::store::MemoryStore;
     use otpgate::token::{SigningAlgorithm, SigningKey};
+    const POLL: std::time::Duration = std::time::Duration::from_millis(50);
     // Two gates on one memory store and one key, as an app embedding two layers would.
     let store = Arc::new(MemoryStore::default());
     let key = SigningKey::generate(SigningAlgorithm::EdDSA).unwrap().0;
@@ -218,6 +219,7 @@ async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
         Gate::builder()
             .store(store.clone())
             .signing_key(key.clone())
+            .revocation_poll(POLL)
             .build()
             .unwrap()
     };
@@ -231,8 +233,14 @@ async fn a_revocation_is_seen_at_once_by_every_gate_on_the_store() {
         a.authenticate(token).await.unwrap();
         b.authenticate(token).await.unwrap();
     }
-    // ...a revocation made through the other gate still holds at once.
+    // ...a revocation holds at once on the gate that made it, and on the other once it
+    // polled the store again: within one interval.
     b.revoke_access(&session.access.claims).await.unwrap();
+    assert!(matches!(
+        b.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
+    tokio::time::sleep(POLL).await;
     assert!(matches!(
         a.authenticate(token).await,
         Err(GateError::Unauthorized)
