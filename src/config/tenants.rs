@@ -81,6 +81,7 @@ pub(super) fn check(
             auto_create: section.auto_create,
             reveal_account: section.reveal_account,
             display_name: section.name.clone(),
+            destinations: crate::gate::Destinations::default(),
         });
     }
     if !seen.contains_key(default_tenant.as_str()) {

@@ -57,6 +57,7 @@ pub struct GateBuilder {
     templates: Option<Templates>,
     revocation_fallback: RevocationFallback,
     revocation_poll: Duration,
+    sms_guard: super::SmsGuard,
 }
 
 /// What a protected request with a valid token gets when the store cannot say whether
@@ -90,6 +91,7 @@ impl Default for GateBuilder {
             templates: None,
             revocation_fallback: RevocationFallback::default(),
             revocation_poll: super::DEFAULT_REVOCATION_POLL,
+            sms_guard: super::SmsGuard::default(),
         }
     }
 }
@@ -136,6 +138,13 @@ impl GateBuilder {
     /// Defaults to 1 s; at least 10 ms.
     pub fn revocation_poll(mut self, interval: Duration) -> Self {
         self.revocation_poll = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The gate-wide SMS guard (velocity, budgets, the pumping signature); by default it
+    /// guards nothing.
+    pub fn sms_guard(mut self, guard: super::SmsGuard) -> Self {
+        self.sms_guard = guard;
         self
     }
 
@@ -269,6 +278,7 @@ impl GateBuilder {
                 clock: self.clock,
                 revocation_fallback: self.revocation_fallback,
                 revocations: super::revocations::Revocations::new(self.revocation_poll),
+                sms_guard: Arc::new(self.sms_guard),
             }),
         })
     }

@@ -175,6 +175,7 @@ impl Gate {
         link_prefix: Option<&str>,
     ) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
+        self.admit_send(tenant, &request.identifier).await?;
         let key = keys::code_record(&tenant.id, &request.identifier);
         let opening = self
             .open(
@@ -401,6 +402,7 @@ impl Gate {
                 return Err(GateError::InvalidCode);
             }
         };
+        self.record_verified(&request.identifier).await;
         audit::code_verified(
             &tenant.id,
             &subject_id,

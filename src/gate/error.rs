@@ -31,6 +31,17 @@ pub enum GateError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A destination the tenant does not send codes to.
+    #[error("{}", .0.message())]
+    DestinationRefused(crate::gate::DestinationRefusal),
+    /// The send guard holds sends to this destination (or all SMS) for now.
+    #[error("too many codes sent to such destinations; try again later")]
+    SendsThrottled {
+        /// When to try again.
+        retry_after: Duration,
+        /// Which cap holds.
+        reason: crate::gate::ThrottleReason,
+    },
     /// Too many failed verifications; the identity must wait.
     #[error("too many failed attempts; try again later")]
     TooManyAttempts {
@@ -119,11 +130,12 @@ impl GateError {
             | GateError::UnknownTenant
             | GateError::ChannelDisabled(_)
             | GateError::AccountNotFound
+            | GateError::DestinationRefused(_)
             | GateError::InvalidPath(_) => StatusCode::BAD_REQUEST,
             GateError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GateError::RateLimited { .. } | GateError::TooManyAttempts { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            GateError::RateLimited { .. }
+            | GateError::TooManyAttempts { .. }
+            | GateError::SendsThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GateError::InvalidCode
             | GateError::Unauthorized
             | GateError::ReauthenticationRequired
@@ -154,6 +166,8 @@ impl GateError {
             GateError::ChannelDisabled(_) => "channel_disabled",
             GateError::AccountNotFound => "account_not_found",
             GateError::RateLimited { .. } => "rate_limited",
+            GateError::DestinationRefused(refusal) => refusal.code(),
+            GateError::SendsThrottled { reason, .. } => reason.code(),
             GateError::TooManyAttempts { .. } => "too_many_attempts",
             GateError::InvalidCode => "invalid_code",
             GateError::Unauthorized => "unauthorized",
@@ -180,7 +194,9 @@ impl GateError {
     /// Seconds for a `Retry-After` header, where one applies (rounded up, at least 1).
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            GateError::RateLimited { retry_after } | GateError::TooManyAttempts { retry_after } => {
+            GateError::RateLimited { retry_after }
+            | GateError::TooManyAttempts { retry_after }
+            | GateError::SendsThrottled { retry_after, .. } => {
                 Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
             GateError::StoreUnavailable(_)

@@ -57,6 +57,7 @@ pub mod audit;
 mod builder;
 mod codes;
 mod error;
+mod guard;
 mod revocations;
 mod seal;
 mod second_factor;
@@ -68,6 +69,7 @@ mod tests;
 
 pub use builder::{BuildError, GateBuilder, RevocationFallback, validate_policy};
 pub use error::GateError;
+pub use guard::{DestinationRefusal, Destinations, EmailDomains, SmsGuard, ThrottleReason};
 pub use revocations::DEFAULT_REVOCATION_POLL;
 pub use second_factor::PendingSecondFactor;
 pub use types::{Identity, IpLimits, SendOutcome, SendRequest, Session, Tenant, VerifyRequest};
@@ -86,6 +88,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     revocation_fallback: RevocationFallback,
     revocations: revocations::Revocations,
+    sms_guard: Arc<SmsGuard>,
 }
 
 /// The engine. Cheap to clone; all clones share one state. See the [module docs](self)

@@ -23,6 +23,8 @@ pub struct Tenant {
     pub reveal_account: bool,
     /// The name messages are signed with (a location, a product); none when `None`.
     pub display_name: Option<String>,
+    /// Which destinations it sends codes to; by default every valid one.
+    pub destinations: super::guard::Destinations,
 }
 
 impl Tenant {
@@ -34,6 +36,7 @@ impl Tenant {
             auto_create: true,
             reveal_account: false,
             display_name: None,
+            destinations: super::guard::Destinations::default(),
         }
     }
 }

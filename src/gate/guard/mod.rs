@@ -1,0 +1,49 @@
+//! The send guard: what stops SMS pumping (toll fraud) and send floods that the per-IP
+//! and per-destination limits cannot, because they spread over thousands of numbers and
+//! addresses. It runs inside [`Gate::send`](super::Gate::send), so every dialect and both
+//! forms get it, and keeps all its state in the store, so gates sharing Redis share one
+//! view.
+//!
+//! - [`Destinations`] (per tenant): destinations that are never a person's, refused before
+//!   anything is counted: SMS countries a tenant does not serve, number types no person
+//!   receives codes on (premium rate, shared cost, ...), email domains off its list.
+//! - [`SmsGuard`] (per gate): sends per country calling code and per number prefix in
+//!   sliding windows, a global SMS budget per hour and per day (messages and estimated
+//!   cost), and the pumping signature: a prefix whose codes are sent but not verified is
+//!   throttled for a cool-down.
+
+use std::sync::Arc;
+
+use super::{Gate, GateError, Tenant};
+use crate::identifier::Identifier;
+
+mod destinations;
+mod velocity;
+
+pub use destinations::{DestinationRefusal, Destinations, EmailDomains};
+pub use velocity::{SmsGuard, ThrottleReason};
+
+impl Gate {
+    /// Refuses a send to a destination the tenant does not serve, or one the guard
+    /// throttles now; counts it otherwise. Runs before the code record is touched, so a
+    /// refused send starts no cooldown and sends nothing.
+    pub(super) async fn admit_send(
+        &self,
+        tenant: &Tenant,
+        identifier: &Identifier,
+    ) -> Result<(), GateError> {
+        tenant.destinations.check(identifier)?;
+        if let Identifier::Phone(_) = identifier {
+            velocity::admit(self, Arc::clone(&self.inner.sms_guard), identifier).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the guard a code sent to `identifier` was verified: verified sends are what
+    /// tells a prefix of real people from a pumped one.
+    pub(super) async fn record_verified(&self, identifier: &Identifier) {
+        if let Identifier::Phone(_) = identifier {
+            velocity::record_verified(self, &self.inner.sms_guard, identifier).await;
+        }
+    }
+}
