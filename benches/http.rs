@@ -1,9 +1,9 @@
 //! The gate's own work, beyond pass-through (`bench/run.sh` runs this and puts its rows
 //! in bench/RESULTS.md):
 //!
-//! - sign-ins over HTTP: send + verify against `otpgate run` (memory store, codes
-//!   delivered by webhook to this process), 64 clients at once, against plain
-//!   `GET /healthz` from the same clients in the same run;
+//! - sign-ins over HTTP: send + verify against `otpgate run` (memory store, then a
+//!   redis-server on loopback; codes delivered by webhook to this process), 64 clients at
+//!   once, against plain `GET /healthz` from the same clients in the same run;
 //! - memory per pending code: RSS growth of a gate holding 100k and then 1M pending codes,
 //!   against the plain size of one (its store key's bytes and its record's struct);
 //! - cold start: from spawning `otpgate run` to the first answered request, against
@@ -74,7 +74,16 @@ fn main() {
         .unwrap();
     assert!(status.success());
 
-    println!("{}", runtime.block_on(sign_ins(dir.path(), &key, &scale)));
+    println!(
+        "{}",
+        runtime.block_on(sign_ins(dir.path(), &key, &scale, None))
+    );
+    let redis = RedisServer::start();
+    println!(
+        "{}",
+        runtime.block_on(sign_ins(dir.path(), &key, &scale, Some(redis.1)))
+    );
+    drop(redis);
     for row in pending_codes(&runtime, &scale) {
         println!("{row}");
     }
@@ -143,9 +152,43 @@ impl Drop for Gateway {
     }
 }
 
+/// A redis-server on a free loopback port, without persistence; killed when dropped.
+struct RedisServer(Child, u16);
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        RedisServer(child, port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
 
-async fn sign_ins(dir: &std::path::Path, key: &std::path::Path, scale: &Scale) -> String {
+/// Sign-ins per second on the memory store, or on the Redis at `redis_port`.
+async fn sign_ins(
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    scale: &Scale,
+    redis_port: Option<u16>,
+) -> String {
     // The webhook receiver: hands each code to the client waiting for that address.
     let waiters: Waiters = Arc::default();
     let hook_waiters = waiters.clone();
@@ -166,12 +209,22 @@ async fn sign_ins(dir: &std::path::Path, key: &std::path::Path, scale: &Scale) -
     let hook_addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, hook).await });
 
+    // A shared store needs the secret every instance shares.
+    let store = match redis_port {
+        Some(port) => format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n\
+             namespace = \"bench{}\"\n",
+            free_port()
+        ),
+        None => String::new(),
+    };
     // Every client is 127.0.0.1, so the per-IP limits are lifted for this measurement.
     let gate = Gateway::spawn(
         dir,
         key,
         &format!(
-            "[otp]\nsends_per_ip = \"1000000000/1s\"\nverifies_per_ip = \"1000000000/1s\"\n\
+            "{store}[otp]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             sends_per_ip = \"1000000000/1s\"\nverifies_per_ip = \"1000000000/1s\"\n\
              [delivery.email]\nkind = \"webhook\"\nurl = \"http://{hook_addr}/hook\"\n\
              [delivery.sms]\nkind = \"webhook\"\nurl = \"http://{hook_addr}/hook\"\n"
         ),
@@ -216,7 +269,12 @@ async fn sign_ins(dir: &std::path::Path, key: &std::path::Path, scale: &Scale) -
     })
     .await;
     format!(
-        "| sign-ins over HTTP (send + verify, {CLIENTS} clients, memory store) | {sign_ins:.0} /s | `GET /healthz`: {healthz:.0} req/s | {:.3} |",
+        "| sign-ins over HTTP (send + verify, {CLIENTS} clients, {} store) | {sign_ins:.0} /s | `GET /healthz`: {healthz:.0} req/s | {:.3} |",
+        if redis_port.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        },
         sign_ins / healthz
     )
 }
