@@ -259,6 +259,7 @@ impl GateBuilder {
             Some(hasher) => hasher,
             None => CodeHasher::new(&self.secret.unwrap_or_else(ServerSecret::random)),
         };
+        let epoch_ttl = self.token_settings.ttl + self.token_settings.leeway;
         Ok(Gate {
             inner: Arc::new(Inner {
                 hasher,
@@ -277,7 +278,7 @@ impl GateBuilder {
                 ip_limits: self.ip_limits,
                 clock: self.clock,
                 revocation_fallback: self.revocation_fallback,
-                revocations: super::revocations::Revocations::new(self.revocation_poll),
+                revocations: super::revocations::Revocations::new(self.revocation_poll, epoch_ttl),
                 sms_guard: Arc::new(self.sms_guard),
             }),
         })

@@ -11,7 +11,7 @@
 //! interval after the logout returned always sees it), and on the gate that took it at
 //! once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,23 +27,42 @@ const NEVER: u64 = u64::MAX;
 
 pub(super) struct Revocations {
     poll: Duration,
+    // How long the epoch value lives: past the longest-lived token it concerns (one that
+    // expired reads as a change too, which only costs a check).
+    epoch_ttl: Duration,
     started: Instant,
     generation: AtomicU64,
     // When the last poll started, in nanoseconds since `started`; `NEVER` before one.
+    // A failed poll counts too: for one interval its failure is the answer, so that with
+    // the store down requests do not queue behind one timed-out read after another.
     polled_at: AtomicU64,
-    // The value the last poll read. The lock also makes concurrent requests that find
-    // the poll stale wait for one read instead of each making their own.
-    seen: tokio::sync::Mutex<Option<String>>,
+    failed: AtomicBool,
+    // A logout of this gate whose announcement did not reach the store: made at the next
+    // poll, so that the other gates still learn of it.
+    unannounced: AtomicBool,
+    // The value the last poll read, and why the last poll failed. The lock also makes
+    // concurrent requests that find the poll stale wait for one read instead of each
+    // making their own.
+    seen: tokio::sync::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    value: Option<String>,
+    failure: String,
 }
 
 impl Revocations {
-    pub(super) fn new(poll: Duration) -> Revocations {
+    pub(super) fn new(poll: Duration, epoch_ttl: Duration) -> Revocations {
         Revocations {
             poll,
+            epoch_ttl,
             started: Instant::now(),
             generation: AtomicU64::new(0),
             polled_at: AtomicU64::new(NEVER),
-            seen: tokio::sync::Mutex::new(None),
+            failed: AtomicBool::new(false),
+            unannounced: AtomicBool::new(false),
+            seen: tokio::sync::Mutex::new(Seen::default()),
         }
     }
 
@@ -51,56 +70,88 @@ impl Revocations {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(NEVER - 1)
     }
 
-    fn fresh(&self) -> Option<u64> {
+    /// Whether the last poll is younger than the interval.
+    fn fresh(&self) -> bool {
         let polled_at = self.polled_at.load(Ordering::Acquire);
         let poll = u64::try_from(self.poll.as_nanos()).unwrap_or(NEVER);
-        (polled_at != NEVER && self.elapsed_nanos().saturating_sub(polled_at) < poll)
-            .then(|| self.generation.load(Ordering::Acquire))
+        polled_at != NEVER && self.elapsed_nanos().saturating_sub(polled_at) < poll
+    }
+
+    fn answer(&self, seen: &Seen) -> Result<u64, StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(seen.failure.clone()));
+        }
+        Ok(self.generation.load(Ordering::Acquire))
     }
 
     /// The generation now: from memory while the last poll is younger than the
     /// interval, else after reading the store's value (one read for all the requests
-    /// that wait on it).
+    /// that wait on it). A failed poll answers its failure for one interval.
     pub(super) async fn generation(&self, store: &dyn Store) -> Result<u64, StoreError> {
-        if let Some(generation) = self.fresh() {
-            return Ok(generation);
+        if self.fresh() && !self.failed.load(Ordering::Acquire) {
+            return Ok(self.generation.load(Ordering::Acquire));
         }
         let mut seen = self.seen.lock().await;
-        if let Some(generation) = self.fresh() {
-            return Ok(generation);
+        if self.fresh() {
+            return self.answer(&seen);
         }
         // The start of the read is what counts: whatever was written before it is seen.
         let started = self.elapsed_nanos();
+        let polled = self.poll_store(store, &mut seen).await;
+        if let Err(error) = &polled {
+            seen.failure = format!("the revocation poll failed: {error}");
+        }
+        self.failed.store(polled.is_err(), Ordering::Release);
+        self.polled_at.store(started, Ordering::Release);
+        polled.map(|()| self.generation.load(Ordering::Acquire))
+    }
+
+    async fn poll_store(&self, store: &dyn Store, seen: &mut Seen) -> Result<(), StoreError> {
+        if self.unannounced.load(Ordering::Acquire) {
+            self.write_epoch(store, seen).await?;
+            self.unannounced.store(false, Ordering::Release);
+            return Ok(());
+        }
         let value = store.get_value(keys::revocation_epoch()).await?;
-        if *seen != value {
-            *seen = value;
+        if seen.value != value {
+            seen.value = value;
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        self.polled_at.store(started, Ordering::Release);
-        Ok(self.generation.load(Ordering::Acquire))
+        Ok(())
+    }
+
+    /// Writes a new epoch value; this gate moves on too.
+    async fn write_epoch(&self, store: &dyn Store, seen: &mut Seen) -> Result<(), StoreError> {
+        let value = crate::util::random_id();
+        store
+            .set_value(
+                keys::revocation_epoch(),
+                &value,
+                self.epoch_ttl,
+                SetMode::Always,
+            )
+            .await?;
+        seen.value = Some(value);
+        // Anything another gate wrote before this write is covered: every cached token
+        // is checked again. Anything written after it differs from `seen` at the next poll.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Tells every gate sharing `store` that something was revoked: this gate checks
-    /// its cached tokens again at once, the others at their next poll. `ttl` covers the
-    /// longest-lived token (the value only has to outlive the tokens it concerns; one
-    /// that expired reads as a change too, which only costs a check).
-    pub(super) async fn announce(
-        &self,
-        store: &dyn Store,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    /// its cached tokens again at once, the others at their next poll. When the store
+    /// does not take the announcement, the next poll makes it.
+    pub(super) async fn announce(&self, store: &dyn Store) -> Result<(), StoreError> {
         // This gate moves on first, whatever the store answers: its own logout holds here
         // even if the announcement to the others fails.
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let value = crate::util::random_id();
-        store
-            .set_value(keys::revocation_epoch(), &value, ttl, SetMode::Always)
-            .await?;
         let mut seen = self.seen.lock().await;
-        *seen = Some(value);
-        // Anything another gate wrote between this write and this line is read at the
-        // next poll: the value then differs from `seen`.
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        let written = self.write_epoch(store, &mut seen).await;
+        if written.is_err() {
+            self.unannounced.store(true, Ordering::Release);
+            // Due now: the next request polls, and so retries the announcement.
+            self.polled_at.store(NEVER, Ordering::Release);
+        }
+        written
     }
 }

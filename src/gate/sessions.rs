@@ -180,11 +180,11 @@ impl Gate {
             .await
             .map_err(GateError::StoreUnavailable)?;
         claims.revocation.revoke();
-        // After the revoked mark: a gate that sees the new epoch finds the mark.
-        let settings = self.inner.tokens.settings();
+        // After the revoked mark: a gate that sees the new epoch finds the mark. Should the
+        // store not take it, this gate's next poll announces it again.
         self.inner
             .revocations
-            .announce(&*self.inner.store, settings.ttl + settings.leeway)
+            .announce(&*self.inner.store)
             .await
             .map_err(GateError::StoreUnavailable)?;
         audit::logged_out(claims, "access");

@@ -236,12 +236,28 @@ fn engine_sections(text: &str) -> toml::Table {
     table
 }
 
-/// Whether the two files write the same `[store]` section and `otp.secret` (a Redis
-/// store's own keys derive from it).
+/// `[store]` keys that say how the engine uses the store, not which store it is: a change
+/// to them keeps the running store (a new memory store would forget every revocation,
+/// spent token and counter).
+const STORE_USE_KEYS: [&str; 2] = ["revocation_fallback", "revocation_poll"];
+
+/// Whether the two files name the same store in `[store]` (its keys but
+/// [`STORE_USE_KEYS`]) and the same `otp.secret` (a Redis store's own keys derive from it).
 fn same_store(new: &str, old: &str) -> bool {
     let (new, old) = (tables(new), tables(old));
     let secret = |t: &toml::Table| t.get("otp").and_then(|o| o.get("secret")).cloned();
-    new.get("store") == old.get("store") && secret(&new) == secret(&old)
+    let store = |t: &toml::Table| {
+        let mut store = t
+            .get("store")
+            .and_then(|s| s.as_table())
+            .cloned()
+            .unwrap_or_default();
+        for key in STORE_USE_KEYS {
+            store.remove(key);
+        }
+        store
+    };
+    store(&new) == store(&old) && secret(&new) == secret(&old)
 }
 
 /// Whether the file sets `otp.secret`, so that code hashes survive a new engine.
@@ -274,5 +290,27 @@ pub fn send_hangup(pid: u32) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("kill -HUP {pid} failed ({status})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_store;
+
+    #[test]
+    fn how_the_store_is_used_is_no_new_store_but_which_store_is() {
+        let old = "[store]\nbackend = \"memory\"\nrevocation_poll = \"1s\"\n";
+        assert!(same_store(
+            "[store]\nbackend = \"memory\"\nrevocation_poll = \"2s\"\nrevocation_fallback = \"deny\"\n",
+            old
+        ));
+        assert!(!same_store(
+            "[store]\nbackend = \"memory\"\nmax_entries = 10\nrevocation_poll = \"1s\"\n",
+            old
+        ));
+        assert!(!same_store(
+            "[store]\nbackend = \"memory\"\nrevocation_poll = \"1s\"\n[otp]\nsecret = \"x\"\n",
+            old
+        ));
     }
 }

@@ -22,6 +22,9 @@ struct Watched {
     store: MemoryStore,
     reads: AtomicUsize,
     down: AtomicBool,
+    // Refuses writes of the revocation epoch only: a logout whose mark lands but whose
+    // announcement does not.
+    epoch_down: AtomicBool,
 }
 
 impl Watched {
@@ -68,6 +71,9 @@ impl Store for Watched {
         mode: SetMode,
     ) -> Result<bool, StoreError> {
         self.outage()?;
+        if key == crate::store::keys::revocation_epoch() && self.epoch_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection reset".into()));
+        }
         self.store.set_value(key, value, ttl, mode).await
     }
 
@@ -216,4 +222,57 @@ async fn a_logout_the_store_did_not_take_fails_and_can_be_repeated() {
         gate.authenticate(&session.access.token).await,
         Err(GateError::Unauthorized)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_whose_announcement_failed_is_announced_at_the_next_poll() {
+    let store = Arc::new(Watched::default());
+    let (a, b) = two_gates(store.clone(), RevocationFallback::Deny);
+    let session = a.start_session(&member()).unwrap();
+    let token = &session.access.token;
+    b.authenticate(token).await.unwrap();
+    let identity = a.authenticate(token).await.unwrap();
+    store.epoch_down.store(true, Ordering::SeqCst);
+    let logout = a.revoke_access(&identity.claims).await;
+    assert!(
+        matches!(logout, Err(GateError::StoreUnavailable(_))),
+        "{logout:?}"
+    );
+    // The mark landed: the gate that took the logout refuses the token at once.
+    assert!(matches!(
+        a.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
+    store.epoch_down.store(false, Ordering::SeqCst);
+    // Any request on that gate polls, and so announces; the other gate follows within
+    // one interval, though the client's retried logout would find nothing left to do.
+    let other = a.start_session(&member()).unwrap();
+    a.authenticate(&other.access.token).await.unwrap();
+    tokio::time::advance(POLL).await;
+    assert!(matches!(
+        b.authenticate(token).await,
+        Err(GateError::Unauthorized)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_store_down_one_read_per_interval_answers_every_request() {
+    let store = Arc::new(Watched::default());
+    let (gate, _) = two_gates(store.clone(), RevocationFallback::Deny);
+    let session = gate.start_session(&member()).unwrap();
+    gate.authenticate(&session.access.token).await.unwrap();
+    store.down.store(true, Ordering::SeqCst);
+    tokio::time::advance(POLL).await;
+    let before = store.reads.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        assert!(matches!(
+            gate.authenticate(&session.access.token).await,
+            Err(GateError::StoreUnavailable(_))
+        ));
+    }
+    assert_eq!(store.reads.load(Ordering::SeqCst), before + 1);
+    // Back up: within one interval the gate reads again, and passes.
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(POLL).await;
+    gate.authenticate(&session.access.token).await.unwrap();
 }
