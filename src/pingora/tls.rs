@@ -243,7 +243,16 @@ fn client_keeps_alive(request: &RequestHeader) -> bool {
 impl ServeHttp for RedirectToHttps {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let request = session.req_header();
-        let keep_alive = client_keeps_alive(request);
+        // A request with a body is answered and closed: keeping its connection would mean
+        // reading that body, however large or slow, only to throw it away.
+        let has_body = request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            || request
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|length| length.as_bytes() != b"0");
+        let keep_alive = client_keeps_alive(request) && !has_body;
         let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let location = authority(request).map(|authority| match self.port {
             443 => format!("https://{}{path}", authority.host()),
