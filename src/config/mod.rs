@@ -257,7 +257,7 @@ impl Model {
         }
         builder = builder.directory(self.directory.build(source)?);
         builder = builder.default_tenant(&self.tenants.default_tenant);
-        for tenant in self.tenants.tenants {
+        for tenant in self.tenants.build(source)? {
             builder = builder.tenant(tenant);
         }
         #[cfg(feature = "proxy")]

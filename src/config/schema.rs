@@ -480,6 +480,14 @@ pub struct TenantSection {
     #[serde(default)]
     pub reveal_account: bool,
     pub name: Option<String>,
+    /// ISO 3166-1 alpha-2 regions its SMS go to; absent: every region.
+    pub sms_countries: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub allow_voip: bool,
+    /// The only email domains its codes go to.
+    pub email_domains: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A file of email domains its codes never go to (nor to their subdomains).
+    pub email_domains_block_file: Option<Spanned<String>>,
 }
 
 fn all_channels() -> Spanned<Vec<Channel>> {

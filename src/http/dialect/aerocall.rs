@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use super::Context;
 use super::request::{Destination, VerifyBody, is_json, parse, sent_answer};
-use crate::gate::GateError;
+use crate::gate::{DestinationRefusal, GateError};
 use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Channel;
 
@@ -80,9 +80,22 @@ pub(crate) fn error(error: &GateError) -> GateResponse {
             "Email OTP is not enabled for this project".to_owned(),
         ),
         GateError::UnknownTenant => (StatusCode::NOT_FOUND, "Project not found".to_owned()),
-        GateError::RateLimited { .. } => (
+        // The send guard's hold reads like any other send limit here; its code says which.
+        GateError::RateLimited { .. } | GateError::SendsThrottled { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "Too many OTP requests".to_owned(),
+        ),
+        GateError::DestinationRefused(DestinationRefusal::SmsCountry) => (
+            StatusCode::BAD_REQUEST,
+            "Phone OTP is not available for this country".to_owned(),
+        ),
+        GateError::DestinationRefused(DestinationRefusal::NumberType) => (
+            StatusCode::BAD_REQUEST,
+            "Phone OTP is not available for this type of number".to_owned(),
+        ),
+        GateError::DestinationRefused(DestinationRefusal::EmailDomain) => (
+            StatusCode::BAD_REQUEST,
+            "Email OTP is not available for this email domain".to_owned(),
         ),
         GateError::InvalidCode => (
             StatusCode::UNAUTHORIZED,

@@ -14,7 +14,7 @@ use super::PageSettings;
 use super::branding::{self, Branding, Locale, Words};
 use super::flow::random_token;
 use super::texts::TEXTS;
-use crate::gate::GateError;
+use crate::gate::{DestinationRefusal, GateError};
 use crate::http::GateResponse;
 use crate::http::dialect::Context;
 use crate::identifier::{Channel, InvalidIdentifier};
@@ -194,6 +194,13 @@ impl<'a> View<'a> {
                 let wait = words.wait(retry_after.as_millis().div_ceil(1000) as u64);
                 return words.with("resend_wait", "wait", &wait);
             }
+            GateError::SendsThrottled { retry_after, .. } => {
+                let wait = words.wait(retry_after.as_millis().div_ceil(1000) as u64);
+                return words.with("error_sends_throttled", "wait", &wait);
+            }
+            GateError::DestinationRefused(DestinationRefusal::SmsCountry) => "error_sms_country",
+            GateError::DestinationRefused(DestinationRefusal::NumberType) => "error_number_type",
+            GateError::DestinationRefused(DestinationRefusal::EmailDomain) => "error_email_domain",
             GateError::InvalidIdentifier(InvalidIdentifier::Email) => "error_invalid_email",
             GateError::InvalidIdentifier(InvalidIdentifier::Phone) => "error_invalid_phone",
             GateError::ChannelDisabled(Channel::Email) => "error_email_disabled",

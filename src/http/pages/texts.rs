@@ -128,6 +128,26 @@ pub(crate) const TEXTS: &[(&str, &str, &str)] = &[
         "Les codes ne peuvent pas être envoyés par SMS ici. Utilisez votre adresse e-mail.",
     ),
     (
+        "error_sms_country",
+        "Codes cannot be sent by text message to numbers from this country. Use another number or your email address.",
+        "Les codes ne peuvent pas être envoyés par SMS aux numéros de ce pays. Utilisez un autre numéro ou votre adresse e-mail.",
+    ),
+    (
+        "error_number_type",
+        "Codes cannot be sent to this kind of number. Use a mobile phone number.",
+        "Les codes ne peuvent pas être envoyés à ce type de numéro. Utilisez un numéro de téléphone mobile.",
+    ),
+    (
+        "error_email_domain",
+        "Codes cannot be sent to addresses at this domain. Use another email address.",
+        "Les codes ne peuvent pas être envoyés aux adresses de ce domaine. Utilisez une autre adresse e-mail.",
+    ),
+    (
+        "error_sends_throttled",
+        "Too many codes have been sent by text message. Try again in {wait}.",
+        "Trop de codes ont été envoyés par SMS. Réessayez dans {wait}.",
+    ),
+    (
         "error_unknown_tenant",
         "This sign-in page does not exist. Check the address and try again.",
         "Cette page de connexion n’existe pas. Vérifiez l’adresse et réessayez.",
