@@ -15,6 +15,8 @@
 //! | `otpgate_sessions_refreshed_total`       |                  | refresh tokens rotated                |
 //! | `otpgate_refresh_reuse_total`            |                  | rotated refresh tokens presented again |
 //! | `otpgate_logouts_total`                  | `revoked`        | tokens revoked                        |
+//! | `otpgate_sms_throttled_total`            | `reason`         | SMS sends the SMS guard refused: `pumping`, `prefix`, `country`, `budget` |
+//! | `otpgate_sms_guard_trips_total`          | `reason`         | times a guard cap started refusing (its audit event) |
 //! | `otpgate_requests_total`                 | `status`, `route` | requests answered by the edge proxy  |
 //! | `otpgate_request_duration_seconds`       | `status_class`, `route` | their latency, head read to answer |
 //! | `otpgate_tokens_verified_total`          | `cache`, `result` | access tokens checked, answered from the verified-token cache or not |
@@ -137,6 +139,8 @@ struct Metrics {
     sessions_refreshed: Counter,
     refresh_reuse: Counter,
     logouts: Family<Revoked, Counter>,
+    sms_throttled: Family<Reason, Counter>,
+    sms_guard_trips: Family<Reason, Counter>,
     requests: Family<Status, Counter>,
     request_duration: Family<StatusClass, Histogram, fn() -> Histogram>,
     tokens_verified: Family<TokenCheck, Counter>,
@@ -160,6 +164,8 @@ impl Metrics {
             sessions_refreshed: Counter::default(),
             refresh_reuse: Counter::default(),
             logouts: Family::default(),
+            sms_throttled: Family::default(),
+            sms_guard_trips: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             tokens_verified: Family::default(),
@@ -195,6 +201,10 @@ impl Metrics {
         }
         for action in ["send", "verify"] {
             drop(metrics.lockouts.get_or_create(&Action { action }));
+        }
+        for reason in ["pumping", "prefix", "country", "budget"] {
+            drop(metrics.sms_throttled.get_or_create(&Reason { reason }));
+            drop(metrics.sms_guard_trips.get_or_create(&Reason { reason }));
         }
         for revoked in ["access", "refresh"] {
             drop(metrics.logouts.get_or_create(&Revoked { revoked }));
@@ -234,6 +244,16 @@ impl Metrics {
             "logouts",
             "Tokens revoked, by kind",
             metrics.logouts.clone(),
+        );
+        registry.register(
+            "sms_throttled",
+            "SMS sends the SMS guard refused, by reason",
+            metrics.sms_throttled.clone(),
+        );
+        registry.register(
+            "sms_guard_trips",
+            "SMS guard caps that started refusing sends, by reason",
+            metrics.sms_guard_trips.clone(),
         );
         registry.register(
             "requests",
@@ -304,6 +324,22 @@ pub(crate) fn code_failed(reason: &'static str) {
 /// A send or verify (`action`) was made to wait.
 pub(crate) fn locked_out(action: &'static str) {
     metrics().lockouts.get_or_create(&Action { action }).inc();
+}
+
+/// The SMS guard refused a send for `reason`.
+pub(crate) fn sms_throttled(reason: &'static str) {
+    metrics()
+        .sms_throttled
+        .get_or_create(&Reason { reason })
+        .inc();
+}
+
+/// An SMS guard cap started refusing sends for `reason`.
+pub(crate) fn sms_guard_tripped(reason: &'static str) {
+    metrics()
+        .sms_guard_trips
+        .get_or_create(&Reason { reason })
+        .inc();
 }
 
 /// A refresh token was rotated.

@@ -39,6 +39,7 @@ mod metrics;
 mod otp;
 mod schema;
 mod server;
+mod sms_guard;
 mod store;
 mod tenants;
 mod token;
@@ -194,6 +195,7 @@ struct Model {
     directory: directory::DirectoryModel,
     tenants: tenants::TenantsModel,
     metrics: Option<std::net::SocketAddr>,
+    sms_guard: crate::gate::SmsGuard,
 }
 
 impl Model {
@@ -211,6 +213,7 @@ impl Model {
         let server = server::check(&file.server, source)?;
         // After [server]: the metrics never share its public port.
         let metrics = metrics::check(&file.metrics, &file.server, source)?;
+        let sms_guard = sms_guard::check(file.sms_guard.as_ref(), source)?;
         Ok(Model {
             server,
             otp,
@@ -221,6 +224,7 @@ impl Model {
             directory,
             tenants,
             metrics,
+            sms_guard,
         })
     }
 
@@ -256,6 +260,7 @@ impl Model {
             builder = builder.templates(templates);
         }
         builder = builder.directory(self.directory.build(source)?);
+        builder = builder.sms_guard(self.sms_guard);
         builder = builder.default_tenant(&self.tenants.default_tenant);
         for tenant in self.tenants.build(source)? {
             builder = builder.tenant(tenant);

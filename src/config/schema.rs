@@ -118,6 +118,7 @@ pub struct FileConfig {
     pub templates: Vec<Spanned<TemplateSection>>,
     #[serde(default)]
     pub metrics: MetricsSection,
+    pub sms_guard: Option<Spanned<SmsGuardSection>>,
 }
 
 fn default_otp() -> Spanned<OtpSection> {
@@ -502,4 +503,25 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     pub listen: Option<Spanned<String>>,
+}
+
+/// `[sms_guard]`: velocity caps, budgets and the pumping signature for SMS sends.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsGuardSection {
+    pub prefix_digits: Option<Spanned<usize>>,
+    pub window: Option<Spanned<ConfigDuration>>,
+    pub per_country: Option<Spanned<u64>>,
+    pub per_prefix: Option<Spanned<u64>>,
+    pub hourly_messages: Option<Spanned<u64>>,
+    pub daily_messages: Option<Spanned<u64>>,
+    pub hourly_cost: Option<Spanned<f64>>,
+    pub daily_cost: Option<Spanned<f64>>,
+    pub pumping: Option<Spanned<bool>>,
+    pub min_sends: Option<Spanned<u64>>,
+    pub min_verify_ratio: Option<Spanned<f64>>,
+    pub cool_down: Option<Spanned<ConfigDuration>>,
+    /// Price per message by ISO region, calling code or `default`.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, Spanned<f64>>,
 }

@@ -11,6 +11,7 @@
 //! | `locked_out`             | warn  | a send or verify must wait for past failures      |
 //! | `session_refreshed`      | info  | a refresh token is rotated                        |
 //! | `refresh_reuse_detected` | warn  | a rotated refresh token came back: its family is revoked |
+//! | `sms_guard_tripped`      | warn  | an SMS guard cap started refusing sends (once per trip) |
 //! | `logged_out`             | info  | an access or refresh token is revoked             |
 //!
 //! Every event has `event` and `tenant`, and where known:
@@ -31,6 +32,9 @@
 //! - `action` and `retry_after_secs` (`locked_out`): `send` or `verify`, and the wait in
 //!   seconds, rounded up.
 //! - `revoked` (`logged_out`): `access` or `refresh`.
+//! - `reason`, `retry_after_secs` and, by scope, `prefix` (the number's first digits,
+//!   never the whole number), `country` (its calling code) or `period` (`hour`, `day`)
+//!   (`sms_guard_tripped`): `reason` is `pumping`, `prefix`, `country` or `budget`.
 //!
 //! No event holds a code, a code's hash or a token. A send to an unknown account writes
 //! the same `code_sent` as one to a known account.
@@ -159,6 +163,26 @@ pub(crate) fn locked_out(
         action,
         retry_after_secs = whole_seconds(retry_after),
     }, "locked out after failed codes");
+}
+
+/// An SMS guard cap (`reason`) started refusing sends to `prefix` or `country`, or all
+/// sends for the budget `period`, for `retry_after`. Logged once per trip.
+pub(crate) fn sms_guard_tripped(
+    tenant: &str,
+    reason: &'static str,
+    scope: (Option<&str>, Option<u16>, Option<&'static str>),
+    retry_after: Duration,
+    client: Option<IpAddr>,
+) {
+    let (prefix, country, period) = scope;
+    crate::metrics::sms_guard_tripped(reason);
+    audit!(warn, "sms_guard_tripped", tenant, client, {
+        reason,
+        prefix,
+        country,
+        period,
+        retry_after_secs = whole_seconds(retry_after),
+    }, "SMS guard tripped");
 }
 
 /// The refresh token with `claims` was rotated.

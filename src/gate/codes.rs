@@ -28,11 +28,15 @@ struct Opening {
     record: Result<CodeRecord, StoreError>,
     /// The id of the account the gate auto-created, if it did.
     created: Result<Option<String>, StoreError>,
+    /// The answers to the caller's `extra` operations, in order.
+    extra: Vec<Result<Answer, StoreError>>,
 }
 
 impl Gate {
     /// Counts the request against its client's limit for `action` and reads what it
-    /// decides on (see [`Opening`]), all at once. Past the limit, the request ends here.
+    /// decides on (see [`Opening`]), with the `extra` operations (the SMS guard's), all
+    /// at once. Past the limit, the request ends here.
+    #[allow(clippy::too_many_arguments)]
     async fn open(
         &self,
         action: &str,
@@ -41,6 +45,7 @@ impl Gate {
         tenant: &str,
         identifier: &Identifier,
         record_key: &str,
+        extra: &[Op<'_>],
     ) -> Result<Opening, GateError> {
         let ip_key = match ip {
             Some(ip) => Some(keys::ip_counter(action, ip)),
@@ -68,6 +73,7 @@ impl Gate {
                 now,
             });
         }
+        ops.extend_from_slice(extra);
         // The auto-created account is read always, whatever the directory will say, so an
         // unknown account is not slower by a round trip (which would tell an attacker who
         // is a member). The directory is asked only past the limit check: a client over
@@ -93,7 +99,13 @@ impl Gate {
                 });
             }
         }
-        Ok(Opening { record, created })
+        // What is left answers `extra`.
+        let extra = answers.collect();
+        Ok(Opening {
+            record,
+            created,
+            extra,
+        })
     }
 
     /// Applies a core decision to the code record under `key`, atomically in the store,
@@ -177,7 +189,15 @@ impl Gate {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
         self.admit_send(tenant, &request.identifier).await?;
         let key = keys::code_record(&tenant.id, &request.identifier);
-        let opening = self
+        // The SMS guard's counts go in the same first round trip; its verdict comes
+        // before the directory is asked and the code record touched.
+        let guard = &self.inner.sms_guard;
+        let sms_check = guard.check_for(&request.identifier, self.inner.clock.now());
+        let extra = sms_check
+            .as_ref()
+            .map(|check| check.ops())
+            .unwrap_or_default();
+        let mut opening = self
             .open(
                 "send",
                 request.client_ip,
@@ -185,8 +205,14 @@ impl Gate {
                 &tenant.id,
                 &request.identifier,
                 &key,
+                &extra,
             )
             .await?;
+        if let Some(check) = &sms_check {
+            let answers = std::mem::take(&mut opening.extra);
+            self.judge_sms(check, answers, &tenant.id, request.client_ip)
+                .await?;
+        }
         let listed = self
             .inner
             .directory
@@ -270,6 +296,12 @@ impl Gate {
             },
             deliver,
         );
+        // Counted only once handed to the sender: a refused send, or a code to an
+        // unknown account that the outbox drops unsent, costs nothing and proves nothing.
+        // The same work either way, the count only kept for a delivery, for the timing.
+        if let Some(check) = &sms_check {
+            guard.delivered(check, deliver);
+        }
         Ok(SendOutcome {
             account_exists: tenant.reveal_account.then_some(exists),
         })
@@ -332,6 +364,7 @@ impl Gate {
                 &tenant.id,
                 &request.identifier,
                 &key,
+                &[],
             )
             .await?;
         let presented = self.inner.hasher.hash(&key, &code);

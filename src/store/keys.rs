@@ -12,6 +12,9 @@
 //! | `family-revoked:{family}` | a revoked refresh-token family | logout, reuse detection |
 //! | `second-factor:user:{tenant}:{user}` | the phone of a login waiting for its code | second factor |
 //! | `second-factor:login:{tenant}:{login}` | the user id a login name waits as | second factor |
+//! | `sms-guard:{counter}:{scope}:{window}:{index}:{n\|r}` | an SMS guard window counter | SMS send |
+//! | `sms-guard:cool-down:{prefix}` | until when a pumped number prefix is throttled | SMS send |
+//! | `sms-guard:tripped:{reason}:{scope}:{index}` | a guard cap already logged as tripped | SMS send |
 //!
 //! Backends may prefix every key (the Redis store does, with its namespace).
 //!
@@ -78,4 +81,34 @@ pub fn second_factor_user(tenant: &str, user_id: &str) -> String {
 /// The user a login name is waiting for a second factor as.
 pub fn second_factor_login(tenant: &str, login: &str) -> String {
     format!("second-factor:login:{tenant}:{login}")
+}
+
+/// One of the SMS guard's window counters: `counter` (`prefix`, `verified`, `country`,
+/// `messages`, `cost`) of `scope` (a number prefix, a calling code, `hour`, `day`) in
+/// the window of length `window` numbered `index` since the epoch. `reads`: the
+/// companion that counts only the reads, which the guard subtracts (a counter can only be
+/// read by hitting it).
+pub fn sms_counter(
+    counter: &str,
+    scope: &str,
+    window: std::time::Duration,
+    index: u64,
+    reads: bool,
+) -> String {
+    let part = if reads { "r" } else { "n" };
+    format!(
+        "sms-guard:{counter}:{scope}:{}:{index}:{part}",
+        window.as_secs()
+    )
+}
+
+/// The cool-down of a number prefix found pumped: holds until when, in epoch milliseconds.
+pub fn sms_cool_down(prefix: &str) -> String {
+    format!("sms-guard:cool-down:{prefix}")
+}
+
+/// Set by the first send an SMS guard cap refuses in a window, so that the trip is
+/// logged once: `reason`, `scope` as in [`sms_counter`], the window's `index`.
+pub fn sms_tripped(reason: &str, scope: &str, index: u64) -> String {
+    format!("sms-guard:tripped:{reason}:{scope}:{index}")
 }

@@ -12,8 +12,6 @@
 //!   cost), and the pumping signature: a prefix whose codes are sent but not verified is
 //!   throttled for a cool-down.
 
-use std::sync::Arc;
-
 use super::{Gate, GateError, Tenant};
 use crate::identifier::Identifier;
 
@@ -24,18 +22,16 @@ pub use destinations::{DestinationRefusal, Destinations, EmailDomains};
 pub use velocity::{SmsGuard, ThrottleReason};
 
 impl Gate {
-    /// Refuses a send to a destination the tenant does not serve, or one the guard
-    /// throttles now; counts it otherwise. Runs before the code record is touched, so a
-    /// refused send starts no cooldown and sends nothing.
+    /// Refuses a send to a destination the tenant does not serve. Runs before the code
+    /// record is touched, so a refused send starts no cooldown and sends nothing. The
+    /// [`SmsGuard`]'s counts ride on the send's first store round trip instead (see
+    /// `Gate::open`), and its verdict comes before the code record is touched too.
     pub(super) async fn admit_send(
         &self,
         tenant: &Tenant,
         identifier: &Identifier,
     ) -> Result<(), GateError> {
         tenant.destinations.check(identifier)?;
-        if let Identifier::Phone(_) = identifier {
-            velocity::admit(self, Arc::clone(&self.inner.sms_guard), identifier).await?;
-        }
         Ok(())
     }
 
