@@ -134,7 +134,7 @@ async fn redis_holds_no_identifier_address_or_code() {
         .await
         .unwrap();
     gate.send(SendRequest {
-        identifier: Identifier::phone("+15005550199").unwrap(),
+        identifier: Identifier::phone("+14155550199").unwrap(),
         ..send_alice(Some(ip))
     })
     .await
@@ -189,7 +189,7 @@ async fn redis_holds_no_identifier_address_or_code() {
         "example.com",
         "203.0.113.7",
         "5005550006",
-        "5005550199",
+        "4155550199",
         "u-42",
         code.as_str(),
         pending.as_str(),

@@ -23,7 +23,8 @@ pub struct Tenant {
     pub reveal_account: bool,
     /// The name messages are signed with (a location, a product); none when `None`.
     pub display_name: Option<String>,
-    /// Which destinations it sends codes to; by default every valid one.
+    /// Which destinations it sends codes to. By default every country and email domain,
+    /// and only the number types a person carries (mobile; VoIP refused).
     pub destinations: super::guard::Destinations,
 }
 
