@@ -103,10 +103,15 @@ async fn logout(
     body: &[u8],
 ) -> Result<GateResponse, GateError> {
     let gate = ctx.gate;
-    if let Some(token) = ctx.settings.token_in(request.headers)
-        && let Ok(identity) = gate.authenticate(token).await
-    {
-        gate.revoke_access(&identity.claims).await?;
+    if let Some(token) = ctx.settings.token_in(request.headers) {
+        match gate.authenticate(token).await {
+            Ok(identity) => gate.revoke_access(&identity.claims).await?,
+            // The store cannot say whether the token still holds, so nothing was revoked:
+            // answering "signed out" would be a lie the client acts on.
+            Err(error @ GateError::StoreUnavailable(_)) => return Err(error),
+            // Invalid, expired or revoked already: nothing left to revoke.
+            Err(_) => {}
+        }
     }
     if !body.is_empty() {
         if !is_json(request.headers) {
