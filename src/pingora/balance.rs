@@ -332,14 +332,20 @@ impl ServiceDiscovery for Resolved {
         let backends = self
             .0
             .iter()
-            .filter_map(|instance| {
+            .enumerate()
+            .filter_map(|(index, instance)| {
                 instance.upstream.start_resolving();
                 let addr = instance.upstream.current()?;
                 let mut ext = http::Extensions::new();
                 ext.insert(Arc::clone(instance));
                 Some(Backend {
                     addr: ::pingora::protocols::l4::socket::SocketAddr::Inet(addr),
-                    weight: 1,
+                    // A backend is its address and weight (never its extensions): the
+                    // instance's place as the weight keeps two instances at one address
+                    // apart, and makes two instances whose addresses swap a new set, so
+                    // each address keeps its own instance's host, TLS and counters.
+                    // `Turns` gives every backend one turn whatever its weight.
+                    weight: index + 1,
                     ext,
                 })
             })
@@ -527,6 +533,21 @@ mod tests {
             pool.pick().unwrap().mark_down();
         }
         assert!(pool.pick().is_none());
+    }
+
+    #[test]
+    fn two_instances_at_one_address_stay_two() {
+        let same: std::net::SocketAddr = "10.0.0.9:80".parse().unwrap();
+        let pool = UpstreamPool::new(
+            vec![Upstream::at(same), Upstream::at(same)],
+            Balance::LeastConnections,
+            Duration::from_secs(1),
+        );
+        let (first, second) = (pool.pick().unwrap(), pool.pick().unwrap());
+        // Each counts its own request: the second pick went to the other instance.
+        assert_eq!(first.instance.in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(second.instance.in_flight.load(Ordering::SeqCst), 1);
+        assert!(!Arc::ptr_eq(&first.instance, &second.instance));
     }
 
     #[test]

@@ -159,11 +159,19 @@ impl RedisStore {
                 true
             };
             if also.is_some() {
-                // Whether an `IfAbsent` value was new does not matter here; a failure does.
-                answers
-                    .next()
-                    .ok_or_else(missing_answer)?
-                    .map_err(unavailable)?;
+                // Whether an `IfAbsent` value was new does not matter here; a failure does,
+                // unless the record was written: the decision then stands (a verify has
+                // spent the code), and failing it would only cost the person that code.
+                let also_written = answers.next().ok_or_else(missing_answer)?;
+                match also_written {
+                    Err(error) if written => tracing::warn!(
+                        error = %error,
+                        "a value written with a code record's update did not land; the update stands"
+                    ),
+                    other => {
+                        other.map_err(unavailable)?;
+                    }
+                }
             }
             if written {
                 return Ok(());
