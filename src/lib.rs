@@ -20,5 +20,5 @@ mod util;
 pub use gate::GateError;
 pub use gate::{
     BuildError, DEFAULT_REVOCATION_POLL, Gate, GateBuilder, Identity, IpLimits, RevocationFallback,
-    SendOutcome, SendRequest, Session, Tenant, VerifyRequest,
+    SendOptions, SendOutcome, SendRequest, Session, Tenant, VerifyRequest,
 };

@@ -489,6 +489,10 @@ pub struct TenantSection {
     pub email_domains: Option<Spanned<Vec<Spanned<String>>>>,
     /// A file of email domains its codes never go to (nor to their subdomains).
     pub email_domains_block_file: Option<Spanned<String>>,
+    /// When its sends need a solved proof-of-work challenge: `never` or `always`.
+    pub challenge: Option<Spanned<String>>,
+    /// The largest number a challenge hides (its difficulty).
+    pub challenge_max_number: Option<Spanned<u64>>,
 }
 
 fn all_channels() -> Spanned<Vec<Channel>> {

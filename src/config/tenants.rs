@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::delivery::DeliveryModel;
 use super::schema::{ServerSection, TenantSection};
 use super::{ConfigError, Place, Source};
-use crate::gate::{Destinations, EmailDomains, Tenant};
+use crate::gate::{ChallengeMode, ChallengePolicy, Destinations, EmailDomains, Tenant};
 use crate::identifier::{Channel, Identifier};
 
 /// The tenants, checked.
@@ -116,6 +116,7 @@ pub(super) fn check(
             reveal_account: section.reveal_account,
             display_name: section.name.clone(),
             destinations,
+            challenge: challenge(section, source)?,
         });
     }
     if !seen.contains_key(default_tenant.as_str()) {
@@ -141,6 +142,35 @@ pub(super) fn check(
         tenants,
         block_files,
     })
+}
+
+/// A tenant's proof-of-work challenge settings.
+fn challenge(section: &TenantSection, source: &Source<'_>) -> Result<ChallengePolicy, ConfigError> {
+    let mut policy = ChallengePolicy::default();
+    if let Some(mode) = &section.challenge {
+        policy.mode = ChallengeMode::parse(mode.get_ref()).ok_or_else(|| {
+            source.invalid(
+                "tenants.challenge",
+                Some(mode.span()),
+                format!(
+                    "`{}` is not a challenge mode; use \"never\" or \"always\"",
+                    mode.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(max) = &section.challenge_max_number {
+        // Zero makes the work nothing; past ten million a phone takes too long to sign in.
+        if !(1..=10_000_000).contains(max.get_ref()) {
+            return Err(source.invalid(
+                "tenants.challenge_max_number",
+                Some(max.span()),
+                "must be between 1 and 10000000",
+            ));
+        }
+        policy.max_number = *max.get_ref();
+    }
+    Ok(policy)
 }
 
 /// A tenant's destination rules, and its block file (path and place) to read when
@@ -478,10 +508,32 @@ mod tests {
                 "[[tenants]]\nid = \"default\"\nallow_voip = \"yes\"\n",
                 "line 3",
             ),
+            (
+                "[[tenants]]\nid = \"default\"\nchallenge = \"sometimes\"\n",
+                "test.toml:3: `tenants.challenge`: `sometimes` is not a challenge mode",
+            ),
+            (
+                "[[tenants]]\nid = \"default\"\n\nchallenge_max_number = 0\n",
+                "test.toml:4: `tenants.challenge_max_number`: must be between",
+            ),
         ] {
             let error = parse_in(text, dir.path()).err().unwrap().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
         }
+    }
+
+    #[test]
+    fn challenge_settings_come_from_the_tenants_keys() {
+        use crate::gate::{ChallengeMode, ChallengePolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[tenants]]\nid = \"default\"\nchallenge = \"always\"\n\
+                    challenge_max_number = 5000\n[[tenants]]\nid = \"other\"\n";
+        let front = parse_in(text, dir.path()).unwrap().build().unwrap();
+        let policy = front.gate().challenge_policy(None).unwrap();
+        assert_eq!(policy.mode, ChallengeMode::Always);
+        assert_eq!(policy.max_number, 5000);
+        let other = front.gate().challenge_policy(Some("other")).unwrap();
+        assert_eq!(other, ChallengePolicy::default());
     }
 
     #[test]

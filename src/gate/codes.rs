@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::GateError;
 use super::audit::{self, FailReason};
-use super::{Gate, SendOutcome, SendRequest, VerifyRequest};
+use super::guard::ChallengeCheck;
+use super::{Gate, SendOptions, SendOutcome, SendRequest, VerifyRequest};
 use crate::delivery::{Link, Message, TemplateContext};
 use crate::directory::{Account, DirectoryError};
 use crate::identifier::{Channel, Identifier};
@@ -165,7 +166,7 @@ impl Gate {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, request: SendRequest<'_>) -> Result<SendOutcome, GateError> {
-        self.send_code(request, None).await
+        self.send_with(request, SendOptions::default()).await
     }
 
     /// [`send`](Self::send), and an email also carries a sign-in link: `link_prefix`
@@ -178,16 +179,34 @@ impl Gate {
         request: SendRequest<'_>,
         link_prefix: &str,
     ) -> Result<SendOutcome, GateError> {
-        self.send_code(request, Some(link_prefix)).await
+        let options = SendOptions {
+            link_prefix: Some(link_prefix),
+            ..SendOptions::default()
+        };
+        self.send_with(request, options).await
     }
 
-    async fn send_code(
+    /// [`send`](Self::send) with [`SendOptions`]: a sign-in link, the solved challenge a
+    /// tenant with [`ChallengeMode::Always`](crate::gate::ChallengeMode) requires.
+    pub async fn send_with(
+        &self,
+        request: SendRequest<'_>,
+        options: SendOptions<'_>,
+    ) -> Result<SendOutcome, GateError> {
+        let challenge = ChallengeCheck::Presented(options.challenge);
+        self.send_code(request, options.link_prefix, challenge)
+            .await
+    }
+
+    pub(super) async fn send_code(
         &self,
         request: SendRequest<'_>,
         link_prefix: Option<&str>,
+        challenge: ChallengeCheck<'_>,
     ) -> Result<SendOutcome, GateError> {
         let tenant = self.tenant(request.tenant, request.identifier.channel())?;
-        self.admit_send(tenant, &request.identifier).await?;
+        self.admit_send(tenant, &request.identifier, challenge)
+            .await?;
         let key = keys::code_record(&tenant.id, &request.identifier);
         // The SMS guard's counts go in the same first round trip; its verdict comes
         // before the directory is asked and the code record touched.

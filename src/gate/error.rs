@@ -42,6 +42,13 @@ pub enum GateError {
         /// Which cap holds.
         reason: crate::gate::ThrottleReason,
     },
+    /// The tenant needs a solved proof-of-work challenge on sends and none was sent.
+    #[error("this request needs a solved challenge")]
+    ChallengeRequired,
+    /// A challenge that is malformed, forged, wrongly solved, expired or already used:
+    /// one answer for all, so a client learns nothing about which.
+    #[error("the challenge is invalid, expired or already used")]
+    ChallengeInvalid,
     /// Too many failed verifications; the identity must wait.
     #[error("too many failed attempts; try again later")]
     TooManyAttempts {
@@ -131,6 +138,8 @@ impl GateError {
             | GateError::ChannelDisabled(_)
             | GateError::AccountNotFound
             | GateError::DestinationRefused(_)
+            | GateError::ChallengeRequired
+            | GateError::ChallengeInvalid
             | GateError::InvalidPath(_) => StatusCode::BAD_REQUEST,
             GateError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GateError::RateLimited { .. }
@@ -168,6 +177,8 @@ impl GateError {
             GateError::RateLimited { .. } => "rate_limited",
             GateError::DestinationRefused(refusal) => refusal.code(),
             GateError::SendsThrottled { reason, .. } => reason.code(),
+            GateError::ChallengeRequired => "challenge_required",
+            GateError::ChallengeInvalid => "challenge_invalid",
             GateError::TooManyAttempts { .. } => "too_many_attempts",
             GateError::InvalidCode => "invalid_code",
             GateError::Unauthorized => "unauthorized",

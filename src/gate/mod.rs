@@ -69,10 +69,15 @@ mod tests;
 
 pub use builder::{BuildError, GateBuilder, RevocationFallback, validate_policy};
 pub use error::GateError;
-pub use guard::{DestinationRefusal, Destinations, EmailDomains, SmsGuard, ThrottleReason};
+pub use guard::{
+    Challenge, ChallengeMode, ChallengePolicy, DestinationRefusal, Destinations, EmailDomains,
+    SmsGuard, ThrottleReason, payload_for as challenge_payload, solve as solve_challenge,
+};
 pub use revocations::DEFAULT_REVOCATION_POLL;
 pub use second_factor::PendingSecondFactor;
-pub use types::{Identity, IpLimits, SendOutcome, SendRequest, Session, Tenant, VerifyRequest};
+pub use types::{
+    Identity, IpLimits, SendOptions, SendOutcome, SendRequest, Session, Tenant, VerifyRequest,
+};
 
 struct Inner {
     policy: CodePolicy,

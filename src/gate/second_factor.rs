@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use super::GateError;
 use super::audit::{self, FailReason};
+use super::guard::ChallengeCheck;
 use super::{Gate, SendRequest, VerifyRequest};
 use crate::identifier::Identifier;
 use crate::store::{SetMode, keys};
@@ -91,13 +92,15 @@ impl Gate {
                     "no login is waiting for a second factor for this user".into(),
                 )
             })?;
-        self.send(SendRequest {
+        let request = SendRequest {
             tenant: Some(tenant),
             identifier: Identifier::phone(&phone)?,
             client_ip,
             locale,
-        })
-        .await?;
+        };
+        // The phone is the account's own, from the directory: no challenge.
+        self.send_code(request, None, ChallengeCheck::Exempt)
+            .await?;
         Ok(())
     }
 

@@ -26,6 +26,8 @@ pub struct Tenant {
     /// Which destinations it sends codes to. By default every country and email domain,
     /// and only the number types a person carries (mobile; VoIP refused).
     pub destinations: super::guard::Destinations,
+    /// Whether its sends need a solved proof-of-work challenge, and how hard one is.
+    pub challenge: super::guard::ChallengePolicy,
 }
 
 impl Tenant {
@@ -38,6 +40,7 @@ impl Tenant {
             reveal_account: false,
             display_name: None,
             destinations: super::guard::Destinations::default(),
+            challenge: super::guard::ChallengePolicy::default(),
         }
     }
 }
@@ -114,6 +117,18 @@ pub struct SendRequest<'a> {
     pub client_ip: Option<IpAddr>,
     /// The language the message should be in (`fr`, `pt-BR`), where a template has it.
     pub locale: Option<&'a str>,
+}
+
+/// How a send is made, beyond what it asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendOptions<'a> {
+    /// An email also carries a sign-in link: this prefix with the code appended (an
+    /// address ending in `code=`). Its origin must come from configuration, never from
+    /// the request: a link to another host would hand it the code.
+    pub link_prefix: Option<&'a str>,
+    /// The solved proof-of-work challenge the client sent (ALTCHA's base64 payload), for
+    /// tenants that require one.
+    pub challenge: Option<&'a str>,
 }
 
 /// What a successful send may tell the client.

@@ -15,6 +15,7 @@
 //! | `sms-guard:{counter}:{scope}:{window}:{index}:{n\|r}` | an SMS guard window counter | SMS send |
 //! | `sms-guard:cool-down:{prefix}` | until when a pumped number prefix is throttled | SMS send |
 //! | `sms-guard:tripped:{reason}:{scope}:{index}` | a guard cap already logged as tripped | SMS send |
+//! | `challenge-used:{signature}` | a spent proof-of-work challenge | send |
 //!
 //! Backends may prefix every key (the Redis store does, with its namespace).
 //!
@@ -111,4 +112,9 @@ pub fn sms_cool_down(prefix: &str) -> String {
 /// logged once: `reason`, `scope` as in [`sms_counter`], the window's `index`.
 pub fn sms_tripped(reason: &str, scope: &str, index: u64) -> String {
     format!("sms-guard:tripped:{reason}:{scope}:{index}")
+}
+
+/// A spent proof-of-work challenge, by its signature (hex).
+pub fn challenge_used(signature: &str) -> String {
+    format!("challenge-used:{signature}")
 }

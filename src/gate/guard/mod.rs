@@ -11,27 +11,36 @@
 //!   sliding windows, a global SMS budget per hour and per day (messages and estimated
 //!   cost), and the pumping signature: a prefix whose codes are sent but not verified is
 //!   throttled for a cool-down.
+//! - [`ChallengePolicy`] (per tenant): a proof-of-work challenge a send must carry, which
+//!   makes every message cost the sender CPU time.
 
 use super::{Gate, GateError, Tenant};
 use crate::identifier::Identifier;
 
+mod challenge;
 mod destinations;
 mod velocity;
 
+pub(super) use challenge::ChallengeCheck;
+pub use challenge::{Challenge, ChallengeMode, ChallengePolicy, payload_for, solve};
 pub use destinations::{DestinationRefusal, Destinations, EmailDomains};
 pub use velocity::{SmsGuard, ThrottleReason};
 
 impl Gate {
-    /// Refuses a send to a destination the tenant does not serve. Runs before the code
-    /// record is touched, so a refused send starts no cooldown and sends nothing. The
+    /// Refuses a send to a destination the tenant does not serve, or without the solved
+    /// challenge the tenant requires. Runs before the code record is touched, so a refused
+    /// send starts no cooldown and sends nothing. The
     /// [`SmsGuard`]'s counts ride on the send's first store round trip instead (see
     /// `Gate::open`), and its verdict comes before the code record is touched too.
     pub(super) async fn admit_send(
         &self,
         tenant: &Tenant,
         identifier: &Identifier,
+        challenge: ChallengeCheck<'_>,
     ) -> Result<(), GateError> {
         tenant.destinations.check(identifier)?;
+        // After the destination check: a refused destination spends no solved challenge.
+        self.admit_challenge(&tenant.challenge, challenge).await?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use crate::token::Subject;
 
 mod builder;
 mod codes;
+mod guard_challenge;
 mod guard_destinations;
 mod revocations;
 mod second_factor;
