@@ -248,6 +248,14 @@ impl Front {
                     action: Action::Page(page),
                 });
             }
+            // The sign-in page's script fetches its challenges beside the pages, whichever
+            // dialects are mounted.
+            if path.strip_prefix(pages.prefix.trim_end_matches('/')) == Some("/challenge") {
+                return Route::Endpoint(EndpointRoute {
+                    dialect: Dialect::Generic,
+                    action: Action::Challenge,
+                });
+            }
             if pages.forward_auth
                 && path.strip_prefix(pages.prefix.trim_end_matches('/')) == Some("/check")
             {
@@ -322,6 +330,7 @@ impl Front {
                     GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                 }),
                 (_, Action::Check) => Ok(forward::check(self, request).await),
+                (_, Action::Challenge) => dialect::generic::challenge(&self.context(), request),
                 (_, Action::Page(_)) => Err(GateError::NotFound),
                 (Dialect::Nexudus, action) => {
                     dialect::nexudus::handle(&self.context(), action, request).await

@@ -60,6 +60,8 @@ pub enum Action {
     /// Forward-auth: judge the request another proxy is about to forward, as described
     /// by its `X-Forwarded-*` (or `X-Original-URI`) headers.
     Check,
+    /// Issue a proof-of-work challenge for a send (ALTCHA's JSON).
+    Challenge,
 }
 
 /// A request the gate answers itself.

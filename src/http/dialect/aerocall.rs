@@ -6,7 +6,7 @@
 use http::StatusCode;
 
 use super::Context;
-use super::request::{Destination, VerifyBody, is_json, parse, sent_answer};
+use super::request::{Destination, VerifyBody, is_json, parse, send_options, sent_answer};
 use crate::gate::{DestinationRefusal, GateError};
 use crate::http::{Action, GateResponse, RequestView};
 use crate::identifier::Channel;
@@ -41,7 +41,10 @@ pub(crate) async fn handle(
         Action::Send => {
             let destination: Destination = parse(body)?;
             let outcome = gate
-                .send(destination.send_request(Some(slug), request)?)
+                .send_with(
+                    destination.send_request(Some(slug), request)?,
+                    send_options(request),
+                )
                 .await?;
             sent_answer(outcome)
         }
@@ -96,6 +99,14 @@ pub(crate) fn error(error: &GateError) -> GateResponse {
         GateError::DestinationRefused(DestinationRefusal::EmailDomain) => (
             StatusCode::BAD_REQUEST,
             "Email OTP is not available for this email domain".to_owned(),
+        ),
+        GateError::ChallengeRequired => (
+            StatusCode::BAD_REQUEST,
+            "Proof-of-work challenge required".to_owned(),
+        ),
+        GateError::ChallengeInvalid => (
+            StatusCode::BAD_REQUEST,
+            "Invalid or expired proof-of-work challenge".to_owned(),
         ),
         GateError::InvalidCode => (
             StatusCode::UNAUTHORIZED,

@@ -4,7 +4,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::Context;
-use super::request::{Destination, VerifyBody, is_json, parse, sent_answer};
+use super::request::{
+    Destination, VerifyBody, is_json, parse, query_pairs, query_value, send_options, sent_answer,
+};
 use crate::gate::GateError;
 use crate::gate::Session;
 use crate::http::{Action, GateResponse, RequestView};
@@ -38,9 +40,31 @@ async fn send(
     let destination: Destination = parse(body)?;
     let outcome = ctx
         .gate
-        .send(destination.send_request(destination.tenant.as_deref(), request)?)
+        .send_with(
+            destination.send_request(destination.tenant.as_deref(), request)?,
+            send_options(request),
+        )
         .await?;
     Ok(GateResponse::json(StatusCode::OK, &sent_answer(outcome)))
+}
+
+/// `GET {prefix}/challenge?tenant=...`: a fresh proof-of-work challenge for a send, as
+/// ALTCHA's widget reads it.
+pub(crate) fn challenge(
+    ctx: &Context<'_>,
+    request: &RequestView<'_>,
+) -> Result<GateResponse, GateError> {
+    let pairs = query_pairs(request.query);
+    let challenge = ctx.gate.issue_challenge(query_value(&pairs, "tenant")?)?;
+    let challenge =
+        serde_json::to_value(challenge).map_err(|e| GateError::Internal(e.to_string()))?;
+    let mut response = GateResponse::json(StatusCode::OK, &challenge);
+    // Each challenge is answered once: a cached one would be spent for every client.
+    response.headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// `POST {prefix}/otp/verify`.

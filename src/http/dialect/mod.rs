@@ -73,6 +73,7 @@ impl Dialect {
                 "/otp/verify" => Some(Action::Verify),
                 "/logout" => Some(Action::Logout),
                 "/token/refresh" => Some(Action::Refresh),
+                "/challenge" => Some(Action::Challenge),
                 _ => None,
             },
             Dialect::Nexudus => match rest {
@@ -104,7 +105,10 @@ impl Dialect {
     /// The method an action takes in this dialect.
     pub fn method(&self, action: Action) -> Method {
         match (self, action) {
-            (_, Action::Jwks | Action::Health | Action::Ready | Action::Check) => Method::GET,
+            (
+                _,
+                Action::Jwks | Action::Health | Action::Ready | Action::Check | Action::Challenge,
+            ) => Method::GET,
             (Dialect::Nexudus, Action::Send) => Method::GET,
             _ => Method::POST,
         }
@@ -112,13 +116,13 @@ impl Dialect {
 
     /// Whether an action reads the request body (otherwise its input is the query).
     pub fn reads_body(&self, action: Action) -> bool {
-        // Nexudus takes its input in the query; the JWKS, the probes and forward-auth
-        // take none. Pages read their form bodies.
+        // Nexudus takes its input in the query; the JWKS, the probes, forward-auth and
+        // challenges take none. Pages read their form bodies.
         !matches!(
             (self, action),
             (
                 _,
-                Action::Jwks | Action::Health | Action::Ready | Action::Check
+                Action::Jwks | Action::Health | Action::Ready | Action::Check | Action::Challenge
             ) | (Dialect::Nexudus, _)
         )
     }

@@ -16,7 +16,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Context;
-use super::request::{query_pairs, query_value, request_locale};
+use super::request::{query_pairs, query_value, request_locale, send_options};
 use crate::gate::GateError;
 use crate::gate::{SendRequest, Session, VerifyRequest};
 use crate::http::{Action, GateResponse, RequestView};
@@ -87,13 +87,13 @@ pub(crate) async fn handle(
     match action {
         Action::Send => {
             let (identifier, business) = email_and_business(&pairs)?;
-            gate.send(SendRequest {
+            let send = SendRequest {
                 tenant: Some(&business),
                 identifier,
                 client_ip: request.client_ip,
                 locale: request_locale(query_value(&pairs, "locale")?, request.headers),
-            })
-            .await?;
+            };
+            gate.send_with(send, send_options(request)).await?;
             // The same envelope whether or not the email is registered.
             Ok(envelope(
                 StatusCode::OK,

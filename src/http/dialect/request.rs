@@ -4,7 +4,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
-use crate::gate::{GateError, SendOutcome, SendRequest, VerifyRequest};
+use crate::gate::{GateError, SendOptions, SendOutcome, SendRequest, VerifyRequest};
 use crate::http::RequestView;
 use crate::identifier::Identifier;
 
@@ -90,6 +90,22 @@ impl VerifyBody {
             code,
             client_ip: request.client_ip,
         })
+    }
+}
+
+/// The header a client sends its solved proof-of-work challenge in, in every dialect.
+pub(crate) const CHALLENGE_HEADER: &str = "x-otpgate-challenge";
+
+/// The send options a request carries: its solved challenge, from
+/// [`CHALLENGE_HEADER`]. A header that is not text counts as a wrong challenge, not as
+/// none, so that a tenant requiring one answers `challenge_invalid`.
+pub(crate) fn send_options<'a>(request: &'a RequestView<'_>) -> SendOptions<'a> {
+    SendOptions {
+        challenge: request
+            .headers
+            .get(CHALLENGE_HEADER)
+            .map(|value| value.to_str().unwrap_or("")),
+        ..SendOptions::default()
     }
 }
 
