@@ -210,3 +210,165 @@ async fn nexudus(form: Form) {
     assert_eq!(status, StatusCode::OK, "{value}");
     common::next_message(&mut inbox).await;
 }
+
+/// The sign-in pages of a tenant that requires a challenge: they carry the gate's own
+/// script (by the answer's nonce, the only script the CSP lets run), say that JavaScript
+/// is needed, refuse a send without a solved challenge and take one with it.
+mod pages {
+    use http::{HeaderMap, HeaderValue, Method, StatusCode};
+    use otpgate::Tenant;
+    use otpgate::gate::{Challenge, ChallengeMode, ChallengePolicy, solve_challenge};
+    use otpgate::http::{GateResponse, PageSettings};
+
+    use crate::common::pages::{Browser, body, browser_on, header, hidden, location};
+
+    fn browser() -> Browser {
+        browser_on(PageSettings::default(), |builder| {
+            builder
+                .tenant(Tenant {
+                    challenge: ChallengePolicy {
+                        mode: ChallengeMode::Always,
+                        max_number: 3000,
+                        ..ChallengePolicy::default()
+                    },
+                    ..Tenant::new("default")
+                })
+                .tenant(Tenant::new("open"))
+        })
+    }
+
+    /// `method target` with `cookie` and `body` (a form), without the page checks of
+    /// `Browser::request`, which refuse every script.
+    async fn raw(
+        browser: &Browser,
+        method: Method,
+        target: &str,
+        cookie: Option<&str>,
+        body: &str,
+    ) -> GateResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("app.example.com"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        if let Some(cookie) = cookie {
+            headers.insert("cookie", HeaderValue::from_str(cookie).unwrap());
+        }
+        browser
+            .raw(&method, target, &headers, body, Some("127.0.0.1"))
+            .await
+    }
+
+    fn flow_cookie(response: &GateResponse) -> String {
+        let set = header(response, "set-cookie");
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    fn form(fields: &[(&str, &str)]) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish()
+    }
+
+    #[tokio::test]
+    async fn the_sign_in_page_solves_a_challenge_before_sending() {
+        let mut browser = browser();
+        let page = raw(&browser, Method::GET, "/auth/sign-in", None, "").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let html = body(&page);
+        let csp = header(&page, "content-security-policy");
+        let nonce = csp
+            .split("'nonce-")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap();
+        assert!(
+            csp.contains(&format!("script-src 'nonce-{nonce}'")),
+            "{csp}"
+        );
+        assert!(csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"));
+        assert!(
+            html.contains(&format!(
+                "<script nonce=\"{nonce}\" src=\"/auth/challenge.js\" defer></script>"
+            )),
+            "{html}"
+        );
+        assert_eq!(html.matches("<script").count(), 1, "{html}");
+        assert!(html.contains("<noscript>") && html.contains("JavaScript is needed"));
+
+        // Without JavaScript the field stays empty: the page says what is missing.
+        let cookie = flow_cookie(&page);
+        let fields = [
+            ("identifier", "alice@example.com"),
+            ("csrf", &hidden(&page, "csrf")),
+            ("challenge", ""),
+        ];
+        let refused = raw(
+            &browser,
+            Method::POST,
+            "/auth/sign-in",
+            Some(&cookie),
+            &form(&fields),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            body(&refused).contains("needs JavaScript"),
+            "{}",
+            body(&refused)
+        );
+        assert!(browser.inbox.try_recv().is_err(), "nothing sent");
+
+        // The script's work: a challenge from beside the pages, solved.
+        let answer = raw(
+            &browser,
+            Method::GET,
+            "/auth/challenge?tenant=default",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(header(&answer, "cache-control"), "no-store");
+        let challenge: Challenge = serde_json::from_slice(&answer.body).unwrap();
+        let solved = solve_challenge(&challenge).unwrap();
+        let cookie = flow_cookie(&refused);
+        let fields = [
+            ("identifier", "alice@example.com"),
+            ("csrf", &hidden(&refused, "csrf")),
+            ("challenge", &solved),
+        ];
+        let sent = raw(
+            &browser,
+            Method::POST,
+            "/auth/sign-in",
+            Some(&cookie),
+            &form(&fields),
+        )
+        .await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", body(&sent));
+        assert_eq!(location(&sent), "/auth/code");
+        assert_eq!(browser.message().await.to.as_str(), "alice@example.com");
+
+        let script = raw(&browser, Method::GET, "/auth/challenge.js", None, "").await;
+        assert_eq!(script.status, StatusCode::OK);
+        assert_eq!(
+            header(&script, "content-type"),
+            "text/javascript; charset=utf-8"
+        );
+        assert!(body(&script).contains("crypto.subtle.digest(\"SHA-256\""));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_without_challenges_keeps_its_pages_script_free() {
+        let mut browser = browser();
+        // `Browser::get` checks the strict page headers and that no script is there.
+        let page = browser.get("/auth/sign-in?tenant=open").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!header(&page, "content-security-policy").contains("script-src"));
+        assert!(!body(&page).contains("name=\"challenge\""));
+    }
+}

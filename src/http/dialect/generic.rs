@@ -55,7 +55,9 @@ pub(crate) fn challenge(
     request: &RequestView<'_>,
 ) -> Result<GateResponse, GateError> {
     let pairs = query_pairs(request.query);
-    let challenge = ctx.gate.issue_challenge(query_value(&pairs, "tenant")?)?;
+    // An empty `tenant` is the default one, as the pages send it.
+    let tenant = query_value(&pairs, "tenant")?.filter(|t| !t.is_empty());
+    let challenge = ctx.gate.issue_challenge(tenant)?;
     let challenge =
         serde_json::to_value(challenge).map_err(|e| GateError::Internal(e.to_string()))?;
     let mut response = GateResponse::json(StatusCode::OK, &challenge);

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::flow::{self, Flow, FlowRead};
 use super::render::{View, with_retry_after};
 use super::{Page, PageSettings};
-use crate::gate::{GateError, SendRequest, VerifyRequest};
+use crate::gate::{GateError, SendOptions, SendRequest, VerifyRequest};
 use crate::http::dialect::Context;
 use crate::http::policy::safe_return;
 use crate::http::{GateResponse, RequestView};
@@ -69,6 +69,7 @@ pub(crate) async fn handle(
         (Page::SignOut, true) => step.sign_out().await,
         (Page::Link, false) => step.show_link(),
         (Page::Link, true) => step.verify().await,
+        (Page::ChallengeScript, _) => super::challenge::script(),
     }
 }
 
@@ -384,11 +385,14 @@ impl<'a> Step<'a> {
             client_ip: self.request.client_ip,
             locale: Some(self.view.words.locale.as_str()),
         };
-        match link {
-            Some(prefix) => self.ctx.gate.send_with_link(request, &prefix).await,
-            None => self.ctx.gate.send(request).await,
-        }
-        .map(|_| ())
+        // An empty field is no challenge: the script did not run (no JavaScript).
+        let challenge = self.field("challenge").filter(|c| !c.is_empty());
+        let link_prefix = link.as_deref();
+        let options = SendOptions {
+            link_prefix,
+            challenge,
+        };
+        self.ctx.gate.send_with(request, options).await.map(|_| ())
     }
 
     /// `{public_url}{prefix}/link?e=&t=&r=&code=`, when sign-in links are on. The host

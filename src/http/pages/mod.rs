@@ -2,7 +2,8 @@
 //! send the code, take the code, set the session cookie, go back), sign out, and the
 //! sign-in link's confirmation.
 //!
-//! Server-rendered HTML without scripts. One sign-in flow lives in one cookie,
+//! Server-rendered HTML without scripts, but for the proof-of-work script of tenants
+//! that require a challenge on sends. One sign-in flow lives in one cookie,
 //! `otpgate_flow` (Path = the prefix, HttpOnly, SameSite=Strict), sealed by the engine so
 //! it cannot be forged; every form carries its nonce as `csrf`, and every step replaces
 //! the cookie. Every answer is a page or a `303` with a strict Content-Security-Policy,
@@ -17,6 +18,7 @@ use super::dialect::Context;
 use super::{GateResponse, RequestView};
 
 mod branding;
+mod challenge;
 mod flow;
 mod handlers;
 mod render;
@@ -37,6 +39,8 @@ pub enum Page {
     SignOut,
     /// `{prefix}/link`: GET shows a sign-in link's confirm button, POST signs in.
     Link,
+    /// `{prefix}/challenge.js`: the script that solves a send's proof-of-work challenge.
+    ChallengeScript,
 }
 
 impl Page {
@@ -48,6 +52,7 @@ impl Page {
             "/resend" => Some(Page::Resend),
             "/sign-out" => Some(Page::SignOut),
             "/link" => Some(Page::Link),
+            "/challenge.js" => Some(Page::ChallengeScript),
             _ => None,
         }
     }

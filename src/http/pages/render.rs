@@ -32,6 +32,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("sign_out.html", include_str!("templates/sign_out.html")),
         ("signed_out.html", include_str!("templates/signed_out.html")),
         ("message.html", include_str!("templates/message.html")),
+        (
+            "challenge_field.html",
+            include_str!("templates/challenge_field.html"),
+        ),
     ] {
         // Embedded and rendered by the tests: a mistake here fails them, not a request.
         if let Err(error) = env.add_template(name, source) {
@@ -79,6 +83,8 @@ pub(crate) struct View<'a> {
     pub(crate) settings: &'a PageSettings,
     pub(crate) branding: Option<&'a Branding>,
     pub(crate) words: Words<'a>,
+    /// The tenant, when its sends need a solved challenge: its pages run the script.
+    pub(crate) challenge: Option<String>,
 }
 
 impl<'a> View<'a> {
@@ -96,10 +102,14 @@ impl<'a> View<'a> {
             .and_then(|b| b.locale)
             .or_else(|| accepted_locale(headers))
             .unwrap_or_default();
+        let required = ctx.gate.challenge_policy(Some(tenant));
         View {
             settings,
             branding,
             words: Words::new(locale, branding),
+            challenge: required
+                .is_ok_and(|policy| policy.is_required())
+                .then(|| tenant.to_owned()),
         }
     }
 
@@ -186,6 +196,8 @@ impl<'a> View<'a> {
         let words = &self.words;
         let key = match error {
             GateError::InvalidCode => "error_invalid_code",
+            GateError::ChallengeRequired => "error_challenge_required",
+            GateError::ChallengeInvalid => "error_challenge_invalid",
             GateError::TooManyAttempts { retry_after } => {
                 let wait = words.wait(retry_after.as_millis().div_ceil(1000) as u64);
                 return words.with("error_too_many_attempts", "wait", &wait);
@@ -257,6 +269,7 @@ impl<'a> View<'a> {
         shared.insert("primary".into(), primary.into());
         shared.insert("background".into(), background.into());
         shared.insert("prefix".into(), self.prefix().into());
+        shared.insert("challenge_tenant".into(), self.challenge.clone().into());
         shared.insert("t".into(), Value::Object(texts));
         shared
     }
@@ -287,8 +300,14 @@ impl<'a> View<'a> {
                 form.push_str(host);
             }
         }
+        // Scripts only where the tenant requires a challenge: the gate's own script,
+        // by this answer's nonce, and its fetch of a challenge from this origin.
+        let script = match self.challenge {
+            Some(_) => format!("script-src 'nonce-{nonce}'; connect-src 'self'; "),
+            None => String::new(),
+        };
         let csp = format!(
-            "default-src 'none'; style-src 'nonce-{nonce}'; img-src {img}; \
+            "default-src 'none'; {script}style-src 'nonce-{nonce}'; img-src {img}; \
              form-action {form}; base-uri 'none'; frame-ancestors 'none'"
         );
         let mut headers = HeaderMap::new();

@@ -143,6 +143,21 @@ pub(crate) const TEXTS: &[(&str, &str, &str)] = &[
         "Les codes ne peuvent pas être envoyés aux adresses de ce domaine. Utilisez une autre adresse e-mail.",
     ),
     (
+        "error_challenge_required",
+        "This sign-in needs JavaScript to send a code. Turn JavaScript on and try again.",
+        "Cette connexion a besoin de JavaScript pour envoyer un code. Activez JavaScript et réessayez.",
+    ),
+    (
+        "error_challenge_invalid",
+        "The browser check failed or has expired. Please try again.",
+        "La vérification du navigateur a échoué ou a expiré. Veuillez réessayer.",
+    ),
+    (
+        "challenge_noscript",
+        "JavaScript is needed to sign in here: the page checks your browser before it sends a code.",
+        "JavaScript est nécessaire pour se connecter ici : la page vérifie votre navigateur avant d'envoyer un code.",
+    ),
+    (
         "error_sends_throttled",
         "Too many codes have been sent by text message. Try again in {wait}.",
         "Trop de codes ont été envoyés par SMS. Réessayez dans {wait}.",
