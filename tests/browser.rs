@@ -445,3 +445,42 @@ fn the_screenshot_check_refuses_blank_windows_and_wrong_sizes() {
     );
     assert!(refused(b"not a png", window), "not a PNG");
 }
+
+/// A tenant that requires a proof-of-work challenge on sends: the sign-in page's own
+/// script fetches one, solves it with Web Crypto and fills the form, so signing in reads
+/// as usual (the gate refuses a send without a solved challenge, so reaching the code page
+/// proves it was solved in the browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_challenges_signs_in_through_the_pages_script() {
+    let _slot = browser_slot().await;
+    let site = Site::start_layer_with(
+        "[[tenants]]\nid = \"default\"\nchallenge = \"always\"\nchallenge_max_number = 20000\n",
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.goto(&site.url("/app/")).await;
+    browser.wait_for_path("/auth/sign-in").await;
+    let field = browser
+        .client
+        .find(fantoccini::Locator::Css("#sign-in input[name=challenge]"))
+        .await
+        .expect("the sign-in form carries a challenge field");
+    // Solved in the background while the page is read; poll until the script filled it.
+    let field = &field;
+    let payload = harness::poll("the challenge is solved", || async move {
+        field
+            .prop("value")
+            .await
+            .ok()
+            .flatten()
+            .filter(|v| !v.is_empty())
+    })
+    .await;
+    assert!(payload.len() > 100, "{payload}");
+    page_checked(&browser, "challenge-sign-in").await;
+    ask_for_code(&browser, "carol@example.com").await;
+    enter_code(&browser, &site).await;
+    browser.wait_for_path("/app/").await;
+    assert_eq!(browser.text_of("main h1").await, "Hello carol@example.com");
+    browser.quit().await;
+}

@@ -459,8 +459,14 @@ impl Site {
     /// The app wrapped in [`OtpLayer`], configured from the same kind of file, served
     /// with the peer's address as connect info.
     pub async fn start_layer() -> Site {
+        Site::start_layer_with("").await
+    }
+
+    /// [`start_layer`](Self::start_layer) with `extra` added to the configuration.
+    pub async fn start_layer_with(extra: &str) -> Site {
         let hook = WebhookReceiver::start().await;
-        let front = Config::parse(&gate_config(&hook), "browser.toml", Path::new("."))
+        let config = format!("{}\n{extra}", gate_config(&hook));
+        let front = Config::parse(&config, "browser.toml", Path::new("."))
             .unwrap_or_else(|e| panic!("the layer's config does not load: {e}"))
             .build()
             .unwrap_or_else(|e| panic!("the layer's config does not build: {e}"));
