@@ -305,7 +305,7 @@ mod tests {
     use crate::gate::{Gate, GateError, Tenant};
     use crate::otp::ManualClock;
 
-    fn gate(max_number: u64) -> (Gate, ManualClock) {
+    fn new_gate(max_number: u64) -> (Gate, ManualClock) {
         let clock = ManualClock::starting_now();
         let gate = Gate::builder()
             .tenant(Tenant {
@@ -328,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_solved_challenge_is_accepted_once() {
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let challenge = gate.issue_challenge(None).unwrap();
         assert_eq!(challenge.algorithm, "SHA-256");
         assert_eq!(challenge.maxnumber, 1000);
@@ -340,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_number_is_refused() {
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let challenge = gate.issue_challenge(None).unwrap();
         let right = (0..=1000)
             .find(|n| hash_of(&challenge.salt, *n) == challenge.challenge)
@@ -355,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tampered_signature_or_another_gates_challenge_is_refused() {
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let mut challenge = gate.issue_challenge(None).unwrap();
         let solved = solve(&challenge).unwrap();
         let last = challenge.signature.pop().unwrap();
@@ -368,18 +368,14 @@ mod tests {
         assert!(invalid(
             gate.spend_challenge(&payload_for(&challenge, number)).await
         ));
-        // Another secret, another key.
-        let (other, _) = gate_with_other_secret();
+        // Another gate, another random secret, another key.
+        let (other, _) = new_gate(1000);
         assert!(invalid(other.spend_challenge(&solved).await));
-    }
-
-    fn gate_with_other_secret() -> (Gate, ManualClock) {
-        gate(1000)
     }
 
     #[tokio::test]
     async fn an_expired_challenge_is_refused() {
-        let (gate, clock) = gate(1000);
+        let (gate, clock) = new_gate(1000);
         let challenge = gate.issue_challenge(None).unwrap();
         let payload = solve(&challenge).unwrap();
         clock.advance(ChallengePolicy::DEFAULT_EXPIRY + Duration::from_secs(1));
@@ -390,7 +386,7 @@ mod tests {
     async fn a_spliced_expiry_is_refused() {
         // Digits moved from the number into the expiry keep the hash, and would push the
         // expiry out tenfold per digit, were the parameters not ended by `&`.
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let challenge = gate.issue_challenge(None).unwrap();
         let bare = challenge.salt.trim_end_matches('&').to_owned();
         let number = (0..=1000).find(|n| hash_of(&challenge.salt, *n) == challenge.challenge);
@@ -408,7 +404,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_payloads_are_refused() {
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let challenge = gate.issue_challenge(None).unwrap();
         let other_algorithm = serde_json::json!({
             "algorithm": "SHA-1", "challenge": challenge.challenge, "number": 1,
@@ -432,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn the_policy_decides_whether_one_is_needed() {
         use super::ChallengeCheck;
-        let (gate, _) = gate(1000);
+        let (gate, _) = new_gate(1000);
         let always = gate.challenge_policy(None).unwrap();
         assert!(matches!(
             gate.admit_challenge(&always, ChallengeCheck::Presented(None))
