@@ -307,10 +307,19 @@ impl SmsGuard {
             .collect()
     }
 
-    /// The size of one step of the cost counters.
+    /// The size of one step of the cost counters: 1/[`COST_STEPS`] of the smaller cost
+    /// cap, or a quarter of the highest price if that is more, so that a message is at
+    /// most a few hits whatever the caps.
     fn cost_step(&self) -> Option<f64> {
         let smallest = self.cost.iter().flatten().copied().reduce(f64::min)?;
-        Some((smallest / COST_STEPS).max(1e-6))
+        let highest_price = self
+            .prices
+            .regions
+            .values()
+            .chain(self.prices.codes.values())
+            .copied()
+            .fold(self.prices.default, f64::max);
+        Some((smallest / COST_STEPS).max(highest_price / 4.0).max(1e-6))
     }
 
     fn counts_prefix(&self) -> bool {
