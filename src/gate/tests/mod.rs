@@ -19,6 +19,7 @@ mod builder;
 mod codes;
 mod guard_challenge;
 mod guard_destinations;
+mod guard_velocity;
 mod revocations;
 mod second_factor;
 mod sessions;
