@@ -67,7 +67,7 @@ async fn a_prefix_whose_codes_go_unverified_cools_down_and_others_do_not() {
 #[tokio::test]
 async fn only_messages_handed_to_the_sender_count() {
     // A tenant of members only: codes to strangers are never delivered.
-    let mut fixture = gate_with(|b| {
+    let fixture = gate_with(|b| {
         b.tenant(Tenant {
             auto_create: false,
             ..Tenant::new("default")
