@@ -47,6 +47,7 @@ pub mod curl;
 pub mod pages;
 pub mod process;
 pub mod raw;
+pub mod redis_pki;
 
 use std::future::Future;
 use std::net::SocketAddr;
