@@ -164,7 +164,7 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
         .with_hourly_cost(10_000.0)
         .with_price("LV", 0.12);
     let gate = Gate::builder()
-        .store(store)
+        .store(store.clone())
         .clock(Arc::new(clock.clone()))
         .senders(Senders {
             email: Some(sink.clone() as Arc<dyn Sender>),
@@ -285,6 +285,16 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(gate.outbox_depth(), 0, "the outbox drained");
+    // The trips raised the alert every gate on the store reads: tenants with
+    // `challenge = "under_attack"` now ask each send for a solved challenge.
+    assert!(
+        store
+            .get_value(otpgate::store::keys::sms_guard_alert())
+            .await
+            .unwrap()
+            .is_some(),
+        "the guard's alert is raised"
+    );
     assert!(typing.is_empty(), "every real user typed the code");
     let start = attack_start.expect("the attack ran");
     let since = |at: &Timestamp| start.until(*at);

@@ -153,7 +153,7 @@ fn challenge(section: &TenantSection, source: &Source<'_>) -> Result<ChallengePo
                 "tenants.challenge",
                 Some(mode.span()),
                 format!(
-                    "`{}` is not a challenge mode; use \"never\" or \"always\"",
+                    "`{}` is not a challenge mode; use \"never\", \"always\" or \"under_attack\"",
                     mode.get_ref()
                 ),
             )

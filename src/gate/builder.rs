@@ -280,6 +280,7 @@ impl GateBuilder {
                 revocation_fallback: self.revocation_fallback,
                 revocations: super::revocations::Revocations::new(self.revocation_poll, epoch_ttl),
                 sms_guard: Arc::new(self.sms_guard),
+                guard_alert: super::guard::Alert::default(),
             }),
         })
     }

@@ -94,6 +94,7 @@ struct Inner {
     revocation_fallback: RevocationFallback,
     revocations: revocations::Revocations,
     sms_guard: Arc<SmsGuard>,
+    guard_alert: guard::Alert,
 }
 
 /// The engine. Cheap to clone; all clones share one state. See the [module docs](self)

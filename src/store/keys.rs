@@ -114,6 +114,12 @@ pub fn sms_tripped(reason: &str, scope: &str, index: u64) -> String {
     format!("sms-guard:tripped:{reason}:{scope}:{index}")
 }
 
+/// Set while the SMS guard has refused sends lately (for one cool-down after a trip):
+/// tenants with `challenge = "under_attack"` then ask every send for a solved challenge.
+pub fn sms_guard_alert() -> &'static str {
+    "sms-guard:alert"
+}
+
 /// A spent proof-of-work challenge, by its signature (hex).
 pub fn challenge_used(signature: &str) -> String {
     format!("challenge-used:{signature}")

@@ -38,6 +38,9 @@ pub enum ChallengeMode {
     Never,
     /// On every send.
     Always,
+    /// While the SMS guard has refused sends lately (for one cool-down after a trip, as any
+    /// gate sharing the store saw it).
+    UnderAttack,
 }
 
 impl ChallengeMode {
@@ -46,6 +49,7 @@ impl ChallengeMode {
         match name {
             "never" => Some(ChallengeMode::Never),
             "always" => Some(ChallengeMode::Always),
+            "under_attack" => Some(ChallengeMode::UnderAttack),
             _ => None,
         }
     }
@@ -70,9 +74,13 @@ impl ChallengePolicy {
     /// The default lifetime of a challenge.
     pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(5 * 60);
 
-    /// Whether sends need a solved challenge.
-    pub fn is_required(&self) -> bool {
-        self.mode == ChallengeMode::Always
+    /// Whether sends need a solved challenge, with the SMS guard `under_attack` or not.
+    pub fn is_required(&self, under_attack: bool) -> bool {
+        match self.mode {
+            ChallengeMode::Never => false,
+            ChallengeMode::Always => true,
+            ChallengeMode::UnderAttack => under_attack,
+        }
     }
 }
 
@@ -161,9 +169,10 @@ impl Gate {
         policy: &ChallengePolicy,
         check: ChallengeCheck<'_>,
     ) -> Result<(), GateError> {
+        let under_attack = policy.mode == ChallengeMode::UnderAttack && self.under_attack().await;
         match check {
             ChallengeCheck::Exempt => Ok(()),
-            ChallengeCheck::Presented(_) if !policy.is_required() => Ok(()),
+            ChallengeCheck::Presented(_) if !policy.is_required(under_attack) => Ok(()),
             ChallengeCheck::Presented(None) => Err(GateError::ChallengeRequired),
             ChallengeCheck::Presented(Some(payload)) => self.spend_challenge(payload).await,
         }

@@ -17,10 +17,12 @@
 use super::{Gate, GateError, Tenant};
 use crate::identifier::Identifier;
 
+mod alert;
 mod challenge;
 mod destinations;
 mod velocity;
 
+pub(super) use alert::Alert;
 pub(super) use challenge::ChallengeCheck;
 pub use challenge::{Challenge, ChallengeMode, ChallengePolicy, payload_for, solve};
 pub use destinations::{DestinationRefusal, Destinations, EmailDomains};

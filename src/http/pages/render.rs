@@ -108,7 +108,9 @@ impl<'a> View<'a> {
             branding,
             words: Words::new(locale, branding),
             challenge: required
-                .is_ok_and(|policy| policy.is_required())
+                // The solver comes whenever challenges may be asked for: under attack, they
+                // are asked for without notice.
+                .is_ok_and(|policy| policy.mode != crate::gate::ChallengeMode::Never)
                 .then(|| tenant.to_owned()),
         }
     }

@@ -268,6 +268,7 @@ impl Gate {
         };
         match first {
             Ok(true) => {
+                self.raise_alert(cool_down).await;
                 let (prefix, country, period) = match scope {
                     Scope::Prefix => (Some(check.prefix.as_str()), Some(check.country), None),
                     Scope::Country => (None, Some(check.country), None),
