@@ -2,7 +2,8 @@
 # A simulated SMS pumping attack against the SMS guard's recommended settings
 # (tests/sms_pumping.rs, release build): 10,000 sends to four ranges of one country's mobile
 # numbers from 500 client addresses, mixed with 1,000 real users who send and verify, on the
-# memory store and on a real redis-server. Prints, per store: the attack's messages that
+# memory store, on a real redis-server, and through the HTTP front (a trusted proxy naming
+# each client in X-Forwarded-For). Prints, per run: the attack's messages that
 # reached the SMS sender, the real users refused, and the time on the test's clock from the
 # attack's first send to the guard's first refusal and to every attacked range refused.
 # The test itself asserts the targets (under 1% of the attack delivered, under 1% of real

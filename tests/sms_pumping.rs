@@ -1,9 +1,9 @@
 //! A simulated SMS pumping attack against a gate with the recommended SMS guard: 10,000
 //! sends to numbers in four ranges of one country's mobile numbers, from 500 client
 //! addresses, mixed with 1,000 real users who each send and type their code, spread over
-//! many prefixes. The gate is driven through `Gate::send` and `Gate::verify` with the
-//! client address set (the HTTP front adds nothing the guard sees, and eleven thousand
-//! requests through it would make this test minutes long), on a manual clock that moves
+//! many prefixes. It runs through `Gate::send` and `Gate::verify` with the client address
+//! set (on the memory store and on Redis), and through the HTTP front from loopback as a
+//! trusted proxy naming each client in `X-Forwarded-For`; on a manual clock that moves
 //! 100 ms per request. It counts the attack's messages that reached the SMS sender, the
 //! real users refused, and the time on that clock from the attack's first send to the
 //! guard's first refusal of it and to its refusal of every attacked range.
@@ -151,7 +151,118 @@ impl Figures {
     }
 }
 
-async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
+/// How the attack reaches the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Through {
+    /// `Gate::send` and `Gate::verify`, with the client address set.
+    Engine,
+    /// The HTTP front (the tower layer around an app on loopback), from loopback as a
+    /// trusted proxy that names the client in `X-Forwarded-For`.
+    Http,
+}
+
+/// A send's outcome, as either way reports it.
+#[derive(Debug)]
+enum Sent {
+    Ok,
+    /// 429 from the SMS guard's pumping signature.
+    Pumping,
+    /// 429 from a destination's own resend cooldown.
+    Cooldown,
+    Refused(String),
+}
+
+struct Driver {
+    gate: Gate,
+    http: Option<(reqwest::Client, String)>,
+}
+
+impl Driver {
+    async fn new(gate: Gate, through: Through) -> Driver {
+        let http = match through {
+            Through::Engine => None,
+            Through::Http => {
+                let mut settings = otpgate::http::HttpSettings::default();
+                // The test client is the trusted proxy; the address it names is the client.
+                settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+                let front = otpgate::http::Front::new(gate.clone(), settings);
+                let (base, _) = common::start_form(common::Form::Tower, front).await;
+                Some((reqwest::Client::new(), base))
+            }
+        };
+        Driver { gate, http }
+    }
+
+    async fn send(&self, who: &Identifier, ip: IpAddr) -> Sent {
+        let Some((client, base)) = &self.http else {
+            return match self
+                .gate
+                .send(SendRequest {
+                    tenant: None,
+                    identifier: who.clone(),
+                    client_ip: Some(ip),
+                    locale: None,
+                })
+                .await
+            {
+                Ok(_) => Sent::Ok,
+                Err(GateError::SendsThrottled { reason, .. }) => {
+                    assert_eq!(reason, ThrottleReason::Pumping, "the signature, not a cap");
+                    Sent::Pumping
+                }
+                Err(GateError::RateLimited { .. }) => Sent::Cooldown,
+                Err(other) => Sent::Refused(format!("{other:?}")),
+            };
+        };
+        let answer = client
+            .post(format!("{base}/auth/otp/send"))
+            .header("x-forwarded-for", ip.to_string())
+            .json(&serde_json::json!({ "phone": who.as_str() }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        match (status.as_u16(), body["error"].as_str()) {
+            (200, _) => Sent::Ok,
+            (429, Some("destination_throttled")) => Sent::Pumping,
+            (429, Some("rate_limited")) => Sent::Cooldown,
+            _ => Sent::Refused(format!("{status} {body}")),
+        }
+    }
+
+    async fn verify(&self, who: &Identifier, code: &str, ip: IpAddr) -> Result<(), String> {
+        let Some((client, base)) = &self.http else {
+            return self
+                .gate
+                .verify(VerifyRequest {
+                    tenant: None,
+                    identifier: who.clone(),
+                    code,
+                    client_ip: Some(ip),
+                })
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}"));
+        };
+        let answer = client
+            .post(format!("{base}/auth/otp/verify"))
+            .header("x-forwarded-for", ip.to_string())
+            .json(&serde_json::json!({ "phone": who.as_str(), "code": code }))
+            .send()
+            .await
+            .unwrap();
+        match answer.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!(
+                "{status} {}",
+                answer.text().await.unwrap_or_default()
+            )),
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, attack: u64, real: usize, through: Through) -> Figures {
     let started = Instant::now();
     let sink = Arc::new(Sink::default());
     // A fixed start, mid-hour, so that the windows the attack spans are the same every run.
@@ -178,6 +289,7 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
         .sms_guard(guard)
         .build()
         .unwrap();
+    let driver = Driver::new(gate.clone(), through).await;
 
     let mut random = Random(0x5EED_CAFE_F00D_1234);
     let users = real_users(&mut random, real);
@@ -212,14 +324,7 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
             let Some((_, user, code, ip)) = typing.pop_front() else {
                 break;
             };
-            let verified = gate
-                .verify(VerifyRequest {
-                    tenant: None,
-                    identifier: user.clone(),
-                    code: &code,
-                    client_ip: Some(ip),
-                })
-                .await;
+            let verified = driver.verify(&user, &code, ip).await;
             if let Err(error) = verified {
                 eprintln!("real user {} refused at verify: {error:?}", user.masked());
                 real_refused += 1;
@@ -232,20 +337,13 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
             let user = users.next().expect("a real user");
             real_ip += 1;
             let ip = IpAddr::V4(Ipv4Addr::from(0xC633_0000 + real_ip)); // 198.51.x.x
-            let sent = gate
-                .send(SendRequest {
-                    tenant: None,
-                    identifier: user.clone(),
-                    client_ip: Some(ip),
-                    locale: None,
-                })
-                .await;
+            let sent = driver.send(&user, ip).await;
             match sent {
-                Ok(_) => {
+                Sent::Ok => {
                     let code = sink.code_for(user.as_str()).await;
                     typing.push_back((step + TYPING, user, code, ip));
                 }
-                Err(error) => {
+                error => {
                     eprintln!("real user {} refused at send: {error:?}", user.masked());
                     real_refused += 1;
                 }
@@ -258,23 +356,14 @@ async fn run(store: Arc<dyn Store>, attack: u64, real: usize) -> Figures {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (attack_sent % 500) as u32));
         attack_sent += 1;
         attack_start.get_or_insert(clock.now());
-        let outcome = gate
-            .send(SendRequest {
-                tenant: None,
-                identifier: number,
-                client_ip: Some(ip),
-                locale: None,
-            })
-            .await;
-        match outcome {
-            Ok(_) => {}
-            Err(GateError::SendsThrottled { reason, .. }) => {
-                assert_eq!(reason, ThrottleReason::Pumping, "the signature, not a cap");
+        match driver.send(&number, ip).await {
+            Sent::Ok => {}
+            Sent::Pumping => {
                 tripped.entry(prefix).or_insert(clock.now());
             }
             // A repeated random number inside its resend cooldown: the code's own limit.
-            Err(GateError::RateLimited { .. }) => {}
-            Err(other) => panic!("attack send: {other:?}"),
+            Sent::Cooldown => {}
+            Sent::Refused(other) => panic!("attack send: {other}"),
         }
     }
     // Every queued message handed to the sender before counting.
@@ -336,7 +425,13 @@ fn assert_targets(figures: &Figures) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pumping_attack_is_stopped_and_real_users_are_not() {
-    let figures = run(Arc::new(MemoryStore::default()), 10_000, 1_000).await;
+    let figures = run(
+        Arc::new(MemoryStore::default()),
+        10_000,
+        1_000,
+        Through::Engine,
+    )
+    .await;
     figures.print("memory");
     assert_targets(&figures);
 }
@@ -353,7 +448,22 @@ async fn a_pumping_attack_is_stopped_on_redis_too() {
         &ServerSecret::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap(),
     )
     .unwrap();
-    let figures = run(Arc::new(store), 10_000, 1_000).await;
+    let figures = run(Arc::new(store), 10_000, 1_000, Through::Engine).await;
     figures.print("redis");
+    assert_targets(&figures);
+}
+
+/// The same attack through the HTTP front: every request from loopback, a trusted proxy,
+/// naming its client in `X-Forwarded-For` (500 attack addresses, one per real user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pumping_attack_through_the_http_front_is_stopped_too() {
+    let figures = run(
+        Arc::new(MemoryStore::default()),
+        10_000,
+        1_000,
+        Through::Http,
+    )
+    .await;
+    figures.print("memory, over HTTP");
     assert_targets(&figures);
 }
