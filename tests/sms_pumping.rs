@@ -182,9 +182,11 @@ impl Driver {
         let http = match through {
             Through::Engine => None,
             Through::Http => {
-                let mut settings = otpgate::http::HttpSettings::default();
                 // The test client is the trusted proxy; the address it names is the client.
-                settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+                let settings = otpgate::http::HttpSettings {
+                    trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+                    ..otpgate::http::HttpSettings::default()
+                };
                 let front = otpgate::http::Front::new(gate.clone(), settings);
                 let (base, _) = common::start_form(common::Form::Tower, front).await;
                 Some((reqwest::Client::new(), base))
