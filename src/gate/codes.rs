@@ -454,7 +454,7 @@ impl Gate {
                 return Err(GateError::InvalidCode);
             }
         };
-        self.record_verified(&request.identifier).await;
+        self.record_verified(&request.identifier);
         audit::code_verified(
             &tenant.id,
             &subject_id,

@@ -26,8 +26,6 @@ use crate::identifier::Identifier;
 use crate::otp::Timestamp;
 use crate::store::keys;
 
-use super::super::Gate;
-
 mod check;
 mod rules;
 
@@ -291,6 +289,11 @@ impl SmsGuard {
     /// The estimated price of one message to `phone` (an E.164 number).
     pub fn price_of(&self, phone: &str) -> f64 {
         let (code, region) = country_of(phone);
+        self.price_in(code, region)
+    }
+
+    /// The estimated price of one message to a number of calling `code` and `region`.
+    fn price_in(&self, code: u16, region: Option<phonenumber::country::Id>) -> f64 {
         region
             .and_then(|region| self.prices.regions.get(region.as_ref()))
             .or_else(|| self.prices.codes.get(&code))
@@ -339,13 +342,14 @@ impl SmsGuard {
         if !self.is_on() {
             return None;
         }
-        let (country, _) = country_of(phone);
+        // Parsed once: the country and the price both come from it.
+        let (country, region) = country_of(phone);
         let prefix = self.prefix_of(phone);
         let mut check = SmsCheck {
             now,
             country,
             prefix,
-            price: self.price_of(phone),
+            price: self.price_in(country, region),
             flushed: self.take_pending(),
             reads: Vec::new(),
             cool_down_key: None,
@@ -470,7 +474,7 @@ impl SmsGuard {
     }
 
     /// Counts a verified code to `phone` at `now`.
-    fn verified(&self, phone: &str, now: Timestamp) {
+    pub(in crate::gate) fn verified(&self, phone: &str, now: Timestamp) {
         if self.pumping.is_none() {
             return;
         }
@@ -544,12 +548,5 @@ impl ThrottleReason {
             ThrottleReason::Pumping => "pumping",
             ThrottleReason::Budget => "budget",
         }
-    }
-}
-
-/// Counts a verified SMS code.
-pub(super) async fn record_verified(gate: &Gate, guard: &SmsGuard, phone: &Identifier) {
-    if let Identifier::Phone(number) = phone {
-        guard.verified(number, gate.inner.clock.now());
     }
 }
