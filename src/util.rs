@@ -8,6 +8,23 @@ pub(crate) fn base64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Appends `bytes` to `out` as lower-case hex, without a formatting call per byte.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+}
+
+/// `bytes` as lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    push_hex(&mut out, bytes);
+    out
+}
+
 /// SHA-256 of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
@@ -23,4 +40,15 @@ pub(crate) fn random_id() -> String {
     // would make ids collide, so abort loudly instead.
     aws_lc_rs::rand::fill(&mut bytes).expect("system random source failed");
     base64url(&bytes)
+}
+
+#[cfg(test)]
+mod hex_tests {
+    #[test]
+    fn hex_writes_two_lower_case_digits_per_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let mut out = String::from("k:");
+        super::push_hex(&mut out, &[0x10, 0x9b]);
+        assert_eq!(out, "k:109b");
+    }
 }

@@ -57,7 +57,7 @@ impl WebhookSender {
             .body(body.to_vec());
         if let Some(key) = &self.signing_key {
             let tag = hmac::sign(key, body);
-            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::util::hex(tag.as_ref());
             request = request.header("X-Otpgate-Signature", format!("sha256={hex}"));
         }
         match request.send().await {

@@ -208,9 +208,7 @@ impl RedisStore {
         out.push(':');
         out.push_str(kind);
         out.push(':');
-        for byte in &tag.as_ref()[..16] {
-            out.push_str(&format!("{byte:02x}"));
-        }
+        crate::util::push_hex(&mut out, &tag.as_ref()[..16]);
         out
     }
 

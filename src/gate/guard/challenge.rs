@@ -18,6 +18,7 @@ use base64::engine::{DecodePaddingMode, general_purpose};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{SetMode, keys};
+use crate::util::hex;
 
 use super::super::{Gate, GateError};
 
@@ -266,10 +267,6 @@ fn expiry_of(salt: &str) -> Option<u64> {
         }
     }
     expires
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
