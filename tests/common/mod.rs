@@ -293,6 +293,36 @@ pub fn send_to(identifier: Identifier) -> SendRequest<'static> {
     }
 }
 
+/// Verifies `code` for `who` 1000 times at once, every other one through `b`, as two
+/// gate instances on one store would; returns how many were accepted. A store that fails
+/// under the contention fails the test.
+pub async fn accepted_of_1000_split_verifies(
+    a: &otpgate::Gate,
+    b: &otpgate::Gate,
+    who: &Identifier,
+    code: &str,
+) -> usize {
+    let code: Arc<str> = Arc::from(code);
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let gate = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (code, who) = (Arc::clone(&code), who.clone());
+            tokio::spawn(async move { gate.verify(verify_for(who, &code)).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(otpgate::GateError::StoreUnavailable(e)) => {
+                panic!("store failed under contention: {e}")
+            }
+            Err(_) => {}
+        }
+    }
+    accepted
+}
+
 /// A verify of `code` for `identifier` in the default tenant, from no known address.
 pub fn verify_for(identifier: Identifier, code: &str) -> VerifyRequest<'_> {
     VerifyRequest {
