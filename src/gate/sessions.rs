@@ -191,6 +191,18 @@ impl Gate {
         Ok(())
     }
 
+    /// Signs out the session of access token `token`: revokes it while it is valid. A
+    /// token that is invalid, expired or revoked already has nothing left to revoke (`Ok`);
+    /// a store that cannot say whether it still holds is an error, for a sign-out that did
+    /// not happen must not be reported as done.
+    pub async fn sign_out(&self, token: &str) -> Result<(), GateError> {
+        match self.authenticate(token).await {
+            Ok(identity) => self.revoke_access(&identity.claims).await,
+            Err(error @ GateError::StoreUnavailable(_)) => Err(error),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Revokes a refresh token and every rotation of it.
     pub async fn revoke_refresh(&self, token: &str) -> Result<(), GateError> {
         let claims = self.verify_kind(TokenKind::Refresh, token)?;

@@ -227,18 +227,11 @@ impl<'a> Step<'a> {
             return *expired;
         }
         let gate = self.ctx.gate;
-        if let Some(token) = self.ctx.settings.token_in(self.request.headers) {
-            let revoked = match gate.authenticate(token).await {
-                Ok(identity) => gate.revoke_access(&identity.claims).await,
-                // The store cannot say whether the session still holds: nothing was revoked.
-                Err(error @ GateError::StoreUnavailable(_)) => Err(error),
-                // Invalid, expired or revoked already: nothing left to revoke.
-                Err(_) => Ok(()),
-            };
-            if let Err(error) = revoked {
-                // Not signed out: saying so would be a lie the person acts on.
-                return self.view.refusal(&error, None);
-            }
+        if let Some(token) = self.ctx.settings.token_in(self.request.headers)
+            && let Err(error) = gate.sign_out(token).await
+        {
+            // Not signed out: saying so would be a lie the person acts on.
+            return self.view.refusal(&error, None);
         }
         let sign_in = self
             .settings
