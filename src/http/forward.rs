@@ -8,7 +8,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::access::see_other;
 use super::front::{Front, refusal};
-use super::headers::identity_headers;
+use super::headers::push_identity_headers;
 use super::{Dialect, GateResponse, RequestView, Route, policy};
 use crate::gate::GateError;
 
@@ -84,7 +84,9 @@ async fn judge(front: &Front, request: &RequestView<'_>) -> Result<GateResponse,
     };
     let mut response = GateResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
     if let Some(identity) = &identity {
-        for (name, value) in identity_headers(&front.settings().identity, identity) {
+        let mut headers = Vec::new();
+        push_identity_headers(&front.settings().identity, identity, &mut headers);
+        for (name, value) in headers {
             response.headers.insert(name, value);
         }
     }

@@ -9,8 +9,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::headers::{
-    StripRules, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, folded, forwarded_address,
-    identity_headers, is_forwarding_header, is_request_id_header, request_id, sanitized_connection,
+    HeaderKind, StripRules, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, forwarded_address,
+    push_identity_headers, request_id, sanitized_connection,
 };
 use super::policy;
 use super::{
@@ -414,8 +414,7 @@ impl Front {
         };
         let mut plan = self.strip_only_plan(headers, peer);
         if let Some(identity) = &identity {
-            plan.inject
-                .extend(identity_headers(&self.settings().identity, identity));
+            push_identity_headers(&self.settings().identity, identity, &mut plan.inject);
         }
         plan.identity = identity;
         Ok(plan)
@@ -428,24 +427,27 @@ impl Front {
     /// from naming any of them.
     pub fn strip_only_plan(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> UpstreamPlan {
         let peer_trusted = peer.is_some_and(|peer| self.is_trusted_proxy(&peer));
+        let rules = &self.inner.strip_rules;
         let mut strip: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| {
+            .filter(|name| match rules.kind(name) {
+                HeaderKind::Plain => false,
                 // Clients must never be able to claim an identity by sending the headers
                 // themselves: they are stripped always, whatever happens next.
-                self.inner.strip_rules.matches(name)
-                    // Only a trusted proxy may say who the client is, and only in the
-                    // spelling proxies write: `X_Forwarded_For` would be a second list.
-                    || (is_forwarding_header(name)
-                        && (!peer_trusted || folded(name.as_str()) != name.as_str()))
-                    // Replaced by the id chosen below, in every spelling: the app sees one
-                    // id, and a client cannot pick it.
-                    || is_request_id_header(name)
+                HeaderKind::Stripped => true,
+                // Only a trusted proxy may say who the client is, and only in the spelling
+                // proxies write: `X_Forwarded_For` would be a second list.
+                HeaderKind::Forwarding { canonical } => !peer_trusted || !canonical,
+                // Replaced by the id chosen below, in every spelling: the app sees one id,
+                // and a client cannot pick it.
+                HeaderKind::RequestId => true,
             })
             .cloned()
             .collect();
         let request_id = request_id(headers, peer_trusted);
-        let mut inject = vec![(HeaderName::from_static(X_REQUEST_ID), request_id.clone())];
+        // Room for the request id, the forwarding headers and an identity: one allocation.
+        let mut inject = Vec::with_capacity(8);
+        inject.push((HeaderName::from_static(X_REQUEST_ID), request_id.clone()));
         if let Some(peer) = peer {
             let peer = peer.to_string();
             // One line, so that apps reading only the first or only the last line of

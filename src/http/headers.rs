@@ -48,11 +48,6 @@ pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 /// The longest `X-Request-Id` kept from a trusted proxy.
 const REQUEST_ID_MAX: usize = 128;
 
-/// `X-Request-Id` in any spelling an app server folds onto it.
-pub(crate) fn is_request_id_header(name: &HeaderName) -> bool {
-    folded(name.as_str()) == X_REQUEST_ID
-}
-
 /// The request id to send to the app: the one a trusted proxy sent, when there is exactly
 /// one and it is short printable ASCII, else a fresh random one (16 hex characters).
 pub(crate) fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue {
@@ -80,8 +75,10 @@ pub(crate) fn fresh_request_id() -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
     }
-    // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
+    // Owned as shared bytes from the start, so the plan's copy of it is a reference, not
+    // a second allocation. Hex digits are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 /// A header name as the most lenient app servers read it: lower case, and every
@@ -122,6 +119,26 @@ const REROUTE_HEADERS: [&str; 5] = [
 pub(crate) struct StripRules {
     exact: Vec<String>,
     prefixes: Vec<String>,
+    /// The folded first bytes that any name the gate treats specially can start with:
+    /// one lookup settles most names a request carries (`accept`, `user-agent`, ...).
+    first_bytes: [bool; 256],
+}
+
+/// What a header name is to the gate, in every spelling an app server folds together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderKind {
+    /// Passed on as sent.
+    Plain,
+    /// An identity, rerouting or configured name: never from a client.
+    Stripped,
+    /// A proxy's word on who the client is; `canonical` when written as proxies write it
+    /// (`X-Forwarded-For`, not `X_Forwarded_For`, which an app would read as a second list).
+    Forwarding {
+        /// Spelled with letters, digits and `-` only.
+        canonical: bool,
+    },
+    /// `X-Request-Id`, which the gate sets.
+    RequestId,
 }
 
 impl StripRules {
@@ -148,17 +165,47 @@ impl StripRules {
         }
         exact.sort_unstable();
         exact.dedup();
-        StripRules { exact, prefixes }
+        let mut first_bytes = [false; 256];
+        // `forwarded`, `x-real-ip`, `x-forwarded-*`, `x-request-id`.
+        first_bytes[usize::from(b'f')] = true;
+        first_bytes[usize::from(b'x')] = true;
+        for name in exact.iter().chain(&prefixes) {
+            match name.as_bytes().first() {
+                Some(&first) => first_bytes[usize::from(first)] = true,
+                // `*` strips every name.
+                None => first_bytes = [true; 256],
+            }
+        }
+        StripRules {
+            exact,
+            prefixes,
+            first_bytes,
+        }
     }
 
-    /// Whether `name`, in any spelling an app server folds together, is one of them.
-    pub(crate) fn matches(&self, name: &HeaderName) -> bool {
-        let name = folded(name.as_str());
-        self.exact.iter().any(|exact| *exact == name)
-            || self
-                .prefixes
-                .iter()
-                .any(|prefix| name.starts_with(prefix.as_str()))
+    /// What `name` is, read as the most lenient app server reads it (see [`folded`]).
+    pub(crate) fn kind(&self, name: &HeaderName) -> HeaderKind {
+        let spelled = name.as_str();
+        let first = spelled.as_bytes().first().copied().unwrap_or(b'-');
+        let first = if first.is_ascii_alphanumeric() { first } else { b'-' };
+        if !self.first_bytes[usize::from(first)] {
+            return HeaderKind::Plain;
+        }
+        let name = folded(spelled);
+        let name = name.as_ref();
+        if self.exact.iter().any(|exact| exact == name)
+            || self.prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
+        {
+            HeaderKind::Stripped
+        } else if name == X_REQUEST_ID {
+            HeaderKind::RequestId
+        } else if name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-") {
+            HeaderKind::Forwarding {
+                canonical: name == spelled,
+            }
+        } else {
+            HeaderKind::Plain
+        }
     }
 }
 
@@ -179,12 +226,6 @@ pub(crate) fn forwarded_address(entry: &str) -> Option<IpAddr> {
     ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// Headers through which a proxy tells the app who the client is, in any spelling.
-pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
-    let name = folded(name.as_str());
-    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
-}
-
 /// `Connection` without the names of headers the gate strips or sets: `None` when
 /// nothing is to change, `Some(None)` when nothing is left of it.
 pub(crate) fn sanitized_connection(
@@ -201,9 +242,9 @@ pub(crate) fn sanitized_connection(
         };
         for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let named = HeaderName::from_bytes(token.as_bytes());
-            let protected = named.as_ref().map_or(true, |name| {
-                rules.matches(name) || is_forwarding_header(name) || is_request_id_header(name)
-            });
+            let protected = named
+                .as_ref()
+                .map_or(true, |name| rules.kind(name) != HeaderKind::Plain);
             if protected {
                 changed = true;
             } else {
@@ -220,10 +261,12 @@ pub(crate) fn sanitized_connection(
     })
 }
 
-pub(crate) fn identity_headers(
+/// Appends the identity headers for `identity` to `headers`.
+pub(crate) fn push_identity_headers(
     settings: &IdentityHeaders,
     identity: &Identity,
-) -> Vec<(HeaderName, HeaderValue)> {
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+) {
     // Subject, tenant, email and phone are made once per verified token and kept with its
     // cached claims; only the token's own header is made per request.
     let from_claims = identity.claims.forwarded.0.get_or_init(|| {
@@ -238,14 +281,12 @@ pub(crate) fn identity_headers(
         .map(|(name, value)| (name.clone(), value))
         .collect()
     });
-    let mut headers = Vec::with_capacity(from_claims.len() + 1);
     if let Some(mut token) = header_value(&settings.jwt, &identity.token) {
         // A credential: HTTP/2 encoders never index it, and Debug never prints it.
         token.set_sensitive(true);
         headers.push((settings.jwt.clone(), token));
     }
     headers.extend(from_claims.iter().cloned());
-    headers
 }
 
 fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {
@@ -281,6 +322,18 @@ impl UpstreamPlan {
         for (name, value) in &self.inject {
             headers.insert(name.clone(), value.clone());
         }
+    }
+
+    /// Applies the plan to a header map, moving its headers there; returns the identity.
+    pub fn apply_into(self, headers: &mut HeaderMap) -> Option<Identity> {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        headers.reserve(self.inject.len());
+        for (name, value) in self.inject {
+            headers.insert(name, value);
+        }
+        self.identity
     }
 }
 

@@ -156,12 +156,19 @@ impl HttpSettings {
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         for value in headers.get_all(http::header::AUTHORIZATION) {
-            if let Some((scheme, token)) =
-                value.to_str().ok().and_then(|v| v.trim().split_once(' '))
-                && scheme.eq_ignore_ascii_case("bearer")
-                && !token.trim().is_empty()
+            // Read as bytes: a value with anything but ASCII is no bearer token (it falls
+            // through to the cookie, as an unreadable value always did).
+            let value = value.as_bytes().trim_ascii();
+            let Some(space) = value.iter().position(|&b| b == b' ') else {
+                continue;
+            };
+            let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+            if scheme.eq_ignore_ascii_case(b"bearer")
+                && !token.is_empty()
+                && token.is_ascii()
+                && let Ok(token) = std::str::from_utf8(token)
             {
-                return Some(token.trim());
+                return Some(token);
             }
         }
         let cookie = self.cookie.as_ref()?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::otp::Timestamp;
 
+mod cache;
 mod keys;
 
 pub use keys::{KeyError, SigningAlgorithm, SigningKey, VerifyingKey};
@@ -250,10 +251,10 @@ pub struct Tokens {
     settings: TokenSettings,
     /// The current key first, then the previous ones.
     verifiers: Vec<Verifier>,
-    // Keyed by SHA-256 of the token, so the cache never holds a usable token. It lives
-    // and dies with this `Tokens`, which is made anew from each loaded config: a token
-    // of a key removed from the config is never answered from here.
-    verified: Option<moka::sync::Cache<[u8; 32], Arc<Claims>>>,
+    // Never holds a usable token (see `cache`). It lives and dies with this `Tokens`,
+    // which is made anew from each loaded config: a token of a key removed from the
+    // config is never answered from here.
+    verified: Option<cache::VerifiedTokens>,
     jwks: Bytes,
 }
 
@@ -292,12 +293,8 @@ impl Tokens {
                 verifiers.push(Verifier::new(previous.clone(), &settings));
             }
         }
-        let verified = (settings.cache_entries > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(settings.cache_entries)
-                .time_to_live(settings.ttl + settings.leeway)
-                .build()
-        });
+        let verified = (settings.cache_entries > 0)
+            .then(|| cache::VerifiedTokens::new(settings.cache_entries));
         // Public parts only: HS256 keys have none and are never published.
         let keys: Vec<_> = verifiers
             .iter()
@@ -424,12 +421,7 @@ impl Tokens {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
-        let fingerprint = crate::util::sha256(token.as_bytes());
-        if let Some(claims) = self
-            .verified
-            .as_ref()
-            .and_then(|cache| cache.get(&fingerprint))
-        {
+        if let Some(claims) = self.verified.as_ref().and_then(|cache| cache.get(token)) {
             let checked = self.check_times(&claims, now);
             crate::metrics::token_verified(true, checked.is_ok());
             checked?;
@@ -439,7 +431,7 @@ impl Tokens {
         crate::metrics::token_verified(false, claims.is_ok());
         let claims = claims?;
         if let Some(cache) = &self.verified {
-            cache.insert(fingerprint, Arc::clone(&claims));
+            cache.insert(token, &claims);
         }
         Ok(claims)
     }

@@ -166,8 +166,7 @@ where
         .await;
     match plan {
         Ok(plan) => {
-            plan.apply(&mut parts.headers);
-            if let Some(identity) = plan.identity {
+            if let Some(identity) = plan.apply_into(&mut parts.headers) {
                 parts.extensions.insert(identity);
             }
             let response = inner
