@@ -187,14 +187,21 @@ impl StripRules {
     pub(crate) fn kind(&self, name: &HeaderName) -> HeaderKind {
         let spelled = name.as_str();
         let first = spelled.as_bytes().first().copied().unwrap_or(b'-');
-        let first = if first.is_ascii_alphanumeric() { first } else { b'-' };
+        let first = if first.is_ascii_alphanumeric() {
+            first
+        } else {
+            b'-'
+        };
         if !self.first_bytes[usize::from(first)] {
             return HeaderKind::Plain;
         }
         let name = folded(spelled);
         let name = name.as_ref();
         if self.exact.iter().any(|exact| exact == name)
-            || self.prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
+            || self
+                .prefixes
+                .iter()
+                .any(|prefix| name.starts_with(prefix.as_str()))
         {
             HeaderKind::Stripped
         } else if name == X_REQUEST_ID {

@@ -27,6 +27,7 @@ mod tests;
 pub use body::{BodyReader, MEDIATED_RESPONSE_LIMIT};
 pub use dialect::Dialect;
 pub use front::Front;
+pub(crate) use headers::fresh_request_id;
 pub use headers::{HOP_BY_HOP, UpstreamPlan, remove_hop_by_hop};
 pub use pages::{Page, PageSettings};
 pub use policy::ProtectRule;

@@ -86,10 +86,12 @@ impl OtpCtx {
 
     /// The `X-Request-Id` the app gets, for a request bound for it.
     pub fn request_id(&self) -> Option<&str> {
-        self.plan
-            .as_ref()
-            .and_then(|plan| plan.request_id.as_ref())
-            .and_then(|id| id.to_str().ok())
+        self.request_id_value().and_then(|id| id.to_str().ok())
+    }
+
+    /// [`request_id`](Self::request_id) as the header value itself.
+    pub fn request_id_value(&self) -> Option<&http::HeaderValue> {
+        self.plan.as_ref().and_then(|plan| plan.request_id.as_ref())
     }
 }
 
@@ -204,6 +206,7 @@ impl OtpFilter {
                 return Ok(true);
             }
         };
+        let peer = peer_ip(session);
         match front.route(&session.req_header().method, &target) {
             Route::Endpoint(route) => {
                 ctx.route = Some("endpoint");
@@ -235,19 +238,14 @@ impl OtpFilter {
                     &session.req_header().method,
                     &target,
                     &session.req_header().headers,
-                    peer_ip(session),
+                    peer,
                     rule,
                 )
                 .await
             {
                 Ok(mut plan) => {
                     let headers = &session.req_header().headers;
-                    front.plan_forwarded_proto(
-                        &mut plan,
-                        headers,
-                        peer_ip(session),
-                        over_tls(session),
-                    );
+                    front.plan_forwarded_proto(&mut plan, headers, peer, over_tls(session));
                     ctx.plan = Some(plan);
                     ctx.route = Some("upstream");
                     Ok(false)

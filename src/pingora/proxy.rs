@@ -72,8 +72,9 @@ impl OtpProxy {
 #[derive(Debug)]
 pub struct ProxyCtx {
     filter: OtpCtx,
-    // Ties the request's log lines together, and to what a client reports.
-    request_id: String,
+    // Ties the request's log lines together, and to what a client reports: the id the
+    // app gets, or a fresh one for a request the gate answered; set by `request_filter`.
+    request_id: Option<http::HeaderValue>,
     // When the request head was read: the log line's latency counts from here.
     started: Instant,
     // The pool instance this request went to; counted in flight until the request ends.
@@ -85,8 +86,7 @@ impl ProxyCtx {
     fn new() -> ProxyCtx {
         ProxyCtx {
             filter: OtpCtx::default(),
-            // 64 random bits as 16 hex digits: unique enough to find one request in logs.
-            request_id: format!("{:016x}", rand::random::<u64>()),
+            request_id: None,
             started: Instant::now(),
             instance: None,
         }
@@ -94,7 +94,12 @@ impl ProxyCtx {
 
     /// The id of this request in the logs.
     pub fn request_id(&self) -> &str {
-        &self.request_id
+        // Always printable ASCII: fresh hex, or a trusted proxy's checked id; `-` for a
+        // request that failed before it was read.
+        self.request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-")
     }
 }
 
@@ -122,9 +127,11 @@ impl ProxyHttp for OtpProxy {
     ) -> ::pingora::Result<bool> {
         let answered = self.filter.request_filter(session, &mut ctx.filter).await;
         // One id in the log and at the app, for requests the app gets.
-        if let Some(id) = ctx.filter.request_id() {
-            ctx.request_id = id.to_owned();
-        }
+        ctx.request_id = Some(match ctx.filter.request_id_value() {
+            Some(id) => id.clone(),
+            // 64 random bits as 16 hex digits: unique enough to find one request in logs.
+            None => crate::http::fresh_request_id(),
+        });
         answered
     }
 
@@ -245,7 +252,7 @@ impl ProxyHttp for OtpProxy {
         let response = Dialect::Generic.error(&error);
         let status = response.status.as_u16();
         tracing::warn!(
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id(),
             status,
             error = e.etype().as_str(),
             source = ?e.esource(),
@@ -277,7 +284,7 @@ impl ProxyHttp for OtpProxy {
             "{} {} request_id={}",
             request.method,
             request.uri.path(),
-            ctx.request_id
+            ctx.request_id()
         )
     }
 
@@ -297,7 +304,7 @@ impl ProxyHttp for OtpProxy {
         // carry destinations or codes.
         let request = session.req_header();
         tracing::info!(
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id(),
             client = %client.as_deref().unwrap_or("-"),
             method = %request.method,
             path = %request.uri.path(),
