@@ -43,20 +43,10 @@ impl Gate {
     /// # Ok(()) }
     /// ```
     pub async fn authenticate(&self, token: &str) -> Result<Identity, GateError> {
-        self.authenticate_at(token, self.inner.clock.now()).await
-    }
-
-    /// [`authenticate`](Self::authenticate) at `now`, for a caller that already read the
-    /// clock for this request.
-    pub(crate) async fn authenticate_at(
-        &self,
-        token: &str,
-        now: crate::otp::Timestamp,
-    ) -> Result<Identity, GateError> {
         let claims = self
             .inner
             .tokens
-            .verify(token, now)
+            .verify(token, self.inner.clock.now())
             .map_err(|_| GateError::Unauthorized)?;
         if claims.revocation.revoked() {
             return Err(GateError::Unauthorized);

@@ -21,10 +21,8 @@ impl Front {
         rule: Option<usize>,
     ) -> Result<Option<Identity>, GateError> {
         let rule = rule.and_then(|index| self.settings().protect.get(index));
-        // One reading of the clock serves the token and the rule.
-        let now = self.gate().now();
         let identity = match self.token_in(headers) {
-            Some(token) => match self.gate().authenticate_at(token, now).await {
+            Some(token) => match self.gate().authenticate(token).await {
                 Ok(identity) => Some(identity),
                 // The store could not rule out a revocation and the fallback is "deny":
                 // a protected path waits for the store rather than guessing.
@@ -41,7 +39,8 @@ impl Front {
         let Some(identity) = identity else {
             return Err(GateError::Unauthorized);
         };
-        let now_secs = now.0 / 1000;
+        // Read after the store answered: a session that aged out meanwhile is refused.
+        let now_secs = self.gate().now().0 / 1000;
         match rule.admits(&identity, now_secs) {
             Ok(()) => Ok(Some(identity)),
             Err(Denial::SignInAgain) => Err(GateError::ReauthenticationRequired),

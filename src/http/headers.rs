@@ -3,12 +3,14 @@
 //! identity the gate injects, and the hop-by-hop headers no hop passes on.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
 use super::IdentityHeaders;
 use crate::gate::Identity;
+use crate::token::Forwarded;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
 /// framing the gate recomputes when it rewrites a body: never passed on as received.
@@ -276,24 +278,45 @@ pub(crate) fn push_identity_headers(
 ) {
     // Subject, tenant, email and phone are made once per verified token and kept with its
     // cached claims; only the token's own header is made per request.
-    let from_claims = identity.claims.forwarded.0.get_or_init(|| {
-        [
-            (&settings.subject, Some(identity.subject())),
-            (&settings.tenant, Some(identity.tenant())),
-            (&settings.email, identity.email()),
-            (&settings.phone, identity.phone()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, header_value(name, value?)?)))
-        .map(|(name, value)| (name.clone(), value))
-        .collect()
-    });
+    let names = [
+        &settings.subject,
+        &settings.tenant,
+        &settings.email,
+        &settings.phone,
+    ];
+    let made = || {
+        let values = [
+            Some(identity.subject()),
+            Some(identity.tenant()),
+            identity.email(),
+            identity.phone(),
+        ];
+        let headers = names
+            .into_iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name.clone(), header_value(name, value?)?)))
+            .collect();
+        Arc::new(Forwarded {
+            names: names.map(HeaderName::clone),
+            headers,
+        })
+    };
+    let kept = identity.claims.forwarded.0.get_or_init(made);
+    // Made under other names (a reload renamed the headers since): made anew, so the app
+    // never reads a value under a name it no longer means.
+    let fresh;
+    let from_claims = if kept.names.iter().eq(names) {
+        kept
+    } else {
+        fresh = made();
+        &fresh
+    };
     if let Some(mut token) = header_value(&settings.jwt, &identity.token) {
         // A credential: HTTP/2 encoders never index it, and Debug never prints it.
         token.set_sensitive(true);
         headers.push((settings.jwt.clone(), token));
     }
-    headers.extend(from_claims.iter().cloned());
+    headers.extend(from_claims.headers.iter().cloned());
 }
 
 fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {

@@ -398,3 +398,52 @@ fn forward_auth_can_be_switched_off() {
     // Off, the path is the app's like any other.
     assert_eq!(check(false), Route::Upstream { rule: None });
 }
+
+/// Identity headers are kept with a token's cached claims; a reload that renames them
+/// (a new front on the same engine) must not forward the old names' values.
+#[tokio::test]
+async fn renamed_identity_headers_apply_to_a_token_already_forwarded() {
+    use crate::token::Subject;
+    let gate = Gate::builder().build().unwrap();
+    let token = gate
+        .start_session(&Subject {
+            id: "u-7".into(),
+            email: Some("u7@example.com".into()),
+            phone: None,
+            tenant: "acme".into(),
+        })
+        .unwrap()
+        .access
+        .token;
+    let sent = headers(&[("authorization", &format!("Bearer {token}"))]);
+    let injected = |front: &Front| {
+        let front = front.clone();
+        let sent = sent.clone();
+        async move {
+            let target = front.canonical_target(&Method::GET, b"/x").unwrap();
+            let plan = front
+                .plan_upstream(&Method::GET, &target, &sent, None, None)
+                .await
+                .unwrap();
+            let mut out = HeaderMap::new();
+            plan.apply(&mut out);
+            out
+        }
+    };
+    let before = Front::new(gate.clone(), HttpSettings::default());
+    let first = injected(&before).await;
+    let default_subject = HttpSettings::default().identity.subject;
+    assert_eq!(first[&default_subject], "u-7");
+
+    // Subject and tenant swap names: the app must read the user id as the subject still.
+    let mut swapped = HttpSettings::default();
+    swapped.identity.subject = HttpSettings::default().identity.tenant;
+    swapped.identity.tenant = default_subject.clone();
+    let after = Front::new(gate, swapped.clone());
+    for _ in 0..2 {
+        let out = injected(&after).await;
+        assert_eq!(out[&swapped.identity.subject], "u-7", "{out:?}");
+        assert_eq!(out[&swapped.identity.tenant], "acme", "{out:?}");
+        assert_eq!(out[&swapped.identity.email], "u7@example.com", "{out:?}");
+    }
+}

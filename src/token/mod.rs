@@ -122,9 +122,15 @@ impl Eq for RevocationCheck {}
 /// verified-token cache still holds no usable token). Not part of what claims are:
 /// equal whatever it holds.
 #[derive(Clone, Default)]
-pub(crate) struct ForwardedHeaders(
-    pub(crate) std::sync::OnceLock<Arc<[(http::HeaderName, http::HeaderValue)]>>,
-);
+pub(crate) struct ForwardedHeaders(pub(crate) std::sync::OnceLock<Arc<Forwarded>>);
+
+/// The identity headers made from a token's claims, and the header names (subject,
+/// tenant, email, phone) they were made under: a reload may rename them.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub(crate) names: [http::HeaderName; 4],
+    pub(crate) headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
 
 impl PartialEq for ForwardedHeaders {
     fn eq(&self, _: &Self) -> bool {
