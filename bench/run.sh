@@ -12,8 +12,10 @@
 #   axum, axum+OtpLayer   a bare axum app, and the same app behind the tower layer
 #
 # Every server gets one worker thread; wrk drives each for BENCH_DURATION with
-# BENCH_CONNECTIONS connections. Then `cargo bench --bench http` measures sign-ins over
-# HTTP, memory per pending code and cold start, and its lines join the report.
+# BENCH_CONNECTIONS connections. A second pass gives pingora and otpgate EdDSA two worker
+# threads each, free to run on every core (wrk and the upstream share them). Then
+# `cargo bench --bench http` measures sign-ins over HTTP, Redis commands and round trips
+# per sign-in, memory per pending code and cold start, and its lines join the report.
 #
 # BENCH_DURATION (default 10s), BENCH_CONNECTIONS (default 50), BENCH_QUICK=1 (a short
 # smoke run: 2s per target, fewer codes).
@@ -158,12 +160,12 @@ haproxy_conf ES256 "$work/es256.pub" "$HAPROXY_ES" >"$work/haproxy-es.cfg"
 serve "haproxy HS256" "${PIN[@]}" haproxy -q -f "$work/haproxy-hs.cfg"
 serve "haproxy ES256" "${PIN[@]}" haproxy -q -f "$work/haproxy-es.cfg"
 
-otpgate_conf() { # alg key-line port
+otpgate_conf() { # alg key-line port [threads]
   cat <<EOF
 [server]
 listen = "127.0.0.1:$3"
 upstream = "http://127.0.0.1:$UPSTREAM"
-threads = 1
+threads = ${4:-1}
 [token]
 algorithm = "$1"
 $2
@@ -184,16 +186,22 @@ for alg in HS256 ES256 EdDSA; do
   # Its log goes to a file: wrk closing connections at the end of a run is logged.
   RUST_LOG=warn serve "otpgate $alg" "${PIN[@]}" "$OTPGATE" run --config "$work/otpgate-$alg.toml" >"$work/otpgate-$alg.log" 2>&1
 done
+# The second pass: two worker threads, not pinned, the same key and upstream.
+GATE2=$(free_port)
+otpgate_conf EdDSA "private_key = \"$work/eddsa.pem\"" "$GATE2" 2 >"$work/otpgate-EdDSA-2.toml"
+RUST_LOG=warn serve "otpgate EdDSA, 2 threads" "$OTPGATE" run --config "$work/otpgate-EdDSA-2.toml" >"$work/otpgate-EdDSA-2.log" 2>&1
 
 PINGORA=$(free_port)
 serve "pingora" "${PIN[@]}" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM" >"$work/pingora.log" 2>&1
+PINGORA2=$(free_port)
+BENCH_THREADS=2 serve "pingora, 2 threads" "$BENCH_PINGORA" "127.0.0.1:$PINGORA2" "127.0.0.1:$UPSTREAM" >"$work/pingora-2.log" 2>&1
 
 AXUM=$(free_port)
 AXUM_LAYER=$(free_port)
 serve "axum" "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM"
 serve "axum+OtpLayer" "${PIN[@]}" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate-EdDSA.toml"
 
-for port in "$UPSTREAM" "$NGINX" "$PINGORA" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+for port in "$UPSTREAM" "$NGINX" "$PINGORA" "$PINGORA2" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$GATE2" "$AXUM" "$AXUM_LAYER"; do
   wait_port "$port"
 done
 
@@ -217,6 +225,7 @@ check "haproxy ES256" "http://127.0.0.1:$HAPROXY_ES/" "${TOKEN[ES256]}" 401
 for alg in HS256 ES256 EdDSA; do
   check "otpgate $alg" "http://127.0.0.1:${GATE_PORT[$alg]}/" "${TOKEN[$alg]}" 401
 done
+check "otpgate EdDSA, 2 threads" "http://127.0.0.1:$GATE2/" "${TOKEN[EdDSA]}" 401
 check "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}" 401
 # A forged token is refused by every checking peer.
 # One signature character changes, well inside it: the last character of base64url also
@@ -254,11 +263,11 @@ run() { # name url token
   # where the load generator's core sets the pace of the fastest targets.
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   CPU[$1]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
-  printf '%-22s %10s req/s  p50 %7s ms  p99 %7s ms  %6s µs CPU/req\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" "${CPU[$1]}"
+  printf '%-24s %10s req/s  p50 %7s ms  p99 %7s ms  %6s µs CPU/req\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" "${CPU[$1]}"
 }
 
 # Warm every server's connections and caches, untimed.
-for port in "$NGINX" "$PINGORA" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$AXUM" "$AXUM_LAYER"; do
+for port in "$NGINX" "$PINGORA" "$PINGORA2" "$HAPROXY_HS" "$HAPROXY_ES" "${GATE_PORT[@]}" "$GATE2" "$AXUM" "$AXUM_LAYER"; do
   wrk -t1 -c"$CONNECTIONS" -d1s -H "Authorization: Bearer ${TOKEN[EdDSA]}" "http://127.0.0.1:$port/" >/dev/null || true
 done
 
@@ -274,6 +283,10 @@ run "otpgate EdDSA" "http://127.0.0.1:${GATE_PORT[EdDSA]}/" "${TOKEN[EdDSA]}"
 # The same request, token included, to both: the difference is the layer's work alone.
 run "axum" "http://127.0.0.1:$AXUM/" "${TOKEN[EdDSA]}"
 run "axum+OtpLayer" "http://127.0.0.1:$AXUM_LAYER/" "${TOKEN[EdDSA]}"
+# Two worker threads on both cores: the same wrk, on core 0 with the upstream.
+ORDER2=("pingora, 2 threads" "otpgate EdDSA, 2 threads")
+run "pingora, 2 threads" "http://127.0.0.1:$PINGORA2/"
+run "otpgate EdDSA, 2 threads" "http://127.0.0.1:$GATE2/" "${TOKEN[EdDSA]}"
 
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 wait 2>/dev/null || true
@@ -283,17 +296,19 @@ pids=()
 extra=$(BENCH_QUICK=${BENCH_QUICK:-0} cargo bench --quiet --bench http -- --bench | sed -n '/^|/p')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# "X× req/s, Y× CPU per request" of target $1 against target $2.
+versus() { echo "$(ratio "${RPS[$1]}" "${RPS[$2]}")× req/s, $(ratio "${CPU[$1]}" "${CPU[$2]}")× CPU per request"; }
 # The send timing section comes from `make bench-timing`; this run keeps it as it is.
 send_timing=$(sed -n '/^## Send timing/,$p' bench/RESULTS.md 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
   echo "Written by \`make bench\` (\`bench/run.sh\`) on $(date -u +%Y-%m-%d), $(nproc) cores,"
-  echo "$(uname -sr). Everything ran on loopback in one run: each server under test with one"
-  echo "worker thread pinned to its own core, wrk (one thread, $CONNECTIONS connections, $DURATION per"
-  echo "target) and the upstream sharing the other core. Both axum runs get the same request, token"
-  echo "included. Server CPU is the target's own user + system time per request (/proc), all its"
-  echo "processes and threads."
+  echo "$(uname -sr). Everything ran on loopback in one run. In the first table each server under"
+  echo "test has one worker thread pinned to its own core, wrk (one thread, $CONNECTIONS connections,"
+  echo "$DURATION per target) and the upstream sharing the other core. Both axum runs get the same"
+  echo "request, token included. Server CPU is the target's own user + system time per request"
+  echo "(/proc), all its processes and threads."
   echo "Peers: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')."
   echo
   echo "## Authenticated pass-through"
@@ -306,9 +321,23 @@ send_timing=$(sed -n '/^## Send timing/,$p' bench/RESULTS.md 2>/dev/null || true
   echo
   echo "- otpgate EdDSA ÷ haproxy ES256 (the fastest asymmetric pair HAProxy has): $(ratio "${RPS[otpgate EdDSA]}" "${RPS[haproxy ES256]}")"
   echo "- otpgate ES256 ÷ haproxy ES256: $(ratio "${RPS[otpgate ES256]}" "${RPS[haproxy ES256]}"); otpgate HS256 ÷ haproxy HS256: $(ratio "${RPS[otpgate HS256]}" "${RPS[haproxy HS256]}")"
-  echo "- otpgate EdDSA ÷ pingora (the same engine with no gate): $(ratio "${RPS[otpgate EdDSA]}" "${RPS[pingora]}"); pingora ÷ nginx: $(ratio "${RPS[pingora]}" "${RPS[nginx]}")"
-  echo "- axum+OtpLayer ÷ axum: $(ratio "${RPS[axum+OtpLayer]}" "${RPS[axum]}") in req/s; the layer's CPU per request: $(awk -v a="${CPU[axum+OtpLayer]}" -v b="${CPU[axum]}" 'BEGIN { printf "%.2f µs (%.2f× the bare app)", a - b, a / b }')"
+  echo "- otpgate EdDSA ÷ pingora (the same engine with no gate), 1 thread: $(versus "otpgate EdDSA" pingora); pingora ÷ nginx: $(ratio "${RPS[pingora]}" "${RPS[nginx]}")"
+  echo "- axum+OtpLayer ÷ axum: $(versus "axum+OtpLayer" axum); the layer's CPU per request: $(awk -v a="${CPU[axum+OtpLayer]}" -v b="${CPU[axum]}" 'BEGIN { printf "%.2f µs", a - b }')"
   echo "- otpgate EdDSA p99 − nginx p99: $(awk -v a="${P99[otpgate EdDSA]}" -v b="${P99[nginx]}" 'BEGIN { printf "%.3f", a - b }') ms"
+  echo
+  echo "## Two worker threads"
+  echo
+  echo "pingora and otpgate EdDSA again, each with two worker threads and not pinned: the"
+  echo "machine has $(nproc) cores, so the server's threads, wrk (still on core $LOAD_CPU) and the"
+  echo "upstream share them. Server CPU is summed over all the server's threads."
+  echo
+  echo "| target | req/s | p50 ms | p99 ms | server CPU µs/req |"
+  echo "|---|---|---|---|---|"
+  for name in "${ORDER2[@]}"; do
+    echo "| $name | ${RPS[$name]} | ${P50[$name]} | ${P99[$name]} | ${CPU[$name]} |"
+  done
+  echo
+  echo "- otpgate EdDSA ÷ pingora, 2 threads: $(versus "otpgate EdDSA, 2 threads" "pingora, 2 threads")"
   echo
   echo "## The gate's own work"
   echo

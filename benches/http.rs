@@ -4,6 +4,9 @@
 //! - sign-ins over HTTP: send + verify against `otpgate run` (memory store, then a
 //!   redis-server on loopback; codes delivered by webhook to this process), 64 clients at
 //!   once, against plain `GET /healthz` from the same clients in the same run;
+//! - Redis commands per sign-in (`INFO commandstats` around the timed Redis sign-ins,
+//!   less an idle gate's over as long), and round trips (Redis's socket reads) per send
+//!   and per verify from one client, so that no two of its requests share a read;
 //! - memory per pending code: RSS growth of a gate holding 100k and then 1M pending codes,
 //!   against the plain size of one (its store key's bytes and its record's struct);
 //! - cold start: from spawning `otpgate run` to the first answered request, against
@@ -12,8 +15,8 @@
 //! `cargo bench --bench http -- --bench` for the full run (`BENCH_QUICK=1` for a short
 //! one). Under `cargo test` it runs a small smoke pass of each.
 
-use std::collections::HashMap;
-use std::io::{Read, Write as _};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +37,8 @@ const CLIENTS: usize = 64;
 
 struct Scale {
     load_for: Duration,
+    /// Sign-ins one after another, to count round trips.
+    sequential: u64,
     pending: [u64; 2],
     cold_starts: usize,
 }
@@ -44,17 +49,20 @@ fn main() {
     let scale = match (benchmarking, quick) {
         (true, false) => Scale {
             load_for: Duration::from_secs(10),
+            sequential: 1_000,
             pending: [100_000, 1_000_000],
             cold_starts: 20,
         },
         (true, true) => Scale {
             load_for: Duration::from_secs(2),
+            sequential: 200,
             pending: [20_000, 100_000],
             cold_starts: 5,
         },
         // `cargo test`: prove each part works, quickly.
         (false, _) => Scale {
             load_for: Duration::from_millis(300),
+            sequential: 20,
             pending: [1_000, 2_000],
             cold_starts: 1,
         },
@@ -74,15 +82,12 @@ fn main() {
         .unwrap();
     assert!(status.success());
 
-    println!(
-        "{}",
-        runtime.block_on(sign_ins(dir.path(), &key, &scale, None))
-    );
     let redis = RedisServer::start();
-    println!(
-        "{}",
-        runtime.block_on(sign_ins(dir.path(), &key, &scale, Some(redis.1)))
-    );
+    for redis_port in [None, Some(redis.1)] {
+        for row in runtime.block_on(sign_ins(dir.path(), &key, &scale, redis_port)) {
+            println!("{row}");
+        }
+    }
     drop(redis);
     for row in pending_codes(&runtime, &scale) {
         println!("{row}");
@@ -180,7 +185,124 @@ impl Drop for RedisServer {
     }
 }
 
+/// Redis's own counts: since it started (a reading), or between two readings.
+struct RedisWork {
+    /// Calls of each command but `INFO` (a script's commands count too).
+    calls: BTreeMap<String, f64>,
+    /// Socket reads with a client's commands (`total_reads_processed`): one per round
+    /// trip, while no two round trips arrive together.
+    reads: f64,
+    /// When it was read, or how long from one reading to the other.
+    at: Duration,
+}
+
+impl RedisWork {
+    /// Less `other`, scaled by `share`.
+    fn minus(&self, other: &RedisWork, share: f64) -> RedisWork {
+        let mut calls = self.calls.clone();
+        for (name, count) in &other.calls {
+            *calls.entry(name.clone()).or_default() -= count * share;
+        }
+        calls.retain(|_, count| count.abs() > 1e-9);
+        let (reads, at) = (self.reads - other.reads * share, self.at);
+        RedisWork { calls, reads, at }
+    }
+
+    /// From `earlier` to this reading, less the probe's own two reads of this one.
+    /// Given `idle`, also less what it did in as long a time: what the requests made.
+    fn since(&self, earlier: &RedisWork, idle: Option<&RedisWork>) -> RedisWork {
+        let mut work = self.minus(earlier, 1.0);
+        work.reads -= 2.0;
+        work.at = self.at - earlier.at;
+        if let Some(idle) = idle {
+            work = work.minus(idle, work.at.as_secs_f64() / idle.at.as_secs_f64());
+        }
+        work
+    }
+
+    fn commands(&self) -> f64 {
+        // Folded from +0.0: an empty sum would be -0.0, printed "-0".
+        self.calls.values().fold(0.0, |sum, count| sum + count)
+    }
+}
+
+/// One plain connection reading Redis's counters with `INFO`, each reading two commands,
+/// each sent after the answer to the one before (two reads).
+struct RedisProbe(BufReader<TcpStream>, Instant);
+
+impl RedisProbe {
+    fn connect(port: u16) -> RedisProbe {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("redis-server answers");
+        RedisProbe(BufReader::new(stream), Instant::now())
+    }
+
+    /// The text of `INFO section` (a bulk string reply).
+    fn info(&mut self, section: &str) -> String {
+        let command = format!("INFO {section}\r\n");
+        self.0.get_mut().write_all(command.as_bytes()).unwrap();
+        let mut header = String::new();
+        self.0.read_line(&mut header).unwrap();
+        let length: usize = (header.strip_prefix('$'))
+            .and_then(|n| n.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("INFO answered {header:?}"));
+        let mut body = vec![0; length + 2];
+        self.0.read_exact(&mut body).unwrap();
+        body.truncate(length);
+        String::from_utf8(body).unwrap()
+    }
+
+    /// Blocks this worker thread, not the runtime, for a moment.
+    fn read(&mut self) -> RedisWork {
+        tokio::task::block_in_place(|| self.read_now())
+    }
+
+    fn read_now(&mut self) -> RedisWork {
+        // `cmdstat_get:calls=3,usec=...`: every command's calls but this probe's.
+        let calls = (self.info("commandstats").lines())
+            .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(":calls="))
+            .filter(|(name, _)| *name != "info")
+            .filter_map(|(name, rest)| Some((name.into(), rest.split(',').next()?.parse().ok()?)))
+            .collect();
+        let reads = (self.info("stats").lines())
+            .find_map(|line| line.strip_prefix("total_reads_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_reads_processed in INFO stats (Redis 6 or later)");
+        let at = self.1.elapsed();
+        RedisWork { calls, reads, at }
+    }
+}
+
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
+
+/// A client signing in at the gate, with the codes its webhook receives.
+#[derive(Clone)]
+struct SignIn {
+    client: reqwest::Client,
+    base: Arc<str>,
+    waiters: Waiters,
+}
+
+impl SignIn {
+    /// Posts `body` to `path`; the answer must be a success.
+    async fn post(&self, path: &str, body: Value) {
+        let request = self.client.post(format!("{}{path}", self.base));
+        let status = request.json(&body).send().await.unwrap().status();
+        assert!(status.is_success(), "{path}: {status}");
+    }
+
+    /// Asks for a code for `email`; answers it once the webhook has it.
+    async fn send(&self, email: &str) -> String {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap().insert(email.to_owned(), tx);
+        self.post("/auth/otp/send", json!({ "email": email })).await;
+        rx.await.unwrap()
+    }
+
+    async fn verify(&self, email: &str, code: &str) {
+        self.post("/auth/otp/verify", json!({ "email": email, "code": code }))
+            .await;
+    }
+}
 
 /// Sign-ins per second on the memory store, or on the Redis at `redis_port`.
 async fn sign_ins(
@@ -188,7 +310,7 @@ async fn sign_ins(
     key: &std::path::Path,
     scale: &Scale,
     redis_port: Option<u16>,
-) -> String {
+) -> Vec<String> {
     // The webhook receiver: hands each code to the client waiting for that address.
     let waiters: Waiters = Arc::default();
     let hook_waiters = waiters.clone();
@@ -230,11 +352,18 @@ async fn sign_ins(
         ),
     );
     tokio::task::block_in_place(|| gate.wait_healthy());
-    let base = format!("http://127.0.0.1:{}", gate.1);
-    let client = reqwest::Client::new();
+    let one = SignIn {
+        client: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{}", gate.1).into(),
+        waiters,
+    };
+    // One sign-in first: what the gate does once (Redis loading its scripts) is no part
+    // of the rate, nor of the commands per sign-in.
+    let code = one.send("warm@example.com").await;
+    one.verify("warm@example.com", &code).await;
 
-    let healthz = drive(scale.load_for, |_| {
-        let request = client.get(format!("{base}/healthz"));
+    let (healthz, _) = drive(scale.load_for, |_| {
+        let request = one.client.get(format!("{}/healthz", one.base));
         async move {
             let answer = request.send().await.unwrap();
             assert!(answer.status().is_success());
@@ -242,45 +371,74 @@ async fn sign_ins(
     })
     .await;
 
+    let mut probe = redis_port.map(RedisProbe::connect);
     let next = AtomicU64::new(0);
-    let sign_ins = drive(scale.load_for, |_| {
+    let before = probe.as_mut().map(RedisProbe::read);
+    let (sign_ins, under_load) = drive(scale.load_for, |_| {
         let email = format!("user{}@example.com", next.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        waiters.lock().unwrap().insert(email.clone(), tx);
-        let send = client
-            .post(format!("{base}/auth/otp/send"))
-            .json(&json!({ "email": email }));
-        let verify = client.post(format!("{base}/auth/otp/verify"));
+        let one = one.clone();
         async move {
-            let sent = send.send().await.unwrap();
-            assert!(sent.status().is_success(), "send: {}", sent.status());
-            let code = rx.await.unwrap();
-            let verified = verify
-                .json(&json!({ "email": email, "code": code }))
-                .send()
-                .await
-                .unwrap();
-            assert!(
-                verified.status().is_success(),
-                "verify: {}",
-                verified.status()
-            );
+            let code = one.send(&email).await;
+            one.verify(&email, &code).await;
         }
     })
     .await;
-    format!(
-        "| sign-ins over HTTP (send + verify, {CLIENTS} clients, {} store) | {sign_ins:.0} /s | `GET /healthz`: {healthz:.0} req/s | {:.3} |",
-        if redis_port.is_some() {
-            "Redis"
-        } else {
-            "memory"
-        },
+    let after = probe.as_mut().map(RedisProbe::read);
+    let store_name = redis_port.map_or("memory", |_| "Redis");
+    let mut rows = vec![format!(
+        "| sign-ins over HTTP (send + verify, {CLIENTS} clients, {store_name} store) | {sign_ins:.0} /s | `GET /healthz`: {healthz:.0} req/s | {:.3} |",
         sign_ins / healthz
-    )
+    )];
+    let (Some(mut probe), Some(before), Some(after)) = (probe, before, after) else {
+        return rows;
+    };
+    // What the gate makes Redis do with no requests at all (a timer, a poll), over as
+    // long a time: taken off every measurement below.
+    let idle_from = probe.read();
+    tokio::time::sleep(after.at - before.at).await;
+    let idle = probe.read().since(&idle_from, None);
+    let load = after.since(&before, Some(&idle));
+    let load_per_sign_in = load.commands() / under_load as f64;
+
+    // One client, a fixed count: every send, then every verify, so each has its own
+    // counts, and no request overlaps another, so each round trip is one read.
+    let mut codes = Vec::new();
+    let sends_from = probe.read();
+    for n in 0..scale.sequential {
+        let email = format!("one{n}@example.com");
+        // The delivery is awaited here, so it is done before the next send starts.
+        codes.push((one.send(&email).await, email));
+    }
+    let verifies_from = probe.read();
+    for (code, email) in codes {
+        one.verify(&email, &code).await;
+    }
+    let verifies_to = probe.read();
+    let n = scale.sequential as f64;
+    let sends = verifies_from.since(&sends_from, Some(&idle));
+    let verifies = verifies_to.since(&verifies_from, Some(&idle));
+    let commands = (sends.commands() + verifies.commands()) / n;
+    let round_trips = (sends.reads + verifies.reads) / n;
+    let (idle_commands, count) = (idle.commands(), scale.sequential);
+    let (send_trips, verify_trips) = (sends.reads / n, verifies.reads / n);
+    let (load_ratio, per_trip) = (load_per_sign_in / commands, commands / round_trips);
+    rows.push(format!("| Redis commands per sign-in (send + verify), {under_load} sign-ins at {CLIENTS} clients (a script's commands count too; less an idle gate's {idle_commands:.0} over as long) | {load_per_sign_in:.2} | one client, {count} sign-ins: {commands:.2} | {load_ratio:.2} |"));
+    rows.push(format!("| Redis round trips per sign-in (Redis's socket reads), one client, {count} sign-ins: send {send_trips:.2} + verify {verify_trips:.2} | {round_trips:.2} | commands per sign-in, same sign-ins: {commands:.2} | {per_trip:.2} commands per round trip |"));
+    for (what, work) in [("send", &sends), ("verify", &verifies)] {
+        // Each command's calls per operation: `2.00 EVALSHA, 3.00 GET`.
+        let each: Vec<_> = (work.calls.iter())
+            .map(|(name, calls)| format!("{:.2} {}", calls / n, name.to_uppercase()))
+            .collect();
+        let (total, each) = (work.commands() / n, each.join(", "));
+        rows.push(format!(
+            "| Redis commands per {what}, one client | {total:.2} | {each} | — |"
+        ));
+    }
+    rows
 }
 
-/// Runs `CLIENTS` loops of `round` for `duration`; returns rounds per second.
-async fn drive<F, Fut>(duration: Duration, round: F) -> f64
+/// Runs `CLIENTS` loops of `round` for `duration`; returns rounds per second, and rounds.
+async fn drive<F, Fut>(duration: Duration, round: F) -> (f64, u64)
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -309,7 +467,8 @@ where
         }
     }
     while loops.join_next().await.is_some() {}
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let rounds = done.load(Ordering::Relaxed);
+    (rounds as f64 / started.elapsed().as_secs_f64(), rounds)
 }
 
 /// Discards messages: the store is what is measured.
