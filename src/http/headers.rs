@@ -71,8 +71,16 @@ pub(crate) fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue
 /// A new random request id: 16 lower-case hex characters.
 pub(crate) fn fresh_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    use rand::{RngCore as _, SeedableRng as _};
+    thread_local! {
+        // An id must be unique, not secret (a client can never pick it, and knowing the
+        // next one gains nothing): a small generator, seeded once per thread from the OS,
+        // instead of the reseeding cryptographic one on every request.
+        static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_os_rng());
+    }
+    let random = IDS.with(|ids| ids.borrow_mut().next_u64());
     // Written into a stack buffer: no formatting machinery on every request.
-    let random = rand::random::<u64>();
     let mut id = [0u8; 16];
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
@@ -167,6 +175,8 @@ impl StripRules {
         }
         exact.sort_unstable();
         exact.dedup();
+        // Built from the very folded strings `kind` compares, so a name whose folded first
+        // byte is not in it can match none of them: the table only skips work, never a rule.
         let mut first_bytes = [false; 256];
         // `forwarded`, `x-real-ip`, `x-forwarded-*`, `x-request-id`.
         first_bytes[usize::from(b'f')] = true;
