@@ -355,13 +355,7 @@ pub struct UpstreamPlan {
 impl UpstreamPlan {
     /// Applies the plan to a header map.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.strip {
-            headers.remove(name);
-        }
-        headers.reserve(self.inject.len());
-        for (name, value) in &self.inject {
-            headers.insert(name.clone(), value.clone());
-        }
+        self.clone().apply_into(headers);
     }
 
     /// Applies the plan to a header map, moving its headers there; returns the identity.

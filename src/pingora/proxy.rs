@@ -92,10 +92,17 @@ impl ProxyCtx {
         }
     }
 
+    /// Gives a request that failed before the gate read it an id of its own, for its log
+    /// lines.
+    fn ensure_request_id(&mut self) {
+        self.request_id
+            .get_or_insert_with(crate::http::fresh_request_id);
+    }
+
     /// The id of this request in the logs.
     pub fn request_id(&self) -> &str {
         // Always printable ASCII: fresh hex, or a trusted proxy's checked id; `-` for a
-        // request that failed before it was read.
+        // request that failed before it was read (its log lines make one).
         self.request_id
             .as_ref()
             .and_then(|id| id.to_str().ok())
@@ -251,6 +258,7 @@ impl ProxyHttp for OtpProxy {
         };
         let response = Dialect::Generic.error(&error);
         let status = response.status.as_u16();
+        ctx.ensure_request_id();
         tracing::warn!(
             request_id = ctx.request_id(),
             status,
@@ -297,6 +305,7 @@ impl ProxyHttp for OtpProxy {
         if !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
+        ctx.ensure_request_id();
         // Rounded to microseconds: finer digits are noise in a log line.
         let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let client = session.client_addr().map(ToString::to_string);
