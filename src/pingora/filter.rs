@@ -391,11 +391,21 @@ fn request_parts(session: &Session) -> (http::Method, http::Uri, http::HeaderMap
 }
 
 fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<()> {
+    use crate::http::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID};
     for name in &plan.strip {
         request.remove_header(name);
     }
     for (name, value) in &plan.inject {
-        request.insert_header(name.clone(), value.clone())?;
+        // pingora keeps each name's spelling beside it, copied from a `HeaderName`; the
+        // names the gate sets on every request are static, and cost no copy. Same bytes
+        // on the wire either way.
+        match [X_REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO]
+            .into_iter()
+            .find(|known| *known == name.as_str())
+        {
+            Some(known) => request.insert_header(known, value.clone())?,
+            None => request.insert_header(name.clone(), value.clone())?,
+        }
     }
     Ok(())
 }
