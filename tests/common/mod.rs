@@ -609,15 +609,23 @@ pub async fn serve_proxy(proxy: OtpProxy) -> String {
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     // Never the same port twice in one test process: tests run in parallel, and two handed
-    // one released port would each start a server on it.
+    // one port would each start a server on it.
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // Below the kernel's ephemeral range, which every `bind(0)` draws from: a port handed
+    // out here and not yet bound by the server it is for cannot be taken meanwhile by a
+    // listener another test binds to port 0.
+    let (low, high) = below_ephemeral_ports();
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = if low < high {
+            rand::random_range(low..high)
+        } else {
+            0
+        };
+        let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        let port = listener.local_addr().unwrap().port();
         let mut given = GIVEN
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -625,6 +633,16 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Up to 10,000 ports just below the kernel's ephemeral range (Linux's
+/// `ip_local_port_range`); an empty range where it cannot be read or leaves no room.
+fn below_ephemeral_ports() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    (start.saturating_sub(10_000).max(1024), start)
 }
 
 /// Waits until something accepts connections on `port` (at most 5 s).
