@@ -63,7 +63,14 @@ fn assert_nothing_sent(inbox: &mut mpsc::UnboundedReceiver<Message>) {
     }
 }
 
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+/// `request`, carrying `challenge` in the challenge header when given: the gate's status
+/// and JSON answer.
+async fn sent(request: reqwest::RequestBuilder, challenge: Option<&str>) -> (StatusCode, Value) {
+    let request = match challenge {
+        Some(challenge) => request.header(HEADER, challenge),
+        None => request,
+    };
+    let response = request.send().await.expect("the gate answers");
     let status = response.status();
     let text = response.text().await.expect("a body");
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -96,13 +103,10 @@ async fn generic(form: Form) {
     let (base, _) = start_form(form, front).await;
     let client = reqwest::Client::new();
     let send = async |challenge: Option<&str>| {
-        let mut request = client
+        let request = client
             .post(format!("{base}/auth/otp/send"))
             .json(&json!({"email": "alice@example.com"}));
-        if let Some(challenge) = challenge {
-            request = request.header(HEADER, challenge);
-        }
-        answer(request.send().await.expect("the gate answers")).await
+        sent(request, challenge).await
     };
     let (status, value) = send(None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
@@ -125,13 +129,11 @@ async fn generic(form: Form) {
     assert_eq!(value["error"], "challenge_invalid");
 
     // A tenant without challenges sends without one.
-    let (status, value) = answer(
+    let (status, value) = sent(
         client
             .post(format!("{base}/auth/otp/send"))
-            .json(&json!({"email": "bob@example.com", "tenant": "8"}))
-            .send()
-            .await
-            .expect("the gate answers"),
+            .json(&json!({"email": "bob@example.com", "tenant": "8"})),
+        None,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{value}");
@@ -150,15 +152,7 @@ async fn aerocall(form: Form) {
     let client = reqwest::Client::new();
     let url = format!("{base}/api/v1/public/projects/7/auth/otp/send");
     let body = json!({"email": "alice@example.com"});
-    let (status, value) = answer(
-        client
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .expect("the gate answers"),
-    )
-    .await;
+    let (status, value) = sent(client.post(&url).json(&body), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert_eq!(
         value,
@@ -166,16 +160,7 @@ async fn aerocall(form: Form) {
     );
     assert_nothing_sent(&mut inbox);
     let payload = solved(&client, &base, "7").await;
-    let (status, value) = answer(
-        client
-            .post(&url)
-            .header(HEADER, &payload)
-            .json(&body)
-            .send()
-            .await
-            .expect("the gate answers"),
-    )
-    .await;
+    let (status, value) = sent(client.post(&url).json(&body), Some(&payload)).await;
     assert_eq!(status, StatusCode::OK, "{value}");
     common::next_message(&mut inbox).await;
 }
@@ -185,28 +170,12 @@ async fn nexudus(form: Form) {
     let (base, _) = start_form(form, front).await;
     let client = reqwest::Client::new();
     let url = format!("{base}/api/sys/users/sendOtp?email=alice%40example.com&businessId=7");
-    let (status, value) = answer(
-        client
-            .get(&url)
-            .header(HEADER, "e30=")
-            .send()
-            .await
-            .expect("the gate answers"),
-    )
-    .await;
+    let (status, value) = sent(client.get(&url), Some("e30=")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert_eq!(value["Errors"][0]["Code"], "challenge_invalid", "{value}");
     assert_nothing_sent(&mut inbox);
     let payload = solved(&client, &base, "7").await;
-    let (status, value) = answer(
-        client
-            .get(&url)
-            .header(HEADER, &payload)
-            .send()
-            .await
-            .expect("the gate answers"),
-    )
-    .await;
+    let (status, value) = sent(client.get(&url), Some(&payload)).await;
     assert_eq!(status, StatusCode::OK, "{value}");
     common::next_message(&mut inbox).await;
 }
