@@ -1,6 +1,11 @@
 # otpgate: `make run` starts the gate in front of a demo app; `make test` runs everything.
 
 CARGO ?= cargo
+# CI builds each commit once: incremental caches there only grow with every run (tens of
+# GB), and a stale one can crash rustc. Builds on a developer's machine keep them.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run run-tower test test-deps deps lint bench bench-micro check

@@ -4,6 +4,8 @@
 // The command is built with the proxy only.
 #![cfg(feature = "proxy")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -131,17 +133,9 @@ impl Drop for Gate {
 }
 
 /// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A config file in `dir` listening on `port`, in front of an app that is not running.
 fn write_config(dir: &Path, port: u16) {
-    let app = free_port();
+    let app = common::free_port();
     std::fs::write(
         dir.join("gate.toml"),
         format!(
@@ -187,7 +181,7 @@ fn get(port: u16, target: &str) -> u16 {
 /// A gate run in `format` that answers two requests, then stops: its standard output.
 fn logs_of_a_short_run(format: Option<&str>) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     write_config(dir.path(), port);
     let env: Vec<(&str, &str)> = format
         .map(|format| ("OTPGATE_LOG_FORMAT", format))
@@ -289,7 +283,7 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
 #[test]
 fn an_unknown_log_format_is_refused_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), free_port());
+    write_config(dir.path(), common::free_port());
     let mut gate = Gate::spawn(
         dir.path(),
         &["--config", "gate.toml"],

@@ -53,14 +53,6 @@ fn check_warnings(dir: &Path, config: &str) -> Vec<String> {
 }
 
 /// A local port no one listens on.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_production_set_up_checks_without_warnings() {
     let dir = keyed_dir();
@@ -157,7 +149,7 @@ fn an_unreachable_redis_is_warned_about_without_its_password() {
     let config = format!(
         "[store]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@127.0.0.1:{}\"\n\
          timeout = \"200ms\"\n[otp]\nsecret = \"{SECRET}\"\n{QUIET}",
-        free_port()
+        common::free_port()
     );
     let warnings = check_warnings(dir.path(), &config);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
@@ -228,8 +220,8 @@ fn run_warns_loudly_about_console_delivery_and_starts_without_redis() {
         "[server]\nlisten = \"127.0.0.1:{}\"\n\
          [store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}\"\n\
          timeout = \"200ms\"\n[otp]\nsecret = \"{SECRET}\"\n{}",
-        free_port(),
-        free_port(),
+        common::free_port(),
+        common::free_port(),
         QUIET.replace(
             "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/email\"",
             "kind = \"console\"",
