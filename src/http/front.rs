@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::headers::{
     HeaderKind, StripRules, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, forwarded_address,
-    push_identity_headers, request_id, sanitized_connection,
+    ip_header_value, push_identity_headers, request_id, sanitized_connection,
 };
 use super::policy;
 use super::{
@@ -449,20 +449,21 @@ impl Front {
         let mut inject = Vec::with_capacity(8);
         inject.push((HeaderName::from_static(X_REQUEST_ID), request_id.clone()));
         if let Some(peer) = peer {
-            let peer = peer.to_string();
             // One line, so that apps reading only the first or only the last line of
             // X-Forwarded-For read the same list; a trusted proxy's list is extended.
             let forwarded_for = match peer_trusted {
-                true => headers
-                    .get_all(X_FORWARDED_FOR)
-                    .iter()
-                    .filter_map(|value| value.to_str().ok())
-                    .chain(std::iter::once(peer.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                false => peer,
+                true => HeaderValue::from_str(
+                    &headers
+                        .get_all(X_FORWARDED_FOR)
+                        .iter()
+                        .filter_map(|value| value.to_str().ok())
+                        .chain(std::iter::once(peer.to_string().as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                false => Ok(ip_header_value(peer)),
             };
-            if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            if let Ok(value) = forwarded_for {
                 strip.push(HeaderName::from_static(X_FORWARDED_FOR));
                 inject.push((HeaderName::from_static(X_FORWARDED_FOR), value));
             }

@@ -234,8 +234,13 @@ pub struct HeadDeadline {
     inner: Stream,
     limits: ConnectionLimits,
     phase: Phase,
+    // When the current phase's deadline falls.
+    due: Instant,
+    // Never later than `due`, but may be earlier: moving a tokio timer costs a trip through
+    // its wheel, twice a request on a kept-alive connection, so a deadline that moves later
+    // only moves `due`, and the timer, when it fires early, is set again to `due`.
     // Boxed so that the stream is Unpin, as pingora's streams must be.
-    deadline: Pin<Box<Sleep>>,
+    timer: Pin<Box<Sleep>>,
     // Set through a shared reference: the proxy finds the stream by downcasting.
     signal: AtomicU8,
     _permit: Permit,
@@ -246,19 +251,21 @@ impl fmt::Debug for HeadDeadline {
         f.debug_struct("HeadDeadline")
             .field("inner", &self.inner)
             .field("phase", &self.phase)
-            .field("deadline", &self.deadline.deadline())
+            .field("due", &self.due)
             .finish_non_exhaustive()
     }
 }
 
 impl HeadDeadline {
     fn new(inner: Stream, limits: ConnectionLimits, permit: Permit) -> HeadDeadline {
+        // From the accept: a client that connects and sends nothing gets no longer.
+        let due = Instant::now() + limits.header_timeout;
         HeadDeadline {
             inner,
             limits,
             phase: Phase::Head { received: false },
-            // From the accept: a client that connects and sends nothing gets no longer.
-            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            due,
+            timer: Box::pin(tokio::time::sleep_until(due)),
             signal: AtomicU8::new(SIGNAL_NONE),
             _permit: permit,
         }
@@ -286,7 +293,24 @@ impl HeadDeadline {
     }
 
     fn rearm(&mut self, after: Duration) {
-        self.deadline.as_mut().reset(Instant::now() + after);
+        self.due = Instant::now() + after;
+        // A timer set later than `due` would let the deadline pass unseen: set it now.
+        if self.due < self.timer.deadline() {
+            self.timer.as_mut().reset(self.due);
+        }
+    }
+
+    /// Whether `due` has passed; if not, the timer wakes `cx` no later than `due`.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.timer.deadline() >= self.due {
+                return true;
+            }
+            // It fired for a deadline since moved later: wait on for the real one.
+            let due = self.due;
+            self.timer.as_mut().reset(due);
+        }
+        false
     }
 
     /// The read error for an expired deadline; a client that had started a head is told
@@ -312,7 +336,7 @@ impl AsyncRead for HeadDeadline {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.take_signal();
-        if this.phase != Phase::Open && this.deadline.as_mut().poll(cx).is_ready() {
+        if this.phase != Phase::Open && this.deadline_passed(cx) {
             return Poll::Ready(Err(this.expired(cx)));
         }
         let before = buf.filled().len();

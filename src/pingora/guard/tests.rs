@@ -97,6 +97,39 @@ async fn the_next_head_is_timed_from_its_first_byte() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_deadline_falls_when_its_own_phase_says_however_often_it_moved() {
+    let (mut server, mut client) = pair();
+    let start = Instant::now();
+    // Three quick requests: the first head's deadline (10 s) passes while the third head
+    // is still arriving, and must neither cut it off early nor be forgotten.
+    for at in [1, 8, 9] {
+        tokio::time::sleep_until(start + Duration::from_secs(at)).await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        read(&mut server).await.unwrap();
+        if at != 9 {
+            server.head_done();
+            server.request_done();
+        }
+    }
+    // The third head never ends: it fails 10 s after its first byte, at 19 s.
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(19));
+
+    // An idle deadline moved earlier than the timer is honoured at once too.
+    let (mut server, mut client) = pair();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    read(&mut server).await.unwrap();
+    server.head_done();
+    server.limits.keepalive_timeout = Duration::from_secs(2);
+    server.request_done();
+    let start = Instant::now();
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_http2_connection_outlives_the_head_deadline() {
     // h2 streams never hand the connection back, so no head_done or request_done comes:
     // the preface alone must take the connection out of the head deadline.
