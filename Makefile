@@ -138,6 +138,12 @@ bench-micro: deps
 # Send answers for known and unknown accounts, 400 of each per set-up over HTTP: medians,
 # difference, Mann-Whitney p; fails at a 10 µs difference. Writes its section of
 # bench/RESULTS.md (release build).
+# Flame graphs of plain pingora and the otpgate proxy under the same load, and the share
+# of each of the gate's steps: bench/flamegraphs/ (release build, perf and inferno).
+.PHONY: bench-flamegraph
+bench-flamegraph: deps
+	./bench/flamegraph.sh
+
 .PHONY: bench-timing
 bench-timing: deps
 	./bench/send_timing.sh

@@ -41,9 +41,10 @@ for tool in nginx haproxy wrk openssl curl; do
 done
 
 cargo build --release --quiet --bin otpgate --example bench_app --example bench_pingora
-OTPGATE=$PWD/target/release/otpgate
-BENCH_APP=$PWD/target/release/examples/bench_app
-BENCH_PINGORA=$PWD/target/release/examples/bench_pingora
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+OTPGATE=$TARGET/release/otpgate
+BENCH_APP=$TARGET/release/examples/bench_app
+BENCH_PINGORA=$TARGET/release/examples/bench_pingora
 
 work=$(mktemp -d)
 pids=()
