@@ -139,7 +139,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         match self.counter.admit(peer) {
             Ok(permit) => {
-                let guarded = HeadDeadline::new(stream, self.counter.limits, permit);
+                // HTTP/2 is served on a TLS connection whose ALPN chose it, or on a plain one
+                // with h2c on, where pingora first peeks for the whole preface. Anywhere else a
+                // head that starts like the preface is an HTTP/1 head, under the deadline.
+                let h2 = match stream.get_ssl_digest() {
+                    Some(_) => matches!(stream.selected_alpn_proto(), Some(ALPN::H2)),
+                    None => (self.inner.server_options()).is_some_and(|o| o.h2c && !o.force_custom),
+                };
+                let guarded = HeadDeadline::new(stream, self.counter.limits, permit, h2);
                 self.inner.process_new(Box::new(guarded), shutdown).await
             }
             Err(refusal) => {
@@ -234,6 +241,9 @@ pub struct HeadDeadline {
     inner: Stream,
     limits: ConnectionLimits,
     phase: Phase,
+    // Whether the connection may carry HTTP/2 (see `GuardedApp::process_new`): only then
+    // does the preface take it out of the head deadline.
+    h2: bool,
     // When the current phase's deadline falls.
     due: Instant,
     // Never later than `due`, but may be earlier: moving a tokio timer costs a trip through
@@ -257,13 +267,14 @@ impl fmt::Debug for HeadDeadline {
 }
 
 impl HeadDeadline {
-    fn new(inner: Stream, limits: ConnectionLimits, permit: Permit) -> HeadDeadline {
+    fn new(inner: Stream, limits: ConnectionLimits, permit: Permit, h2: bool) -> HeadDeadline {
         // From the accept: a client that connects and sends nothing gets no longer.
         let due = Instant::now() + limits.header_timeout;
         HeadDeadline {
             inner,
             limits,
             phase: Phase::Head { received: false },
+            h2,
             due,
             timer: Box::pin(tokio::time::sleep_until(due)),
             signal: AtomicU8::new(SIGNAL_NONE),
@@ -353,7 +364,9 @@ impl AsyncRead for HeadDeadline {
                 // pingora serves the connection's streams without ever handing it back, so
                 // neither signal comes. The connection's first bytes arrived in time; its
                 // idleness is pingora's `h2_idle_timeout` from here.
-                Phase::Head { received: false } if is_h2_preface(&buf.filled()[before..]) => {
+                Phase::Head { received: false }
+                    if this.h2 && is_h2_preface(&buf.filled()[before..]) =>
+                {
                     this.phase = Phase::Open;
                 }
                 Phase::Head { .. } => this.phase = Phase::Head { received: true },
@@ -467,7 +480,20 @@ impl GetSocketDigest for HeadDeadline {
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        // pingora peeks for the h2c preface before it reads anything, waiting for all of it:
+        // a client that sends less, or nothing, must still meet the head deadline.
+        self.take_signal();
+        if self.phase == Phase::Open {
+            return self.inner.try_peek(buf).await;
+        }
+        let due = self.due;
+        match tokio::time::timeout_at(due, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head deadline passed",
+            )),
+        }
     }
 }
 

@@ -12,12 +12,18 @@ fn limits() -> ConnectionLimits {
     }
 }
 
-/// A guarded server end and the client's end of an in-memory connection.
+/// A guarded server end and the client's end of an in-memory connection that may carry
+/// HTTP/2.
 fn pair() -> (HeadDeadline, DuplexStream) {
+    pair_for(true)
+}
+
+/// [`pair`], for a connection that may carry HTTP/2 or, with `h2` false, only HTTP/1.
+fn pair_for(h2: bool) -> (HeadDeadline, DuplexStream) {
     let (client, server) = tokio::io::duplex(4096);
     let permit = Arc::new(Counter::new(limits())).admit(None).unwrap();
     (
-        HeadDeadline::new(Box::new(server), limits(), permit),
+        HeadDeadline::new(Box::new(server), limits(), permit, h2),
         client,
     )
 }
@@ -159,4 +165,46 @@ async fn a_silent_connection_is_still_cut_off_and_pri_needs_its_space() {
     read(&mut server).await.unwrap();
     let error = read(&mut server).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_like_the_h2_preface_stays_under_the_deadline_where_h2_is_not_served() {
+    // No h2c and no ALPN `h2`: pingora reads HTTP/1, so `PRI ` buys no time.
+    let (mut server, mut client) = pair_for(false);
+    let start = Instant::now();
+    client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    read(&mut server).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(60), read(&mut server))
+        .await
+        .expect("the head deadline ends the read")
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_h2c_peek_meets_the_head_deadline() {
+    // pingora's own stream, whose peek waits for the whole preface, over real TCP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    let stream: Stream = Box::new(::pingora::protocols::l4::stream::Stream::from(accepted));
+    let permit = Arc::new(Counter::new(limits())).admit(None).unwrap();
+    let mut server = HeadDeadline::new(stream, limits(), permit, true);
+    // Less than the preface, and then nothing.
+    client.write_all(b"PRI ").await.unwrap();
+    let start = Instant::now();
+    let mut preface = [0u8; 24];
+    let error = tokio::time::timeout(Duration::from_secs(60), server.try_peek(&mut preface))
+        .await
+        .expect("the head deadline ends the peek")
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert!(
+        start.elapsed() <= Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
