@@ -1,10 +1,14 @@
 //! Signing keys: loading from PEM, generating, publishing as JWK.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
 };
@@ -93,9 +97,65 @@ pub enum KeyError {
 pub struct SigningKey {
     algorithm: SigningAlgorithm,
     kid: String,
-    encoding: EncodingKey,
+    signer: Arc<Signer>,
     decoding: DecodingKey,
     public_jwk: Option<Jwk>,
+}
+
+/// The private key, parsed once when it is loaded. Parsing a PKCS#8 key derives and checks
+/// its public half (a scalar multiplication for Ed25519 and P-256, the key's consistency
+/// checks for RSA): as much work as a signature or more, which `jsonwebtoken::encode` would
+/// redo for every token it signs.
+// One per key, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+    Hmac(hmac::Key),
+}
+
+impl Signer {
+    /// Parses `encoding` as `jsonwebtoken`'s own signer for `algorithm` would, each time.
+    fn new(algorithm: SigningAlgorithm, encoding: &EncodingKey) -> Result<Signer, KeyError> {
+        let der = encoding.as_bytes();
+        let invalid = |reason: &str| KeyError::InvalidPem {
+            algorithm,
+            reason: reason.to_owned(),
+        };
+        Ok(match algorithm {
+            SigningAlgorithm::EdDSA => Signer::Ed25519(
+                Ed25519KeyPair::from_pkcs8(der).map_err(|_| invalid("not an Ed25519 key"))?,
+            ),
+            SigningAlgorithm::ES256 => Signer::Ecdsa(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(|_| invalid("not a P-256 key"))?,
+            ),
+            SigningAlgorithm::RS256 => {
+                Signer::Rsa(RsaKeyPair::from_der(der).map_err(|_| invalid("not an RSA key"))?)
+            }
+            SigningAlgorithm::HS256 => Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, der)),
+        })
+    }
+
+    /// The JWS signature over `message`: for ES256 the fixed-width `r || s` of RFC 7518.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        Ok(match self {
+            Signer::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
+            Signer::Ecdsa(pair) => pair.sign(&SystemRandom::new(), message)?.as_ref().to_vec(),
+            Signer::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )?;
+                signature
+            }
+            Signer::Hmac(key) => hmac::sign(key, message).as_ref().to_vec(),
+        })
+    }
 }
 
 impl SigningKey {
@@ -129,7 +189,7 @@ impl SigningKey {
         Ok(SigningKey {
             algorithm,
             kid,
-            encoding,
+            signer: Arc::new(Signer::new(algorithm, &encoding)?),
             decoding,
             public_jwk: Some(jwk),
         })
@@ -147,7 +207,10 @@ impl SigningKey {
         Ok(SigningKey {
             algorithm: SigningAlgorithm::HS256,
             kid,
-            encoding: EncodingKey::from_secret(secret),
+            signer: Arc::new(Signer::new(
+                SigningAlgorithm::HS256,
+                &EncodingKey::from_secret(secret),
+            )?),
             decoding: DecodingKey::from_secret(secret),
             public_jwk: None,
         })
@@ -216,8 +279,9 @@ impl SigningKey {
         }
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// The JWS signature over `message` (the token's `header.payload`).
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        self.signer.sign(message)
     }
 }
 

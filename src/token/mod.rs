@@ -411,13 +411,30 @@ impl Tokens {
         };
         let mut header = Header::new(self.key.algorithm().jwt_algorithm());
         header.kid = Some(self.key.kid().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, self.key.encoding())
-            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let token = self.sign(&header, &claims)?;
         Ok(MintedToken {
             token,
             expires_in: ttl,
             claims: Arc::new(claims),
         })
+    }
+
+    /// `header` and `claims` as a compact JWS (RFC 7515), as `jsonwebtoken::encode` writes
+    /// it, signed with the key parsed once at load.
+    fn sign(&self, header: &Header, claims: &Claims) -> Result<String, TokenError> {
+        fn part<T: Serialize>(value: &T) -> Result<String, TokenError> {
+            serde_json::to_vec(value)
+                .map(|json| crate::util::base64url(&json))
+                .map_err(|e| TokenError::Signing(e.to_string()))
+        }
+        let mut token = part(header)?;
+        token.push('.');
+        token.push_str(&part(claims)?);
+        let signature = (self.key.sign(token.as_bytes()))
+            .map_err(|_| TokenError::Signing("the key could not sign".into()))?;
+        token.push('.');
+        token.push_str(&crate::util::base64url(&signature));
+        Ok(token)
     }
 
     /// Verifies an access token at `now`: the key its kid names, that key's pinned

@@ -307,7 +307,9 @@ fn a_previous_key_may_be_of_another_algorithm_and_keeps_its_own() {
     // key's own algorithm is the only one it accepts.
     let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some(old.kid().to_owned());
-    let forged = jsonwebtoken::encode(&header, &*old_token.claims, new.encoding()).unwrap();
+    let forged = (Tokens::new(new.clone(), TokenSettings::default()))
+        .sign(&header, &old_token.claims)
+        .unwrap();
     assert_eq!(tokens.verify(&forged, NOW), Err(TokenError::WrongAlgorithm));
 }
 
@@ -317,7 +319,7 @@ fn a_token_without_a_kid_is_refused() {
     let tokens = Tokens::new(key.clone(), TokenSettings::default());
     let claims = tokens.mint(&subject(), NOW).unwrap().claims;
     let header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-    let unnamed = jsonwebtoken::encode(&header, &*claims, key.encoding()).unwrap();
+    let unnamed = tokens.sign(&header, &claims).unwrap();
     assert_eq!(tokens.verify(&unnamed, NOW), Err(TokenError::UnknownKey));
 }
 
@@ -438,5 +440,39 @@ fn a_previous_key_of_an_unsupported_kind_is_refused() {
             ),
             "{pem}"
         );
+    }
+}
+
+#[test]
+fn a_token_is_the_same_bytes_jsonwebtoken_writes_and_every_algorithm_verifies() {
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+        SigningAlgorithm::HS256,
+    ] {
+        let (key, secret) = SigningKey::generate(algorithm).unwrap();
+        let tokens = Tokens::new(key.clone(), TokenSettings::default());
+        let minted = tokens.mint(&subject(), NOW).unwrap();
+        // Verified by jsonwebtoken itself, with the public half only.
+        assert!(tokens.verify(&minted.token, NOW).is_ok(), "{algorithm:?}");
+        let encoding = match algorithm {
+            SigningAlgorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_pem(secret.as_bytes()),
+            SigningAlgorithm::HS256 => Ok(jsonwebtoken::EncodingKey::from_secret(
+                &base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    &*secret,
+                )
+                .unwrap(),
+            )),
+            SigningAlgorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(secret.as_bytes()),
+            // ECDSA signatures are randomized: verified above, not compared.
+            SigningAlgorithm::ES256 => continue,
+        }
+        .unwrap();
+        // Deterministic signatures: the same header, claims and key give the same token.
+        let header = jsonwebtoken::decode_header(&minted.token).unwrap();
+        let written = jsonwebtoken::encode(&header, &*minted.claims, &encoding).unwrap();
+        assert_eq!(minted.token, written, "{algorithm:?}");
     }
 }
