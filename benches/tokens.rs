@@ -1,9 +1,14 @@
 //! Token verification, cold (signature check) and cached, against the cost of hashing
-//! the token (the cache key) as the same-run baseline.
+//! the token (the cache key) as the same-run baseline; minting, against
+//! `jsonwebtoken::encode` of the same header, claims and key (which parses the key for
+//! every token).
 //!
 //! `cargo bench --bench tokens`
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::EncodingKey;
 use otpgate::otp::{Clock, SystemClock};
 use otpgate::token::{SigningAlgorithm, SigningKey, Subject, TokenSettings, Tokens};
 use std::hint::black_box;
@@ -26,7 +31,7 @@ fn bench(c: &mut Criterion) {
         SigningAlgorithm::RS256,
         SigningAlgorithm::HS256,
     ] {
-        let key = SigningKey::generate(algorithm).unwrap().0;
+        let (key, secret) = SigningKey::generate(algorithm).unwrap();
         let cold = Tokens::new(
             key.clone(),
             TokenSettings {
@@ -40,6 +45,19 @@ fn bench(c: &mut Criterion) {
 
         group.bench_function(format!("{algorithm:?}/mint"), |b| {
             b.iter(|| cold.mint(black_box(&subject()), now).unwrap())
+        });
+        let minted = cold.mint(&subject(), now).unwrap();
+        let header = jsonwebtoken::decode_header(&minted.token).unwrap();
+        let encoding = match algorithm {
+            SigningAlgorithm::EdDSA => EncodingKey::from_ed_pem(secret.as_bytes()).unwrap(),
+            SigningAlgorithm::ES256 => EncodingKey::from_ec_pem(secret.as_bytes()).unwrap(),
+            SigningAlgorithm::RS256 => EncodingKey::from_rsa_pem(secret.as_bytes()).unwrap(),
+            SigningAlgorithm::HS256 => {
+                EncodingKey::from_secret(&URL_SAFE_NO_PAD.decode(&*secret).unwrap())
+            }
+        };
+        group.bench_function(format!("{algorithm:?}/jsonwebtoken_encode"), |b| {
+            b.iter(|| jsonwebtoken::encode(&header, black_box(&*minted.claims), &encoding).unwrap())
         });
         group.bench_function(format!("{algorithm:?}/verify_cold"), |b| {
             b.iter(|| cold.verify(black_box(&token), now).unwrap())
