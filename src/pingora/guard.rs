@@ -244,6 +244,8 @@ pub struct HeadDeadline {
     // Whether the connection may carry HTTP/2 (see `GuardedApp::process_new`): only then
     // does the preface take it out of the head deadline.
     h2: bool,
+    // How many bytes of the HTTP/2 preface the connection's first reads matched.
+    preface: usize,
     // When the current phase's deadline falls.
     due: Instant,
     // Never later than `due`, but may be earlier: moving a tokio timer costs a trip through
@@ -275,6 +277,7 @@ impl HeadDeadline {
             limits,
             phase: Phase::Head { received: false },
             h2,
+            preface: 0,
             due,
             timer: Box::pin(tokio::time::sleep_until(due)),
             signal: AtomicU8::new(SIGNAL_NONE),
@@ -362,12 +365,15 @@ impl AsyncRead for HeadDeadline {
                 }
                 // The HTTP/2 client preface, with prior knowledge (h2c) or after ALPN `h2`:
                 // pingora serves the connection's streams without ever handing it back, so
-                // neither signal comes. The connection's first bytes arrived in time; its
-                // idleness is pingora's `h2_idle_timeout` from here.
-                Phase::Head { received: false }
-                    if this.h2 && is_h2_preface(&buf.filled()[before..]) =>
-                {
-                    this.phase = Phase::Open;
+                // neither signal comes. Once the whole preface arrived in time, the
+                // connection's idleness is pingora's `h2_idle_timeout`; until then the head
+                // deadline runs, and nothing is written on expiry (no HTTP/1 408 into h2).
+                Phase::Head { received: false } if this.h2 => {
+                    match h2_preface_read(this.preface, &buf.filled()[before..]) {
+                        Some(read) if read == H2_PREFACE.len() => this.phase = Phase::Open,
+                        Some(read) => this.preface = read,
+                        None => this.phase = Phase::Head { received: true },
+                    }
                 }
                 Phase::Head { .. } => this.phase = Phase::Head { received: true },
                 Phase::Open => {}
@@ -377,13 +383,15 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-/// The start of the HTTP/2 connection preface (RFC 9113, 3.4), which no HTTP/1 request
-/// starts with: `PRI` is reserved for it. `first` may be a short first read.
-fn is_h2_preface(first: &[u8]) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let n = first.len().min(PREFACE.len());
-    // "PRI " alone already tells: an HTTP/1 head with that method is refused anyway.
-    n >= 4 && first[..n] == PREFACE[..n]
+/// The HTTP/2 connection preface (RFC 9113, 3.4), which no HTTP/1 request starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How much of the preface has been read once `next` follows the `read` bytes that matched
+/// it so far; `None` when `next` departs from it.
+fn h2_preface_read(read: usize, next: &[u8]) -> Option<usize> {
+    let rest = &H2_PREFACE[read..];
+    let n = rest.len().min(next.len());
+    (next[..n] == rest[..n]).then_some(read + n)
 }
 
 impl AsyncWrite for HeadDeadline {
