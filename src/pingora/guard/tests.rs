@@ -33,6 +33,24 @@ async fn read(stream: &mut HeadDeadline) -> io::Result<usize> {
     stream.read(&mut buf).await
 }
 
+/// The next read fails for a passed deadline (within a minute of paused time, so that a
+/// deadline that never comes fails the test instead of hanging it).
+async fn cut_off(stream: &mut HeadDeadline) {
+    let error = tokio::time::timeout(Duration::from_secs(60), read(stream))
+        .await
+        .expect("a deadline ends the read")
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+}
+
+/// What the client got once the server end is gone.
+async fn answer(server: HeadDeadline, mut client: DuplexStream) -> Vec<u8> {
+    drop(server);
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    answer
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_head_sent_slowly_fails_at_the_total_deadline() {
     let (mut server, mut client) = pair();
@@ -74,14 +92,10 @@ async fn a_read_head_is_not_timed_and_an_idle_connection_is() {
     // Done: idle until keepalive_timeout, then the read fails.
     server.request_done();
     let start = Instant::now();
-    let error = read(&mut server).await.unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(60));
     // Nothing is written to a connection that never started another request.
-    drop(server);
-    let mut answer = Vec::new();
-    client.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.is_empty());
+    assert!(answer(server, client).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -97,8 +111,7 @@ async fn the_next_head_is_timed_from_its_first_byte() {
     client.write_all(b"GET").await.unwrap();
     read(&mut server).await.unwrap();
     let start = Instant::now();
-    let error = read(&mut server).await.unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
 }
 
@@ -118,8 +131,7 @@ async fn each_deadline_falls_when_its_own_phase_says_however_often_it_moved() {
         }
     }
     // The third head never ends: it fails 10 s after its first byte, at 19 s.
-    let error = read(&mut server).await.unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(19));
 
     // An idle deadline moved earlier than the timer is honoured at once too.
@@ -130,8 +142,7 @@ async fn each_deadline_falls_when_its_own_phase_says_however_often_it_moved() {
     server.limits.keepalive_timeout = Duration::from_secs(2);
     server.request_done();
     let start = Instant::now();
-    let error = read(&mut server).await.unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
@@ -148,10 +159,7 @@ async fn an_http2_connection_outlives_the_head_deadline() {
     client.write_all(b"frame").await.unwrap();
     assert_eq!(read(&mut server).await.unwrap(), 5);
     // Nothing was written back: no HTTP/1 408 into an HTTP/2 connection.
-    drop(server);
-    let mut answer = Vec::new();
-    client.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.is_empty());
+    assert!(answer(server, client).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,16 +168,9 @@ async fn half_an_h2_preface_is_cut_off_at_the_head_deadline_without_an_answer() 
     let start = Instant::now();
     client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     read(&mut server).await.unwrap();
-    let error = tokio::time::timeout(Duration::from_secs(60), read(&mut server))
-        .await
-        .expect("the head deadline ends the read")
-        .unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
-    drop(server);
-    let mut answer = Vec::new();
-    client.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.is_empty());
+    assert!(answer(server, client).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -190,8 +191,7 @@ async fn a_silent_connection_is_still_cut_off_and_pri_needs_its_space() {
     let (mut server, mut client) = pair();
     client.write_all(b"PRIX / HTTP/1.1\r\n").await.unwrap();
     read(&mut server).await.unwrap();
-    let error = read(&mut server).await.unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,11 +201,7 @@ async fn a_head_like_the_h2_preface_stays_under_the_deadline_where_h2_is_not_ser
     let start = Instant::now();
     client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     read(&mut server).await.unwrap();
-    let error = tokio::time::timeout(Duration::from_secs(60), read(&mut server))
-        .await
-        .expect("the head deadline ends the read")
-        .unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    cut_off(&mut server).await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
 }
 
