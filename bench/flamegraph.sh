@@ -12,60 +12,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${BENCH_DURATION:-8}
-SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-missing=()
-for tool in nginx:nginx wrk:wrk perf:linux-perf; do
-  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}..."
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. bench/lib.sh
+require nginx:nginx wrk:wrk perf:linux-perf
 command -v inferno-flamegraph >/dev/null || cargo install --locked --quiet inferno
-for tool in nginx wrk perf inferno-collapse-perf inferno-flamegraph; do
+for tool in inferno-collapse-perf inferno-flamegraph; do
   command -v "$tool" >/dev/null || { echo "error: $tool is missing and could not be installed" >&2; exit 1; }
 done
 
 cargo build --release --quiet --bin otpgate --example bench_pingora
-TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 OTPGATE=$TARGET/release/otpgate
 BENCH_PINGORA=$TARGET/release/examples/bench_pingora
 out=$PWD/bench/flamegraphs
 mkdir -p "$out"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 500); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "error: nothing listens on port $1" >&2; exit 1
-}
-
 UPSTREAM=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/upstream.pid;
-error_log $work/nginx/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/plain; return 200 "ok"; } }
-}
-EOF
+upstream_conf "$UPSTREAM" >"$work/upstream.conf"
 taskset -c 0 nginx -p "$work/nginx" -c "$work/upstream.conf" & pids+=($!)
 
 "$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null 2>&1

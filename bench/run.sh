@@ -28,44 +28,15 @@ cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-50}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then DURATION=2s; fi
-SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-
+. bench/lib.sh
 # Peers and tools from Debian's packages.
-missing=()
-for tool in nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl curl:curl; do
-  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}..."
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-for tool in nginx haproxy wrk openssl curl; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is missing and could not be installed" >&2; exit 1; }
-done
+require nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl curl:curl
 
 cargo build --release --quiet --bin otpgate --example bench_app --example bench_pingora
-TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 OTPGATE=$TARGET/release/otpgate
 BENCH_APP=$TARGET/release/examples/bench_app
 BENCH_PINGORA=$TARGET/release/examples/bench_pingora
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 500); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "error: nothing listens on port $1" >&2; exit 1
-}
 # Starts a target in the background and remembers its process under the target's name.
 declare -A SERVER_PID
 serve() { local name=$1; shift; "$@" & pids+=($!); SERVER_PID[$name]=$!; }
@@ -94,21 +65,7 @@ openssl pkey -in "$work/es256.pem" -pubout -out "$work/es256.pub" 2>/dev/null
 "$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null
 
 UPSTREAM=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/upstream.pid;
-error_log $work/nginx/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/plain; return 200 "ok"; } }
-}
-EOF
+upstream_conf "$UPSTREAM" >"$work/upstream.conf"
 serve "upstream" taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
 
 NGINX=$(free_port)
