@@ -135,15 +135,22 @@ bench: deps
 bench-micro: deps
 	$(CARGO) bench --bench engine --bench tokens
 
-# Send answers for known and unknown accounts, 400 of each per set-up over HTTP: medians,
-# difference, Mann-Whitney p; fails at a 10 µs difference. Writes its section of
-# bench/RESULTS.md (release build).
 # Flame graphs of plain pingora and the otpgate proxy under the same load, and the share
 # of each of the gate's steps: bench/flamegraphs/ (release build, perf and inferno).
 .PHONY: bench-flamegraph
 bench-flamegraph: deps
 	./bench/flamegraph.sh
 
+# Instructions per request under callgrind, the gate against pingora and the layer against
+# axum, by crate; a section on stdout (`make bench` puts it in bench/RESULTS.md), the
+# profiles in bench/instructions/ (release build, valgrind).
+.PHONY: bench-instructions
+bench-instructions: deps
+	./bench/instructions.sh
+
+# Send answers for known and unknown accounts, 400 of each per set-up over HTTP: medians,
+# difference, Mann-Whitney p; fails at a 10 µs difference. Writes its section of
+# bench/RESULTS.md (release build).
 .PHONY: bench-timing
 bench-timing: deps
 	./bench/send_timing.sh

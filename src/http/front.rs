@@ -447,14 +447,14 @@ impl Front {
         let request_id = request_id(headers, peer_trusted);
         // Room for the request id, the forwarding headers and an identity: one allocation.
         let mut inject = Vec::with_capacity(8);
-        inject.push((HeaderName::from_static(X_REQUEST_ID), request_id.clone()));
+        inject.push((X_REQUEST_ID.clone(), request_id.clone()));
         if let Some(peer) = peer {
             // One line, so that apps reading only the first or only the last line of
             // X-Forwarded-For read the same list; a trusted proxy's list is extended.
             let forwarded_for = match peer_trusted {
                 true => HeaderValue::from_str(
                     &headers
-                        .get_all(X_FORWARDED_FOR)
+                        .get_all(&X_FORWARDED_FOR)
                         .iter()
                         .filter_map(|value| value.to_str().ok())
                         .chain(std::iter::once(peer.to_string().as_str()))
@@ -464,8 +464,7 @@ impl Front {
                 false => Ok(ip_header_value(peer)),
             };
             if let Ok(value) = forwarded_for {
-                strip.push(HeaderName::from_static(X_FORWARDED_FOR));
-                inject.push((HeaderName::from_static(X_FORWARDED_FOR), value));
+                inject.push((X_FORWARDED_FOR.clone(), value));
             }
         }
         // `Connection: X-Auth-Subject` asks the next hop to drop that header: a client
@@ -502,14 +501,12 @@ impl Front {
         // plan as a forwarding header from an untrusted peer).
         let trusted_said = !tls
             && peer.is_some_and(|peer| self.is_trusted_proxy(&peer))
-            && headers.contains_key(X_FORWARDED_PROTO);
+            && headers.contains_key(&X_FORWARDED_PROTO);
         if trusted_said {
             return;
         }
         let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        plan.strip.push(HeaderName::from_static(X_FORWARDED_PROTO));
-        plan.inject
-            .push((HeaderName::from_static(X_FORWARDED_PROTO), proto));
+        plan.inject.push((X_FORWARDED_PROTO.clone(), proto));
     }
 
     /// The token a request carries: `Authorization: Bearer`, else the session cookie.
@@ -528,7 +525,7 @@ impl Front {
         }
         let mut client = peer;
         let entries: Vec<Option<IpAddr>> = headers
-            .get_all(X_FORWARDED_FOR)
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .flat_map(|value| match value.to_str() {
                 Ok(value) => value.split(',').map(forwarded_address).collect(),

@@ -41,11 +41,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
+// Statics, not `from_static` at each use: that validates the name every time it runs.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest `X-Request-Id` kept from a trusted proxy.
 const REQUEST_ID_MAX: usize = 128;
@@ -53,7 +54,7 @@ const REQUEST_ID_MAX: usize = 128;
 /// The request id to send to the app: the one a trusted proxy sent, when there is exactly
 /// one and it is short printable ASCII, else a fresh random one (16 hex characters).
 pub(crate) fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue {
-    let mut sent = headers.get_all(X_REQUEST_ID).iter();
+    let mut sent = headers.get_all(&X_REQUEST_ID).iter();
     if let (true, Some(value), None) = (peer_trusted, sent.next(), sent.next()) {
         let bytes = value.as_bytes();
         // Only a trusted proxy's id is kept, so that a client cannot make its requests'
@@ -243,7 +244,7 @@ impl StripRules {
                 .any(|prefix| name.starts_with(prefix.as_str()))
         {
             HeaderKind::Stripped
-        } else if name == X_REQUEST_ID {
+        } else if name == X_REQUEST_ID.as_str() {
             HeaderKind::RequestId
         } else if name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-") {
             HeaderKind::Forwarding {
@@ -369,7 +370,8 @@ fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {
 pub struct UpstreamPlan {
     /// Identity headers the client sent, to be removed.
     pub strip: Vec<HeaderName>,
-    /// Identity headers to set.
+    /// Headers to set, each in place of every value the request had under its name (so a
+    /// name set here needs no entry in [`strip`](Self::strip)).
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// The verified identity, when the request carried a valid token.
     pub identity: Option<Identity>,

@@ -30,7 +30,7 @@ pub use front::Front;
 pub use headers::{HOP_BY_HOP, UpstreamPlan, remove_hop_by_hop};
 // What the pingora adapter sets on requests itself.
 #[cfg(feature = "proxy")]
-pub(crate) use headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, fresh_request_id};
+pub(crate) use headers::fresh_request_id;
 pub use pages::{Page, PageSettings};
 pub use policy::ProtectRule;
 pub use settings::{CookieSettings, EndpointMount, HttpSettings, IdentityHeaders};

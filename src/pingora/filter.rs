@@ -391,23 +391,45 @@ fn request_parts(session: &Session) -> (http::Method, http::Uri, http::HeaderMap
 }
 
 fn apply(plan: &UpstreamPlan, request: &mut RequestHeader) -> ::pingora::Result<()> {
-    use crate::http::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID};
     for name in &plan.strip {
         request.remove_header(name);
     }
+    // Both of pingora's maps (values, and each name's spelling) grow once, not once per
+    // header as they fill up.
+    request.reserve_headers(plan.inject.len())?;
     for (name, value) in &plan.inject {
-        // pingora keeps each name's spelling beside it, copied from a `HeaderName`; the
-        // names the gate sets on every request are static, and cost no copy. Same bytes
-        // on the wire either way.
-        match [X_REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO]
-            .into_iter()
-            .find(|known| *known == name.as_str())
-        {
-            Some(known) => request.insert_header(known, value.clone())?,
-            None => request.insert_header(name.clone(), value.clone())?,
-        }
+        request.insert_header_spelled(name.clone(), spelling(name), value.clone())?;
     }
     Ok(())
+}
+
+// How many names each worker thread keeps a spelling for: the names the gate injects come
+// from its configuration and its own fixed set, never from a client, so a handful are in
+// use (a reload that renames the identity headers adds a few more).
+const SPELLINGS_KEPT: usize = 32;
+
+thread_local! {
+    // Each injected name's spelling on the wire, kept so that no request copies it again.
+    static SPELLINGS: std::cell::RefCell<Vec<(http::HeaderName, Bytes)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bytes `name` is written as in the request to the app: pingora's spelling for the
+/// standard names it spells (`Connection`), else the name as it is, in lower case.
+fn spelling(name: &http::HeaderName) -> Bytes {
+    if *name == http::header::CONNECTION {
+        return Bytes::from_static(b"Connection");
+    }
+    SPELLINGS.with_borrow_mut(|kept| {
+        if let Some((_, spelling)) = kept.iter().find(|(known, _)| known == name) {
+            return spelling.clone();
+        }
+        let spelling = Bytes::copy_from_slice(name.as_str().as_bytes());
+        if kept.len() < SPELLINGS_KEPT {
+            kept.push((name.clone(), spelling.clone()));
+        }
+        spelling
+    })
 }
 
 /// Writes an answer of the gate's own, with its length.
@@ -487,5 +509,94 @@ async fn app_accepts(upstream: &Upstream, timeout: std::time::Duration) -> Resul
         Ok(Ok(_connection)) => Ok(()),
         Ok(Err(error)) => Err(format!("connecting to {app}: {error}")),
         Err(_) => Err(format!("no connection to {app} within {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+
+    fn wire(request: &RequestHeader) -> String {
+        let mut buf = bytes::BytesMut::new();
+        request.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    fn plan(strip: &[&'static str], inject: &[(&'static str, &'static str)]) -> UpstreamPlan {
+        UpstreamPlan {
+            strip: strip.iter().map(|n| HeaderName::from_static(n)).collect(),
+            inject: inject
+                .iter()
+                .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+                .collect(),
+            ..UpstreamPlan::default()
+        }
+    }
+
+    #[test]
+    fn the_app_gets_each_injected_header_once_in_place_of_the_clients_and_the_rest_as_sent() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.append_header("HOST", "app.example").unwrap();
+        request.append_header("X-Auth-Subject", "forged").unwrap();
+        request
+            .append_header("x-auth-subject", "forged again")
+            .unwrap();
+        request
+            .append_header("X-Forwarded-For", "10.9.9.9")
+            .unwrap();
+        request
+            .append_header("X-Auth-Email", "forged@example.com")
+            .unwrap();
+        let plan = plan(
+            &["x-auth-email"],
+            &[
+                ("x-request-id", "0123456789abcdef"),
+                ("x-forwarded-for", "192.0.2.7"),
+                ("connection", "keep-alive"),
+                ("x-auth-subject", "user-1"),
+            ],
+        );
+        // Twice: the second request finds every spelling kept by the first.
+        for _ in 0..2 {
+            let mut request = request.clone();
+            apply(&plan, &mut request).unwrap();
+            let sent = wire(&request);
+            assert_eq!(
+                sent,
+                "HOST: app.example\r\n\
+                 x-auth-subject: user-1\r\n\
+                 x-forwarded-for: 192.0.2.7\r\n\
+                 x-request-id: 0123456789abcdef\r\n\
+                 Connection: keep-alive\r\n",
+                "{sent}"
+            );
+            assert_eq!(request.headers.len(), 5);
+            assert_eq!(request.headers.get_all("x-auth-subject").iter().count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_spelling_of_another_name_is_refused_and_changes_nothing() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.append_header("Host", "app.example").unwrap();
+        let refused = request.insert_header_spelled(
+            HeaderName::from_static("x-auth-subject"),
+            Bytes::from_static(b"X-Auth-Tenant"),
+            HeaderValue::from_static("user-1"),
+        );
+        assert!(refused.is_err());
+        assert_eq!(wire(&request), "Host: app.example\r\n");
+        request
+            .insert_header_spelled(
+                HeaderName::from_static("x-auth-subject"),
+                Bytes::from_static(b"X-Auth-SUBJECT"),
+                HeaderValue::from_static("user-1"),
+            )
+            .unwrap();
+        assert_eq!(
+            wire(&request),
+            "Host: app.example\r\nX-Auth-SUBJECT: user-1\r\n"
+        );
     }
 }

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# `make bench-instructions`: the gate's own cost counted in instructions, which a noisy
+# machine does not move. Each server runs under callgrind (valgrind) with one worker
+# thread; after a warm-up with counting off, wrk sends it the same authenticated request
+# for BENCH_INSTR_DURATION (default 10s) with counting on, and the count is divided by the
+# requests wrk saw answered. Userspace only: the kernel's side is the same syscalls per
+# request for pingora and the gate (two reads and two writes, one getpeername), and
+# callgrind does not see it.
+#
+#   pingora, otpgate EdDSA   the engine alone, and the gate on it (examples/bench_pingora.rs)
+#   axum, axum+OtpLayer      a bare axum app, and the same app behind the tower layer
+#
+# Prints a markdown section on stdout (bench/run.sh puts it in bench/RESULTS.md); the
+# annotated profiles stay in bench/instructions/ (callgrind_annotate, kcachegrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+require valgrind:valgrind callgrind_control:valgrind callgrind_annotate:valgrind wrk:wrk nginx:nginx python3:python3
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  cargo build --release --quiet --bin otpgate --example bench_app --example bench_pingora >&2
+fi
+OTPGATE=$TARGET/release/otpgate
+BENCH_PINGORA=$TARGET/release/examples/bench_pingora
+BENCH_APP=$TARGET/release/examples/bench_app
+DURATION=${BENCH_INSTR_DURATION:-10s}
+OUT=bench/instructions
+mkdir -p "$OUT"
+
+UPSTREAM=$(free_port)
+upstream_conf "$UPSTREAM" >"$work/upstream.conf"
+nginx -p "$work/nginx" -c "$work/upstream.conf" & pids+=($!)
+wait_port "$UPSTREAM"
+
+"$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null 2>&1
+GATE=$(free_port)
+cat >"$work/otpgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$GATE"
+upstream = "http://127.0.0.1:$UPSTREAM"
+threads = 1
+[token]
+algorithm = "EdDSA"
+private_key = "$work/eddsa.pem"
+ttl = "1h"
+[[protect]]
+prefix = "/"
+EOF
+TOKEN=$("$OTPGATE" token mint bench@example.com --config "$work/otpgate.toml" 2>/dev/null)
+
+declare -A REQUESTS
+# count name port command...: runs the command under callgrind, counting only while wrk
+# measures; leaves $OUT/name.callgrind and REQUESTS[name].
+count() {
+  local name=$1 port=$2 pid out
+  shift 2
+  RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --dump-instr=no \
+    --callgrind-out-file="$OUT/$name.callgrind" "$@" >"$work/$name.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  wait_port "$port"
+  # Warm-up, not counted: connections to the app, caches, the verified-token cache.
+  wrk -t1 -c10 -d3s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/" >/dev/null
+  callgrind_control --instr=on "$pid" >/dev/null 2>&1
+  out=$(wrk -t1 -c10 -d"$DURATION" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/")
+  callgrind_control --instr=off "$pid" >/dev/null 2>&1
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "error: $name answered non-2xx:" >&2; echo "$out" >&2; exit 1
+  fi
+  REQUESTS[$name]=$(awk '/requests in/ {print $1}' <<<"$out")
+  # SIGTERM: a graceful exit, on which callgrind writes the counts.
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  [ -s "$OUT/$name.callgrind" ] || { echo "error: callgrind wrote nothing for $name" >&2; cat "$work/$name.log" >&2; exit 1; }
+}
+
+PINGORA=$(free_port)
+count pingora "$PINGORA" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM"
+count otpgate "$GATE" "$OTPGATE" run --config "$work/otpgate.toml"
+AXUM=$(free_port)
+count axum "$AXUM" "$BENCH_APP" "127.0.0.1:$AXUM"
+AXUM_LAYER=$(free_port)
+count axum-layer "$AXUM_LAYER" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate.toml"
+
+python3 - "$OUT" "${REQUESTS[pingora]}" "${REQUESTS[otpgate]}" "${REQUESTS[axum]}" "${REQUESTS[axum-layer]}" <<'PY'
+import collections, re, subprocess, sys
+
+out, counts = sys.argv[1], dict(zip(["pingora", "otpgate", "axum", "axum-layer"], map(int, sys.argv[2:])))
+
+def places(name):
+    """Instructions by function (self cost), from callgrind_annotate."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", f"{out}/{name}.callgrind"],
+        capture_output=True, text=True, check=True).stdout
+    found = collections.Counter()
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            function = re.sub(r" \[[^\]]*\]$", "", m.group(2)).split(":", 1)[-1]
+            found[function] += int(m.group(1).replace(",", ""))
+    return found
+
+def where(function):
+    """Who runs a function: its crate (the first path segment), or the C library."""
+    if function.startswith(("mi_", "_mi_", "__rustc::__rust_")):
+        return "allocator (mimalloc)"
+    if function.startswith(("__mem", "memcpy", "memmove", "memset")):
+        return "memcpy, memmove (libc)"
+    crate = re.match(r"<*&?(?:mut )?([A-Za-z0-9_]+)", function)
+    crate = crate.group(1) if crate else "?"
+    return {
+        "otpgate": "otpgate",
+        "http": "http, pingora_http (header maps)", "pingora_http": "http, pingora_http (header maps)",
+        "bytes": "bytes",
+        "tokio": "tokio", "mio": "tokio",
+        "core": "Rust core, alloc, std", "alloc": "Rust core, alloc, std", "std": "Rust core, alloc, std",
+    }.get(crate, "pingora, other crates" if crate.startswith("pingora") else "other")
+
+per = {}
+for name in counts:
+    found = places(name)
+    per[name] = (sum(found.values()) / counts[name], collections.Counter())
+    for function, ir in found.items():
+        per[name][1][where(function)] += ir / counts[name]
+
+def ratio(a, b):
+    return per[a][0] / per[b][0]
+
+print("## Instructions per request (callgrind)")
+print()
+print("Written by `make bench-instructions` (`bench/instructions.sh`). Each server runs under")
+print("callgrind with one worker thread; wrk (one thread, 10 connections) sends it the same")
+print("authenticated request, token included, and callgrind counts the server's userspace")
+print("instructions only while wrk measures. Instruction counts do not move with the")
+print("machine's load, so these ratios hold where the timed ones above wander. The kernel's")
+print("share is not counted: pingora and the gate make the same syscalls per request.")
+print()
+print("| server | requests counted | instructions per request | ratio |")
+print("|---|---|---|---|")
+print(f"| pingora | {counts['pingora']} | {per['pingora'][0]:,.0f} | 1.00 |")
+print(f"| otpgate EdDSA | {counts['otpgate']} | {per['otpgate'][0]:,.0f} | {ratio('otpgate', 'pingora'):.3f} × pingora |")
+print(f"| axum | {counts['axum']} | {per['axum'][0]:,.0f} | 1.00 |")
+print(f"| axum+OtpLayer | {counts['axum-layer']} | {per['axum-layer'][0]:,.0f} | {ratio('axum-layer', 'axum'):.3f} × axum |")
+print()
+print("Where the instructions run (each function's own instructions, by its crate), per request:")
+print()
+print("| where | pingora | otpgate EdDSA | otpgate − pingora | axum | axum+OtpLayer | layer − axum |")
+print("|---|---|---|---|---|---|---|")
+rows = sorted(set(per["otpgate"][1]) | set(per["pingora"][1]) | set(per["axum-layer"][1]),
+              key=lambda k: -(per["otpgate"][1][k] - per["pingora"][1][k]))
+for row in rows:
+    p, o, a, l = (per[n][1][row] for n in ["pingora", "otpgate", "axum", "axum-layer"])
+    print(f"| {row} | {p:,.0f} | {o:,.0f} | {o - p:+,.0f} | {a:,.0f} | {l:,.0f} | {l - a:+,.0f} |")
+PY
