@@ -8,7 +8,10 @@
 # callgrind does not see it.
 #
 #   pingora, otpgate EdDSA   the engine alone, and the gate on it (examples/bench_pingora.rs)
+#   pingora + headers        the engine setting the headers the gate sets, with its own
+#                            insert_header, deciding nothing (BENCH_HEADERS=1)
 #   axum, axum+OtpLayer      a bare axum app, and the same app behind the tower layer
+#   axum + headers           the app behind a plain middleware that sets those headers
 #
 # Prints a markdown section on stdout (bench/run.sh puts it in bench/RESULTS.md); the
 # annotated profiles stay in bench/instructions/ (callgrind_annotate, kcachegrind).
@@ -77,18 +80,29 @@ count() {
 
 PINGORA=$(free_port)
 count pingora "$PINGORA" "$BENCH_PINGORA" "127.0.0.1:$PINGORA" "127.0.0.1:$UPSTREAM"
+PINGORA_HEADERS=$(free_port)
+BENCH_HEADERS=1 count pingora-headers "$PINGORA_HEADERS" "$BENCH_PINGORA" "127.0.0.1:$PINGORA_HEADERS" "127.0.0.1:$UPSTREAM"
 count otpgate "$GATE" "$OTPGATE" run --config "$work/otpgate.toml"
 AXUM=$(free_port)
 count axum "$AXUM" "$BENCH_APP" "127.0.0.1:$AXUM"
+AXUM_HEADERS=$(free_port)
+count axum-headers "$AXUM_HEADERS" "$BENCH_APP" "127.0.0.1:$AXUM_HEADERS" --headers
 AXUM_LAYER=$(free_port)
 count axum-layer "$AXUM_LAYER" "$BENCH_APP" "127.0.0.1:$AXUM_LAYER" "$work/otpgate.toml"
 
-python3 - "$OUT" "${REQUESTS[pingora]}" "${REQUESTS[otpgate]}" "${REQUESTS[axum]}" "${REQUESTS[axum-layer]}" <<'PY'
+NAMES=(pingora pingora-headers otpgate axum axum-headers axum-layer)
+python3 - "$OUT" "${NAMES[@]}" -- "$(for n in "${NAMES[@]}"; do printf '%s ' "${REQUESTS[$n]}"; done)" <<'PY'
 import collections, re, subprocess, sys
 
-out, counts = sys.argv[1], dict(zip(["pingora", "otpgate", "axum", "axum-layer"], map(int, sys.argv[2:])))
+out = sys.argv[1]
+names = sys.argv[2:sys.argv.index("--")]
+counts = dict(zip(names, map(int, sys.argv[-1].split())))
+label = {
+    "pingora": "pingora", "pingora-headers": "pingora + headers", "otpgate": "otpgate EdDSA",
+    "axum": "axum", "axum-headers": "axum + headers", "axum-layer": "axum+OtpLayer",
+}
 
-def places(name):
+def functions(name):
     """Instructions by function (self cost), from callgrind_annotate."""
     text = subprocess.run(
         ["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", f"{out}/{name}.callgrind"],
@@ -117,15 +131,13 @@ def where(function):
         "core": "Rust core, alloc, std", "alloc": "Rust core, alloc, std", "std": "Rust core, alloc, std",
     }.get(crate, "pingora, other crates" if crate.startswith("pingora") else "other")
 
-per = {}
-for name in counts:
-    found = places(name)
-    per[name] = (sum(found.values()) / counts[name], collections.Counter())
+total, by_place = {}, {}
+for name in names:
+    found = functions(name)
+    total[name] = sum(found.values()) / counts[name]
+    by_place[name] = collections.Counter()
     for function, ir in found.items():
-        per[name][1][where(function)] += ir / counts[name]
-
-def ratio(a, b):
-    return per[a][0] / per[b][0]
+        by_place[name][where(function)] += ir / counts[name]
 
 print("## Instructions per request (callgrind)")
 print()
@@ -135,21 +147,32 @@ print("authenticated request, token included, and callgrind counts the server's 
 print("instructions only while wrk measures. Instruction counts do not move with the")
 print("machine's load, so these ratios hold where the timed ones above wander. The kernel's")
 print("share is not counted: pingora and the gate make the same syscalls per request.")
+print("\"+ headers\": the engine, or the app behind a plain middleware, setting the seven headers")
+print("the gate sets for this request (request id, X-Forwarded-For and -Proto, the token, subject,")
+print("tenant, email) with its own API, and deciding nothing.")
 print()
-print("| server | requests counted | instructions per request | ratio |")
-print("|---|---|---|---|")
-print(f"| pingora | {counts['pingora']} | {per['pingora'][0]:,.0f} | 1.00 |")
-print(f"| otpgate EdDSA | {counts['otpgate']} | {per['otpgate'][0]:,.0f} | {ratio('otpgate', 'pingora'):.3f} × pingora |")
-print(f"| axum | {counts['axum']} | {per['axum'][0]:,.0f} | 1.00 |")
-print(f"| axum+OtpLayer | {counts['axum-layer']} | {per['axum-layer'][0]:,.0f} | {ratio('axum-layer', 'axum'):.3f} × axum |")
+print("| server | requests counted | instructions per request | ÷ bare engine or app | ÷ the same + headers |")
+print("|---|---|---|---|---|")
+for name, bare, same in [
+    ("pingora", "pingora", None), ("pingora-headers", "pingora", None), ("otpgate", "pingora", "pingora-headers"),
+    ("axum", "axum", None), ("axum-headers", "axum", None), ("axum-layer", "axum", "axum-headers"),
+]:
+    versus = f"{total[name] / total[same]:.3f}" if same else "—"
+    print(f"| {label[name]} | {counts[name]} | {total[name]:,.0f} | {total[name] / total[bare]:.3f} | {versus} |")
 print()
-print("Where the instructions run (each function's own instructions, by its crate), per request:")
+print("Where each request's instructions run (each function's own, by its crate); the last")
+print("columns are the gate's and the layer's excess over the engine or the app setting the")
+print("same headers:")
 print()
-print("| where | pingora | otpgate EdDSA | otpgate − pingora | axum | axum+OtpLayer | layer − axum |")
-print("|---|---|---|---|---|---|---|")
-rows = sorted(set(per["otpgate"][1]) | set(per["pingora"][1]) | set(per["axum-layer"][1]),
-              key=lambda k: -(per["otpgate"][1][k] - per["pingora"][1][k]))
-for row in rows:
-    p, o, a, l = (per[n][1][row] for n in ["pingora", "otpgate", "axum", "axum-layer"])
-    print(f"| {row} | {p:,.0f} | {o:,.0f} | {o - p:+,.0f} | {a:,.0f} | {l:,.0f} | {l - a:+,.0f} |")
+print("| where | pingora | pingora + headers | otpgate EdDSA | otpgate − (pingora + headers) | axum | axum + headers | axum+OtpLayer | layer − (axum + headers) |")
+print("|---|---|---|---|---|---|---|---|---|")
+places = sorted(set().union(*by_place.values()),
+                key=lambda k: -(by_place["otpgate"][k] - by_place["pingora-headers"][k]))
+for place in places + ["all"]:
+    row = {n: (total[n] if place == "all" else by_place[n][place]) for n in names}
+    cells = [f"{row[n]:,.0f}" for n in ["pingora", "pingora-headers", "otpgate"]]
+    cells.append(f"{row['otpgate'] - row['pingora-headers']:+,.0f}")
+    cells += [f"{row[n]:,.0f}" for n in ["axum", "axum-headers", "axum-layer"]]
+    cells.append(f"{row['axum-layer'] - row['axum-headers']:+,.0f}")
+    print(f"| {'**all**' if place == 'all' else place} | " + " | ".join(cells) + " |")
 PY

@@ -15,7 +15,8 @@
 # BENCH_CONNECTIONS connections. A second pass gives pingora and otpgate EdDSA two worker
 # threads each, free to run on every core (wrk and the upstream share them). Then
 # `cargo bench --bench http` measures sign-ins over HTTP, Redis commands and round trips
-# per sign-in, memory per pending code and cold start, and its lines join the report.
+# per sign-in, memory per pending code and cold start, and its lines join the report, and
+# so does bench/instructions.sh: instructions per request under callgrind.
 #
 # Then pingora and the EdDSA gate run back to back BENCH_PAIRS times at each thread count,
 # and the median of the pairs' ratios is reported.
@@ -278,6 +279,9 @@ pids=()
 # --- sign-ins over HTTP, memory per pending code, cold start ------------------------------
 extra=$(BENCH_QUICK=${BENCH_QUICK:-0} cargo bench --quiet --bench http -- --bench | sed -n '/^|/p')
 
+# --- instructions per request: the same comparisons, counted, not timed ----------------
+instructions=$(BENCH_NO_BUILD=1 ./bench/instructions.sh)
+
 # "X× req/s, Y× CPU per request" of target $1 against target $2.
 versus() { echo "$(ratio "${RPS[$1]}" "${RPS[$2]}")× req/s, $(ratio "${CPU[$1]}" "${CPU[$2]}")× CPU per request"; }
 # The send timing section comes from `make bench-timing`; this run keeps it as it is.
@@ -336,6 +340,8 @@ send_timing=$(sed -n '/^## Send timing/,$p' bench/RESULTS.md 2>/dev/null || true
   echo "| measure | value | baseline (same run) | ratio |"
   echo "|---|---|---|---|"
   echo "$extra"
+  echo
+  echo "$instructions"
   if [ -n "$send_timing" ]; then
     echo
     echo "$send_timing"

@@ -5,14 +5,26 @@
 //! ```sh
 //! cargo run --release --example bench_app -- 127.0.0.1:3100                       # bare
 //! cargo run --release --example bench_app -- 127.0.0.1:3101 bench/otpgate.toml    # with the layer
+//! cargo run --release --example bench_app -- 127.0.0.1:3102 --headers            # see below
 //! ```
+//!
+//! `--headers` puts a plain axum middleware in front instead, which sets the headers the
+//! layer sets for an authenticated request (request id, forwarding headers, the token and
+//! the identity), checking nothing: the same header work without the gate's decisions
+//! (`bench/instructions.sh`).
 //!
 //! `bench/run.sh` (`make bench`) drives both with wrk. `BENCH_THREADS` sets the worker
 //! threads (default 1, like every other server in that harness).
 
 use std::net::SocketAddr;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use otpgate::config::Config;
 use otpgate::tower::OtpLayer;
@@ -36,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .block_on(async move {
             let app = Router::new().route("/", get(|| async { "ok" }));
             let app = match config {
+                Some(flag) if flag == "--headers" => app.layer(middleware::from_fn(set_headers)),
                 Some(path) => {
                     let gate = Config::from_file(path.as_ref())?.build()?;
                     app.layer(OtpLayer::new(gate))
@@ -50,4 +63,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
             Ok(())
         })
+}
+
+/// What `--headers` does to each request: sets the headers the layer would, from nothing
+/// but the request itself.
+async fn set_headers(mut request: Request, next: Next) -> Response {
+    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(String::new(), |info| info.0.ip().to_string());
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let headers = request.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("x-request-id", format!("{id:016x}"));
+    set("x-forwarded-for", peer);
+    set("x-forwarded-proto", "http".into());
+    set("x-otpgate-jwt", token);
+    set("x-auth-subject", "usr_3q4xvkz7m2p8d6fjw5nhc9rtyb".into());
+    set("x-auth-tenant", "default".into());
+    set("x-auth-email", "bench@example.com".into());
+    next.run(request).await
 }

@@ -8,11 +8,17 @@
 //! ```
 //!
 //! `BENCH_THREADS` sets the worker threads (default 1, like every other server in that
-//! harness).
+//! harness). With `BENCH_HEADERS=1` it also sends the app the headers the gate sends for an
+//! authenticated request (request id, forwarding headers, the token and the identity), set
+//! with pingora's own `insert_header`: the engine doing the header work the gate does,
+//! without the gate's decisions (`bench/instructions.sh`).
 
 use std::net::SocketAddr;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
+use pingora::http::RequestHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Server, Session};
 use pingora::server::configuration::ServerConf;
 
@@ -22,6 +28,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct PlainProxy {
     upstream: SocketAddr,
+    // Whether to send the gate's headers too.
+    headers: bool,
+    requests: AtomicU64,
 }
 
 #[async_trait]
@@ -33,6 +42,37 @@ impl ProxyHttp for PlainProxy {
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
     }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if !self.headers {
+            return Ok(());
+        }
+        let id = self.requests.fetch_add(1, Ordering::Relaxed);
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map_or(String::new(), |addr| addr.ip().to_string());
+        let token = request
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        request.insert_header("x-request-id", format!("{id:016x}"))?;
+        request.insert_header("x-forwarded-for", peer)?;
+        request.insert_header("x-forwarded-proto", "http")?;
+        request.insert_header("x-otpgate-jwt", token)?;
+        request.insert_header("x-auth-subject", "usr_3q4xvkz7m2p8d6fjw5nhc9rtyb")?;
+        request.insert_header("x-auth-tenant", "default")?;
+        request.insert_header("x-auth-email", "bench@example.com")?;
+        Ok(())
+    }
 }
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +83,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
+    let headers = std::env::var("BENCH_HEADERS").is_ok_and(|v| v == "1");
     let conf = ServerConf {
         threads,
         // A benchmark target stops at once when told to.
@@ -52,8 +93,14 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, PlainProxy { upstream });
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        PlainProxy {
+            upstream,
+            headers,
+            requests: AtomicU64::new(0),
+        },
+    );
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     server.run_forever()

@@ -17,26 +17,41 @@ use bytes::Bytes;
 use http::header;
 
 #[derive(Debug, Clone)]
-pub struct CaseHeaderName(Bytes);
+pub struct CaseHeaderName(Spelling);
+
+// otpgate patch: a spelling is its own bytes, or those of a parsed name, shared with it (a
+// name the caller already holds is never copied into a string of its own).
+#[derive(Debug, Clone)]
+enum Spelling {
+    Bytes(Bytes),
+    Name(HeaderName),
+}
 
 impl CaseHeaderName {
     pub fn new(name: String) -> Self {
-        CaseHeaderName(name.into())
+        CaseHeaderName(Spelling::Bytes(name.into()))
     }
 }
 
 impl CaseHeaderName {
     pub fn as_slice(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Spelling::Bytes(bytes) => bytes,
+            Spelling::Name(name) => name.as_str().as_bytes(),
+        }
     }
 
     pub fn from_slice(buf: &[u8]) -> Self {
-        CaseHeaderName(Bytes::copy_from_slice(buf))
+        CaseHeaderName(Spelling::Bytes(Bytes::copy_from_slice(buf)))
     }
 
-    /// otpgate patch: a spelling that shares `buf`, with no copy.
-    pub(crate) fn from_bytes(buf: Bytes) -> Self {
-        CaseHeaderName(buf)
+    /// otpgate patch: `name` as `insert_header` would spell it (`titled_header_name`), in
+    /// the name's own bytes.
+    pub(crate) fn from_name(name: &HeaderName) -> Self {
+        CaseHeaderName(match titled_header_name_str(name) {
+            Some(titled) => Spelling::Bytes(Bytes::from_static(titled.as_bytes())),
+            None => Spelling::Name(name.clone()),
+        })
     }
 }
 
@@ -53,31 +68,31 @@ impl IntoCaseHeaderName for CaseHeaderName {
 
 impl IntoCaseHeaderName for String {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(self.into())
+        CaseHeaderName(Spelling::Bytes(self.into()))
     }
 }
 
 impl IntoCaseHeaderName for &'static str {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(self.into())
+        CaseHeaderName(Spelling::Bytes(self.into()))
     }
 }
 
 impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(titled_header_name(&self))
+        CaseHeaderName(Spelling::Bytes(titled_header_name(&self)))
     }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(titled_header_name(self))
+        CaseHeaderName(Spelling::Bytes(titled_header_name(self)))
     }
 }
 
 impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(self)
+        CaseHeaderName(Spelling::Bytes(self))
     }
 }
 

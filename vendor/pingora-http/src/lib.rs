@@ -29,7 +29,7 @@ use http::request::Parts as ReqParts;
 use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
-use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_error::{ErrorType::*, OrErr, Result};
 use std::borrow::Cow;
 use std::ops::Deref;
 
@@ -255,20 +255,12 @@ impl RequestHeader {
     }
 
     /// otpgate patch: [`insert_header`](Self::insert_header) for a name that is already a
-    /// [`HeaderName`], written on the wire as `spelling` (the same name, in the case to
-    /// send): the name is not parsed again, and the spelling is shared, not copied.
-    pub fn insert_header_spelled(
-        &mut self,
-        name: HeaderName,
-        spelling: bytes::Bytes,
-        value: HeaderValue,
-    ) -> Result<()> {
-        if !spelling.eq_ignore_ascii_case(name.as_str().as_bytes()) {
-            return Error::e_explain(InvalidHTTPHeader, "header spelling names another header");
-        }
+    /// [`HeaderName`], spelled on the wire as `insert_header` spells it: the name is neither
+    /// copied into a string nor parsed again.
+    pub fn insert_header_name(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
         if let Some(name_map) = self.header_name_map.as_mut() {
             name_map
-                .try_insert(name.clone(), CaseHeaderName::from_bytes(spelling))
+                .try_insert(name.clone(), CaseHeaderName::from_name(&name))
                 .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
         }
         self.base
