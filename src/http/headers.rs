@@ -368,10 +368,14 @@ fn header_value(name: &HeaderName, value: &str) -> Option<HeaderValue> {
 /// The changes to make to a request before it reaches the app; see [`Front::plan_upstream`](super::Front::plan_upstream).
 #[derive(Clone, Debug, Default)]
 pub struct UpstreamPlan {
-    /// Identity headers the client sent, to be removed.
+    /// Headers the client sent that the app must not get (identity headers in any
+    /// spelling, rerouting headers, forwarding headers from an untrusted peer), to be
+    /// removed before [`inject`](Self::inject) is applied.
     pub strip: Vec<HeaderName>,
     /// Headers to set, each in place of every value the request had under its name (so a
-    /// name set here needs no entry in [`strip`](Self::strip)).
+    /// name set here needs no entry in [`strip`](Self::strip)): whatever applies a plan
+    /// must replace, never append, or a trusted proxy's line would reach the app beside
+    /// the gate's.
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// The verified identity, when the request carried a valid token.
     pub identity: Option<Identity>,

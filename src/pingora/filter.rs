@@ -542,4 +542,104 @@ mod tests {
         assert_eq!(request.headers.len(), 5);
         assert_eq!(request.headers.get_all("x-auth-subject").iter().count(), 1);
     }
+
+    /// What the app reads, by lower-case name: every line pingora writes for `request`.
+    fn lines(request: &RequestHeader) -> Vec<(String, String)> {
+        wire(request)
+            .lines()
+            .map(|line| {
+                let (name, value) = line.split_once(": ").unwrap();
+                (name.to_ascii_lowercase(), value.to_owned())
+            })
+            .collect()
+    }
+
+    fn through_the_front(
+        trusted: &[&str],
+        peer: &str,
+        tls: bool,
+        sent: &[(&'static str, &'static str)],
+    ) -> Vec<(String, String)> {
+        let settings = crate::http::HttpSettings {
+            trusted_proxies: trusted.iter().map(|net| net.parse().unwrap()).collect(),
+            ..crate::http::HttpSettings::default()
+        };
+        let front = Front::new(crate::Gate::builder().build().unwrap(), settings);
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in sent {
+            request.append_header(*name, *value).unwrap();
+        }
+        let peer = Some(peer.parse().unwrap());
+        let mut plan = front.strip_only_plan(&request.headers, peer);
+        front.plan_forwarded_proto(&mut plan, &request.headers, peer, tls);
+        apply(&plan, &mut request).unwrap();
+        lines(&request)
+    }
+
+    fn values<'l>(lines: &'l [(String, String)], name: &str) -> Vec<&'l str> {
+        lines
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarding_lines_in_any_case_reach_the_app_as_one_line_each() {
+        let sent = through_the_front(
+            &["10.0.0.0/8"],
+            "10.0.0.1",
+            true,
+            &[
+                ("Host", "app.example"),
+                ("X-Forwarded-Proto", "http"),
+                ("x-forwarded-PROTO", "http"),
+                ("X-Forwarded-For", "198.51.100.1"),
+                ("x-FORWARDED-for", "198.51.100.2"),
+                ("X_Forwarded_For", "6.6.6.6"),
+                ("X-Request-Id", "0123456789abcdef"),
+                ("x-request-ID", "fedcba9876543210"),
+            ],
+        );
+        assert_eq!(values(&sent, "x-forwarded-proto"), ["https"], "{sent:?}");
+        assert_eq!(
+            values(&sent, "x-forwarded-for"),
+            ["198.51.100.1, 198.51.100.2, 10.0.0.1"],
+            "{sent:?}"
+        );
+        assert!(values(&sent, "x_forwarded_for").is_empty(), "{sent:?}");
+        // Two ids from the proxy: neither is kept, and the app gets one fresh id.
+        let ids = values(&sent, "x-request-id");
+        assert_eq!(ids.len(), 1, "{sent:?}");
+        assert!(!["0123456789abcdef", "fedcba9876543210"].contains(&ids[0]));
+    }
+
+    #[test]
+    fn a_clients_forwarding_lines_never_reach_the_app() {
+        let sent = through_the_front(
+            &["10.0.0.0/8"],
+            "203.0.113.9",
+            false,
+            &[
+                ("Host", "app.example"),
+                ("X-Forwarded-For", "1.2.3.4"),
+                ("x-forwarded-for", "5.6.7.8"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Request-Id", "chosen-by-the-client"),
+            ],
+        );
+        assert_eq!(
+            values(&sent, "x-forwarded-for"),
+            ["203.0.113.9"],
+            "{sent:?}"
+        );
+        assert_eq!(values(&sent, "x-forwarded-proto"), ["http"], "{sent:?}");
+        assert_ne!(
+            values(&sent, "x-request-id"),
+            ["chosen-by-the-client"],
+            "{sent:?}"
+        );
+        assert_eq!(values(&sent, "x-request-id").len(), 1, "{sent:?}");
+        assert_eq!(values(&sent, "host"), ["app.example"], "{sent:?}");
+    }
 }
