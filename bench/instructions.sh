@@ -11,7 +11,7 @@
 #   pingora + headers        the engine setting the headers the gate sets, with its own
 #                            insert_header, deciding nothing (BENCH_HEADERS=1)
 #   axum, axum+OtpLayer      a bare axum app, and the same app behind the tower layer
-#   axum + headers           the app behind a plain middleware that sets those headers
+#   axum + headers           the app behind a plain `map_request` that sets those headers
 #
 # Prints a markdown section on stdout (bench/run.sh puts it in bench/RESULTS.md); the
 # annotated profiles stay in bench/instructions/ (callgrind_annotate, kcachegrind).
@@ -147,7 +147,7 @@ print("authenticated request, token included, and callgrind counts the server's 
 print("instructions only while wrk measures. Instruction counts do not move with the")
 print("machine's load, so these ratios hold where the timed ones above wander. The kernel's")
 print("share is not counted: pingora and the gate make the same syscalls per request.")
-print("\"+ headers\": the engine, or the app behind a plain middleware, setting the seven headers")
+print("\"+ headers\": the engine, or the app behind a plain `map_request`, setting the seven headers")
 print("the gate sets for this request (request id, X-Forwarded-For and -Proto, the token, subject,")
 print("tenant, email) with its own API, and deciding nothing.")
 print()
