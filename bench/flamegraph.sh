@@ -31,18 +31,7 @@ taskset -c 0 nginx -p "$work/nginx" -c "$work/upstream.conf" & pids+=($!)
 
 "$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null 2>&1
 GATE=$(free_port)
-cat >"$work/otpgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$GATE"
-upstream = "http://127.0.0.1:$UPSTREAM"
-threads = 1
-[token]
-algorithm = "EdDSA"
-private_key = "$work/eddsa.pem"
-ttl = "1h"
-[[protect]]
-prefix = "/"
-EOF
+gate_conf "$GATE" "$UPSTREAM" "$work/eddsa.pem" >"$work/otpgate.toml"
 RUST_LOG=warn taskset -c 1 "$OTPGATE" run --config "$work/otpgate.toml" >"$work/otpgate.log" 2>&1 & pids+=($!)
 GATE_PID=$!
 PINGORA=$(free_port)

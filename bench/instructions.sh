@@ -37,18 +37,7 @@ wait_port "$UPSTREAM"
 
 "$OTPGATE" keygen --alg EdDSA --out "$work/eddsa.pem" >/dev/null 2>&1
 GATE=$(free_port)
-cat >"$work/otpgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$GATE"
-upstream = "http://127.0.0.1:$UPSTREAM"
-threads = 1
-[token]
-algorithm = "EdDSA"
-private_key = "$work/eddsa.pem"
-ttl = "1h"
-[[protect]]
-prefix = "/"
-EOF
+gate_conf "$GATE" "$UPSTREAM" "$work/eddsa.pem" >"$work/otpgate.toml"
 TOKEN=$("$OTPGATE" token mint bench@example.com --config "$work/otpgate.toml" 2>/dev/null)
 
 declare -A REQUESTS

@@ -1,6 +1,7 @@
-# Sourced by bench/run.sh and bench/flamegraph.sh (from the repository root): their tools,
-# a scratch folder removed on exit with every process listed in `pids`, loopback ports,
-# and the trivial upstream every proxy forwards to.
+# Sourced by bench/run.sh, bench/flamegraph.sh and bench/instructions.sh (from the
+# repository root): their tools, a scratch folder removed on exit with every process
+# listed in `pids`, loopback ports, the trivial upstream every proxy forwards to, and the
+# gate the two profiles run.
 
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -56,5 +57,22 @@ http {
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$1; location / { default_type text/plain; return 200 "ok"; } }
 }
+CONF
+}
+
+# gate_conf port upstream-port key: the gate both profiles run (flamegraph.sh,
+# instructions.sh): one worker thread, EdDSA with the key file, every path protected.
+gate_conf() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+upstream = "http://127.0.0.1:$2"
+threads = 1
+[token]
+algorithm = "EdDSA"
+private_key = "$3"
+ttl = "1h"
+[[protect]]
+prefix = "/"
 CONF
 }
