@@ -8,7 +8,7 @@
 //! cargo run --release --example bench_app -- 127.0.0.1:3102 --headers            # see below
 //! ```
 //!
-//! `--headers` puts a plain `map_request` in front instead, which sets the headers the
+//! `--headers` puts a plain tower `MapRequest` in front instead, which sets the headers the
 //! layer sets for an authenticated request (request id, forwarding headers, the token and
 //! the identity), checking nothing: the same header work without the gate's decisions
 //! (`bench/instructions.sh`).
@@ -17,7 +17,6 @@
 //! threads (default 1, like every other server in that harness).
 
 use std::net::SocketAddr;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
