@@ -40,24 +40,32 @@ wait_port() {
   echo "error: nothing listens on port $1" >&2; exit 1
 }
 
-# upstream_conf port: an nginx config (one worker, in $work/nginx) answering `ok` itself on
-# 127.0.0.1:port; start it with `nginx -p "$work/nginx" -c FILE`.
-upstream_conf() {
+# nginx_conf name http-block...: an nginx config with one worker, keeping its files in
+# $work/nginx (pid and error log named after `name`), whose http block holds the lines
+# given; start it with `nginx -p "$work/nginx" -c FILE`.
+nginx_conf() {
+  local name=$1
+  shift
   mkdir -p "$work/nginx"
   cat <<CONF
 worker_processes 1;
 daemon off;
-pid $work/nginx/upstream.pid;
-error_log $work/nginx/upstream.err warn;
+pid $work/nginx/$name.pid;
+error_log $work/nginx/$name.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$1; location / { default_type text/plain; return 200 "ok"; } }
-}
 CONF
+  printf '  %s\n' "$@"
+  echo "}"
+}
+
+# upstream_conf port: the trivial upstream, answering `ok` itself on 127.0.0.1:port.
+upstream_conf() {
+  nginx_conf upstream "server { listen 127.0.0.1:$1; location / { default_type text/plain; return 200 \"ok\"; } }"
 }
 
 # gate_conf port upstream-port key: the gate both profiles run (flamegraph.sh,

@@ -70,24 +70,13 @@ upstream_conf "$UPSTREAM" >"$work/upstream.conf"
 serve "upstream" taskset -c "$LOAD_CPU" nginx -p "$work/nginx" -c "$work/upstream.conf"
 
 NGINX=$(free_port)
-cat >"$work/proxy.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/proxy.pid;
-error_log $work/nginx/proxy.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$UPSTREAM; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
+# nginx as a plain reverse proxy to the upstream, keeping its connections open.
+nginx_conf proxy \
+  "upstream app { server 127.0.0.1:$UPSTREAM; keepalive 128; keepalive_requests 1000000; }" \
+  "server {" \
+  "  listen 127.0.0.1:$NGINX;" \
+  "  location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
+  "}" >"$work/proxy.conf"
 serve "nginx" "${PIN[@]}" nginx -p "$work/nginx" -c "$work/proxy.conf"
 
 haproxy_conf() { # alg key port
