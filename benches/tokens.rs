@@ -25,12 +25,7 @@ fn subject() -> Subject {
 fn bench(c: &mut Criterion) {
     let now = SystemClock.now();
     let mut group = c.benchmark_group("token");
-    for algorithm in [
-        SigningAlgorithm::EdDSA,
-        SigningAlgorithm::ES256,
-        SigningAlgorithm::RS256,
-        SigningAlgorithm::HS256,
-    ] {
+    for algorithm in SigningAlgorithm::ALL {
         let (key, secret) = SigningKey::generate(algorithm).unwrap();
         let cold = Tokens::new(
             key.clone(),

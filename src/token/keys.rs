@@ -32,6 +32,14 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
+    /// Every algorithm otpgate offers.
+    pub const ALL: [SigningAlgorithm; 4] = [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+        SigningAlgorithm::HS256,
+    ];
+
     /// The jsonwebtoken algorithm.
     pub fn jwt_algorithm(self) -> Algorithm {
         match self {
