@@ -488,7 +488,8 @@ impl Front {
     /// Puts the `X-Forwarded-Proto` the app gets in `plan` (from
     /// [`strip_only_plan`](Self::strip_only_plan) or [`plan_upstream`](Self::plan_upstream)):
     /// `https` for a request that reached the gate over TLS, else `http`, unless a trusted
-    /// `peer` (a proxy that terminated TLS in front of the gate) already said which.
+    /// `peer` (a proxy that terminated TLS in front of the gate) already said which, in one
+    /// line.
     pub fn plan_forwarded_proto(
         &self,
         plan: &mut UpstreamPlan,
@@ -498,10 +499,14 @@ impl Front {
     ) {
         // The gate's own TLS is a fact; a trusted proxy's word is kept only where the gate
         // saw plain HTTP, and a client's own value never reaches the app (stripped by the
-        // plan as a forwarding header from an untrusted peer).
+        // plan as a forwarding header from an untrusted peer). Only one line is a word:
+        // with two (a proxy that appended behind a client's), apps reading the first and
+        // the last would disagree, so the gate's own view replaces both.
+        let mut said = headers.get_all(&X_FORWARDED_PROTO).iter();
         let trusted_said = !tls
             && peer.is_some_and(|peer| self.is_trusted_proxy(&peer))
-            && headers.contains_key(&X_FORWARDED_PROTO);
+            && said.next().is_some()
+            && said.next().is_none();
         if trusted_said {
             return;
         }

@@ -615,6 +615,27 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_proxys_one_proto_line_is_kept_and_two_are_replaced() {
+        let from_proxy = |sent: &[(&'static str, &'static str)]| {
+            let sent = through_the_front(&["10.0.0.0/8"], "10.0.0.1", false, sent);
+            values(&sent, "x-forwarded-proto")
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(from_proxy(&[("X-Forwarded-Proto", "https")]), ["https"]);
+        // Two lines, whichever the client's: the gate saw plain HTTP, and says only that.
+        assert_eq!(
+            from_proxy(&[
+                ("X-Forwarded-Proto", "https"),
+                ("x-FORWARDED-proto", "http")
+            ]),
+            ["http"]
+        );
+        assert_eq!(from_proxy(&[]), ["http"]);
+    }
+
+    #[test]
     fn a_clients_forwarding_lines_never_reach_the_app() {
         let sent = through_the_front(
             &["10.0.0.0/8"],
