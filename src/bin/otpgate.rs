@@ -277,12 +277,11 @@ fn run_config(
 }
 
 /// Fails at once, naming `listen`, when the address cannot be bound (in use, not local,
-/// not permitted): pingora would only find out in its listener thread, after the start
-/// was logged, and retry, panic and leave the process running without listening.
+/// not permitted), before the set-up checks: pingora would only find out in its listener
+/// thread, after the start was logged, and retry, panic and leave the process running
+/// without listening.
 fn check_listen(listen: SocketAddr) -> Result<(), String> {
-    std::net::TcpListener::bind(listen)
-        .map(drop)
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))
+    otpgate::pingora::check_listen(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
 /// The set-up warnings of `config`. Called outside any runtime, so a small one is made

@@ -27,7 +27,7 @@ pub use filter::{FrontCell, OtpCtx, OtpFilter};
 pub use guard::{GuardedApp, HeadDeadline};
 pub use limits::ConnectionLimits;
 pub use proxy::{OtpProxy, ProxyCtx};
-pub use serve::{Reloader, serve, serve_reloadable, server_conf};
+pub use serve::{Reloader, check_listen, serve, serve_reloadable, server_conf};
 pub use settings::{ProxySettings, Upstream, UpstreamTimeouts};
 pub use tls::{Certificate, CertificateError, Certificates, TlsListener, install_crypto_provider};
 pub use upstream_tls::{UpstreamTls, UpstreamTlsError};

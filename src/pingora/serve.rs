@@ -169,10 +169,33 @@ pub fn serve_reloadable(
     serve_inner(front, settings, reloader)
 }
 
-/// Binds `listen` and lets it go: an address in use stops the start naming `key`, rather
-/// than failing later in pingora's listener thread.
+/// Whether the proxy could listen on `listen`: binds it, without listening, and lets it go.
+/// An address in use, not local or not permitted fails here, at the start, where pingora
+/// would only find out in its listener thread, after the start was logged.
+///
+/// Never listens: a socket that listened even for a moment would accept the connections of
+/// clients and readiness probes that arrive then, and drop them when let go, so the port
+/// would look ready and then refuse.
+pub fn check_listen(listen: std::net::SocketAddr) -> std::io::Result<()> {
+    bound_unlistened(listen).map(drop)
+}
+
+/// A socket bound to `listen` that does not listen.
+fn bound_unlistened(listen: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = match listen {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As pingora's listener does: a port left in TIME_WAIT by the last run is free to bind,
+    // and a socket listening on it still is not.
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    Ok(socket)
+}
+
+/// [`check_listen`], naming `key` in the error.
 fn bind_first(key: &str, listen: std::net::SocketAddr) -> Result<(), Box<Error>> {
-    std::net::TcpListener::bind(listen).map(drop).map_err(|e| {
+    check_listen(listen).map_err(|e| {
         Error::explain(
             ::pingora::ErrorType::BindError,
             format!("{key}: cannot listen on {listen}: {e}"),
@@ -283,4 +306,52 @@ fn serve_inner(
     });
     tracing::info!("otpgate proxy stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::{bound_unlistened, check_listen};
+
+    #[test]
+    fn an_address_someone_listens_on_fails_the_check() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = check_listen(address).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::AddrInUse);
+        drop(taken);
+        check_listen(address).unwrap();
+    }
+
+    #[test]
+    fn a_port_left_in_time_wait_passes_the_check() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(address).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        // The listening side closes first, so its end of the connection, on the listened
+        // port, waits in TIME_WAIT after the client closes too.
+        drop(served);
+        let _ = client.read(&mut [0; 1]);
+        drop(client);
+        drop(listener);
+        check_listen(address).unwrap();
+    }
+
+    #[test]
+    fn the_checked_address_accepts_no_connection() {
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = free.local_addr().unwrap();
+        drop(free);
+        // While the check holds the address, a client is refused at once, rather than
+        // accepted and then dropped as the check lets go.
+        let held = bound_unlistened(address).unwrap();
+        assert_eq!(
+            TcpStream::connect(address).unwrap_err().kind(),
+            ErrorKind::ConnectionRefused
+        );
+        drop(held);
+    }
 }
