@@ -437,7 +437,9 @@ impl Front {
                 HeaderKind::Stripped => true,
                 // Only a trusted proxy may say who the client is, and only in the spelling
                 // proxies write: `X_Forwarded_For` would be a second list.
-                HeaderKind::Forwarding { canonical } => !peer_trusted || !canonical,
+                HeaderKind::Forwarding { canonical } => {
+                    !peer_trusted || !canonical || several_lines(headers, name)
+                }
                 // Replaced by the id chosen below, in every spelling: the app sees one id,
                 // and a client cannot pick it.
                 HeaderKind::RequestId => true,
@@ -499,14 +501,12 @@ impl Front {
     ) {
         // The gate's own TLS is a fact; a trusted proxy's word is kept only where the gate
         // saw plain HTTP, and a client's own value never reaches the app (stripped by the
-        // plan as a forwarding header from an untrusted peer). Only one line is a word:
-        // with two (a proxy that appended behind a client's), apps reading the first and
-        // the last would disagree, so the gate's own view replaces both.
-        let mut said = headers.get_all(&X_FORWARDED_PROTO).iter();
+        // plan as a forwarding header from an untrusted peer, as are a trusted proxy's
+        // several lines): the gate's own view replaces what the plan strips.
         let trusted_said = !tls
             && peer.is_some_and(|peer| self.is_trusted_proxy(&peer))
-            && said.next().is_some()
-            && said.next().is_none();
+            && headers.contains_key(&X_FORWARDED_PROTO)
+            && !plan.strip.contains(&X_FORWARDED_PROTO);
         if trusted_said {
             return;
         }
@@ -560,6 +560,15 @@ impl Front {
     pub fn session_cookie(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
         self.settings().session_cookie(token, max_age)
     }
+}
+
+/// Whether a trusted proxy's forwarding header `name` came on more than one line, which
+/// the app must not get: one line is a proxy's word; with two (a proxy that appended its
+/// line behind a client's), apps reading the first and apps reading the last would each
+/// believe a different one. `X-Forwarded-For` is the exception: a list the plan joins into
+/// one line, the peer's address last.
+fn several_lines(headers: &HeaderMap, name: &HeaderName) -> bool {
+    *name != X_FORWARDED_FOR && headers.get_all(name).iter().nth(1).is_some()
 }
 
 /// `error` in `dialect`'s shape. Errors are rendered here, once; when a part the gate

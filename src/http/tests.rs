@@ -169,6 +169,42 @@ fn a_trusted_proxy_list_is_extended_on_one_line() {
 }
 
 #[test]
+fn a_trusted_proxys_forwarding_header_on_several_lines_is_dropped() {
+    let gate = gate(&["10.0.0.0/8"]);
+    // A proxy that appended its line behind a client's: an app reading the first line
+    // and one reading the last would disagree, so neither line reaches the app.
+    let left = planned(
+        &gate,
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-forwarded-host", "app.example.com"),
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("forwarded", "for=203.0.113.9;proto=http"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-real-ip", "203.0.113.9"),
+            // One line each: the proxy's word, kept.
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+        Some("10.0.0.5"),
+    );
+    let mut names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["x-forwarded-for", "x-forwarded-port", "x-request-id"],
+        "{left:?}"
+    );
+    assert_eq!(left["x-forwarded-port"], "443");
+    assert_eq!(left["x-forwarded-for"], "203.0.113.9, 10.0.0.5");
+    // One line, from a trusted proxy, is kept as it came.
+    let left = planned(&gate, &[("x-forwarded-proto", "https")], Some("10.0.0.5"));
+    assert_eq!(left["x-forwarded-proto"], "https");
+}
+
+#[test]
 fn the_client_is_the_right_most_address_a_trusted_proxy_did_not_add() {
     let gate = gate(&["10.0.0.0/8"]);
     let client = |xff: &[&str], peer: &str| {
