@@ -327,6 +327,12 @@ impl HeadDeadline {
         false
     }
 
+    /// Whether the timer fired for `due` (not for an earlier deadline since moved later),
+    /// without registering to be woken.
+    fn deadline_fired(&self) -> bool {
+        self.timer.is_elapsed() && self.timer.deadline() >= self.due
+    }
+
     /// The read error for an expired deadline; a client that had started a head is told
     /// why, if the answer fits the socket at once.
     fn expired(&mut self, cx: &mut Context<'_>) -> io::Error {
@@ -350,11 +356,20 @@ impl AsyncRead for HeadDeadline {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.take_signal();
-        if this.phase != Phase::Open && this.deadline_passed(cx) {
-            return Poll::Ready(Err(this.expired(cx)));
+        if this.phase == Phase::Open {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        // Only a read that waits needs the timer to wake it: one that got something just
+        // asks whether the deadline passed, which costs no trip through the timer.
+        let passed = match read {
+            Poll::Pending => this.deadline_passed(cx),
+            Poll::Ready(_) => this.deadline_fired(),
+        };
+        if passed {
+            return Poll::Ready(Err(this.expired(cx)));
+        }
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             match this.phase {
                 Phase::Idle => {
