@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::schema::{MetricsSection, ServerSection};
+use super::server::listen_overlaps;
 use super::{ConfigError, Source};
 
 /// Checks `[metrics]` against `[server]`: the address the metrics are served on, if any.
@@ -22,17 +23,22 @@ pub(super) fn check(
             listen.get_ref()
         ))
     })?;
-    // `[server] listen` is checked by its own section; one that does not parse is refused
-    // there, so only a parsed one can clash.
-    if let Ok(public) = server.listen.get_ref().parse::<SocketAddr>() {
-        let same_port = public.port() == address.port();
-        let overlapping = public.ip() == address.ip()
-            || public.ip().is_unspecified()
-            || address.ip().is_unspecified();
+    // `[server] listen` and `[server.tls] listen` are checked by their own section; one
+    // that does not parse is refused there, so only a parsed one can clash.
+    let public = std::iter::once(("server.listen", &server.listen)).chain(
+        server
+            .tls
+            .as_ref()
+            .map(|tls| ("server.tls.listen", &tls.get_ref().listen)),
+    );
+    for (key, public) in public {
+        let Ok(public) = public.get_ref().parse::<SocketAddr>() else {
+            continue;
+        };
         // The metrics must never be served where clients connect, nor share its socket.
-        if same_port && overlapping {
+        if listen_overlaps(public, address) {
             return Err(invalid(format!(
-                "`{address}` is the public port (`server.listen` = `{public}`): the metrics need a listener of their own"
+                "`{address}` is a public port (`{key}` = `{public}`): the metrics need a listener of their own"
             )));
         }
     }
@@ -85,6 +91,21 @@ mod tests {
             );
             assert!(error.contains("public port"), "{error}");
         }
+        // The TLS listener is a public port too, and an IPv4-mapped address is the IPv4
+        // address the kernel binds.
+        for (tls, metrics) in [
+            ("0.0.0.0:8443", "127.0.0.1:8443"),
+            ("127.0.0.1:8443", "[::ffff:127.0.0.1]:8443"),
+        ] {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[server.tls]\nlisten = \"{tls}\"\n\
+                 [metrics]\nlisten = \"{metrics}\"\n"
+            );
+            let error = checked(&text).unwrap_err();
+            assert!(error.contains("`server.tls.listen`"), "{error}");
+        }
+        let mapped = "[server]\nlisten = \"127.0.0.1:8080\"\n[metrics]\nlisten = \"[::ffff:127.0.0.1]:8080\"\n";
+        assert!(checked(mapped).unwrap_err().contains("public port"));
         let error = checked("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
         assert!(
             error.starts_with("gate.toml:2: `metrics.listen`: "),

@@ -353,6 +353,14 @@ pub(super) fn check(
     })
 }
 
+/// Whether two listen addresses would take the same connections: one port, and one
+/// address, or either the wildcard. An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) is
+/// the IPv4 address it maps, as the kernel binds it.
+pub(super) fn listen_overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let (a_ip, b_ip) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port() && (a_ip == b_ip || a_ip.is_unspecified() || b_ip.is_unspecified())
+}
+
 /// Checks `[server.tls]`, whose table starts at `span`; nothing is read yet.
 fn check_tls(
     tls: &TlsSection,
@@ -370,11 +378,7 @@ fn check_tls(
             ),
         )
     })?;
-    if listen.port() == plain.port()
-        && (listen.ip() == plain.ip()
-            || listen.ip().is_unspecified()
-            || plain.ip().is_unspecified())
-    {
+    if listen_overlaps(listen, plain) {
         return Err(source.invalid(
             "server.tls.listen",
             Some(tls.listen.span()),

@@ -438,7 +438,7 @@ impl Front {
                 // Only a trusted proxy may say who the client is, and only in the spelling
                 // proxies write: `X_Forwarded_For` would be a second list.
                 HeaderKind::Forwarding { canonical } => {
-                    !peer_trusted || !canonical || several_lines(headers, name)
+                    !peer_trusted || !canonical || several_values(headers, name)
                 }
                 // Replaced by the id chosen below, in every spelling: the app sees one id,
                 // and a client cannot pick it.
@@ -562,13 +562,21 @@ impl Front {
     }
 }
 
-/// Whether a trusted proxy's forwarding header `name` came on more than one line, which
-/// the app must not get: one line is a proxy's word; with two (a proxy that appended its
-/// line behind a client's), apps reading the first and apps reading the last would each
-/// believe a different one. `X-Forwarded-For` is the exception: a list the plan joins into
-/// one line, the peer's address last.
-fn several_lines(headers: &HeaderMap, name: &HeaderName) -> bool {
-    *name != X_FORWARDED_FOR && headers.get_all(name).iter().nth(1).is_some()
+/// Whether a trusted proxy's forwarding header `name` says more than one thing, which the
+/// app must not get: one value is a proxy's word; with two (a proxy that appended its
+/// value behind a client's, on a line of its own or after a comma), apps reading the first
+/// and apps reading the last would each believe a different one. The lists are the
+/// exception: `X-Forwarded-For`, which the plan joins into one line, the peer last, and
+/// `Forwarded`, whose one line is kept as a list and whose several lines are not.
+fn several_values(headers: &HeaderMap, name: &HeaderName) -> bool {
+    if *name == X_FORWARDED_FOR {
+        return false;
+    }
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next();
+    lines.next().is_some()
+        || (*name != http::header::FORWARDED
+            && first.is_some_and(|value| value.as_bytes().contains(&b',')))
 }
 
 /// `error` in `dialect`'s shape. Errors are rendered here, once; when a part the gate

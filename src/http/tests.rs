@@ -169,7 +169,7 @@ fn a_trusted_proxy_list_is_extended_on_one_line() {
 }
 
 #[test]
-fn a_trusted_proxys_forwarding_header_on_several_lines_is_dropped() {
+fn a_trusted_proxys_forwarding_header_with_several_values_is_dropped() {
     let gate = gate(&["10.0.0.0/8"]);
     // A proxy that appended its line behind a client's: an app reading the first line
     // and one reading the last would disagree, so neither line reaches the app.
@@ -202,6 +202,26 @@ fn a_trusted_proxys_forwarding_header_on_several_lines_is_dropped() {
     // One line, from a trusted proxy, is kept as it came.
     let left = planned(&gate, &[("x-forwarded-proto", "https")], Some("10.0.0.5"));
     assert_eq!(left["x-forwarded-proto"], "https");
+    // Two values on one line, the client's first, say two things just as well: gone too.
+    // `Forwarded` on one line is a list, read from the right like X-Forwarded-For.
+    let left = planned(
+        &gate,
+        &[
+            ("x-forwarded-proto", "https, http"),
+            ("x-forwarded-host", "evil.test,app.example.com"),
+            ("x-real-ip", "6.6.6.6, 203.0.113.9"),
+            ("forwarded", "for=6.6.6.6, for=203.0.113.9"),
+        ],
+        Some("10.0.0.5"),
+    );
+    let mut names: Vec<&str> = left.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["forwarded", "x-forwarded-for", "x-request-id"],
+        "{left:?}"
+    );
+    assert_eq!(left["forwarded"], "for=6.6.6.6, for=203.0.113.9");
 }
 
 #[test]

@@ -615,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_proxys_one_proto_line_is_kept_and_two_are_replaced() {
+    fn a_trusted_proxys_one_proto_value_is_kept_and_two_are_replaced() {
         let from_proxy = |sent: &[(&'static str, &'static str)]| {
             let sent = through_the_front(&["10.0.0.0/8"], "10.0.0.1", false, sent);
             values(&sent, "x-forwarded-proto")
@@ -630,6 +630,11 @@ mod tests {
                 ("X-Forwarded-Proto", "https"),
                 ("x-FORWARDED-proto", "http")
             ]),
+            ["http"]
+        );
+        // Two values on one line, the same.
+        assert_eq!(
+            from_proxy(&[("X-Forwarded-Proto", "https, http")]),
             ["http"]
         );
         assert_eq!(from_proxy(&[]), ["http"]);

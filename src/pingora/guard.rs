@@ -327,12 +327,6 @@ impl HeadDeadline {
         false
     }
 
-    /// Whether the timer fired for `due` (not for an earlier deadline since moved later),
-    /// without registering to be woken.
-    fn deadline_fired(&self) -> bool {
-        self.timer.is_elapsed() && self.timer.deadline() >= self.due
-    }
-
     /// The read error for an expired deadline; a client that had started a head is told
     /// why, if the answer fits the socket at once.
     fn expired(&mut self, cx: &mut Context<'_>) -> io::Error {
@@ -361,11 +355,13 @@ impl AsyncRead for HeadDeadline {
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        // Only a read that waits needs the timer to wake it: one that got something just
-        // asks whether the deadline passed, which costs no trip through the timer.
+        // Only a read that waits needs the timer to wake it: one that got something reads
+        // the clock, which costs no trip through the timer and does not depend on it (a
+        // timer never polled, or fired for a deadline since moved later, has not fired for
+        // `due`, and a client whose every read finds bytes would never wait).
         let passed = match read {
             Poll::Pending => this.deadline_passed(cx),
-            Poll::Ready(_) => this.deadline_fired(),
+            Poll::Ready(_) => Instant::now() >= this.due,
         };
         if passed {
             return Poll::Ready(Err(this.expired(cx)));

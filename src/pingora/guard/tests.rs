@@ -78,6 +78,19 @@ async fn a_head_sent_slowly_fails_at_the_total_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_head_whose_every_read_finds_bytes_still_meets_the_deadline() {
+    let (mut server, mut client) = pair_for(false);
+    // Written before the first read, so no read ever waits, and the timer is never
+    // polled: the deadline must hold all the same.
+    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert!(read(&mut server).await.unwrap() > 0);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    client.write_all(b"X-More: 1\r\n").await.unwrap();
+    let error = read(&mut server).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_read_head_is_not_timed_and_an_idle_connection_is() {
     let (mut server, mut client) = pair();
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
