@@ -326,6 +326,7 @@ pub struct TokenSection {
     pub refresh_ttl: Option<ConfigDuration>,
     pub exchange_ttl: Option<ConfigDuration>,
     pub leeway: Option<ConfigDuration>,
+    pub cache_entries: Option<Spanned<i64>>,
     pub cookie: Option<String>,
     pub cookie_secure: Option<bool>,
 }

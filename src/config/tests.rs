@@ -591,3 +591,24 @@ fn a_config_without_a_token_key_says_so() {
         parse("[token]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n");
     assert!(!hs256.unwrap().token_key_is_generated());
 }
+
+#[test]
+fn the_verified_token_cache_is_sized_or_turned_off() {
+    let entries = |text: &str| {
+        let gate = parse(text).unwrap().build().unwrap();
+        gate.gate().tokens().settings().cache_entries
+    };
+    assert_eq!(entries(""), 100_000);
+    assert_eq!(entries("[token]\ncache_entries = 500\n"), 500);
+    assert_eq!(entries("[token]\ncache_entries = 0\n"), 0);
+    for bad in ["-1", "10000001"] {
+        let error = parse(&format!("[token]\n\ncache_entries = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("test.toml:3: `token.cache_entries`: "),
+            "{error}"
+        );
+        assert!(error.contains("0 (no cache)"), "{error}");
+    }
+}

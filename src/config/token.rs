@@ -90,12 +90,33 @@ pub(super) fn check(token: &TokenSection, source: &Source<'_>) -> Result<TokenMo
             )
         })
         .collect();
+    let mut settings = settings(token);
+    if let Some(entries) = &token.cache_entries {
+        settings.cache_entries = u64::try_from(*entries.get_ref())
+            .ok()
+            .filter(|entries| *entries <= MAX_CACHE_ENTRIES)
+            .ok_or_else(|| {
+                source.invalid(
+                    "token.cache_entries",
+                    Some(entries.span()),
+                    format!(
+                        "{} is not a number of tokens from 0 (no cache) to {MAX_CACHE_ENTRIES}",
+                        entries.get_ref()
+                    ),
+                )
+            })?;
+    }
     Ok(TokenModel {
         key,
         previous_keys,
-        settings: settings(token),
+        settings,
     })
 }
+
+/// The most verified tokens `token.cache_entries` may keep: each entry holds a token's
+/// signed part and claims, under a kilobyte, so this bounds the cache near 10 GB, and a
+/// larger number is a typo rather than a plan.
+const MAX_CACHE_ENTRIES: u64 = 10_000_000;
 
 /// Claims and lifetimes, over the defaults.
 fn settings(token: &TokenSection) -> TokenSettings {
