@@ -342,12 +342,10 @@ mod tests {
 
     #[test]
     fn the_checked_address_accepts_no_connection() {
-        let free = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = free.local_addr().unwrap();
-        drop(free);
         // While the check holds the address, a client is refused at once, rather than
         // accepted and then dropped as the check lets go.
-        let held = bound_unlistened(address).unwrap();
+        let held = bound_unlistened("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = held.local_addr().unwrap();
         assert_eq!(
             TcpStream::connect(address).unwrap_err().kind(),
             ErrorKind::ConnectionRefused
