@@ -490,8 +490,8 @@ impl Front {
     /// Puts the `X-Forwarded-Proto` the app gets in `plan` (from
     /// [`strip_only_plan`](Self::strip_only_plan) or [`plan_upstream`](Self::plan_upstream)):
     /// `https` for a request that reached the gate over TLS, else `http`, unless a trusted
-    /// `peer` (a proxy that terminated TLS in front of the gate) already said which, in one
-    /// line.
+    /// `peer` (a proxy that terminated TLS in front of the gate) already said which, with
+    /// one value that `plan` keeps.
     pub fn plan_forwarded_proto(
         &self,
         plan: &mut UpstreamPlan,

@@ -387,6 +387,7 @@ impl AsyncRead for HeadDeadline {
                     }
                 }
                 Phase::Head { .. } => this.phase = Phase::Head { received: true },
+                // An open connection's reads returned above, untimed.
                 Phase::Open => {}
             }
         }
