@@ -882,7 +882,11 @@ async fn boundary(server: Server, form: Form) {
         must_forward: true,
         label: " from a trusted proxy",
     };
-    let lists: [&[(&str, &str)]; 3] = [
+    // A trusted proxy that appended its value behind a client's, on a line of its own or
+    // after a comma: the app gets neither, so no app reads the client's first.
+    let forged_proto = format!("{FORGED}, http");
+    let forged_real_ip = format!("{FORGED_IP}, {PROXIED_CLIENT}");
+    let lists: [&[(&str, &str)]; 5] = [
         &[
             ("X_Forwarded_For", FORGED_IP),
             ("X-Forwarded-For", PROXIED_CLIENT),
@@ -894,6 +898,18 @@ async fn boundary(server: Server, form: Form) {
         &[
             ("X.Forwarded.For", FORGED_IP),
             ("X-Forwarded-For", PROXIED_CLIENT),
+        ],
+        &[
+            ("X-Forwarded-For", PROXIED_CLIENT),
+            ("X-Real-IP", FORGED_IP),
+            ("x-real-ip", PROXIED_CLIENT),
+            ("X-Forwarded-Host", FORGED),
+            ("X-FORWARDED-HOST", "app.example"),
+        ],
+        &[
+            ("X-Forwarded-For", PROXIED_CLIENT),
+            ("X-Real-IP", &forged_real_ip),
+            ("X-Forwarded-Proto", &forged_proto),
         ],
     ];
     for headers in lists {
